@@ -1,0 +1,77 @@
+"""agent-finops: cost attribution and mid-run cost control for AI-agent workflows.
+
+The framework-free core. Integrations live in their own packages (for LangGraph/LangChain:
+`agent_finops_langgraph`) and import this one, never the reverse.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from agent_finops.attribution import STANDARD_TAGS, attribute, current_tags
+from agent_finops.exceptions import (
+    ApprovalDenied,
+    BudgetExceeded,
+    ConfigurationError,
+    FinOpsError,
+    FinOpsWarning,
+    HandlerError,
+    HandlerWarning,
+    LedgerError,
+    LoopDetected,
+    MissingDependencyError,
+    MissingTags,
+    PolicyViolation,
+    PriceNotFound,
+    RateLimitExceeded,
+    UnpricedWarning,
+)
+from agent_finops.ledger import CostEvent, RunRecord, SpanRecord, SQLLedger
+from agent_finops.pricing import Cost, ModelPrice, PriceBook, PricingConfig, ToolFee
+from agent_finops.reports import RunReport, build_report
+from agent_finops.tracker import CostTracker
+from agent_finops.usage import TokenUsage, normalize_usage
+
+try:
+    __version__ = version("agent-finops")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    # tracking
+    "CostTracker",
+    "attribute",
+    "current_tags",
+    "STANDARD_TAGS",
+    # usage and pricing
+    "TokenUsage",
+    "normalize_usage",
+    "PriceBook",
+    "PricingConfig",
+    "ModelPrice",
+    "ToolFee",
+    "Cost",
+    # ledger
+    "SQLLedger",
+    "RunRecord",
+    "SpanRecord",
+    "CostEvent",
+    # reports
+    "RunReport",
+    "build_report",
+    # errors and warnings
+    "FinOpsError",
+    "ConfigurationError",
+    "MissingDependencyError",
+    "PriceNotFound",
+    "LedgerError",
+    "HandlerError",
+    "PolicyViolation",
+    "BudgetExceeded",
+    "RateLimitExceeded",
+    "LoopDetected",
+    "MissingTags",
+    "ApprovalDenied",
+    "FinOpsWarning",
+    "UnpricedWarning",
+    "HandlerWarning",
+    "__version__",
+]

@@ -1,0 +1,138 @@
+"""SQLModel tables of the ledger, and the exact-decimal column type they use.
+
+Schema versioning: `finops_schema` holds one row with the version this code wrote.
+`setup()` creates missing tables (new tables are additive and need no migration), then runs
+every step in `MIGRATIONS` above the stored version, in one transaction, and stores the new
+version. A database whose version is *newer* than the code is refused with a clear error
+rather than written to. See docs/ledger.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Numeric, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+from sqlmodel import Field, SQLModel
+
+SCHEMA_VERSION = 1
+
+
+class Money(TypeDecorator[Decimal]):
+    """Exact USD: NUMERIC(38, 18) where the database has it, canonical text on SQLite.
+
+    SQLite has no decimal type (SQLAlchemy's Numeric goes through float there), so text keeps
+    every digit; sums are done in Python with `Decimal`.
+    """
+
+    impl = String(64)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        """Choose the column type per database."""
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(64))
+        return dialect.type_descriptor(Numeric(38, 18, asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        """Store a Decimal exactly."""
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return format(value, "f")
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        """Read back a Decimal."""
+        if value is None:
+            return None
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def _json() -> Any:
+    return Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class SchemaRow(SQLModel, table=True):
+    """The ledger's schema version (one row)."""
+
+    __tablename__ = "finops_schema"
+    id: int = Field(default=1, primary_key=True)
+    version: int
+
+
+class RunRow(SQLModel, table=True):
+    """One traced run."""
+
+    __tablename__ = "finops_runs"
+    trace_id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    started_at: datetime = Field(index=True)
+    ended_at: datetime | None = None
+    status: str = Field(max_length=16)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    tags: dict[str, str] = _json()
+
+
+class SpanRow(SQLModel, table=True):
+    """One span of a run's tree."""
+
+    __tablename__ = "finops_spans"
+    span_id: str = Field(primary_key=True, max_length=64)
+    trace_id: str = Field(index=True, max_length=64)
+    parent_span_id: str | None = Field(default=None, max_length=64)
+    name: str = Field(max_length=200)
+    kind: str = Field(max_length=16)
+    node_path: str | None = Field(default=None, sa_column=Column(Text))
+    started_at: datetime
+    ended_at: datetime | None = None
+    status: str = Field(max_length=16)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    tags: dict[str, str] = _json()
+
+
+class CostEventRow(SQLModel, table=True):
+    """One leaf cost (model or tool call); totals are always sums of these."""
+
+    __tablename__ = "finops_cost_events"
+    __table_args__ = (
+        Index("ix_finops_events_team_created", "team", "created_at"),
+        Index("ix_finops_events_project_created", "project", "created_at"),
+    )
+    event_id: str = Field(primary_key=True, max_length=96)
+    trace_id: str = Field(index=True, max_length=64)
+    span_id: str = Field(max_length=64)
+    kind: str = Field(max_length=8)
+    name: str = Field(max_length=200)
+    provider: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(index=True)
+    node_path: str | None = Field(default=None, sa_column=Column(Text))
+    cost: Decimal | None = Field(default=None, sa_column=Column(Money(), nullable=True))
+    price_source: str = Field(max_length=120)
+    price_version: str = Field(max_length=120)
+    model_ref: str | None = Field(default=None, max_length=200)
+    uncached_input_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    cache_read_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    cache_write_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    output_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    reasoning_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    units: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    usage_reported: bool = True
+    tags: dict[str, str] = _json()
+    # Standard tags, denormalised for rollups and chargeback queries.
+    team: str | None = Field(default=None, max_length=256)
+    project: str | None = Field(default=None, max_length=256)
+    cost_center: str | None = Field(default=None, max_length=256)
+    agent: str | None = Field(default=None, max_length=256)
+    task: str | None = Field(default=None, max_length=256)
+    user: str | None = Field(default=None, max_length=256)
+    tenant: str | None = Field(default=None, max_length=256)
+    environment: str | None = Field(default=None, max_length=256)
+
+
+MIGRATIONS: dict[int, list[str]] = {
+    # version -> SQL statements that bring version-1 to version. None yet: v1 is the first.
+}

@@ -1,0 +1,343 @@
+"""The SQL ledger: SQLModel tables on SQLite (default, WAL) or any SQLAlchemy URL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import Engine, create_engine, event, insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session, SQLModel, col, select
+
+from agent_finops.attribution import STANDARD_TAGS
+from agent_finops.exceptions import LedgerError
+from agent_finops.ledger._records import CostEvent, RunRecord, SpanRecord
+from agent_finops.ledger._schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    CostEventRow,
+    RunRow,
+    SchemaRow,
+    SpanRow,
+)
+
+DEFAULT_URL = "sqlite:///agent-finops.sqlite"
+"""Used when neither an argument nor `AGENT_FINOPS_DB_URL` gives a URL."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """A run and its totals, as `agent-finops runs` lists it."""
+
+    run: RunRecord
+    cost: Decimal
+    """Sum of known costs."""
+    unpriced: int
+    """Number of cost events whose price is unknown."""
+    model_calls: int
+    tool_calls: int
+
+
+@dataclass(frozen=True, slots=True)
+class TraceData:
+    """Everything the ledger holds for one run."""
+
+    run: RunRecord
+    spans: list[SpanRecord]
+    events: list[CostEvent]
+
+
+class SQLLedger:
+    """Ledger on any SQLAlchemy database; thread-safe; writes are idempotent."""
+
+    def __init__(self, engine: Engine, *, auto_setup: bool = True) -> None:
+        """Wrap an engine. Prefer `SQLLedger.from_url`."""
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._setup_lock = threading.Lock()
+        self._ready = False
+        if auto_setup:
+            self.setup()
+
+    @classmethod
+    def from_url(cls, url: str | None = None, *, auto_setup: bool = True, **engine_kwargs: Any) -> Self:
+        """Open a ledger; also usable as `with SQLLedger.from_url(url) as ledger:`.
+
+        SQLite files get WAL journaling, `synchronous=NORMAL` and a busy timeout so several
+        processes can share one file. `sqlite://` (no path) is a private in-memory ledger.
+        """
+        url = url or DEFAULT_URL
+        if url.startswith("sqlite"):
+            in_memory = url in ("sqlite://", "sqlite:///:memory:")
+            if in_memory:
+                engine_kwargs.setdefault("poolclass", StaticPool)
+            else:
+                path = url.split("///", 1)[1] if "///" in url else ""
+                if path:
+                    Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine_kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
+            engine = create_engine(url, **engine_kwargs)
+            _configure_sqlite(engine, wal=not in_memory)
+        else:
+            engine_kwargs.setdefault("pool_pre_ping", True)
+            engine = create_engine(url, **engine_kwargs)
+        return cls(engine, auto_setup=auto_setup)
+
+    def __enter__(self) -> Self:
+        """Return self; the ledger closes on exit."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the engine."""
+        self.close()
+
+    def close(self) -> None:
+        """Release connections."""
+        self.engine.dispose()
+
+    # -- schema -------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create tables and apply migrations; safe to call any number of times."""
+        if self._ready:
+            return
+        with self._setup_lock:
+            if self._ready:
+                return
+            try:
+                SQLModel.metadata.create_all(self.engine)
+                with Session(self.engine) as session:
+                    row = session.get(SchemaRow, 1)
+                    if row is None:
+                        session.add(SchemaRow(id=1, version=SCHEMA_VERSION))
+                    elif row.version > SCHEMA_VERSION:
+                        raise LedgerError(
+                            f"ledger schema version {row.version} is newer than this "
+                            f"agent-finops (supports {SCHEMA_VERSION}); upgrade agent-finops"
+                        )
+                    elif row.version < SCHEMA_VERSION:
+                        for version in range(row.version + 1, SCHEMA_VERSION + 1):
+                            for statement in MIGRATIONS.get(version, []):
+                                session.connection().exec_driver_sql(statement)
+                        row.version = SCHEMA_VERSION
+                        session.add(row)
+                    session.commit()
+            except SQLAlchemyError as exc:
+                if _is_duplicate(exc):  # another process created it at the same moment
+                    self._ready = True
+                    return
+                raise LedgerError(f"cannot set up ledger at {self.engine.url!r}: {exc}") from exc
+            self._ready = True
+
+    def schema_version(self) -> int:
+        """The schema version stored in the database."""
+        with Session(self.engine) as session:
+            row = session.get(SchemaRow, 1)
+            return 0 if row is None else row.version
+
+    # -- writes -------------------------------------------------------------------------
+
+    def write(
+        self,
+        *,
+        runs: Sequence[RunRecord] = (),
+        spans: Sequence[SpanRecord] = (),
+        events: Sequence[CostEvent] = (),
+    ) -> None:
+        """Write records in one transaction: all of them or none.
+
+        Runs and spans are upserted (a later state replaces an earlier one); events are
+        inserted once (a repeated `event_id` is ignored).
+        """
+        if not (runs or spans or events):
+            return
+        try:
+            with self.engine.begin() as conn:
+                if runs:
+                    conn.execute(self._upsert(RunRow, "trace_id"), [_run_row(r) for r in runs])
+                if spans:
+                    conn.execute(self._upsert(SpanRow, "span_id"), [asdict(s) for s in spans])
+                if events:
+                    conn.execute(self._insert_ignore(CostEventRow), [_event_row(e) for e in events])
+        except SQLAlchemyError as exc:
+            raise LedgerError(f"ledger write failed, nothing written: {exc}") from exc
+
+    def _upsert(self, model: type[SQLModel], key: str) -> Any:
+        table: Any = model.__table__  # type: ignore[attr-defined]
+        stmt: Any
+        if self.dialect == "sqlite":
+            stmt = sqlite.insert(table)
+        elif self.dialect == "postgresql":
+            stmt = postgresql.insert(table)
+        else:  # pragma: no cover - other databases: plain insert, duplicates raise
+            return insert(table)
+        updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != key}
+        return stmt.on_conflict_do_update(index_elements=[key], set_=updates)
+
+    def _insert_ignore(self, model: type[SQLModel]) -> Any:
+        table: Any = model.__table__  # type: ignore[attr-defined]
+        if self.dialect == "sqlite":
+            return sqlite.insert(table).on_conflict_do_nothing()
+        if self.dialect == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing()
+        return insert(table)  # pragma: no cover
+
+    # -- reads --------------------------------------------------------------------------
+
+    def list_runs(self, *, limit: int = 20) -> list[RunSummary]:
+        """The most recent runs with their totals, newest first."""
+        with Session(self.engine) as session:
+            runs = session.exec(
+                select(RunRow).order_by(col(RunRow.started_at).desc()).limit(limit)
+            ).all()
+            ids = [r.trace_id for r in runs]
+            rows = session.exec(
+                select(CostEventRow.trace_id, CostEventRow.kind, CostEventRow.cost).where(
+                    col(CostEventRow.trace_id).in_(ids)
+                )
+            ).all() if ids else []
+        totals: dict[str, list[Any]] = {i: [Decimal(0), 0, 0, 0] for i in ids}
+        for trace_id, kind, cost in rows:
+            acc = totals[trace_id]
+            if cost is None:
+                acc[1] += 1
+            else:
+                acc[0] += cost
+            acc[2 if kind == "model" else 3] += 1
+        return [
+            RunSummary(_run_record(r), *totals[r.trace_id])  # type: ignore[arg-type]
+            for r in runs
+        ]
+
+    def resolve_run_id(self, trace_id_or_prefix: str) -> str | None:
+        """A full trace id from an id or a unique prefix (None if absent or ambiguous)."""
+        with Session(self.engine) as session:
+            if session.get(RunRow, trace_id_or_prefix) is not None:
+                return trace_id_or_prefix
+            matches = session.exec(
+                select(RunRow.trace_id)
+                .where(col(RunRow.trace_id).startswith(trace_id_or_prefix, autoescape=True))
+                .limit(2)
+            ).all()
+        return matches[0] if len(matches) == 1 else None
+
+    def load_trace(self, trace_id: str) -> TraceData | None:
+        """The run, its spans and its cost events, or None if there is no such run."""
+        with Session(self.engine) as session:
+            run = session.get(RunRow, trace_id)
+            if run is None:
+                return None
+            spans = session.exec(
+                select(SpanRow).where(SpanRow.trace_id == trace_id).order_by(col(SpanRow.started_at))
+            ).all()
+            events = session.exec(
+                select(CostEventRow)
+                .where(CostEventRow.trace_id == trace_id)
+                .order_by(col(CostEventRow.created_at))
+            ).all()
+            return TraceData(
+                run=_run_record(run),
+                spans=[_span_record(s) for s in spans],
+                events=[_event_record(e) for e in events],
+            )
+
+    def iter_events(self, trace_ids: Iterable[str]) -> list[CostEvent]:
+        """Cost events of several runs."""
+        ids = list(trace_ids)
+        if not ids:
+            return []
+        with Session(self.engine) as session:
+            rows = session.exec(select(CostEventRow).where(col(CostEventRow.trace_id).in_(ids))).all()
+            return [_event_record(e) for e in rows]
+
+
+def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        if wal:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+
+def _is_duplicate(exc: SQLAlchemyError) -> bool:
+    text = str(exc).lower()
+    return "already exists" in text or "unique constraint" in text or "duplicate key" in text
+
+
+def _run_row(r: RunRecord) -> dict[str, Any]:
+    return asdict(r)
+
+
+def _event_row(e: CostEvent) -> dict[str, Any]:
+    row = asdict(e)
+    for tag in STANDARD_TAGS:
+        row[tag] = e.tags.get(tag)
+    return row
+
+
+def _run_record(r: RunRow) -> RunRecord:
+    return RunRecord(
+        trace_id=r.trace_id,
+        name=r.name,
+        started_at=r.started_at,
+        ended_at=r.ended_at,
+        status=r.status,  # type: ignore[arg-type]
+        error=r.error,
+        tags=dict(r.tags),
+    )
+
+
+def _span_record(s: SpanRow) -> SpanRecord:
+    return SpanRecord(
+        span_id=s.span_id,
+        trace_id=s.trace_id,
+        parent_span_id=s.parent_span_id,
+        name=s.name,
+        kind=s.kind,  # type: ignore[arg-type]
+        node_path=s.node_path,
+        started_at=s.started_at,
+        ended_at=s.ended_at,
+        status=s.status,  # type: ignore[arg-type]
+        error=s.error,
+        tags=dict(s.tags),
+    )
+
+
+def _event_record(e: CostEventRow) -> CostEvent:
+    return CostEvent(
+        event_id=e.event_id,
+        trace_id=e.trace_id,
+        span_id=e.span_id,
+        kind=e.kind,  # type: ignore[arg-type]
+        name=e.name,
+        provider=e.provider,
+        created_at=e.created_at,
+        node_path=e.node_path,
+        tags=dict(e.tags),
+        cost=e.cost,
+        price_source=e.price_source,
+        price_version=e.price_version,
+        model_ref=e.model_ref,
+        uncached_input_tokens=e.uncached_input_tokens,
+        cache_read_tokens=e.cache_read_tokens,
+        cache_write_tokens=e.cache_write_tokens,
+        output_tokens=e.output_tokens,
+        reasoning_tokens=e.reasoning_tokens,
+        units=e.units,
+        usage_reported=e.usage_reported,
+    )

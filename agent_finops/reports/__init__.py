@@ -1,0 +1,24 @@
+"""Reports built from the ledger: the per-run cost report (tree and rollups)."""
+
+from agent_finops.reports._render import money, render_text
+from agent_finops.reports._run_report import (
+    REPORT_SCHEMA_VERSION,
+    Rollup,
+    RunReport,
+    SpanNode,
+    Totals,
+    build_report,
+    load_run_report,
+)
+
+__all__ = [
+    "REPORT_SCHEMA_VERSION",
+    "Rollup",
+    "RunReport",
+    "SpanNode",
+    "Totals",
+    "build_report",
+    "load_run_report",
+    "money",
+    "render_text",
+]

@@ -1,0 +1,121 @@
+"""Plain-text rendering of a `RunReport` for the terminal."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from agent_finops.reports._run_report import Rollup, RunReport, SpanNode, Totals
+
+
+def money(value: Decimal | None) -> str:
+    """USD for humans: 6 decimals under a dollar, 2 above; None is 'unknown'."""
+    if value is None:
+        return "unknown"
+    if abs(value) >= 1:
+        return f"${value:,.2f}"
+    return f"${value:.6f}"
+
+
+def _share(part: Decimal, total: Decimal) -> str:
+    return "-" if total == 0 else f"{part / total * 100:5.1f}%"
+
+
+def _cost_cell(t: Totals) -> str:
+    text = money(t.cost) if t.calls > t.unpriced or t.calls == 0 else "unknown"
+    if t.unpriced and t.calls > t.unpriced:
+        text += f" +{t.unpriced} unpriced"
+    return text
+
+
+def _tokens(t: Totals) -> str:
+    parts = [f"in {t.input_tokens:,}"]
+    if t.cache_read_tokens or t.cache_write_tokens:
+        parts.append(f"(cached {t.cache_read_tokens:,} / written {t.cache_write_tokens:,})")
+    parts.append(f"out {t.output_tokens:,}")
+    if t.reasoning_tokens:
+        parts.append(f"(reasoning {t.reasoning_tokens:,})")
+    return " ".join(parts)
+
+
+def _label(node: SpanNode) -> str:
+    s = node.span
+    if s.kind == "model":
+        model = next((e.name for e in node.events if e.kind == "model"), None)
+        return f"{s.name} [model {model}]" if model and model != s.name else f"{s.name} [model]"
+    if s.kind in ("node", "tool"):
+        return f"{s.name} [{s.kind}]"
+    return s.name
+
+
+def render_text(report: RunReport) -> str:
+    """Render the report as a tree and rollup tables."""
+    run, totals = report.run, report.totals
+    total = totals.cost
+    lines: list[str] = []
+    duration = ""
+    if run.ended_at is not None:
+        duration = f"  {(run.ended_at - run.started_at).total_seconds():.3f}s"
+    lines.append(f"Run {run.trace_id}  {run.name}  [{run.status}]{duration}")
+    lines.append(f"Started {run.started_at:%Y-%m-%d %H:%M:%S} UTC")
+    if run.tags:
+        lines.append("Tags: " + "  ".join(f"{k}={v}" for k, v in sorted(run.tags.items())))
+    lines.append(
+        f"Total {money(total)}   model calls {totals.model_calls}   tool calls "
+        f"{totals.tool_calls}   unpriced {totals.unpriced}"
+    )
+    lines.append(f"Tokens {_tokens(totals)}")
+    if totals.unpriced:
+        lines.append(
+            f"WARNING: {totals.unpriced} call(s) could not be priced; the total excludes them."
+        )
+    lines.append("")
+
+    rows: list[tuple[str, str, str, str, str]] = []
+    stack: list[tuple[SpanNode, str, str]] = [(report.tree, "", "")]
+    while stack:
+        node, prefix, child_prefix = stack.pop()
+        t = node.totals
+        status = "" if node.span.status == "ok" else f" ({node.span.status})"
+        rows.append(
+            (prefix + _label(node) + status, str(t.calls), _tokens(t), _cost_cell(t), _share(t.cost, total))
+        )
+        kids = node.children
+        for i, child in reversed(list(enumerate(kids))):
+            last = i == len(kids) - 1
+            stack.append(
+                (child, child_prefix + ("└─ " if last else "├─ "), child_prefix + ("   " if last else "│  "))
+            )
+    lines.extend(_table(("span", "calls", "tokens", "cost", "share"), rows))
+
+    for title, rollups in (
+        ("By node", report.by_node),
+        ("By agent", report.by_agent),
+        ("By model", report.by_model),
+        ("By tool", report.by_tool),
+    ):
+        if rollups:
+            lines.append("")
+            lines.append(title)
+            lines.extend(_table(("key", "calls", "tokens", "cost", "share"), _rollup_rows(rollups, total)))
+    if report.price_versions:
+        lines.append("")
+        lines.append("Prices: " + "; ".join(report.price_versions))
+    return "\n".join(lines)
+
+
+def _rollup_rows(rollups: list[Rollup], total: Decimal) -> list[tuple[str, str, str, str, str]]:
+    return [
+        ("  " + r.key, str(r.totals.calls), _tokens(r.totals), _cost_cell(r.totals), _share(r.totals.cost, total))
+        for r in rollups
+    ]
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, str, str, str, str]]) -> list[str]:
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+
+    def fmt(cells: tuple[str, ...]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [cells[i].rjust(widths[i]) if i != 2 else cells[i].ljust(widths[i]) for i in range(1, len(cells))]
+        return "  ".join([first, *rest]).rstrip()
+
+    return [fmt(header), *(fmt(r) for r in rows)]

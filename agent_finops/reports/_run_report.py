@@ -1,0 +1,306 @@
+"""The per-run cost report: a priced span tree plus rollups by node, agent, model and tool.
+
+Every figure is a sum of leaf cost events, each counted exactly once: a span's cost is the
+sum of the events in its subtree, so re-entrant calls (A calls B calls A) cannot be counted
+twice. Unknown costs are never summed as $0; they are counted as `unpriced`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from agent_finops.ledger import CostEvent, RunRecord, SpanRecord, TraceData
+
+REPORT_SCHEMA_VERSION = 1
+"""Version of `RunReport.to_dict()`'s layout (documented in docs/report-json.md)."""
+
+_SHOWN_KINDS = frozenset({"run", "node", "model", "tool"})
+
+
+@dataclass(slots=True)
+class Totals:
+    """Calls, tokens by kind and cost of a set of cost events."""
+
+    cost: Decimal = Decimal(0)
+    """Sum of known costs (USD)."""
+    unpriced: int = 0
+    """Events whose cost is unknown."""
+    model_calls: int = 0
+    tool_calls: int = 0
+    uncached_input_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def add(self, e: CostEvent) -> None:
+        """Add one event."""
+        if e.cost is None:
+            self.unpriced += 1
+        else:
+            self.cost += e.cost
+        if e.kind == "model":
+            self.model_calls += 1
+        else:
+            self.tool_calls += 1
+        self.uncached_input_tokens += e.uncached_input_tokens
+        self.cache_read_tokens += e.cache_read_tokens
+        self.cache_write_tokens += e.cache_write_tokens
+        self.output_tokens += e.output_tokens
+        self.reasoning_tokens += e.reasoning_tokens
+
+    def merge(self, other: Totals) -> None:
+        """Add another set of totals."""
+        self.cost += other.cost
+        self.unpriced += other.unpriced
+        self.model_calls += other.model_calls
+        self.tool_calls += other.tool_calls
+        self.uncached_input_tokens += other.uncached_input_tokens
+        self.cache_read_tokens += other.cache_read_tokens
+        self.cache_write_tokens += other.cache_write_tokens
+        self.output_tokens += other.output_tokens
+        self.reasoning_tokens += other.reasoning_tokens
+
+    @property
+    def input_tokens(self) -> int:
+        """All input tokens."""
+        return self.uncached_input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    @property
+    def calls(self) -> int:
+        """Model plus tool calls."""
+        return self.model_calls + self.tool_calls
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; money as a decimal string."""
+        return {
+            "cost_usd": format(self.cost, "f"),
+            "unpriced": self.unpriced,
+            "model_calls": self.model_calls,
+            "tool_calls": self.tool_calls,
+            "tokens": {
+                "input": self.input_tokens,
+                "uncached_input": self.uncached_input_tokens,
+                "cache_read": self.cache_read_tokens,
+                "cache_write": self.cache_write_tokens,
+                "output": self.output_tokens,
+                "reasoning": self.reasoning_tokens,
+            },
+        }
+
+
+@dataclass(slots=True)
+class SpanNode:
+    """A span with the totals of its whole subtree."""
+
+    span: SpanRecord
+    children: list[SpanNode] = field(default_factory=list)
+    totals: Totals = field(default_factory=Totals)
+    events: list[CostEvent] = field(default_factory=list)
+    """This span's own cost events (leaves)."""
+
+    def to_dict(self, total: Decimal) -> dict[str, Any]:
+        """JSON-ready subtree."""
+        s = self.span
+        own_model = next((e for e in self.events if e.kind == "model"), None)
+        return {
+            "span_id": s.span_id,
+            "parent_span_id": s.parent_span_id,
+            "name": s.name,
+            "kind": s.kind,
+            "node_path": s.node_path,
+            "status": s.status,
+            "error": s.error,
+            "started_at": _iso(s.started_at),
+            "ended_at": _iso(s.ended_at),
+            "model": own_model.name if own_model else None,
+            "price_source": own_model.price_source if own_model else None,
+            "share": _share(self.totals.cost, total),
+            **self.totals.to_dict(),
+            "children": [c.to_dict(total) for c in self.children],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """Totals for one key of a grouping (a node path, agent, model or tool)."""
+
+    key: str
+    totals: Totals
+
+    def to_dict(self, total: Decimal) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"key": self.key, "share": _share(self.totals.cost, total), **self.totals.to_dict()}
+
+
+@dataclass(slots=True)
+class RunReport:
+    """What one run cost, as a tree and as rollups. `to_dict()` is the `--json` output."""
+
+    run: RunRecord
+    totals: Totals
+    tree: SpanNode
+    by_node: list[Rollup]
+    by_agent: list[Rollup]
+    by_model: list[Rollup]
+    by_tool: list[Rollup]
+    price_versions: list[str]
+
+    @property
+    def total_cost(self) -> Decimal:
+        """Sum of known costs (USD)."""
+        return self.totals.cost
+
+    @property
+    def unpriced(self) -> int:
+        """Number of calls whose cost is unknown."""
+        return self.totals.unpriced
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (see docs/report-json.md)."""
+        total = self.totals.cost
+        return {
+            "schema_version": REPORT_SCHEMA_VERSION,
+            "run": {
+                "trace_id": self.run.trace_id,
+                "name": self.run.name,
+                "status": self.run.status,
+                "error": self.run.error,
+                "started_at": _iso(self.run.started_at),
+                "ended_at": _iso(self.run.ended_at),
+                "tags": dict(self.run.tags),
+            },
+            "totals": self.totals.to_dict(),
+            "price_versions": list(self.price_versions),
+            "tree": self.tree.to_dict(total),
+            "by_node": [r.to_dict(total) for r in self.by_node],
+            "by_agent": [r.to_dict(total) for r in self.by_agent],
+            "by_model": [r.to_dict(total) for r in self.by_model],
+            "by_tool": [r.to_dict(total) for r in self.by_tool],
+        }
+
+    def render(self) -> str:
+        """A readable terminal report."""
+        from agent_finops.reports._render import render_text
+
+        return render_text(self)
+
+
+def build_report(trace: TraceData) -> RunReport:
+    """Build the report of one run from its ledger rows."""
+    nodes = {s.span_id: SpanNode(s) for s in trace.spans}
+    root = nodes.get(trace.run.trace_id)
+    if root is None:  # the root span was never written (crash): synthesise it from the run
+        r = trace.run
+        root = SpanNode(
+            SpanRecord(
+                span_id=r.trace_id,
+                trace_id=r.trace_id,
+                parent_span_id=None,
+                name=r.name,
+                kind="run",
+                node_path=None,
+                started_at=r.started_at,
+                ended_at=r.ended_at,
+                status=r.status,
+                tags=r.tags,
+            )
+        )
+        nodes[r.trace_id] = root
+    for node in nodes.values():
+        if node is root:
+            continue
+        parent = nodes.get(node.span.parent_span_id or "") or root
+        parent.children.append(node)
+    for e in trace.events:
+        (nodes.get(e.span_id) or root).events.append(e)
+    _sum_subtree(root)
+    _prune(root)
+
+    totals = root.totals
+    return RunReport(
+        run=trace.run,
+        totals=totals,
+        tree=root,
+        by_node=_group(trace.events, lambda e: e.node_path or "(outside any node)"),
+        by_agent=_group(trace.events, _agent_key),
+        by_model=_group((e for e in trace.events if e.kind == "model"), lambda e: e.name),
+        by_tool=_group((e for e in trace.events if e.kind == "tool"), lambda e: e.name),
+        price_versions=sorted({f"{e.price_source} ({e.price_version})" for e in trace.events}),
+    )
+
+
+def _agent_key(e: CostEvent) -> str:
+    agent = e.tags.get("agent")
+    if agent:
+        return agent
+    if e.node_path:
+        return e.node_path.split(" > ", 1)[0]
+    return "(no agent)"
+
+
+def _sum_subtree(root: SpanNode) -> None:
+    # Iterative post-order: deep agent recursions must not hit Python's recursion limit.
+    order: list[SpanNode] = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        node.children.sort(key=lambda c: c.span.started_at)
+        stack.extend(node.children)
+    for node in reversed(order):
+        for e in node.events:
+            node.totals.add(e)
+        for child in node.children:
+            node.totals.merge(child.totals)
+
+
+def _prune(node: SpanNode) -> None:
+    """Hoist plumbing spans (chains that are not graph nodes) out of the displayed tree."""
+    kept: list[SpanNode] = []
+    for child in node.children:
+        _prune(child)
+        if child.span.kind in _SHOWN_KINDS:
+            kept.append(child)
+        elif child.events:
+            kept.append(child)
+        else:
+            kept.extend(child.children)
+    kept.sort(key=lambda c: c.span.started_at)
+    node.children = kept
+
+
+def _group(events: Iterable[CostEvent], key: Any) -> list[Rollup]:
+    groups: dict[str, Totals] = {}
+    for e in events:
+        groups.setdefault(key(e), Totals()).add(e)
+    return sorted(
+        (Rollup(k, t) for k, t in groups.items()),
+        key=lambda r: (-r.totals.cost, -r.totals.unpriced, r.key),
+    )
+
+
+def _share(part: Decimal, total: Decimal) -> str | None:
+    if total == 0:
+        return None
+    return format((part / total).quantize(Decimal("0.0001")), "f")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def load_run_report(ledger: Any, run_id: str) -> RunReport:
+    """The report of run `run_id` (a full id or a unique prefix) from `ledger`.
+
+    Raises `LookupError` naming the id when there is no such run or the prefix is ambiguous.
+    """
+    trace_id = ledger.resolve_run_id(run_id)
+    trace = ledger.load_trace(trace_id) if trace_id else None
+    if trace is None:
+        raise LookupError(f"no run {run_id!r} in the ledger (or the prefix is ambiguous)")
+    return build_report(trace)
