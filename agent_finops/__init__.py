@@ -4,7 +4,8 @@ The framework-free core. Integrations live in their own packages (for LangGraph/
 `agent_finops_langgraph`) and import this one, never the reverse.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from agent_finops.attribution import STANDARD_TAGS, attribute, current_tags
 from agent_finops.exceptions import (
@@ -31,8 +32,8 @@ from agent_finops.tracker import CostTracker
 from agent_finops.usage import TokenUsage, normalize_usage
 
 try:
-    __version__ = version("agent-finops")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _version("agent-finops")
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 __all__ = [

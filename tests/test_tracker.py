@@ -1,0 +1,207 @@
+"""The framework-free tracker: span trees, inherited tags, concurrency, idempotency, no loss."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from agent_finops import (
+    CostTracker,
+    LedgerError,
+    PriceBook,
+    PriceNotFound,
+    SQLLedger,
+    TokenUsage,
+    UnpricedWarning,
+    attribute,
+)
+
+U = TokenUsage(uncached_input_tokens=1000, output_tokens=100)
+PRICE = (1000 * Decimal("0.15") + 100 * Decimal("0.60")) / Decimal(1_000_000)  # gpt-4o-mini
+
+
+@pytest.fixture
+def tracker(sqlite_ledger: SQLLedger) -> Iterator[CostTracker]:
+    t = CostTracker(sqlite_ledger, tags={"team": "core", "environment": "test"})
+    yield t
+    t.close()
+
+
+def _model_call(t: CostTracker, span: str, parent: str, *, model: str = "gpt-4o-mini") -> None:
+    t.start_span(span, parent_span_id=parent, name="llm", kind="model")
+    t.record_model_call(span, model=model, provider="openai", usage=U)
+    t.end_span(span)
+
+
+def test_nested_spans_inherit_tags_and_node_path(tracker: CostTracker) -> None:
+    with attribute(project="apollo"):
+        tracker.start_span("root", parent_span_id=None, name="graph", kind="chain", tags={"task": "t1"})
+    tracker.start_span("n1", parent_span_id="root", name="researcher", kind="node", node="researcher")
+    tracker.start_span("n2", parent_span_id="n1", name="agent", kind="node", node="agent", tags={"agent": "r"})
+    _model_call(tracker, "m1", "n2")
+    tracker.end_span("n2")
+    tracker.end_span("n1")
+    tracker.end_span("root")
+    report = tracker.report("root")
+    (event,) = [e for n in [report.tree] for e in _all_events(n)]
+    assert event.node_path == "researcher > agent"
+    assert event.tags == {"team": "core", "environment": "test", "project": "apollo", "task": "t1", "agent": "r"}
+    assert report.total_cost == PRICE
+    assert report.run.status == "ok"
+
+
+def _all_events(node: Any) -> Iterator[Any]:
+    yield from node.events
+    for c in node.children:
+        yield from _all_events(c)
+
+
+def test_parallel_threads_in_one_run(tracker: CostTracker) -> None:
+    tracker.start_span("root", parent_span_id=None, name="graph", kind="chain")
+
+    def branch(i: int) -> None:
+        tracker.start_span(f"b{i}", parent_span_id="root", name=f"branch{i}", kind="node", node=f"branch{i}")
+        for j in range(25):
+            _model_call(tracker, f"m{i}-{j}", f"b{i}")
+        tracker.end_span(f"b{i}")
+
+    threads = [threading.Thread(target=branch, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    tracker.end_span("root")
+    report = tracker.report("root")
+    assert report.totals.model_calls == 200
+    assert report.total_cost == 200 * PRICE
+    assert {r.key for r in report.by_node} == {f"branch{i}" for i in range(8)}
+    assert all(r.totals.model_calls == 25 for r in report.by_node)
+
+
+async def test_asyncio_tasks_keep_their_own_tags(tracker: CostTracker) -> None:
+    async def run(tenant: str) -> None:
+        with attribute(tenant=tenant):
+            tracker.start_span(f"root-{tenant}", parent_span_id=None, name="graph", kind="chain")
+            await asyncio.sleep(0)
+            _model_call(tracker, f"m-{tenant}", f"root-{tenant}")
+            await asyncio.sleep(0)
+            tracker.end_span(f"root-{tenant}")
+
+    await asyncio.gather(*(run(t) for t in ("acme", "globex", "initech")))
+    for tenant in ("acme", "globex", "initech"):
+        report = tracker.report(f"root-{tenant}")
+        assert report.run.tags["tenant"] == tenant
+        assert report.by_agent[0].totals.model_calls == 1
+
+
+def test_reentrant_calls_are_counted_once(tracker: CostTracker) -> None:
+    # A calls B calls A: the same agent appears twice on one path; each event counts once.
+    tracker.start_span("root", parent_span_id=None, name="graph", kind="chain")
+    tracker.start_span("a1", parent_span_id="root", name="A", kind="node", node="A")
+    _model_call(tracker, "m1", "a1")
+    tracker.start_span("b1", parent_span_id="a1", name="B", kind="node", node="B")
+    _model_call(tracker, "m2", "b1")
+    tracker.start_span("a2", parent_span_id="b1", name="A", kind="node", node="A")
+    _model_call(tracker, "m3", "a2")
+    for s in ("a2", "b1", "a1", "root"):
+        tracker.end_span(s)
+    report = tracker.report("root")
+    assert report.total_cost == 3 * PRICE
+    assert report.tree.totals.cost == 3 * PRICE
+    by_node = {r.key: r.totals.model_calls for r in report.by_node}
+    assert by_node == {"A": 1, "A > B": 1, "A > B > A": 1}
+    assert sum(r.totals.cost for r in report.by_agent) == 3 * PRICE
+
+
+def test_same_event_recorded_twice_counts_once(tracker: CostTracker) -> None:
+    tracker.start_span("root", parent_span_id=None, name="graph", kind="chain")
+    tracker.start_span("m1", parent_span_id="root", name="llm", kind="model")
+    tracker.record_model_call("m1", model="gpt-4o-mini", provider="openai", usage=U)
+    tracker.flush()
+    tracker.record_model_call("m1", model="gpt-4o-mini", provider="openai", usage=U)  # retry of the write
+    tracker.end_span("m1")
+    tracker.end_span("root")
+    assert tracker.report("root").totals.model_calls == 1
+
+
+def test_unknown_model_recorded_as_unpriced(tracker: CostTracker) -> None:
+    tracker.start_span("root", parent_span_id=None, name="graph", kind="chain")
+    _model_call(tracker, "m1", "root")
+    tracker.start_span("m2", parent_span_id="root", name="llm", kind="model")
+    with pytest.warns(UnpricedWarning, match="mystery-model"):
+        tracker.record_model_call("m2", model="mystery-model", usage=U)
+    tracker.end_span("m2")
+    tracker.end_span("root")
+    report = tracker.report("root")
+    assert report.unpriced == 1
+    assert report.total_cost == PRICE
+    assert tracker.unpriced == 1
+
+
+def test_strict_pricing_records_then_raises(sqlite_ledger: SQLLedger) -> None:
+    tracker = CostTracker(sqlite_ledger, prices=PriceBook(strict=True))
+    tracker.start_span("root", parent_span_id=None, name="graph", kind="chain")
+    tracker.start_span("m1", parent_span_id="root", name="llm", kind="model")
+    with pytest.raises(PriceNotFound):
+        tracker.record_model_call("m1", model="mystery-model", usage=U)
+    tracker.end_span("root")
+    assert tracker.report("root").unpriced == 1  # recorded before raising: nothing lost
+    tracker.close()
+
+
+def test_unfinished_spans_are_kept_when_the_run_ends(tracker: CostTracker) -> None:
+    tracker.start_span("root", parent_span_id=None, name="graph", kind="chain")
+    tracker.start_span("n1", parent_span_id="root", name="node", kind="node", node="node")
+    tracker.end_span("root", error=RuntimeError("boom"))
+    report = tracker.report("root")
+    assert report.run.status == "error"
+    assert "RuntimeError: boom" in (report.run.error or "")
+    assert [c.span.status for c in report.tree.children] == ["unfinished"]
+
+
+def test_call_without_a_known_span_is_still_recorded(tracker: CostTracker) -> None:
+    tracker.record_model_call("lonely", model="gpt-4o-mini", provider="openai", usage=U)
+    tracker.end_span("lonely")
+    assert tracker.report("lonely").total_cost == PRICE
+
+
+class FlakyLedger:
+    """Fails the first `failures` writes, then delegates."""
+
+    def __init__(self, inner: SQLLedger, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+
+    def write(self, **kwargs: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise LedgerError("database is locked")
+        self.inner.write(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_write_failures_are_retried_not_dropped(sqlite_ledger: SQLLedger, caplog: pytest.LogCaptureFixture) -> None:
+    tracker = CostTracker(FlakyLedger(sqlite_ledger, failures=2))  # type: ignore[arg-type]
+    tracker.start_span("root", parent_span_id=None, name="graph", kind="chain")
+    _model_call(tracker, "m1", "root")
+    tracker.end_span("root")
+    report = tracker.report("root")
+    assert report.total_cost == PRICE
+    assert tracker.write_errors == 2
+    assert "ledger write failed" in caplog.text
+    tracker.close()
+
+
+def test_inline_mode_writes_immediately(sqlite_ledger: SQLLedger) -> None:
+    tracker = CostTracker(sqlite_ledger, background=False)
+    tracker.start_span("root", parent_span_id=None, name="graph", kind="chain")
+    _model_call(tracker, "m1", "root")
+    trace = sqlite_ledger.load_trace("root")
+    assert trace is not None and len(trace.events) == 1
