@@ -115,7 +115,10 @@ class PriceNotFound(FinOpsError, LookupError):
         self.provider = provider
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_kw, (type(self), self.args, {"model": self.model, "provider": self.provider}))
+        return (
+            _rebuild_kw,
+            (type(self), self.args, {"model": self.model, "provider": self.provider}),
+        )
 
 
 class LedgerError(FinOpsError):

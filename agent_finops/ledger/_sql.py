@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from sqlalchemy import Engine, create_engine, event, insert
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
@@ -67,7 +68,9 @@ class SQLLedger:
             self.setup()
 
     @classmethod
-    def from_url(cls, url: str | None = None, *, auto_setup: bool = True, **engine_kwargs: Any) -> Self:
+    def from_url(
+        cls, url: str | None = None, *, auto_setup: bool = True, **engine_kwargs: Any
+    ) -> Self:
         """Open a ledger; also usable as `with SQLLedger.from_url(url) as ledger:`.
 
         SQLite files get WAL journaling, `synchronous=NORMAL` and a busy timeout so several
@@ -203,22 +206,28 @@ class SQLLedger:
                 select(RunRow).order_by(col(RunRow.started_at).desc()).limit(limit)
             ).all()
             ids = [r.trace_id for r in runs]
-            rows = session.exec(
-                select(CostEventRow.trace_id, CostEventRow.kind, CostEventRow.cost).where(
-                    col(CostEventRow.trace_id).in_(ids)
+            event_table: Any = CostEventRow.__table__  # type: ignore[attr-defined]
+            rows = (
+                session.connection()
+                .execute(
+                    sa_select(event_table.c.trace_id, event_table.c.kind, event_table.c.cost).where(
+                        event_table.c.trace_id.in_(ids)
+                    )
                 )
-            ).all() if ids else []
-        totals: dict[str, list[Any]] = {i: [Decimal(0), 0, 0, 0] for i in ids}
-        for trace_id, kind, cost in rows:
-            acc = totals[trace_id]
-            if cost is None:
-                acc[1] += 1
+                .all()
+                if ids
+                else []
+            )
+        cost: dict[str, Decimal] = {i: Decimal(0) for i in ids}
+        counts: dict[str, list[int]] = {i: [0, 0, 0] for i in ids}  # unpriced, model, tool
+        for trace_id, kind, amount in rows:
+            if amount is None:
+                counts[trace_id][0] += 1
             else:
-                acc[0] += cost
-            acc[2 if kind == "model" else 3] += 1
+                cost[trace_id] += amount
+            counts[trace_id][1 if kind == "model" else 2] += 1
         return [
-            RunSummary(_run_record(r), *totals[r.trace_id])  # type: ignore[arg-type]
-            for r in runs
+            RunSummary(_run_record(r), cost[r.trace_id], *counts[r.trace_id]) for r in runs
         ]
 
     def resolve_run_id(self, trace_id_or_prefix: str) -> str | None:
@@ -240,7 +249,9 @@ class SQLLedger:
             if run is None:
                 return None
             spans = session.exec(
-                select(SpanRow).where(SpanRow.trace_id == trace_id).order_by(col(SpanRow.started_at))
+                select(SpanRow)
+                .where(SpanRow.trace_id == trace_id)
+                .order_by(col(SpanRow.started_at))
             ).all()
             events = session.exec(
                 select(CostEventRow)
@@ -259,7 +270,9 @@ class SQLLedger:
         if not ids:
             return []
         with Session(self.engine) as session:
-            rows = session.exec(select(CostEventRow).where(col(CostEventRow.trace_id).in_(ids))).all()
+            rows = session.exec(
+                select(CostEventRow).where(col(CostEventRow.trace_id).in_(ids))
+            ).all()
             return [_event_record(e) for e in rows]
 
 

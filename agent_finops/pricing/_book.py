@@ -80,7 +80,9 @@ class ModelPrice(_Strict):
         write = (
             self.input_per_mtok if self.cache_write_per_mtok is None else self.cache_write_per_mtok
         )
-        reasoning = self.output_per_mtok if self.reasoning_per_mtok is None else self.reasoning_per_mtok
+        reasoning = (
+            self.output_per_mtok if self.reasoning_per_mtok is None else self.reasoning_per_mtok
+        )
         visible_output = usage.output_tokens - usage.reasoning_tokens
         return (
             usage.uncached_input_tokens * self.input_per_mtok
@@ -295,7 +297,9 @@ class PriceBook:
                 return fee
         return None
 
-    def price_tool_call(self, tool: str, *, output: Any = None, units: int | None = None) -> Cost | None:
+    def price_tool_call(
+        self, tool: str, *, output: Any = None, units: int | None = None
+    ) -> Cost | None:
         """Price one tool call; None when no fee is configured for it (a free tool)."""
         fee = self.tool_fee(tool)
         if fee is None:

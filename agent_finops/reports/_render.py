@@ -77,13 +77,23 @@ def render_text(report: RunReport) -> str:
         t = node.totals
         status = "" if node.span.status == "ok" else f" ({node.span.status})"
         rows.append(
-            (prefix + _label(node) + status, str(t.calls), _tokens(t), _cost_cell(t), _share(t.cost, total))
+            (
+                prefix + _label(node) + status,
+                str(t.calls),
+                _tokens(t),
+                _cost_cell(t),
+                _share(t.cost, total),
+            )
         )
         kids = node.children
         for i, child in reversed(list(enumerate(kids))):
             last = i == len(kids) - 1
             stack.append(
-                (child, child_prefix + ("└─ " if last else "├─ "), child_prefix + ("   " if last else "│  "))
+                (
+                    child,
+                    child_prefix + ("└─ " if last else "├─ "),
+                    child_prefix + ("   " if last else "│  "),
+                )
             )
     lines.extend(_table(("span", "calls", "tokens", "cost", "share"), rows))
 
@@ -96,7 +106,9 @@ def render_text(report: RunReport) -> str:
         if rollups:
             lines.append("")
             lines.append(title)
-            lines.extend(_table(("key", "calls", "tokens", "cost", "share"), _rollup_rows(rollups, total)))
+            lines.extend(
+                _table(("key", "calls", "tokens", "cost", "share"), _rollup_rows(rollups, total))
+            )
     if report.price_versions:
         lines.append("")
         lines.append("Prices: " + "; ".join(report.price_versions))
@@ -105,7 +117,13 @@ def render_text(report: RunReport) -> str:
 
 def _rollup_rows(rollups: list[Rollup], total: Decimal) -> list[tuple[str, str, str, str, str]]:
     return [
-        ("  " + r.key, str(r.totals.calls), _tokens(r.totals), _cost_cell(r.totals), _share(r.totals.cost, total))
+        (
+            "  " + r.key,
+            str(r.totals.calls),
+            _tokens(r.totals),
+            _cost_cell(r.totals),
+            _share(r.totals.cost, total),
+        )
         for r in rollups
     ]
 
@@ -115,7 +133,10 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, str, str, str, str]]) 
 
     def fmt(cells: tuple[str, ...]) -> str:
         first = cells[0].ljust(widths[0])
-        rest = [cells[i].rjust(widths[i]) if i != 2 else cells[i].ljust(widths[i]) for i in range(1, len(cells))]
+        rest = [
+            cells[i].rjust(widths[i]) if i != 2 else cells[i].ljust(widths[i])
+            for i in range(1, len(cells))
+        ]
         return "  ".join([first, *rest]).rstrip()
 
     return [fmt(header), *(fmt(r) for r in rows)]

@@ -264,9 +264,7 @@ def _prune(node: SpanNode) -> None:
     kept: list[SpanNode] = []
     for child in node.children:
         _prune(child)
-        if child.span.kind in _SHOWN_KINDS:
-            kept.append(child)
-        elif child.events:
+        if child.span.kind in _SHOWN_KINDS or child.events:
             kept.append(child)
         else:
             kept.extend(child.children)
