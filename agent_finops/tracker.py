@@ -22,7 +22,15 @@ from typing import Any, Final
 
 from agent_finops.attribution import current_tags, merge_tags, validate_tags
 from agent_finops.exceptions import LedgerError
-from agent_finops.ledger import CostEvent, RunRecord, SpanKind, SpanRecord, SpanStatus, SQLLedger
+from agent_finops.ledger import (
+    CostEvent,
+    DecisionRecord,
+    RunRecord,
+    SpanKind,
+    SpanRecord,
+    SpanStatus,
+    SQLLedger,
+)
 from agent_finops.pricing import PriceBook
 from agent_finops.reports import RunReport, load_run_report
 from agent_finops.usage import TokenUsage
@@ -243,17 +251,24 @@ class CostTracker:
 
     # -- persistence --------------------------------------------------------------------
 
+    def record_decision(self, decision: DecisionRecord) -> None:
+        """Queue a policy decision for the ledger (same path and guarantees as events)."""
+        self._write(decisions=[decision])
+
     def _write(
         self,
         *,
         runs: Any = (),
         spans: Any = (),
         events: Any = (),
+        decisions: Any = (),
     ) -> None:
         if self._writer is not None:
-            self._writer.put(runs, spans, events)
+            self._writer.put(runs, spans, events, decisions)
         else:
-            self.ledger.write(runs=list(runs), spans=list(spans), events=list(events))
+            self.ledger.write(
+                runs=list(runs), spans=list(spans), events=list(events), decisions=list(decisions)
+            )
 
     def flush(self, timeout: float | None = 30.0) -> None:
         """Block until everything recorded so far is in the ledger."""
@@ -296,7 +311,7 @@ class _BatchWriter:
     def __init__(self, ledger: SQLLedger) -> None:
         self._ledger = ledger
         self._cond = threading.Condition()
-        self._queue: deque[tuple[Any, Any, Any]] = deque()
+        self._queue: deque[tuple[Any, Any, Any, Any]] = deque()
         self._queued = 0
         self._done = 0
         self._closed = False
@@ -305,9 +320,9 @@ class _BatchWriter:
         self._thread.start()
         _live_writers.add(self)
 
-    def put(self, runs: Any, spans: Any, events: Any) -> None:
+    def put(self, runs: Any, spans: Any, events: Any, decisions: Any) -> None:
         with self._cond:
-            self._queue.append((runs, spans, events))
+            self._queue.append((runs, spans, events, decisions))
             self._queued += 1
             if len(self._queue) == 1:
                 self._cond.notify_all()
@@ -347,22 +362,33 @@ class _BatchWriter:
             runs: dict[str, RunRecord] = {}
             spans: dict[str, SpanRecord] = {}
             events: dict[str, CostEvent] = {}
-            for r, s, e in batch:
+            decisions: dict[str, DecisionRecord] = {}
+            for r, s, e, d in batch:
                 runs.update((x.trace_id, x) for x in r)
                 spans.update((x.span_id, x) for x in s)
                 events.update((x.event_id, x) for x in e)
-            self._write_with_retry(list(runs.values()), list(spans.values()), list(events.values()))
+                decisions.update((x.decision_id, x) for x in d)
+            self._write_with_retry(
+                list(runs.values()),
+                list(spans.values()),
+                list(events.values()),
+                list(decisions.values()),
+            )
             with self._cond:
                 self._done += len(batch)
                 self._cond.notify_all()
 
     def _write_with_retry(
-        self, runs: list[RunRecord], spans: list[SpanRecord], events: list[CostEvent]
+        self,
+        runs: list[RunRecord],
+        spans: list[SpanRecord],
+        events: list[CostEvent],
+        decisions: list[DecisionRecord],
     ) -> None:
         attempt = 0
         while True:
             try:
-                self._ledger.write(runs=runs, spans=spans, events=events)
+                self._ledger.write(runs=runs, spans=spans, events=events, decisions=decisions)
                 return
             except Exception as exc:  # keep records; retry until the ledger is back
                 self.errors += 1

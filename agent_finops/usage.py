@@ -119,6 +119,17 @@ def _int(mapping: Mapping[str, Any] | None, key: str) -> int:
     return value
 
 
+def _detail(mapping: Mapping[str, Any] | None, key: str) -> int:
+    """`key` plus service-tier-prefixed variants (`priority_cache_read`, `flex_reasoning`).
+
+    `ChatOpenAI` names the details after the response's `service_tier` when it is not the
+    default; reading only the plain key would bill cached input at the full price.
+    """
+    if not mapping:
+        return 0
+    return sum(_int(mapping, k) for k in mapping if k == key or k.endswith(f"_{key}"))
+
+
 def _sub(mapping: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
     value = mapping.get(key)
     return value if isinstance(value, Mapping) else None
@@ -141,8 +152,8 @@ def from_usage_metadata(usage: Mapping[str, Any]) -> TokenUsage:
     """LangChain `AIMessage.usage_metadata` (inclusive convention)."""
     inp = _sub(usage, "input_token_details")
     out = _sub(usage, "output_token_details")
-    cache_read = _int(inp, "cache_read")
-    cache_write = _int(inp, "cache_creation")
+    cache_read = _detail(inp, "cache_read")
+    cache_write = _detail(inp, "cache_creation")
     return TokenUsage(
         uncached_input_tokens=_split_inclusive(
             _int(usage, "input_tokens"), cache_read, cache_write, "input_tokens"
@@ -150,7 +161,7 @@ def from_usage_metadata(usage: Mapping[str, Any]) -> TokenUsage:
         cache_read_tokens=cache_read,
         cache_write_tokens=cache_write,
         output_tokens=_int(usage, "output_tokens"),
-        reasoning_tokens=_int(out, "reasoning"),
+        reasoning_tokens=_detail(out, "reasoning"),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -10,6 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from agent_finops import CostEvent, LedgerError, RunRecord, SpanRecord, SQLLedger
+from agent_finops.ledger import ApprovalRecord, DecisionRecord
 from agent_finops.ledger import SCHEMA_VERSION
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -63,7 +65,11 @@ def test_setup_is_idempotent(ledger: SQLLedger) -> None:
 
 def test_roundtrip_keeps_every_decimal_digit(ledger: SQLLedger) -> None:
     cost = "0.000000123456789012"
-    ledger.write(runs=[_run()], spans=[_span("trace-1", None), _span("n1", "trace-1")], events=[_event("e1", cost)])
+    ledger.write(
+        runs=[_run()],
+        spans=[_span("trace-1", None), _span("n1", "trace-1")],
+        events=[_event("e1", cost)],
+    )
     trace = ledger.load_trace("trace-1")
     assert trace is not None
     assert trace.events[0].cost == Decimal(cost)
@@ -113,7 +119,9 @@ def test_failed_batch_writes_nothing(ledger: SQLLedger) -> None:
 
 def test_list_runs_newest_first_with_limit(ledger: SQLLedger) -> None:
     for i in range(5):
-        ledger.write(runs=[RunRecord(trace_id=f"r{i}", name="g", started_at=T0 + timedelta(minutes=i))])
+        ledger.write(
+            runs=[RunRecord(trace_id=f"r{i}", name="g", started_at=T0 + timedelta(minutes=i))]
+        )
     runs = ledger.list_runs(limit=3)
     assert [s.run.trace_id for s in runs] == ["r4", "r3", "r2"]
 
@@ -133,3 +141,79 @@ def test_newer_schema_is_refused(ledger: SQLLedger) -> None:
     fresh = SQLLedger(ledger.engine, auto_setup=False)
     with pytest.raises(LedgerError, match="newer than this agent-finops"):
         fresh.setup()
+
+
+def _approval(approval_id: str = "ap-1", trace: str = "trace-1") -> ApprovalRecord:
+    return ApprovalRecord(
+        approval_id=approval_id,
+        trace_id=trace,
+        thread_id="thread-9",
+        rule_id="support-daily",
+        scope={"team": "support"},
+        unit="usd",
+        spent=Decimal("24.9"),
+        limit=Decimal(25),
+        estimate=Decimal("0.35"),
+        policy_version="abc",
+        created_at=T0,
+    )
+
+
+def test_decisions_are_written_once_and_read_back(ledger: SQLLedger) -> None:
+    d = DecisionRecord(
+        decision_id="d1",
+        trace_id="trace-1",
+        call_id="c1",
+        action="deny",
+        rule_id="cap",
+        policy_version="v1",
+        created_at=T0,
+        scope={"task": "t"},
+        limit=Decimal("0.5"),
+        observed=Decimal("0.49"),
+        estimate=Decimal("0.02"),
+        message="over",
+    )
+    ledger.write(decisions=[d])
+    ledger.write(decisions=[d])
+    (back,) = ledger.decisions_for("trace-1")
+    assert back == d
+
+
+def test_approval_is_decided_exactly_once(ledger: SQLLedger) -> None:
+    ledger.add_approval(_approval())
+    ledger.add_approval(_approval())  # idempotent
+    (pending,) = ledger.list_approvals(status="pending")
+    assert pending.spent == Decimal("24.9")
+    decided = ledger.decide_approval("ap-", status="approved", by="alice", at=T0, extra=Decimal(2))
+    assert (decided.status, decided.decided_by, decided.extra) == ("approved", "alice", Decimal(2))
+    with pytest.raises(LedgerError, match="already approved"):
+        ledger.decide_approval("ap-1", status="denied", by="bob", at=T0)
+    with pytest.raises(LookupError):
+        ledger.decide_approval("nope", status="denied", by="bob", at=T0)
+    ledger.add_approval(_approval("ap-2"))
+    ledger.decide_approval("ap-2", status="approved", by="carol", at=T0, extra=Decimal("0.5"))
+    assert ledger.approved_extra("trace-1", "support-daily") == Decimal("2.5")
+    assert ledger.approved_extra("trace-1", "other-rule") == 0
+
+
+def test_racing_approvers_one_wins(ledger: SQLLedger) -> None:
+    if ledger.engine.url.database in (None, "", ":memory:"):
+        pytest.skip("in-memory SQLite is one shared connection: a single-threaded reference")
+    ledger.add_approval(_approval())
+    results: list[str] = []
+
+    def decide(who: str) -> None:
+        try:
+            ledger.decide_approval("ap-1", status="approved", by=who, at=T0, extra=Decimal(1))
+            results.append("won")
+        except LedgerError:
+            results.append("lost")
+
+    threads = [threading.Thread(target=decide, args=(f"u{i}",)) for i in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(results) == ["lost"] * 5 + ["won"]
+    assert ledger.approved_extra("trace-1", "support-daily") == Decimal(1)

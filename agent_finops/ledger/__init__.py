@@ -6,7 +6,11 @@
 """
 
 from agent_finops.ledger._records import (
+    ApprovalRecord,
+    ApprovalStatus,
     CostEvent,
+    DecisionAction,
+    DecisionRecord,
     EventKind,
     RunRecord,
     SpanKind,
@@ -19,7 +23,11 @@ from agent_finops.ledger._sql import DEFAULT_URL, RunSummary, SQLLedger, TraceDa
 __all__ = [
     "DEFAULT_URL",
     "SCHEMA_VERSION",
+    "ApprovalRecord",
+    "ApprovalStatus",
     "CostEvent",
+    "DecisionAction",
+    "DecisionRecord",
     "EventKind",
     "RunRecord",
     "RunSummary",

@@ -56,7 +56,8 @@ class CostEvent:
     span_id: str
     kind: EventKind
     name: str
-    """Model name as requested, or tool name."""
+    """Model name as the provider served it (e.g. `gpt-4o-mini-2024-07-18`), else as
+    requested; or the tool name."""
     provider: str | None
     created_at: datetime
     node_path: str | None
@@ -74,3 +75,64 @@ class CostEvent:
     units: int = 0
     usage_reported: bool = True
     """False when the provider reported no usage (the cost is then unknown)."""
+
+
+DecisionAction = Literal["allow", "warn", "deny", "pause", "shadow", "threshold", "approved", "denied"]
+ApprovalStatus = Literal["pending", "approved", "denied", "expired"]
+
+
+@dataclass(slots=True, kw_only=True)
+class DecisionRecord:
+    """One policy decision about one call (or run start), with who/what/when/which rule."""
+
+    decision_id: str
+    trace_id: str
+    call_id: str | None
+    """The guarded call's id (None for run-level checks such as mandatory tags)."""
+    action: DecisionAction
+    rule_id: str | None
+    """None for an `allow` that no rule constrained."""
+    policy_version: str
+    created_at: datetime
+    scope: dict[str, str] = field(default_factory=dict)
+    limit: Decimal | None = None
+    observed: Decimal | None = None
+    """Spent plus reserved on the counter when the decision was taken."""
+    estimate: Decimal | None = None
+    """The call's reserved worst case (in the rule's unit)."""
+    unit: str = "usd"
+    message: str = ""
+    actor: str = "policy"
+    """`policy` for automatic decisions; the approver's name for human ones."""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True, kw_only=True)
+class ApprovalRecord:
+    """A paused run's request for a human decision, and that decision."""
+
+    approval_id: str
+    trace_id: str
+    thread_id: str | None
+    """LangGraph thread id of the checkpointed run (needed to resume it)."""
+    rule_id: str
+    scope: dict[str, str]
+    unit: str
+    spent: Decimal
+    limit: Decimal
+    estimate: Decimal
+    """Estimated extra cost of the call that paused."""
+    policy_version: str
+    created_at: datetime
+    message: str = ""
+    status: ApprovalStatus = "pending"
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    reason: str | None = None
+    extra: Decimal | None = None
+    """Approved overspend for this run on this rule (in the rule's unit)."""
+    resume_target: str | None = None
+    """`module:function` building the graph, so a console approver can resume the run."""
+    checkpoint_url: str | None = None
+    """Where the run's checkpoints are (for resuming from another process)."""
+    tags: dict[str, str] = field(default_factory=dict)

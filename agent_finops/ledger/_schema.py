@@ -18,7 +18,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Money(TypeDecorator[Decimal]):
@@ -133,6 +133,56 @@ class CostEventRow(SQLModel, table=True):
     environment: str | None = Field(default=None, max_length=256)
 
 
+class DecisionRow(SQLModel, table=True):
+    """One policy decision (allow, warn, deny, pause, shadow, threshold, approved, denied)."""
+
+    __tablename__ = "finops_decisions"
+    decision_id: str = Field(primary_key=True, max_length=128)
+    trace_id: str = Field(index=True, max_length=64)
+    call_id: str | None = Field(default=None, max_length=96)
+    action: str = Field(max_length=16)
+    rule_id: str | None = Field(default=None, max_length=200)
+    policy_version: str = Field(max_length=64)
+    created_at: datetime = Field(index=True)
+    scope: dict[str, str] = _json()
+    limit: Decimal | None = Field(default=None, sa_column=Column(Money(), nullable=True))
+    observed: Decimal | None = Field(default=None, sa_column=Column(Money(), nullable=True))
+    estimate: Decimal | None = Field(default=None, sa_column=Column(Money(), nullable=True))
+    unit: str = Field(max_length=8)
+    message: str = Field(default="", sa_column=Column(Text, nullable=False))
+    actor: str = Field(max_length=200)
+    tags: dict[str, str] = _json()
+
+
+class ApprovalRow(SQLModel, table=True):
+    """A paused run's approval request and its decision."""
+
+    __tablename__ = "finops_approvals"
+    approval_id: str = Field(primary_key=True, max_length=64)
+    trace_id: str = Field(index=True, max_length=64)
+    thread_id: str | None = Field(default=None, max_length=200)
+    rule_id: str = Field(max_length=200)
+    scope: dict[str, str] = _json()
+    unit: str = Field(max_length=8)
+    spent: Decimal = Field(sa_column=Column(Money(), nullable=False))
+    limit: Decimal = Field(sa_column=Column(Money(), nullable=False))
+    estimate: Decimal = Field(sa_column=Column(Money(), nullable=False))
+    policy_version: str = Field(max_length=64)
+    created_at: datetime = Field(index=True)
+    message: str = Field(default="", sa_column=Column(Text, nullable=False))
+    status: str = Field(max_length=16, index=True)
+    decided_by: str | None = Field(default=None, max_length=200)
+    decided_at: datetime | None = None
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    extra: Decimal | None = Field(default=None, sa_column=Column(Money(), nullable=True))
+    resume_target: str | None = Field(default=None, max_length=400)
+    checkpoint_url: str | None = Field(default=None, sa_column=Column(Text))
+    tags: dict[str, str] = _json()
+
+
 MIGRATIONS: dict[int, list[str]] = {
-    # version -> SQL statements that bring version-1 to version. None yet: v1 is the first.
+    # version -> SQL statements bringing version-1 up to version (all dialects we support).
+    # v2 only added tables (finops_decisions, finops_approvals, budget counters and
+    # reservations), which create_all() makes: no statement needed.
+    2: [],
 }

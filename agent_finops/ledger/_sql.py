@@ -19,11 +19,20 @@ from sqlmodel import Session, SQLModel, col, select
 
 from agent_finops.attribution import STANDARD_TAGS
 from agent_finops.exceptions import LedgerError
-from agent_finops.ledger._records import CostEvent, RunRecord, SpanRecord
+from agent_finops.ledger._records import (
+    ApprovalRecord,
+    ApprovalStatus,
+    CostEvent,
+    DecisionRecord,
+    RunRecord,
+    SpanRecord,
+)
 from agent_finops.ledger._schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
+    ApprovalRow,
     CostEventRow,
+    DecisionRow,
     RunRow,
     SchemaRow,
     SpanRow,
@@ -158,13 +167,14 @@ class SQLLedger:
         runs: Sequence[RunRecord] = (),
         spans: Sequence[SpanRecord] = (),
         events: Sequence[CostEvent] = (),
+        decisions: Sequence[DecisionRecord] = (),
     ) -> None:
         """Write records in one transaction: all of them or none.
 
-        Runs and spans are upserted (a later state replaces an earlier one); events are
-        inserted once (a repeated `event_id` is ignored).
+        Runs and spans are upserted (a later state replaces an earlier one); events and
+        decisions are inserted once (a repeated id is ignored).
         """
-        if not (runs or spans or events):
+        if not (runs or spans or events or decisions):
             return
         try:
             with self.engine.begin() as conn:
@@ -174,6 +184,8 @@ class SQLLedger:
                     conn.execute(self._upsert(SpanRow, "span_id"), [asdict(s) for s in spans])
                 if events:
                     conn.execute(self._insert_ignore(CostEventRow), [_event_row(e) for e in events])
+                if decisions:
+                    conn.execute(self._insert_ignore(DecisionRow), [asdict(d) for d in decisions])
         except SQLAlchemyError as exc:
             raise LedgerError(f"ledger write failed, nothing written: {exc}") from exc
 
@@ -274,6 +286,105 @@ class SQLLedger:
                 select(CostEventRow).where(col(CostEventRow.trace_id).in_(ids))
             ).all()
             return [_event_record(e) for e in rows]
+
+
+    # -- decisions and approvals ----------------------------------------------------------
+
+    def decisions_for(self, trace_id: str) -> list[DecisionRecord]:
+        """Every policy decision recorded for a run, oldest first."""
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(DecisionRow)
+                .where(DecisionRow.trace_id == trace_id)
+                .order_by(col(DecisionRow.created_at))
+            ).all()
+            return [DecisionRecord(**_fields(r, DecisionRecord)) for r in rows]
+
+    def add_approval(self, approval: ApprovalRecord) -> ApprovalRecord:
+        """Persist a new approval request (idempotent by `approval_id`)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(self._insert_ignore(ApprovalRow), [asdict(approval)])
+        except SQLAlchemyError as exc:
+            raise LedgerError(f"cannot record approval request: {exc}") from exc
+        stored = self.get_approval(approval.approval_id)
+        assert stored is not None
+        return stored
+
+    def get_approval(self, approval_id: str) -> ApprovalRecord | None:
+        """An approval request by id or unique id prefix."""
+        with Session(self.engine) as session:
+            row = session.get(ApprovalRow, approval_id)
+            if row is None:
+                rows = session.exec(
+                    select(ApprovalRow)
+                    .where(col(ApprovalRow.approval_id).startswith(approval_id, autoescape=True))
+                    .limit(2)
+                ).all()
+                row = rows[0] if len(rows) == 1 else None
+            return None if row is None else ApprovalRecord(**_fields(row, ApprovalRecord))
+
+    def list_approvals(
+        self, *, status: ApprovalStatus | None = None, trace_id: str | None = None, limit: int = 50
+    ) -> list[ApprovalRecord]:
+        """Approval requests, newest first, optionally filtered."""
+        query = select(ApprovalRow).order_by(col(ApprovalRow.created_at).desc()).limit(limit)
+        if status is not None:
+            query = query.where(ApprovalRow.status == status)
+        if trace_id is not None:
+            query = query.where(ApprovalRow.trace_id == trace_id)
+        with Session(self.engine) as session:
+            return [ApprovalRecord(**_fields(r, ApprovalRecord)) for r in session.exec(query).all()]
+
+    def decide_approval(
+        self,
+        approval_id: str,
+        *,
+        status: ApprovalStatus,
+        by: str,
+        at: Any,
+        reason: str | None = None,
+        extra: Decimal | None = None,
+    ) -> ApprovalRecord:
+        """Decide a *pending* request, atomically: a request is decided once, by one person.
+
+        Raises `LookupError` for an unknown id and `LedgerError` if it was already decided.
+        """
+        found = self.get_approval(approval_id)
+        if found is None:
+            raise LookupError(f"no approval request {approval_id!r}")
+        table: Any = ApprovalRow.__table__  # type: ignore[attr-defined]
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                table.update()
+                .where(table.c.approval_id == found.approval_id, table.c.status == "pending")
+                .values(status=status, decided_by=by, decided_at=at, reason=reason, extra=extra)
+            )
+        if result.rowcount != 1:
+            current = self.get_approval(found.approval_id)
+            raise LedgerError(
+                f"approval {found.approval_id} is already {current.status if current else '?'}"
+                f" (by {current.decided_by if current else '?'}); not changed"
+            )
+        decided = self.get_approval(found.approval_id)
+        assert decided is not None
+        return decided
+
+    def approved_extra(self, trace_id: str, rule_id: str) -> Decimal:
+        """Total overspend humans approved for this run on this rule."""
+        return sum(
+            (
+                a.extra or Decimal(0)
+                for a in self.list_approvals(status="approved", trace_id=trace_id, limit=10_000)
+                if a.rule_id == rule_id
+            ),
+            Decimal(0),
+        )
+
+
+def _fields(row: SQLModel, record: type) -> dict[str, Any]:
+    names = record.__dataclass_fields__  # type: ignore[attr-defined]
+    return {name: getattr(row, name) for name in names}
 
 
 def _configure_sqlite(engine: Engine, *, wal: bool) -> None:

@@ -25,7 +25,9 @@ M = Decimal(1_000_000)
 
 def mini(inp: int, out: int, cached: int = 0) -> Decimal:
     """gpt-4o-mini list price: $0.15 / $0.075 cached / $0.60 per MTok."""
-    return ((inp - cached) * Decimal("0.15") + cached * Decimal("0.075") + out * Decimal("0.60")) / M
+    return (
+        (inp - cached) * Decimal("0.15") + cached * Decimal("0.075") + out * Decimal("0.60")
+    ) / M
 
 
 class State(TypedDict):
@@ -40,8 +42,12 @@ def web_search(query: str) -> str:
 
 @pytest.fixture
 def tracker(tmp_path: Any) -> Iterator[CostTracker]:
-    prices = PriceBook(PricingConfig(tools=(ToolFee(name="search", tool="web_search", per_call=Decimal("0.01")),)))
-    t = CostTracker(SQLLedger.from_url(f"sqlite:///{tmp_path}/l.sqlite"), prices=prices, tags={"team": "qa"})
+    prices = PriceBook(
+        PricingConfig(tools=(ToolFee(name="search", tool="web_search", per_call=Decimal("0.01")),))
+    )
+    t = CostTracker(
+        SQLLedger.from_url(f"sqlite:///{tmp_path}/l.sqlite"), prices=prices, tags={"team": "qa"}
+    )
     yield t
     t.close()
 
@@ -56,7 +62,11 @@ def model_node(llm: ScriptedChatModel) -> Any:
 def researcher_subgraph() -> Any:
     llm = ScriptedChatModel(
         script=[
-            AIMessage("", tool_calls=[{"name": "web_search", "args": {"query": "q"}, "id": "c1"}], usage_metadata=usage(1000, 50, cache_read=400, reasoning=20)),
+            AIMessage(
+                "",
+                tool_calls=[{"name": "web_search", "args": {"query": "q"}, "id": "c1"}],
+                usage_metadata=usage(1000, 50, cache_read=400, reasoning=20),
+            ),
             AIMessage("found it", usage_metadata=usage(1200, 80)),
         ]
     )
@@ -64,7 +74,9 @@ def researcher_subgraph() -> Any:
     sub.add_node("agent", model_node(llm))
     sub.add_node("tools", ToolNode([web_search]))
     sub.add_edge(START, "agent")
-    sub.add_conditional_edges("agent", lambda s: "tools" if s["messages"][-1].tool_calls else END, ["tools", END])
+    sub.add_conditional_edges(
+        "agent", lambda s: "tools" if s["messages"][-1].tool_calls else END, ["tools", END]
+    )
     sub.add_edge("tools", "agent")
     return sub.compile()
 
@@ -115,7 +127,11 @@ def test_nested_subgraphs_tree_and_totals(tracker: CostTracker) -> None:
 def test_streaming_uses_usage_from_the_final_chunk(tracker: CostTracker) -> None:
     handler = FinOpsCallbackHandler(tracker, strict=True)
     chunks = list(
-        supervisor_graph().stream({"messages": [HumanMessage("hi")]}, config={"callbacks": [handler]}, stream_mode="messages")
+        supervisor_graph().stream(
+            {"messages": [HumanMessage("hi")]},
+            config={"callbacks": [handler]},
+            stream_mode="messages",
+        )
     )
     assert chunks  # tokens really streamed
     assert last_report(tracker).total_cost == EXPECTED
@@ -126,7 +142,9 @@ async def test_async_invoke_and_stream(tracker: CostTracker) -> None:
     graph = supervisor_graph()
     await graph.ainvoke({"messages": [HumanMessage("hi")]}, config={"callbacks": [handler]})
     assert last_report(tracker).total_cost == EXPECTED
-    async for _ in graph.astream({"messages": [HumanMessage("hi")]}, config={"callbacks": [handler]}, stream_mode="messages"):
+    async for _ in graph.astream(
+        {"messages": [HumanMessage("hi")]}, config={"callbacks": [handler]}, stream_mode="messages"
+    ):
         pass
     assert last_report(tracker).total_cost == EXPECTED
     assert len(tracker.ledger.list_runs()) == 2
@@ -135,11 +153,16 @@ async def test_async_invoke_and_stream(tracker: CostTracker) -> None:
 def test_parallel_branches_each_priced_once(tracker: CostTracker) -> None:
     g = StateGraph(State)
     for name, (inp, out) in {"a": (100, 10), "b": (200, 20), "c": (300, 30)}.items():
-        g.add_node(name, model_node(ScriptedChatModel(script=[AIMessage(name, usage_metadata=usage(inp, out))])))
+        g.add_node(
+            name,
+            model_node(ScriptedChatModel(script=[AIMessage(name, usage_metadata=usage(inp, out))])),
+        )
         g.add_edge(START, name)
         g.add_edge(name, END)
     handler = FinOpsCallbackHandler(tracker, strict=True)
-    g.compile().invoke({"messages": [HumanMessage("go")]}, config={"callbacks": [handler], "max_concurrency": 3})
+    g.compile().invoke(
+        {"messages": [HumanMessage("go")]}, config={"callbacks": [handler], "max_concurrency": 3}
+    )
     report = last_report(tracker)
     assert report.total_cost == mini(100, 10) + mini(200, 20) + mini(300, 30)
     assert {r.key: r.totals.model_calls for r in report.by_node} == {"a": 1, "b": 1, "c": 1}
@@ -154,11 +177,15 @@ def test_retried_model_call_is_priced_per_attempt_that_returned(tracker: CostTra
             raise ConnectionError("transient")
         return AIMessage("ok", usage_metadata=usage(100, 10))
 
-    llm = ScriptedChatModel(script=flaky).with_retry(stop_after_attempt=2, wait_exponential_jitter=False)
+    llm = ScriptedChatModel(script=flaky).with_retry(
+        stop_after_attempt=2, wait_exponential_jitter=False
+    )
     g = StateGraph(State)
     g.add_node("n", lambda s: {"messages": [llm.invoke(s["messages"])]})
     g.add_edge(START, "n")
-    g.compile().invoke({"messages": [HumanMessage("x")]}, config={"callbacks": [FinOpsCallbackHandler(tracker)]})
+    g.compile().invoke(
+        {"messages": [HumanMessage("x")]}, config={"callbacks": [FinOpsCallbackHandler(tracker)]}
+    )
     report = last_report(tracker)
     assert attempts["n"] == 2
     assert report.totals.model_calls == 1
@@ -175,29 +202,40 @@ def test_interrupt_marks_the_run_interrupted(tracker: CostTracker) -> None:
     g.add_edge(START, "ask")
     graph = g.compile(checkpointer=InMemorySaver())
     handler = FinOpsCallbackHandler(tracker, strict=True)
-    graph.invoke({"messages": []}, config={"callbacks": [handler], "configurable": {"thread_id": "t1"}})
+    graph.invoke(
+        {"messages": []}, config={"callbacks": [handler], "configurable": {"thread_id": "t1"}}
+    )
     report = last_report(tracker)
     assert report.run.status in {"ok", "interrupted"}
     ask_span = report.tree.children[0]
     assert ask_span.span.status == "interrupted"
 
 
-def test_internal_error_never_breaks_the_run(tracker: CostTracker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_internal_error_never_breaks_the_run(
+    tracker: CostTracker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("bug in agent-finops")
 
     monkeypatch.setattr(tracker, "record_model_call", broken)
     handler = FinOpsCallbackHandler(tracker)
-    out = supervisor_graph().invoke({"messages": [HumanMessage("hi")]}, config={"callbacks": [handler]})
+    out = supervisor_graph().invoke(
+        {"messages": [HumanMessage("hi")]}, config={"callbacks": [handler]}
+    )
     assert out["messages"][-1].content == "found it"
     assert handler.errors == 3
     assert "bug in agent-finops" in caplog.text
 
 
-def test_strict_handler_surfaces_internal_errors(tracker: CostTracker, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_strict_handler_surfaces_internal_errors(
+    tracker: CostTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("bug in agent-finops")
 
     monkeypatch.setattr(tracker, "record_model_call", broken)
     with pytest.raises(HandlerError, match="bug in agent-finops"):
-        supervisor_graph().invoke({"messages": [HumanMessage("hi")]}, config={"callbacks": [FinOpsCallbackHandler(tracker, strict=True)]})
+        supervisor_graph().invoke(
+            {"messages": [HumanMessage("hi")]},
+            config={"callbacks": [FinOpsCallbackHandler(tracker, strict=True)]},
+        )

@@ -76,7 +76,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
     # -- plumbing -----------------------------------------------------------------------
 
     def _failed(self, where: str, exc: Exception) -> None:
-        if self.strict or isinstance(exc, FinOpsError) and self.tracker.prices.strict:
+        if self.strict or (isinstance(exc, FinOpsError) and self.tracker.prices.strict):
             if isinstance(exc, FinOpsError):
                 raise exc
             raise HandlerError(f"agent-finops handler failed in {where}: {exc}") from exc
@@ -160,7 +160,9 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Open a model span and remember the requested model and provider."""
-        self._model_start("on_chat_model_start", serialized, run_id, parent_run_id, metadata, kwargs)
+        self._model_start(
+            "on_chat_model_start", serialized, run_id, parent_run_id, metadata, kwargs
+        )
 
     def on_llm_start(
         self,
@@ -212,7 +214,8 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
             )
         except Exception as exc:
             self._failed("on_llm_end", exc)
-        self._end("on_llm_end", run_id)
+        finally:
+            self._end("on_llm_end", run_id)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Close a failed model span (no usage is reported for a failed call)."""
@@ -234,7 +237,9 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Open a tool span."""
-        self._start("on_tool_start", run_id, parent_run_id, _name(serialized, kwargs), "tool", metadata)
+        self._start(
+            "on_tool_start", run_id, parent_run_id, _name(serialized, kwargs), "tool", metadata
+        )
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         """Record the tool's fee, if it has one, and close the span."""
@@ -244,7 +249,8 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
                 self.tracker.record_tool_call(str(run_id), tool=span.name, output=output)
         except Exception as exc:
             self._failed("on_tool_end", exc)
-        self._end("on_tool_end", run_id)
+        finally:
+            self._end("on_tool_end", run_id)
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Close a failed tool span."""

@@ -74,7 +74,9 @@ class ScriptedChatModel(BaseChatModel):
         params["ls_model_name"] = self.model_name
         return params
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+    def bind_tools(
+        self, tools: Sequence[Any], **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
         """Accept tools (the script decides which tool calls to make)."""
         return self
 
@@ -86,7 +88,9 @@ class ScriptedChatModel(BaseChatModel):
                 message = self.script[self._index % len(self.script)]
                 self._index += 1
         return message.model_copy(
-            update={"response_metadata": {**message.response_metadata, "model_name": self.model_name}}
+            update={
+                "response_metadata": {**message.response_metadata, "model_name": self.model_name}
+            }
         )
 
     def _generate(
@@ -111,7 +115,9 @@ class ScriptedChatModel(BaseChatModel):
         for i, word in enumerate(words):
             chunk = AIMessageChunk(content=word if i == 0 else " " + word)
             if run_manager:
-                run_manager.on_llm_new_token(chunk.content if isinstance(chunk.content, str) else "")
+                run_manager.on_llm_new_token(
+                    chunk.content if isinstance(chunk.content, str) else ""
+                )
             yield ChatGenerationChunk(message=chunk)
         # Usage (and tool calls) arrive on the final chunk, as with OpenAI's stream_usage.
         yield ChatGenerationChunk(

@@ -1,0 +1,268 @@
+"""Loop detection: repeated identical tool calls, model-call bursts and A-B ping-pong.
+
+`LoopDetector` is in-memory and per trace (one run): it only observes and reports
+`LoopHit`s; what to do about a hit (deny, pause, warn, or only record in shadow mode) is
+the rule's `action`, applied by the caller. Memory is bounded: per trace, a capped number
+of distinct tool-call signatures (least recently seen forgotten first), fixed-length
+deques for model-call times and steps; and a capped number of traces (least recently
+active forgotten first), so a caller that never calls `forget` does not leak.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from agent_finops.exceptions import LoopDetected
+from agent_finops.policy._model import (
+    Action,
+    LoopKind,
+    LoopRule,
+    ModelCallBurstRule,
+    PingPongRule,
+    RepeatedToolCallRule,
+)
+from agent_finops.policy._periods import format_duration
+
+__all__ = [
+    "DEFAULT_MAX_SIGNATURES_PER_TRACE",
+    "DEFAULT_MAX_TRACES",
+    "LoopDetector",
+    "LoopHit",
+    "tool_call_signature",
+]
+
+DEFAULT_MAX_TRACES: Final = 10_000
+"""Traces remembered at once; the least recently active is forgotten beyond this."""
+DEFAULT_MAX_SIGNATURES_PER_TRACE: Final = 1_024
+"""Distinct (tool, arguments) pairs counted per trace; the least recently seen goes first."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoopHit:
+    """A loop rule tripped. `observed` and `limit` are in the rule's own terms.
+
+    repeated_tool_call: identical calls so far vs `max_repeats` (trips at `observed >= limit`);
+    model_call_burst: calls within the window vs `max_calls` (trips at `observed > limit`);
+    ping_pong: A,B round trips vs `max_cycles` (trips at `observed >= limit`).
+    """
+
+    rule_id: str
+    """The rule that tripped."""
+    kind: LoopKind
+    """Which loop pattern was seen."""
+    observed: int
+    """What was counted."""
+    limit: int
+    """The rule's configured number."""
+    detail: str
+    """One human sentence: which tool, which nodes, how many, how fast."""
+    trace_id: str
+    """The run the loop is in."""
+    action: Action
+    """The rule's action: deny, pause or warn."""
+    shadow: bool = False
+    """The rule is in shadow mode: record the hit, never block."""
+
+    def to_exception(self) -> LoopDetected:
+        """The `LoopDetected` error to raise for this hit."""
+        return LoopDetected(
+            f"loop rule {self.rule_id!r} tripped in trace {self.trace_id!r}: {self.detail}",
+            rule_id=self.rule_id,
+            limit=self.limit,
+            observed=self.observed,
+            trace_id=self.trace_id,
+            unit=self.kind,
+        )
+
+
+def tool_call_signature(tool: str, args: Any) -> bytes:
+    """Digest of a tool name and its arguments as canonical JSON (key order does not matter).
+
+    A string that holds JSON is parsed first, so `'{"a": 1, "b": 2}'` and the mapping
+    `{"b": 2, "a": 1}` are the same call. Values JSON cannot hold are compared by `str()`.
+    """
+    if isinstance(args, str | bytes):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            args = args.decode(errors="replace") if isinstance(args, bytes) else args
+    canonical = json.dumps(
+        [tool, args], sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+@dataclass(slots=True)
+class _TraceState:
+    tool_calls: OrderedDict[bytes, int] = field(default_factory=OrderedDict)
+    model_calls: dict[str, deque[float]] = field(default_factory=dict)
+    steps: deque[str] = field(default_factory=deque)
+
+
+class LoopDetector:
+    """Watches each trace for the loop patterns of a policy's `loops` rules. Thread-safe."""
+
+    def __init__(
+        self,
+        rules: Iterable[LoopRule],
+        *,
+        max_traces: int = DEFAULT_MAX_TRACES,
+        max_signatures_per_trace: int = DEFAULT_MAX_SIGNATURES_PER_TRACE,
+    ) -> None:
+        """Watch for `rules` (usually `policy.loops`), remembering at most `max_traces` runs."""
+        if max_traces < 1 or max_signatures_per_trace < 1:
+            raise ValueError("max_traces and max_signatures_per_trace must be at least 1")
+        rules = tuple(rules)
+        self._repeat_rules = [r for r in rules if isinstance(r, RepeatedToolCallRule)]
+        self._burst_rules = [r for r in rules if isinstance(r, ModelCallBurstRule)]
+        self._pingpong_rules = [r for r in rules if isinstance(r, PingPongRule)]
+        self._steps_kept = 2 * max((r.max_cycles for r in self._pingpong_rules), default=0)
+        self._max_traces = max_traces
+        self._max_signatures = max_signatures_per_trace
+        self._traces: OrderedDict[str, _TraceState] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """Number of traces currently remembered."""
+        with self._lock:
+            return len(self._traces)
+
+    def observe_tool_call(self, trace_id: str, tool: str, args: Any) -> list[LoopHit]:
+        """Record a tool call; hits for every repeated-call rule it trips."""
+        if not self._repeat_rules:
+            return []
+        signature = tool_call_signature(tool, args)
+        with self._lock:
+            calls = self._state(trace_id).tool_calls
+            count = calls.pop(signature, 0) + 1
+            calls[signature] = count
+            if len(calls) > self._max_signatures:
+                calls.popitem(last=False)
+        return [
+            LoopHit(
+                rule_id=rule.id,
+                kind=rule.kind,
+                observed=count,
+                limit=rule.max_repeats,
+                detail=f"tool {tool!r} called {count} times with the same arguments "
+                f"(limit {rule.max_repeats})",
+                trace_id=trace_id,
+                action=rule.action,
+                shadow=rule.shadow,
+            )
+            for rule in self._repeat_rules
+            if count >= rule.max_repeats
+        ]
+
+    def observe_model_call(self, trace_id: str, now: datetime) -> list[LoopHit]:
+        """Record a model call at `now` (timezone-aware); hits for every burst rule it trips."""
+        if now.tzinfo is None or now.utcoffset() is None:
+            raise ValueError(f"now must be timezone-aware, got naive {now!r}")
+        if not self._burst_rules:
+            return []
+        stamp = now.timestamp()
+        hits: list[LoopHit] = []
+        with self._lock:
+            state = self._state(trace_id)
+            for rule in self._burst_rules:
+                times = state.model_calls.get(rule.id)
+                if times is None:
+                    times = state.model_calls[rule.id] = deque(maxlen=rule.max_calls + 1)
+                times.append(stamp)
+                window = rule.window.total_seconds()
+                while times and stamp - times[0] >= window:
+                    times.popleft()
+                if len(times) > rule.max_calls:
+                    hits.append(
+                        LoopHit(
+                            rule_id=rule.id,
+                            kind=rule.kind,
+                            observed=len(times),
+                            limit=rule.max_calls,
+                            detail=f"{len(times)} model calls within "
+                            f"{format_duration(rule.window)} (limit {rule.max_calls})",
+                            trace_id=trace_id,
+                            action=rule.action,
+                            shadow=rule.shadow,
+                        )
+                    )
+        return hits
+
+    def observe_step(self, trace_id: str, node_or_agent: str) -> list[LoopHit]:
+        """Record entering a node or agent; hits for every ping-pong rule it trips.
+
+        A step into the node that ran last is not a hand-over and is ignored, so a node
+        looping on itself is not ping-pong (a burst or cost cap catches that).
+        """
+        if not self._pingpong_rules:
+            return []
+        with self._lock:
+            steps = self._state(trace_id).steps
+            if steps and steps[-1] == node_or_agent:
+                return []
+            steps.append(node_or_agent)
+            if len(steps) > self._steps_kept:
+                steps.popleft()
+            run = _alternating_run(steps)
+            pair = (steps[-2], steps[-1]) if len(steps) >= 2 else None
+        cycles = run // 2
+        if pair is None:
+            return []
+        first, second = pair[1], pair[0]  # the one that started the latest round trip
+        if run % 2:
+            first, second = second, first
+        return [
+            LoopHit(
+                rule_id=rule.id,
+                kind=rule.kind,
+                observed=cycles,
+                limit=rule.max_cycles,
+                detail=f"{first!r} and {second!r} handed over to each other "
+                f"{cycles} times in a row (limit {rule.max_cycles})",
+                trace_id=trace_id,
+                action=rule.action,
+                shadow=rule.shadow,
+            )
+            for rule in self._pingpong_rules
+            if cycles >= rule.max_cycles
+        ]
+
+    def forget(self, trace_id: str) -> None:
+        """Drop everything remembered about a trace (call when the run ends)."""
+        with self._lock:
+            self._traces.pop(trace_id, None)
+
+    def _state(self, trace_id: str) -> _TraceState:
+        # Caller holds the lock.
+        state = self._traces.get(trace_id)
+        if state is None:
+            state = self._traces[trace_id] = _TraceState()
+            if len(self._traces) > self._max_traces:
+                self._traces.popitem(last=False)
+        else:
+            self._traces.move_to_end(trace_id)
+        return state
+
+
+def _alternating_run(steps: deque[str]) -> int:
+    """Length of the longest suffix of `steps` that alternates between two names."""
+    items = list(steps)
+    if len(items) < 2:
+        return len(items)
+    run = 2
+    for index in range(len(items) - 3, -1, -1):
+        if items[index] != items[index + 2]:
+            break
+        run += 1
+    return run
+
+
+def _as_mapping(value: Any) -> Mapping[str, Any] | None:  # pragma: no cover - helper
+    return value if isinstance(value, Mapping) else None
