@@ -10,6 +10,7 @@ from importlib.metadata import version as _version
 from agent_finops.attribution import STANDARD_TAGS, attribute, current_tags
 from agent_finops.exceptions import (
     ApprovalDenied,
+    ApprovalRequired,
     BudgetExceeded,
     ConfigurationError,
     FinOpsError,
@@ -70,6 +71,7 @@ __all__ = [
     "RateLimitExceeded",
     "LoopDetected",
     "MissingTags",
+    "ApprovalRequired",
     "ApprovalDenied",
     "FinOpsWarning",
     "UnpricedWarning",

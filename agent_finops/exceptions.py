@@ -12,6 +12,8 @@ FinOpsError
     ├── RateLimitExceeded       too many calls / too much spend in a window
     ├── LoopDetected            repeated tool calls, model-call bursts, ping-pong
     ├── MissingTags             mandatory attribution tags are absent
+    ├── ApprovalRequired        a pause rule tripped: a human must approve (a LangGraph
+    │                           guard turns it into an interrupt)
     └── ApprovalDenied          a human denied a paused run
 
 FinOpsWarning (UserWarning)
@@ -31,6 +33,7 @@ from typing import Any
 
 __all__ = [
     "ApprovalDenied",
+    "ApprovalRequired",
     "BudgetExceeded",
     "ConfigurationError",
     "FinOpsError",
@@ -185,6 +188,33 @@ class MissingTags(PolicyViolation):
     def __reduce__(self) -> tuple[Any, ...]:
         fn, (cls, args, kwargs) = super().__reduce__()
         return (fn, (cls, args, {**kwargs, "missing": self.missing}))
+
+
+class ApprovalRequired(PolicyViolation):
+    """A `pause` rule tripped; the approval request `approval_id` awaits a human decision.
+
+    Inside a guarded LangGraph node this becomes an `interrupt()` (the run is checkpointed
+    and resumes on the decision); without a guard it stops the run like a deny.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        approval_id: str,
+        estimate: Decimal | None = None,
+        thread_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.approval_id = approval_id
+        self.estimate = estimate
+        self.thread_id = thread_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fn, (cls, args, kwargs) = super().__reduce__()
+        extra = {"approval_id": self.approval_id, "estimate": self.estimate}
+        return (fn, (cls, args, {**kwargs, **extra, "thread_id": self.thread_id}))
 
 
 class ApprovalDenied(PolicyViolation):

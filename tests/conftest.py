@@ -18,7 +18,9 @@ def postgres_url_or_skip() -> str:
     """A fresh PostgreSQL schema's URL for this test, or skip saying why."""
     base = os.environ.get(POSTGRES_ENV)
     if not base:
-        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV} (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+        pytest.skip(
+            f"PostgreSQL tests need {POSTGRES_ENV} (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
+        )
     try:
         engine = create_engine(base)
         with engine.connect() as conn:
@@ -33,7 +35,9 @@ def postgres_url_or_skip() -> str:
     return f"{base}{sep}options=-csearch_path%3D{schema}"
 
 
-@pytest.fixture(params=["sqlite-file", "sqlite-memory", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=["sqlite-file", "sqlite-memory", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def ledger(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterator[SQLLedger]:
     """The same ledger API on every backend the conformance suite covers."""
     if request.param == "sqlite-file":

@@ -23,7 +23,9 @@ M = Decimal(1_000_000)
 
 def test_openai_cached_input_priced_at_cache_rate() -> None:
     # gpt-4o-mini list price: $0.15 input, $0.075 cached input, $0.60 output per MTok.
-    usage = TokenUsage(uncached_input_tokens=600, cache_read_tokens=400, output_tokens=50, reasoning_tokens=20)
+    usage = TokenUsage(
+        uncached_input_tokens=600, cache_read_tokens=400, output_tokens=50, reasoning_tokens=20
+    )
     cost = PriceBook().price_model_call("gpt-4o-mini", usage, provider="openai")
     expected = (600 * Decimal("0.15") + 400 * Decimal("0.075") + 50 * Decimal("0.60")) / M
     assert cost.amount == expected
@@ -36,7 +38,10 @@ def test_openai_cached_input_priced_at_cache_rate() -> None:
 def test_anthropic_cache_write_and_read() -> None:
     # claude-sonnet-4-5 (<=200k tokens): $3 input, $0.30 cache read, $3.75 cache write, $15 output.
     usage = TokenUsage(
-        uncached_input_tokens=50, cache_read_tokens=10_000, cache_write_tokens=2_000, output_tokens=700
+        uncached_input_tokens=50,
+        cache_read_tokens=10_000,
+        cache_write_tokens=2_000,
+        output_tokens=700,
     )
     cost = PriceBook().price_model_call("claude-sonnet-4-5", usage, provider="anthropic")
     expected = (
@@ -83,11 +88,19 @@ def test_override_beats_catalog_and_records_its_name() -> None:
         )
     )
     usage = TokenUsage(
-        uncached_input_tokens=1000, cache_read_tokens=500, cache_write_tokens=10, output_tokens=300, reasoning_tokens=100
+        uncached_input_tokens=1000,
+        cache_read_tokens=500,
+        cache_write_tokens=10,
+        output_tokens=300,
+        reasoning_tokens=100,
     )
     cost = PriceBook(config).price_model_call("gpt-4o-mini-2024-07-18", usage, provider="openai")
     expected = (
-        1000 * Decimal("0.10") + 500 * Decimal("0.01") + 10 * Decimal("0.10") + 200 * Decimal("0.40") + 100 * Decimal(1)
+        1000 * Decimal("0.10")
+        + 500 * Decimal("0.01")
+        + 10 * Decimal("0.10")
+        + 200 * Decimal("0.40")
+        + 100 * Decimal(1)
     ) / M
     assert cost.amount == expected
     assert cost.source == "override:negotiated-4o-mini"
@@ -101,7 +114,13 @@ def test_tool_fees_per_call_and_per_unit() -> None:
     config = PricingConfig(
         tools=(
             ToolFee(name="search", tool="web_search", per_call=Decimal("0.005")),
-            ToolFee(name="crm", tool="crm_*", per_call=Decimal("0.001"), per_unit=Decimal("0.0002"), units_key="records"),
+            ToolFee(
+                name="crm",
+                tool="crm_*",
+                per_call=Decimal("0.001"),
+                per_unit=Decimal("0.0002"),
+                units_key="records",
+            ),
         )
     )
     book = PriceBook(config)
@@ -117,7 +136,9 @@ def test_tool_fees_per_call_and_per_unit() -> None:
 
 def test_worst_case_estimate_uses_dearest_input_rate() -> None:
     book = PriceBook()
-    est = book.estimate_max_cost("claude-sonnet-4-5", provider="anthropic", input_tokens=1000, max_output_tokens=100)
+    est = book.estimate_max_cost(
+        "claude-sonnet-4-5", provider="anthropic", input_tokens=1000, max_output_tokens=100
+    )
     # cache write ($3.75) is dearer than plain input ($3).
     assert est == (1000 * Decimal("3.75") + 100 * Decimal(15)) / M
     assert book.estimate_max_cost("nope-model", input_tokens=1, max_output_tokens=1) is None
@@ -143,7 +164,9 @@ def test_pricing_yaml_roundtrip(tmp_path: Path) -> None:
         "tools:\n  - {name: search, tool: web_search, per_call: '0.01'}\n"
     )
     config = PricingConfig.from_yaml(path)
-    cost = PriceBook(config).price_model_call("acme-llama-70b", TokenUsage(uncached_input_tokens=10, output_tokens=10))
+    cost = PriceBook(config).price_model_call(
+        "acme-llama-70b", TokenUsage(uncached_input_tokens=10, output_tokens=10)
+    )
     assert cost.amount == (10 * Decimal("0.2") + 10 * Decimal("0.6")) / M
 
 

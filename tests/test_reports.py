@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from agent_finops import CostTracker, PriceBook, PricingConfig, SQLLedger, TokenUsage, ToolFee, UnpricedWarning
+from agent_finops import (
+    CostTracker,
+    PriceBook,
+    PricingConfig,
+    SQLLedger,
+    TokenUsage,
+    ToolFee,
+    UnpricedWarning,
+)
 from agent_finops.cli import main as cli
 from agent_finops.reports import REPORT_SCHEMA_VERSION, money
 
@@ -16,17 +24,29 @@ M = Decimal(1_000_000)
 
 
 def _record_demo_run(ledger: SQLLedger) -> str:
-    prices = PriceBook(PricingConfig(tools=(ToolFee(name="search", tool="web_search", per_call=Decimal("0.01")),)))
+    prices = PriceBook(
+        PricingConfig(tools=(ToolFee(name="search", tool="web_search", per_call=Decimal("0.01")),))
+    )
     t = CostTracker(ledger, prices=prices, tags={"team": "support", "project": "helpdesk"})
     t.start_span("run-1", parent_span_id=None, name="supervisor_graph", kind="chain")
     t.start_span("sup", parent_span_id="run-1", name="supervisor", kind="node", node="supervisor")
     t.start_span("m-sup", parent_span_id="sup", name="ChatOpenAI", kind="model")
     t.record_model_call(
-        "m-sup", model="gpt-4o-mini", provider="openai", usage=TokenUsage(uncached_input_tokens=1000, output_tokens=100)
+        "m-sup",
+        model="gpt-4o-mini",
+        provider="openai",
+        usage=TokenUsage(uncached_input_tokens=1000, output_tokens=100),
     )
     t.end_span("m-sup")
     t.end_span("sup")
-    t.start_span("res", parent_span_id="run-1", name="researcher", kind="node", node="researcher", tags={"agent": "researcher"})
+    t.start_span(
+        "res",
+        parent_span_id="run-1",
+        name="researcher",
+        kind="node",
+        node="researcher",
+        tags={"agent": "researcher"},
+    )
     t.start_span("plumbing", parent_span_id="res", name="RunnableSequence", kind="chain")
     t.start_span("tool-1", parent_span_id="plumbing", name="web_search", kind="tool")
     t.record_tool_call("tool-1", tool="web_search")
@@ -37,7 +57,12 @@ def _record_demo_run(ledger: SQLLedger) -> str:
         "m-res",
         model="claude-sonnet-4-5",
         provider="anthropic",
-        usage=TokenUsage(uncached_input_tokens=100, cache_read_tokens=2000, cache_write_tokens=500, output_tokens=300),
+        usage=TokenUsage(
+            uncached_input_tokens=100,
+            cache_read_tokens=2000,
+            cache_write_tokens=500,
+            output_tokens=300,
+        ),
     )
     t.end_span("m-res")
     t.start_span("m-x", parent_span_id="res", name="Mystery", kind="model")
@@ -69,7 +94,11 @@ def test_report_totals_tree_and_rollups(sqlite_ledger: SQLLedger) -> None:
     researcher = report.tree.children[1]
     assert [c.span.name for c in researcher.children] == ["web_search", "ChatAnthropic", "Mystery"]
     assert researcher.totals.cost == RES + TOOL
-    assert {r.key: r.totals.cost for r in report.by_model} == {"claude-sonnet-4-5": RES, "gpt-4o-mini": SUP, "mystery-llm": 0}
+    assert {r.key: r.totals.cost for r in report.by_model} == {
+        "claude-sonnet-4-5": RES,
+        "gpt-4o-mini": SUP,
+        "mystery-llm": 0,
+    }
     assert {r.key: r.totals.cost for r in report.by_tool} == {"web_search": TOOL}
     assert {r.key for r in report.by_agent} == {"researcher", "supervisor"}
     # Rollups add up to the total: nothing counted twice, nothing dropped.
@@ -86,7 +115,11 @@ def test_json_report_schema(sqlite_ledger: SQLLedger) -> None:
     assert report["totals"]["tokens"]["cache_write"] == 500
     assert report["run"]["tags"] == {"team": "support", "project": "helpdesk"}
     assert report["tree"]["children"][1]["name"] == "researcher"
-    assert {r["key"] for r in report["by_model"]} == {"claude-sonnet-4-5", "gpt-4o-mini", "mystery-llm"}
+    assert {r["key"] for r in report["by_model"]} == {
+        "claude-sonnet-4-5",
+        "gpt-4o-mini",
+        "mystery-llm",
+    }
     assert any("tool-fee:search" in v for v in report["price_versions"])
     shares = [Decimal(r["share"]) for r in report["by_agent"]]
     assert abs(sum(shares) - 1) < Decimal("0.001")
@@ -131,13 +164,17 @@ def test_cli_runs_and_report(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert json.loads(capsys.readouterr().out)[0]["unpriced"] == 1
 
 
-def test_cli_unknown_run_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_unknown_run_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path}/cli.sqlite"
     assert cli(["--db", url, "report", "nope"]) == 1
     assert "no run 'nope'" in capsys.readouterr().err
 
 
-def test_cli_env_url(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_env_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"sqlite:///{tmp_path}/env.sqlite"
     monkeypatch.setenv("AGENT_FINOPS_DB_URL", url)
     assert cli(["runs"]) == 0

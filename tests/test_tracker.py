@@ -40,9 +40,15 @@ def _model_call(t: CostTracker, span: str, parent: str, *, model: str = "gpt-4o-
 
 def test_nested_spans_inherit_tags_and_node_path(tracker: CostTracker) -> None:
     with attribute(project="apollo"):
-        tracker.start_span("root", parent_span_id=None, name="graph", kind="chain", tags={"task": "t1"})
-    tracker.start_span("n1", parent_span_id="root", name="researcher", kind="node", node="researcher")
-    tracker.start_span("n2", parent_span_id="n1", name="agent", kind="node", node="agent", tags={"agent": "r"})
+        tracker.start_span(
+            "root", parent_span_id=None, name="graph", kind="chain", tags={"task": "t1"}
+        )
+    tracker.start_span(
+        "n1", parent_span_id="root", name="researcher", kind="node", node="researcher"
+    )
+    tracker.start_span(
+        "n2", parent_span_id="n1", name="agent", kind="node", node="agent", tags={"agent": "r"}
+    )
     _model_call(tracker, "m1", "n2")
     tracker.end_span("n2")
     tracker.end_span("n1")
@@ -50,7 +56,13 @@ def test_nested_spans_inherit_tags_and_node_path(tracker: CostTracker) -> None:
     report = tracker.report("root")
     (event,) = [e for n in [report.tree] for e in _all_events(n)]
     assert event.node_path == "researcher > agent"
-    assert event.tags == {"team": "core", "environment": "test", "project": "apollo", "task": "t1", "agent": "r"}
+    assert event.tags == {
+        "team": "core",
+        "environment": "test",
+        "project": "apollo",
+        "task": "t1",
+        "agent": "r",
+    }
     assert report.total_cost == PRICE
     assert report.run.status == "ok"
 
@@ -65,7 +77,9 @@ def test_parallel_threads_in_one_run(tracker: CostTracker) -> None:
     tracker.start_span("root", parent_span_id=None, name="graph", kind="chain")
 
     def branch(i: int) -> None:
-        tracker.start_span(f"b{i}", parent_span_id="root", name=f"branch{i}", kind="node", node=f"branch{i}")
+        tracker.start_span(
+            f"b{i}", parent_span_id="root", name=f"branch{i}", kind="node", node=f"branch{i}"
+        )
         for j in range(25):
             _model_call(tracker, f"m{i}-{j}", f"b{i}")
         tracker.end_span(f"b{i}")
@@ -123,7 +137,9 @@ def test_same_event_recorded_twice_counts_once(tracker: CostTracker) -> None:
     tracker.start_span("m1", parent_span_id="root", name="llm", kind="model")
     tracker.record_model_call("m1", model="gpt-4o-mini", provider="openai", usage=U)
     tracker.flush()
-    tracker.record_model_call("m1", model="gpt-4o-mini", provider="openai", usage=U)  # retry of the write
+    tracker.record_model_call(
+        "m1", model="gpt-4o-mini", provider="openai", usage=U
+    )  # retry of the write
     tracker.end_span("m1")
     tracker.end_span("root")
     assert tracker.report("root").totals.model_calls == 1
@@ -187,7 +203,9 @@ class FlakyLedger:
         return getattr(self.inner, name)
 
 
-def test_write_failures_are_retried_not_dropped(sqlite_ledger: SQLLedger, caplog: pytest.LogCaptureFixture) -> None:
+def test_write_failures_are_retried_not_dropped(
+    sqlite_ledger: SQLLedger, caplog: pytest.LogCaptureFixture
+) -> None:
     tracker = CostTracker(FlakyLedger(sqlite_ledger, failures=2))  # type: ignore[arg-type]
     tracker.start_span("root", parent_span_id=None, name="graph", kind="chain")
     _model_call(tracker, "m1", "root")

@@ -325,7 +325,12 @@ class SQLLedger:
             return None if row is None else ApprovalRecord(**_fields(row, ApprovalRecord))
 
     def list_approvals(
-        self, *, status: ApprovalStatus | None = None, trace_id: str | None = None, limit: int = 50
+        self,
+        *,
+        status: ApprovalStatus | None = None,
+        trace_id: str | None = None,
+        thread_id: str | None = None,
+        limit: int = 50,
     ) -> list[ApprovalRecord]:
         """Approval requests, newest first, optionally filtered."""
         query = select(ApprovalRow).order_by(col(ApprovalRow.created_at).desc()).limit(limit)
@@ -333,6 +338,8 @@ class SQLLedger:
             query = query.where(ApprovalRow.status == status)
         if trace_id is not None:
             query = query.where(ApprovalRow.trace_id == trace_id)
+        if thread_id is not None:
+            query = query.where(ApprovalRow.thread_id == thread_id)
         with Session(self.engine) as session:
             return [ApprovalRecord(**_fields(r, ApprovalRecord)) for r in session.exec(query).all()]
 

@@ -14,7 +14,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -211,13 +211,10 @@ class LoopDetector:
             if len(steps) > self._steps_kept:
                 steps.popleft()
             run = _alternating_run(steps)
-            pair = (steps[-2], steps[-1]) if len(steps) >= 2 else None
+            if run < 2:
+                return []
+            first, second = steps[-run], steps[-run + 1]
         cycles = run // 2
-        if pair is None:
-            return []
-        first, second = pair[1], pair[0]  # the one that started the latest round trip
-        if run % 2:
-            first, second = second, first
         return [
             LoopHit(
                 rule_id=rule.id,
@@ -262,7 +259,3 @@ def _alternating_run(steps: deque[str]) -> int:
             break
         run += 1
     return run
-
-
-def _as_mapping(value: Any) -> Mapping[str, Any] | None:  # pragma: no cover - helper
-    return value if isinstance(value, Mapping) else None

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cached_property
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -176,7 +177,8 @@ def _check_selector(value: dict[str, str]) -> dict[str, str]:
         try:
             validate_tags({key: ""})
         except ConfigurationError as exc:
-            raise _problem("tag_key", exc.expected or "a tag name", subfield=key, value=key) from None
+            expected = exc.expected or "a tag name"
+            raise _problem("tag_key", expected, subfield=key, value=key) from None
         if not wanted:
             raise _problem(
                 "tag_selector", "a tag value, or '*' for any value", subfield=key, value=wanted
@@ -302,14 +304,15 @@ class Budget(_Strict):
             )
         if period is not None and period != "rolling" and value is not None:
             raise _problem(
-                "window_forbidden", f"no window (window is only for period 'rolling', not {period!r})"
+                "window_forbidden",
+                f"no window (window is only for period 'rolling', not {period!r})",
             )
         return value
 
     @field_validator("thresholds")
     @classmethod
     def _ascending(cls, value: tuple[Decimal, ...]) -> tuple[Decimal, ...]:
-        if any(later <= earlier for earlier, later in zip(value, value[1:], strict=False)):
+        if any(later <= earlier for earlier, later in pairwise(value)):
             raise _problem("ascending", "strictly ascending percentages, such as [50, 80, 90]")
         return value
 
@@ -355,9 +358,7 @@ class Budget(_Strict):
 
     def crossed_thresholds(self, before: Decimal, after: Decimal) -> tuple[Decimal, ...]:
         """Thresholds (percent) crossed when the counter moves from `before` to `after`."""
-        return tuple(
-            pct for pct in self.thresholds if before < self.limit * pct / 100 <= after
-        )
+        return tuple(pct for pct in self.thresholds if before < self.limit * pct / 100 <= after)
 
 
 class RateLimit(_Strict):
@@ -381,8 +382,9 @@ class RateLimit(_Strict):
     @field_validator("max_usd")
     @classmethod
     def _exactly_one(cls, value: Decimal | None, info: ValidationInfo) -> Decimal | None:
-        has_calls = info.data.get("max_calls") is not None
-        if (value is None) == has_calls and "max_calls" in info.data:
+        if "max_calls" not in info.data:  # max_calls itself was invalid: reported already
+            return value
+        if (value is not None) == (info.data["max_calls"] is not None):
             raise _problem("one_limit", "exactly one of max_calls or max_usd")
         return value
 

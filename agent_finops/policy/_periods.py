@@ -52,7 +52,9 @@ KEY_SEPARATOR: Final = "|"
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNIT_SECONDS: Final = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
-_DURATION_EXPECTED: Final = "a whole number followed by s, m, h or d, such as '90s', '30m', '2h' or '7d'"
+_DURATION_EXPECTED: Final = (
+    "a whole number followed by s, m, h or d, such as '90s', '30m', '2h' or '7d'"
+)
 _PERIODS: Final[tuple[str, ...]] = get_args(PeriodKind)
 
 
@@ -154,9 +156,7 @@ def counter_key(
 
 def escape_key_part(text: str) -> str:
     """Escape the characters counter and scope keys use as separators (`%`, `|`, `,`, `=`)."""
-    return (
-        text.replace("%", "%25").replace("|", "%7C").replace(",", "%2C").replace("=", "%3D")
-    )
+    return text.replace("%", "%25").replace("|", "%7C").replace(",", "%2C").replace("=", "%3D")
 
 
 def _calendar_walls(period: str, local: datetime) -> tuple[datetime, datetime]:
@@ -171,8 +171,10 @@ def _calendar_walls(period: str, local: datetime) -> tuple[datetime, datetime]:
         monday = day - timedelta(days=day.weekday())
         return _midnight(monday), _midnight(monday + timedelta(days=7))
     first = day.replace(day=1)
-    following = first.replace(year=first.year + 1, month=1) if first.month == 12 else (
-        first.replace(month=first.month + 1)
+    following = (
+        first.replace(year=first.year + 1, month=1)
+        if first.month == 12
+        else (first.replace(month=first.month + 1))
     )
     return _midnight(first), _midnight(following)
 

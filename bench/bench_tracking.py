@@ -1,0 +1,238 @@
+"""Tracking overhead: one LangGraph graph, 2,000 fake model calls, three ways.
+
+(a) no callback; (b) LangChain's `UsageMetadataCallbackHandler` (counts tokens, no prices,
+no storage); (c) agent-finops' `FinOpsCallbackHandler` pricing every call into a SQLite file
+ledger with the background writer, the final `tracker.flush()` inside the timed region.
+
+The graph is a loop: one `agent` node calls the model, a conditional edge sends it back
+until it has made `CALLS_PER_RUN` calls; it is invoked `RUNS` times. The three modes run
+interleaved, in a different order each round, and the median round is reported. After
+each round of (c) the ledger is checked: exactly 2,000 model events, priced at the total
+genai-prices gives for the same usage.
+
+    python bench/bench_tracking.py [--rounds 5] [--profile]
+
+`--profile` then runs (c) once more under cProfile and prints where the time goes in
+agent-finops' own code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import platform
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypedDict
+
+import genai_prices
+from langchain_core.callbacks import BaseCallbackHandler, UsageMetadataCallbackHandler
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from agent_finops import CostTracker, SQLLedger
+from agent_finops_langgraph import FinOpsCallbackHandler
+from agent_finops_langgraph.testing import ScriptedChatModel, usage
+
+RUNS = 100
+CALLS_PER_RUN = 20
+TOTAL_CALLS = RUNS * CALLS_PER_RUN
+MODEL = "gpt-4o-mini"
+USAGE = usage(1_200, 150, cache_read=512)
+TARGET_RATIO = 1.25
+"""From the issue: tracking may cost at most 25% over the run without any callback."""
+
+INPUT: list[BaseMessage] = [HumanMessage("Summarise the ticket.")]
+
+
+class LoopState(TypedDict):
+    """The model calls made so far in this run."""
+
+    calls: int
+
+
+def build_graph() -> CompiledStateGraph:
+    """`agent` calls the model and loops back until it has made CALLS_PER_RUN calls."""
+    llm = ScriptedChatModel(
+        script=[AIMessage("ok", usage_metadata=USAGE)], model_name=MODEL, provider="openai"
+    )
+
+    def agent(state: LoopState) -> LoopState:
+        llm.invoke(INPUT)
+        return {"calls": state["calls"] + 1}
+
+    def again(state: LoopState) -> str:
+        return "agent" if state["calls"] < CALLS_PER_RUN else END
+
+    graph = StateGraph(LoopState)
+    graph.add_node("agent", agent)
+    graph.add_edge(START, "agent")
+    graph.add_conditional_edges("agent", again, ["agent", END])
+    return graph.compile(name="loop")
+
+
+def run_all(graph: CompiledStateGraph, callbacks: list[BaseCallbackHandler]) -> None:
+    """The measured workload: RUNS invocations of CALLS_PER_RUN model calls each."""
+    config: dict[str, Any] = {"recursion_limit": CALLS_PER_RUN + 5}
+    if callbacks:
+        config["callbacks"] = callbacks
+    for _ in range(RUNS):
+        graph.invoke({"calls": 0}, config=config)  # type: ignore[arg-type]
+
+
+def expected_cost() -> Decimal:
+    """What 2,000 calls cost according to genai-prices directly (not through our code)."""
+    one = genai_prices.calc_price(
+        genai_prices.Usage(input_tokens=1_200, cache_read_tokens=512, output_tokens=150),
+        model_ref=MODEL,
+        provider_id="openai",
+    )
+    return Decimal(one.total_price) * TOTAL_CALLS
+
+
+# -- the three modes: each returns elapsed seconds ---------------------------------------------
+
+
+def mode_none(graph: CompiledStateGraph, tmp: Path) -> float:
+    """(a) no callback."""
+    start = time.perf_counter()
+    run_all(graph, [])
+    return time.perf_counter() - start
+
+
+def mode_usage(graph: CompiledStateGraph, tmp: Path) -> float:
+    """(b) LangChain's UsageMetadataCallbackHandler."""
+    handler = UsageMetadataCallbackHandler()
+    start = time.perf_counter()
+    run_all(graph, [handler])
+    elapsed = time.perf_counter() - start
+    counted = handler.usage_metadata[MODEL]
+    assert counted["input_tokens"] == 1_200 * TOTAL_CALLS, counted
+    return elapsed
+
+
+def mode_finops(graph: CompiledStateGraph, tmp: Path) -> float:
+    """(c) FinOpsCallbackHandler into a SQLite file ledger (flush included)."""
+    db = tmp / f"ledger-{time.monotonic_ns()}.sqlite"
+    ledger = SQLLedger.from_url(f"sqlite:///{db}")
+    tracker = CostTracker(ledger, tags={"team": "bench"})
+    handler = FinOpsCallbackHandler(tracker)
+    try:
+        start = time.perf_counter()
+        run_all(graph, [handler])
+        tracker.flush()
+        elapsed = time.perf_counter() - start
+        check_ledger(ledger, handler)
+    finally:
+        tracker.close()
+        ledger.close()
+    return elapsed
+
+
+def check_ledger(ledger: SQLLedger, handler: FinOpsCallbackHandler) -> None:
+    """The ledger holds every call, priced: 2,000 model events at the expected total."""
+    assert handler.errors == 0, f"{handler.errors} handler errors"
+    assert handler.tracker.write_errors == 0
+    runs = ledger.list_runs(limit=RUNS + 1)
+    assert len(runs) == RUNS, len(runs)
+    events = ledger.iter_events(r.run.trace_id for r in runs)
+    model_events = [e for e in events if e.kind == "model"]
+    assert len(model_events) == TOTAL_CALLS, len(model_events)
+    assert all(e.cost is not None for e in model_events)
+    total = sum((e.cost for e in model_events if e.cost is not None), Decimal(0))
+    assert total == expected_cost(), (total, expected_cost())
+
+
+MODES: dict[str, tuple[str, Callable[[CompiledStateGraph, Path], float]]] = {
+    "a": ("no callback", mode_none),
+    "b": ("UsageMetadataCallbackHandler", mode_usage),
+    "c": ("FinOpsCallbackHandler + SQLite ledger", mode_finops),
+}
+
+
+# -- profiling ----------------------------------------------------------------------------------
+
+_OUR_CODE = ("agent_finops", "agent_finops_langgraph")
+
+
+def profile_finops(graph: CompiledStateGraph, tmp: Path, top: int = 25) -> None:
+    """Run (c) under cProfile; print agent-finops functions by time spent inside them."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    total = mode_finops(graph, tmp)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    ours = [
+        (key, value)
+        for key, value in raw.items()
+        if any(f"/{name}/" in key[0] for name in _OUR_CODE)
+    ]
+    print(f"\ncProfile of (c), {total:.3f}s under the profiler (profiling inflates all of it)")
+    print("Our functions, by cumulative time (includes what they call):")
+    print(f"  {'cum s':>7}  {'own s':>7}  {'calls':>7}  function")
+    for (path, line, func), (_cc, ncalls, own, cum, _callers) in sorted(
+        ours, key=lambda kv: -kv[1][3]
+    )[:top]:
+        short = path.split("/agent_finops", 1)[-1]
+        print(f"  {cum:7.3f}  {own:7.3f}  {ncalls:7d}  agent_finops{short}:{line} {func}")
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; return 0 if (c) is within the target ratio of (a), else 1."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of a, b, c (default 5)")
+    parser.add_argument("--profile", action="store_true", help="then profile (c) once")
+    args = parser.parse_args(argv)
+
+    graph = build_graph()
+    times: dict[str, list[float]] = {key: [] for key in MODES}
+    with tempfile.TemporaryDirectory(prefix="finops-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        for key in MODES:  # warm-up: imports, caches, genai-prices look-ups
+            MODES[key][1](graph, tmp)
+        order = list(MODES)
+        for round_no in range(args.rounds):
+            for key in order[round_no % 3 :] + order[: round_no % 3]:
+                times[key].append(MODES[key][1](graph, tmp))
+        if args.profile:
+            profile_finops(graph, tmp)
+
+    print(
+        f"\n{TOTAL_CALLS:,} model calls ({RUNS} runs x {CALLS_PER_RUN}), "
+        f"median of {args.rounds} interleaved rounds; "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}"
+    )
+    base = statistics.median(times["a"])
+    print(f"  {'mode':<42} {'total s':>8} {'us/call':>8} {'vs (a)':>7}  rounds (s)")
+    for key, (label, _) in MODES.items():
+        med = statistics.median(times[key])
+        rounds = " ".join(f"{t:.3f}" for t in times[key])
+        print(
+            f"  ({key}) {label:<38} {med:8.3f} {med / TOTAL_CALLS * 1e6:8.1f} "
+            f"{med / base:6.2f}x  {rounds}"
+        )
+    ratio = statistics.median(times["c"]) / base
+    extra = (statistics.median(times["c"]) - base) / TOTAL_CALLS * 1e6
+    verdict = "meets" if ratio <= TARGET_RATIO else "MISSES"
+    print(
+        f"\n(c) {verdict} the {TARGET_RATIO}x target: {ratio:.2f}x, "
+        f"{extra:.0f} us of tracking per model call; ledger checked "
+        f"({TOTAL_CALLS:,} model events, total ${expected_cost()})"
+    )
+    return 0 if ratio <= TARGET_RATIO else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

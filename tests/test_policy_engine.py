@@ -1,0 +1,308 @@
+"""The policy engine on a real ledger: reservations, caps, pauses, approvals, shadow, loops."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from agent_finops import (
+    ApprovalRequired,
+    BudgetExceeded,
+    CostTracker,
+    LoopDetected,
+    MissingTags,
+    RateLimitExceeded,
+    SQLLedger,
+)
+from agent_finops.policy import Policy
+from agent_finops.policy._engine import PolicyEngine
+
+M = Decimal(1_000_000)
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+# gpt-4o-mini worst case: every input token at the dearest input rate ($0.15), plus max output ($0.60).
+def worst(inp: int, out: int) -> Decimal:
+    return (inp * Decimal("0.15") + out * Decimal("0.60")) / M
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def tracker(sqlite_ledger: SQLLedger) -> Iterator[CostTracker]:
+    t = CostTracker(sqlite_ledger)
+    yield t
+    t.close()
+
+
+def engine(
+    tracker: CostTracker, policy: dict[str, Any], clock: Clock | None = None
+) -> PolicyEngine:
+    return PolicyEngine(Policy.from_mapping(policy), tracker, clock=clock or Clock())
+
+
+def call(
+    e: PolicyEngine,
+    n: int,
+    *,
+    tags: dict[str, str] | None = None,
+    run: str = "run-1",
+    inp: int = 1000,
+    out: int = 100,
+    model: str = "gpt-4o-mini",
+) -> Any:
+    return e.check_before_model_call(
+        call_id=f"{run}-call-{n}",
+        trace_id=run,
+        run_key=run,
+        tags=tags or {"task": "t1", "team": "support"},
+        model=model,
+        provider="openai",
+        input_tokens=inp,
+        max_output_tokens=out,
+    )
+
+
+def test_task_cap_stops_the_call_that_would_cross_it(tracker: CostTracker) -> None:
+    cap = worst(1000, 100) * 3  # room for exactly three worst cases
+    e = engine(
+        tracker,
+        {"budgets": [{"id": "task-cap", "limit": str(cap), "period": "task", "action": "deny"}]},
+    )
+    for n in range(3):
+        assert call(e, n).action == "allow"
+    fourth = call(e, 3)
+    assert fourth.action == "deny"
+    assert isinstance(fourth.error, BudgetExceeded)
+    assert fourth.error.rule_id == "task-cap"
+    assert fourth.error.limit == cap
+    assert fourth.error.observed == cap  # three reservations outstanding
+    # Settling below the estimate frees room: the next call fits again.
+    e.check_after_model_call("run-1-call-0", cost=Decimal("0.00001"), tokens=500)
+    assert call(e, 4).action == "deny"  # 0.00001 spent + 0.00042 reserved + 0.00021 > cap
+    e.check_after_model_call("run-1-call-1", cost=Decimal(0), tokens=0)
+    assert call(e, 5).action == "allow"  # 0.00001 + 0.00021 + 0.00021 <= cap
+    # Another task has its own cap.
+    assert call(e, 6, tags={"task": "t2"}).action == "allow"
+    tracker.flush()
+    decisions = tracker.ledger.decisions_for("run-1")
+    assert [d.action for d in decisions].count("deny") == 2
+    deny = next(d for d in decisions if d.action == "deny")
+    assert deny.rule_id == "task-cap" and deny.policy_version == e.version
+    assert deny.scope == {} and deny.limit == cap
+
+
+def test_unknown_cost_is_charged_its_reservation(tracker: CostTracker) -> None:
+    e = engine(
+        tracker,
+        {
+            "fallback_reservation_usd": "0.40",
+            "budgets": [{"id": "run-cap", "limit": "1.00", "period": "run"}],
+        },
+    )
+    d = call(e, 0, model="mystery-model")
+    assert d.action == "allow" and d.estimate == Decimal("0.40")
+    e.check_after_model_call("run-1-call-0", cost=None, tokens=10)
+    assert call(e, 1, model="mystery-model").action == "allow"
+    e.check_after_model_call("run-1-call-1", cost=None, tokens=10)
+    third = call(e, 2, model="mystery-model")
+    assert third.action == "deny"  # 0.80 charged (never 0) + 0.40 > 1.00
+    assert third.error is not None and third.error.observed == Decimal("0.80")
+
+
+def test_release_gives_the_reservation_back(tracker: CostTracker) -> None:
+    e = engine(
+        tracker, {"budgets": [{"id": "cap", "limit": str(worst(1000, 100)), "period": "run"}]}
+    )
+    assert call(e, 0).action == "allow"
+    assert call(e, 1).action == "deny"
+    assert e.release("run-1-call-0")
+    assert call(e, 2).action == "allow"
+
+
+def test_pause_then_approve_lets_this_run_go_on(tracker: CostTracker) -> None:
+    limit = worst(1000, 100)
+    e = engine(
+        tracker,
+        {
+            "budgets": [
+                {
+                    "id": "team-daily",
+                    "scope": {"team": "*"},
+                    "limit": str(limit),
+                    "period": "daily",
+                    "action": "pause",
+                }
+            ]
+        },
+    )
+    assert call(e, 0).action == "allow"
+    paused = call(e, 1)
+    assert paused.action == "pause"
+    assert isinstance(paused.error, ApprovalRequired)
+    request = e.approval(paused.approval_id or "")
+    assert request is not None and request.status == "pending"
+    assert (request.rule_id, request.scope, request.limit, request.spent) == (
+        "team-daily",
+        {"team": "support"},
+        limit,
+        limit,
+    )
+    assert request.estimate == limit
+    e.decide(request.approval_id, approve=True, by="alice", extra=limit)
+    assert call(e, 2).action == "allow"  # this run may now go one estimate over
+    assert call(e, 3).action == "pause"  # but no further
+    # Another run of the same team is still held at the original limit.
+    assert call(e, 0, run="run-2").action == "pause"
+    tracker.flush()
+    actions = [d.action for d in tracker.ledger.decisions_for("run-1")]
+    assert "approved" in actions and actions.count("pause") == 2
+
+
+def test_deny_decision_by_a_human(tracker: CostTracker) -> None:
+    e = engine(
+        tracker,
+        {"budgets": [{"id": "cap", "limit": "0.000001", "period": "run", "action": "pause"}]},
+    )
+    paused = call(e, 0)
+    decided = e.decide(paused.approval_id or "", approve=False, by="bob", reason="too dear")
+    assert decided.status == "denied" and decided.extra is None
+    assert call(e, 1).action == "pause"  # a denial grants nothing
+
+
+def test_critical_runs_are_exempt_from_deny(tracker: CostTracker) -> None:
+    e = engine(
+        tracker,
+        {"budgets": [{"id": "cap", "limit": "0.000001", "period": "run", "exempt_critical": True}]},
+    )
+    d = call(e, 0, tags={"task": "t", "critical": "true"})
+    assert d.action == "warn" and d.rule_id == "cap"
+    assert call(e, 0, run="run-2").action == "deny"
+
+
+def test_shadow_rule_records_but_never_blocks(tracker: CostTracker) -> None:
+    e = engine(
+        tracker,
+        {"budgets": [{"id": "try-me", "limit": "0.000001", "period": "run", "shadow": True}]},
+    )
+    d = call(e, 0)
+    assert d.action == "shadow" and not d.blocked
+    assert "would deny" in d.message
+    tracker.flush()
+    assert [x.action for x in tracker.ledger.decisions_for("run-1")] == ["shadow"]
+
+
+def test_thresholds_are_recorded(tracker: CostTracker) -> None:
+    limit = worst(1000, 100) * 10
+    e = engine(
+        tracker,
+        {"budgets": [{"id": "b", "limit": str(limit), "period": "daily", "thresholds": [50, 80]}]},
+    )
+    for n in range(8):
+        call(e, n)
+    tracker.flush()
+    thresholds = [
+        d.message for d in tracker.ledger.decisions_for("run-1") if d.action == "threshold"
+    ]
+    assert len(thresholds) == 2
+    assert "threshold 50%" in thresholds[0] and "threshold 80%" in thresholds[1]
+
+
+def test_rate_limit_per_agent(tracker: CostTracker) -> None:
+    clock = Clock()
+    e = engine(
+        tracker,
+        {"rate_limits": [{"id": "rpm", "scope": {"agent": "*"}, "window": "1m", "max_calls": 2}]},
+        clock,
+    )
+    a = {"agent": "researcher"}
+    assert call(e, 0, tags=a).action == "allow"
+    assert call(e, 1, tags=a).action == "allow"
+    third = call(e, 2, tags=a)
+    assert isinstance(third.error, RateLimitExceeded)
+    assert third.error.scope == {"agent": "researcher"}
+    assert call(e, 3, tags={"agent": "writer"}).action == "allow"
+    clock.now = NOW.replace(minute=1)
+    assert call(e, 4, tags=a).action == "allow"  # next window
+
+
+def test_mandatory_tags_reject_before_any_call(tracker: CostTracker) -> None:
+    e = engine(
+        tracker,
+        {
+            "mandatory_tags": [
+                {"when": {"environment": "production"}, "require": ["team", "cost_center"]}
+            ]
+        },
+    )
+    d = e.check_run_start("run-1", {"environment": "production", "team": "a"})
+    assert isinstance(d.error, MissingTags)
+    assert d.error.missing == ["cost_center"]
+    assert "cost_center" in str(d.error)
+    assert e.check_run_start("run-2", {"environment": "staging"}).action == "allow"
+
+
+def test_repeated_tool_call_loop(tracker: CostTracker) -> None:
+    e = engine(
+        tracker, {"loops": [{"id": "same-tool", "kind": "repeated_tool_call", "max_repeats": 3}]}
+    )
+
+    def tool(n: int, args: Any) -> Any:
+        return e.check_before_tool_call(
+            call_id=f"t{n}",
+            trace_id="run-1",
+            run_key="run-1",
+            tags={},
+            tool="search",
+            args=args,
+            fee_estimate=None,
+        )
+
+    assert tool(0, {"q": "x", "page": 1}).action == "allow"
+    assert tool(1, '{"page": 1, "q": "x"}').action == "allow"  # same call, other spelling
+    assert tool(2, {"q": "other"}).action == "allow"
+    third = tool(3, {"q": "x", "page": 1})
+    assert isinstance(third.error, LoopDetected)
+    assert (third.error.observed, third.error.limit) == (3, 3)
+    assert e.stopped("run-1") is third
+
+
+def test_approved_loop_rule_is_waived_for_the_run(tracker: CostTracker) -> None:
+    e = engine(
+        tracker,
+        {"loops": [{"id": "ping", "kind": "ping_pong", "max_cycles": 2, "action": "pause"}]},
+    )
+    steps = [e.check_step(trace_id="r", run_key="r", tags={}, step=s) for s in "ABAB"]
+    assert [s.action for s in steps] == ["allow", "allow", "allow", "pause"]
+    e.decide(steps[-1].approval_id or "", approve=True, by="alice")
+    assert e.check_step(trace_id="r", run_key="r", tags={}, step="A").action == "allow"
+
+
+def test_tool_fee_counts_on_usd_budgets(tracker: CostTracker) -> None:
+    e = engine(tracker, {"budgets": [{"id": "cap", "limit": "0.025", "period": "run"}]})
+
+    def tool(n: int) -> Any:
+        return e.check_before_tool_call(
+            call_id=f"t{n}",
+            trace_id="run-1",
+            run_key="run-1",
+            tags={},
+            tool="search",
+            args={"n": n},
+            fee_estimate=Decimal("0.01"),
+        )
+
+    assert tool(0).action == "allow"
+    e.check_after_tool_call("t0", cost=Decimal("0.01"))
+    assert tool(1).action == "allow"
+    assert tool(2).action == "deny"
