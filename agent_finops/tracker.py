@@ -79,6 +79,7 @@ class CostTracker:
         self._lock = threading.Lock()
         self._open: dict[str, SpanRecord] = {}
         self._runs: dict[str, RunRecord] = {}
+        self._outcomes: dict[str, tuple[SpanStatus, str]] = {}
         self._writer = _BatchWriter(ledger) if background else None
         self.unpriced = 0
         """Calls recorded with an unknown cost by this tracker."""
@@ -130,6 +131,12 @@ class CostTracker:
             self._write(runs=[run])
         return span
 
+    def set_outcome(self, trace_id: str, status: SpanStatus, message: str) -> None:
+        """Record how a run ended when it ends without an exception (e.g. `stopped`)."""
+        with self._lock:
+            if trace_id in self._runs:
+                self._outcomes.setdefault(trace_id, (status, message[:2000]))
+
     def span(self, span_id: str) -> SpanRecord | None:
         """The open span with this id, if any."""
         return self._open.get(span_id)
@@ -149,6 +156,9 @@ class CostTracker:
             spans = [span]
             run = self._runs.pop(span_id, None) if span.parent_span_id is None else None
             if run is not None:
+                outcome = self._outcomes.pop(span_id, None)
+                if outcome is not None and span.status in ("ok", "interrupted"):
+                    span.status, span.error = outcome
                 run.ended_at, run.status, run.error = now, span.status, span.error
                 # Spans still open under this run never got an end event: keep them, marked.
                 for other_id, other in list(self._open.items()):

@@ -100,7 +100,9 @@ researcher_llm = ScriptedChatModel(
     script=_researcher_says, model_name="claude-sonnet-4-5", provider="anthropic"
 )
 outline_llm = ScriptedChatModel(
-    script=[AIMessage("1. Price cuts  2. Caching  3. What it means", usage_metadata=usage(2_100, 350))],
+    script=[
+        AIMessage("1. Price cuts  2. Caching  3. What it means", usage_metadata=usage(2_100, 350))
+    ],
     model_name="acme-llama-70b",
     provider="acme",  # self-hosted: not in any public catalog, priced by PRICING above
 )

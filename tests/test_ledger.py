@@ -11,8 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from agent_finops import CostEvent, LedgerError, RunRecord, SpanRecord, SQLLedger
-from agent_finops.ledger import ApprovalRecord, DecisionRecord
-from agent_finops.ledger import SCHEMA_VERSION
+from agent_finops.ledger import SCHEMA_VERSION, ApprovalRecord, DecisionRecord
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 

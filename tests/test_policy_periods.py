@@ -126,7 +126,7 @@ def test_midnight_inside_a_dst_gap_starts_the_day_at_the_transition() -> None:
     assert start == utc("2026-09-06T04:00")
     assert start.astimezone(santiago).hour == 1
     assert end - start == timedelta(hours=23)
-    previous_start, previous_end = window_for("daily", start - timedelta(seconds=1), santiago)
+    _, previous_end = window_for("daily", start - timedelta(seconds=1), santiago)
     assert previous_end == start
 
 

@@ -9,7 +9,8 @@ from typing import Literal
 
 SpanKind = Literal["run", "node", "chain", "model", "tool"]
 EventKind = Literal["model", "tool"]
-SpanStatus = Literal["running", "ok", "error", "interrupted", "unfinished"]
+SpanStatus = Literal["running", "ok", "error", "interrupted", "unfinished", "stopped"]
+"""`stopped`: a cost policy ended the run cleanly (deny), its partial results kept."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -77,7 +78,9 @@ class CostEvent:
     """False when the provider reported no usage (the cost is then unknown)."""
 
 
-DecisionAction = Literal["allow", "warn", "deny", "pause", "shadow", "threshold", "approved", "denied"]
+DecisionAction = Literal[
+    "allow", "warn", "deny", "pause", "shadow", "threshold", "approved", "denied"
+]
 ApprovalStatus = Literal["pending", "approved", "denied", "expired"]
 
 

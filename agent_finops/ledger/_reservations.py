@@ -29,13 +29,15 @@ Reservation states::
 from __future__ import annotations
 
 import json
+import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, localcontext
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, Self, TypeVar, cast
 
 from sqlalchemy import JSON, Column, Index, text
 from sqlalchemy.engine import Engine
@@ -65,6 +67,8 @@ ReservationState = Literal["reserved", "settled", "released", "expired"]
 UNITS: frozenset[str] = frozenset(("usd", "tokens", "calls"))
 DEFAULT_RESERVATION_TTL = timedelta(minutes=30)
 """How long a reservation holds budget before `expire` may give it back (crashed worker)."""
+DEFAULT_MAX_IDLE_CONNECTIONS = 4
+"""PostgreSQL connections a store keeps checked out between calls."""
 MAX_COUNTER_KEY_LENGTH = 512
 MAX_CALL_ID_LENGTH = 128
 
@@ -72,6 +76,7 @@ _ZERO = Decimal(0)
 _EXACT = Context(prec=80)
 """Arithmetic context: NUMERIC(38, 18) sums never round (the default context keeps 28 digits)."""
 _INFINITY = Decimal("Infinity")
+_T = TypeVar("_T")
 
 
 # -- tables ---------------------------------------------------------------------------------
@@ -258,11 +263,15 @@ class _Counter:
 
 
 class _MissingCounters(Exception):
-    """Internal control flow: PostgreSQL counters to create before reserving."""
+    """Internal control flow: PostgreSQL counter rows to create before reserving."""
 
     def __init__(self, claims: Sequence[Claim]) -> None:
         super().__init__()
         self.claims = claims
+
+
+class _StaleConnection(Exception):
+    """Internal control flow: a kept connection was dropped by the server; retry once."""
 
 
 # -- store ----------------------------------------------------------------------------------
@@ -276,7 +285,9 @@ class BudgetStore:
     """Atomic budget reservations on the ledger's database (SQLite or PostgreSQL).
 
     Thread-safe and multi-process-safe. Database failures raise `LedgerError`; there is no
-    local fallback counter (that would silently split one budget into several).
+    local fallback counter (that would silently split one budget into several). The store
+    keeps a few pooled connections checked out for speed: call `close()` (or use it as a
+    context manager) before disposing of the engine.
     """
 
     def __init__(
@@ -286,13 +297,28 @@ class BudgetStore:
         auto_setup: bool = True,
         clock: Callable[[], datetime] = _utcnow,
         default_ttl: timedelta = DEFAULT_RESERVATION_TTL,
+        durable_commits: bool = True,
+        max_idle_connections: int = DEFAULT_MAX_IDLE_CONNECTIONS,
     ) -> None:
-        """Wrap the ledger's engine; `auto_setup` creates the two tables if missing."""
+        """Wrap the ledger's engine.
+
+        Args:
+            engine: the ledger's engine (`SQLLedger.engine`).
+            auto_setup: create the two tables if missing.
+            clock: source of "now" (UTC) when an operation is not given one.
+            default_ttl: how long a reservation holds budget before `expire` may free it.
+            durable_commits: PostgreSQL only. False runs budget transactions with
+                `synchronous_commit = off`: no WAL flush wait at commit; a server crash may
+                lose the last fraction of a second of budget updates but never corrupts or
+                half-applies one (the guarantee SQLite gives with `synchronous=NORMAL`).
+            max_idle_connections: PostgreSQL connections kept checked out between calls
+                (skips the pool's pre-ping round trip); SQLite always keeps one.
+        """
         dialect = engine.dialect.name
         if dialect == "sqlite":
             self._db: _Backend = _SQLite(engine)
         elif dialect == "postgresql":
-            self._db = _Postgres(engine)
+            self._db = _Postgres(engine, durable_commits, max_idle_connections)
         else:
             raise ConfigurationError(
                 "budget reservations need SQLite or PostgreSQL",
@@ -311,10 +337,22 @@ class BudgetStore:
         try:
             SQLModel.metadata.create_all(self.engine, tables=_TABLES)
         except SQLAlchemyError as exc:
-            text = str(exc).lower()
-            if "already exists" in text or "duplicate key" in text:
+            message = str(exc).lower()
+            if "already exists" in message or "duplicate key" in message:
                 return  # another process created them at the same moment
             raise LedgerError(f"cannot create budget tables at {self.engine.url!r}: {exc}") from exc
+
+    def close(self) -> None:
+        """Return the connections the store keeps to the engine's pool."""
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        """Return self; the store closes on exit."""
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        """Close the store."""
+        self.close()
 
     # -- operations ---------------------------------------------------------------------
 
@@ -330,17 +368,18 @@ class BudgetStore:
         """Reserve `amount` on every claim's counter, all or none.
 
         Refused when, for any enforced claim, spent + reserved + amount > limit; nothing is
-        reserved then. Reserving a call id again returns the original result (`replayed`).
-        A refusal first gives back expired reservations and tries once more.
+        reserved then, and a later retry with the same call id is evaluated afresh.
+        Reserving a granted call id again returns the original result (`replayed=True`).
+        Before refusing, expired reservations are given back and the call is tried again.
         """
         _check_call_id(call_id)
-        keys = [c.counter_key for c in claims]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"claims of call {call_id!r} name a counter twice: {sorted(keys)}")
+        keys = {c.counter_key for c in claims}
+        if len(keys) != len(claims):
+            raise ValueError(f"claims of call {call_id!r} name a counter more than once")
         now = now or self._clock()
         expires_at = now + (self._default_ttl if ttl is None else ttl)
         result = self._db.reserve(call_id, claims, trace_id, now, expires_at)
-        if not result.granted and self.expire(now):
+        if not result.granted and self._db.expire(now):
             result = self._db.reserve(call_id, claims, trace_id, now, expires_at)
         return result
 
@@ -354,9 +393,10 @@ class BudgetStore:
         """Charge the actual amounts (by unit: `usd`, `tokens`, `calls`) and free the estimate.
 
         The actual amount is recorded even when above the estimate. A unit missing from
-        `actual` (or None: unknown cost) is charged its reserved estimate, never zero.
+        `actual`, or None (unknown cost), is charged its reserved estimate, never zero.
         Returns True if this call recorded the spend; False if it was already settled, was
-        released, or was never reserved. A reservation that expired is still settled.
+        released, or was never reserved. A reservation that expired is still settled: the
+        spend is real.
         """
         charges: dict[str, Decimal | None] = {}
         for unit, value in actual.items():
@@ -369,18 +409,26 @@ class BudgetStore:
             if not amount.is_finite() or amount < 0:
                 raise ValueError(f"actual[{unit!r}] must be a finite amount >= 0, got {value!r}")
             charges[unit] = amount
-        return self._db.settle(call_id, charges, now or self._clock())
+        return self._db.finish(call_id, now or self._clock(), "settled", charges)
 
     def release(self, call_id: str, *, now: datetime | None = None) -> bool:
         """Give the reservation back (the call failed or never ran); idempotent.
 
-        Returns True if reserved amounts were returned now.
+        Returns True if reserved amounts were returned now. Settling afterwards is a no-op.
         """
-        return self._db.release(call_id, now or self._clock())
+        return self._db.finish(call_id, now or self._clock(), "released", {})
 
     def expire(self, now: datetime | None = None) -> list[str]:
         """Give back every reservation past its expiry (its worker died); their call ids."""
         return self._db.expire(now or self._clock())
+
+    def purge(self, finished_before: datetime) -> int:
+        """Delete settled, released and expired reservations finished before a moment.
+
+        Idempotency holds for as long as a reservation is kept: purge only what no retry
+        can still reach. Counters are untouched. Returns the number of rows deleted.
+        """
+        return self._db.purge(finished_before)
 
     @contextmanager
     def reservation(
@@ -409,11 +457,16 @@ class BudgetStore:
 
     def counter(self, counter_key: str) -> CounterState | None:
         """(spent, reserved, limit) of a counter, or None if it was never claimed."""
-        return self._db.counter(counter_key)
+        rows = self._db.read(self._db.sql_counter, (counter_key,))
+        if not rows:
+            return None
+        spent, reserved, limit = rows[0]
+        return CounterState(_tidy(Decimal(spent)), _tidy(Decimal(reserved)), _tidy(Decimal(limit)))
 
     def reservation_state(self, call_id: str) -> ReservationState | None:
         """State of a call's reservation, or None if there is none."""
-        return self._db.reservation_state(call_id)
+        rows = self._db.read(self._db.sql_reservation, (call_id,))
+        return cast(ReservationState, rows[0][0]) if rows else None
 
 
 def _check_call_id(call_id: str) -> None:
@@ -427,20 +480,27 @@ def _naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
-# -- decision (pure) ------------------------------------------------------------------------
+def _tidy(value: Decimal) -> Decimal:
+    """NUMERIC(38, 18) pads 18 decimals; drop trailing zeros without changing the value."""
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1), context=_EXACT)
+    return value.normalize(_EXACT)
 
 
-def _decide(
+# -- decisions (pure; run inside the serialized transaction) ----------------------------------
+
+
+def _plan_reserve(
     call_id: str, claims: Sequence[Claim], counters: Mapping[str, _Counter]
-) -> tuple[ReserveResult, dict[str, Decimal]]:
-    """The outcome, and the new `reserved` of each counter when granted."""
+) -> tuple[ReserveResult, dict[str, _Counter], list[dict[str, Any]]]:
+    """The outcome; when granted also the counters to write and the claims to store."""
     refusals: list[Refusal] = []
     observed: list[Decimal] = []
     for claim in claims:
         row = counters.get(claim.counter_key)
         if row is not None and row.unit != claim.unit:
             raise ConfigurationError(
-                f"counter {claim.counter_key!r} counts {row.unit}, claim counts another unit",
+                f"counter {claim.counter_key!r} counts {row.unit}, not {claim.unit}",
                 field="unit",
                 value=claim.unit,
                 expected=row.unit,
@@ -454,36 +514,76 @@ def _decide(
                 )
             )
     if refusals:
-        usage = tuple(_usage(c, used) for c, used in zip(claims, observed, strict=True))
-        return ReserveResult(call_id, usage, tuple(refusals), state=None), {}
-    new_reserved: dict[str, Decimal] = {}
-    usage_list: list[ClaimUsage] = []
+        now_used = tuple(_usage(c, used) for c, used in zip(claims, observed, strict=True))
+        return ReserveResult(call_id, now_used, tuple(refusals), state=None), {}, []
+    writes: dict[str, _Counter] = {}
+    usages: list[ClaimUsage] = []
+    records: list[dict[str, Any]] = []
     for claim, used in zip(claims, observed, strict=True):
         row = counters.get(claim.counter_key)
-        new_reserved[claim.counter_key] = (_ZERO if row is None else row.reserved) + claim.amount
-        usage_list.append(_usage(claim, used + claim.amount))
-    return ReserveResult(call_id, tuple(usage_list)), new_reserved
+        writes[claim.counter_key] = _Counter(
+            claim.unit,
+            claim.limit,
+            _ZERO if row is None else row.spent,
+            (_ZERO if row is None else row.reserved) + claim.amount,
+            claim.window_end,
+        )
+        usage = _usage(claim, used + claim.amount)
+        usages.append(usage)
+        records.append(
+            {
+                "counter_key": claim.counter_key,
+                "rule_id": claim.rule_id,
+                "unit": claim.unit,
+                "limit": str(claim.limit),
+                "amount": str(claim.amount),
+                "enforce": claim.enforce,
+                "used": str(usage.used),
+            }
+        )
+    return ReserveResult(call_id, tuple(usages)), writes, records
 
 
 def _usage(claim: Claim, used: Decimal) -> ClaimUsage:
     return ClaimUsage(
-        claim.counter_key, claim.rule_id, claim.unit, claim.limit, used, claim.enforce
+        claim.counter_key, claim.rule_id, claim.unit, claim.limit, _tidy(used), claim.enforce
     )
 
 
-def _claim_record(
-    usage: ClaimUsage, amount: Decimal, window_end: datetime | None
-) -> dict[str, Any]:
-    return {
-        "counter_key": usage.counter_key,
-        "rule_id": usage.rule_id,
-        "unit": usage.unit,
-        "limit": str(usage.limit),
-        "amount": str(amount),
-        "enforce": usage.enforce,
-        "used": str(usage.used),
-        "window_end": None if window_end is None else _naive_utc(window_end).isoformat(),
-    }
+def _plan_finish(
+    state: str,
+    records: list[dict[str, Any]],
+    counters: dict[str, _Counter],
+    target: ReservationState,
+    charges: Mapping[str, Decimal | None],
+) -> tuple[dict[str, _Counter], dict[str, str] | None, bool] | None:
+    """Counters to write, amounts charged, and whether anything was charged or given back.
+
+    None when there is nothing to do (already settled or released).
+    """
+    if state not in ("reserved", "expired"):
+        return None
+    give_back = state == "reserved"  # an expired reservation was given back already
+    settling = target == "settled"
+    if not (give_back or settling):
+        return {}, None, False  # expired -> released: only the state changes
+    actual: dict[str, str] | None = {} if settling else None
+    for record in records:
+        key = record["counter_key"]
+        counter = counters.get(key)
+        if counter is None:  # deleted by hand: recreate it, the spend is still real
+            counter = counters[key] = _Counter(
+                record["unit"], Decimal(record["limit"]), _ZERO, _ZERO, None
+            )
+        estimate = Decimal(record["amount"])
+        if give_back:
+            counter.reserved -= estimate
+        if actual is not None:
+            charge = charges.get(record["unit"])
+            charge = estimate if charge is None else charge
+            counter.spent += charge
+            actual[key] = str(charge)
+    return counters, actual, True
 
 
 def _replayed(call_id: str, state: str, records: list[dict[str, Any]]) -> ReserveResult:
@@ -503,38 +603,46 @@ def _replayed(call_id: str, state: str, records: list[dict[str, Any]]) -> Reserv
 
 # -- backends -------------------------------------------------------------------------------
 
+_COLUMNS = 'counter_key, unit, "limit", spent, reserved, window_end'
+_INHERITED: list[Any] = []
+"""Connections a forked child inherited: never used nor closed (that would break the parent)."""
+
 
 class _Backend:
-    """The transaction logic; subclasses supply SQL dialect details and the transaction."""
+    """The transactions, on the DBAPI connection; subclasses give the dialect's details."""
 
     param = "?"
-    lock_suffix = ""
     json_param = "?"
-    creates_in_transaction = True
-    """SQLite creates missing counters inside the (fully serialized) write transaction."""
+    lock = ""
+    """Row-lock clause (PostgreSQL); SQLite's write lock is taken by BEGIN IMMEDIATE."""
+    creates_counters_in_transaction = True
+    sql_counters_of_call = ""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, max_idle: int) -> None:
         self.engine = engine
-        self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
-        self._integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
-        p, j = self.param, self.json_param
-        cols = 'counter_key, unit, "limit", spent, reserved, window_end'
+        dbapi = engine.dialect.loaded_dbapi
+        self._dbapi_error: type[Exception] = dbapi.Error
+        self._integrity_error: type[Exception] = dbapi.IntegrityError
+        self._max_idle = max_idle
+        self._idle: list[Any] = []
+        self._pid = os.getpid()
+        self._finalizer = weakref.finalize(self, _close_all, self._idle)
+        p, j, lock = self.param, self.json_param, self.lock
         self.sql_upsert = (
-            f'INSERT INTO {_C} ({cols}, updated_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}) '
-            'ON CONFLICT (counter_key) DO UPDATE SET "limit" = excluded."limit", '
-            "spent = excluded.spent, reserved = excluded.reserved, "
-            "window_end = excluded.window_end, updated_at = excluded.updated_at"
+            f"INSERT INTO {_C} ({_COLUMNS}, updated_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})"
+            ' ON CONFLICT (counter_key) DO UPDATE SET "limit" = excluded."limit",'
+            " spent = excluded.spent, reserved = excluded.reserved,"
+            " window_end = excluded.window_end, updated_at = excluded.updated_at"
         )
         self.sql_create = (
-            f"INSERT INTO {_C} ({cols}, updated_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}) "
-            "ON CONFLICT (counter_key) DO NOTHING"
+            f"INSERT INTO {_C} ({_COLUMNS}, updated_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})"
+            " ON CONFLICT (counter_key) DO NOTHING"
         )
         self.sql_counter = f'SELECT spent, reserved, "limit" FROM {_C} WHERE counter_key = {p}'
-        self.sql_cols = f"SELECT {cols} FROM {_C}"
         self.sql_reservation = f"SELECT state, claims FROM {_R} WHERE call_id = {p}"
         self.sql_insert_reservation = (
-            f"INSERT INTO {_R} (call_id, trace_id, state, claims, created_at, expires_at) "
-            f"VALUES ({p}, {p}, 'reserved', {j}, {p}, {p})"
+            f"INSERT INTO {_R} (call_id, trace_id, state, claims, created_at, expires_at)"
+            f" VALUES ({p}, {p}, 'reserved', {j}, {p}, {p})"
         )
         self.sql_finish = (
             f"UPDATE {_R} SET state = {p}, actual = {j}, finished_at = {p} WHERE call_id = {p}"
@@ -544,57 +652,107 @@ class _Backend:
         )
         self.sql_expired = (
             f"SELECT call_id, claims FROM {_R} WHERE state = 'reserved' AND expires_at <= {p}"
-            f" ORDER BY call_id{self.lock_suffix}"
+            f" ORDER BY call_id{lock}"
         )
+        self.sql_purge = f"DELETE FROM {_R} WHERE state <> 'reserved' AND finished_at < {p}"
 
-    # dialect hooks ---------------------------------------------------------------------
+    # -- dialect hooks ------------------------------------------------------------------
 
-    @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        """A write transaction: yields a cursor; commits on success, rolls back on error."""
-        raise NotImplementedError  # pragma: no cover
-        yield
-
-    @contextmanager
-    def read(self) -> Iterator[Any]:
-        """A cursor for a short read."""
-        raise NotImplementedError  # pragma: no cover
-        yield
-
-    def select_counters_sql(self, count: int) -> str:
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A write transaction: yields the DBAPI connection, commits at the end."""
         raise NotImplementedError  # pragma: no cover
 
-    def money_in(self, value: Decimal) -> Any:
+    def read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """Rows of one read-only query."""
+        raise NotImplementedError  # pragma: no cover
+
+    def query_counters(self, conn: Any, keys: list[str]) -> Any:
+        """Start reading (and, on PostgreSQL, locking in key order) counter rows."""
+        raise NotImplementedError  # pragma: no cover
+
+    def money(self, value: Decimal) -> Any:
         return value
 
-    def time_in(self, moment: datetime | None) -> Any:
+    def time(self, moment: datetime | None) -> Any:
         return None if moment is None else _naive_utc(moment)
 
     def json_out(self, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
 
-    # shared logic ----------------------------------------------------------------------
+    # -- connections --------------------------------------------------------------------
 
-    def _counters(self, cur: Any, keys: Sequence[str]) -> dict[str, _Counter]:
-        cur.execute(self.select_counters_sql(len(keys)), keys)
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        """A DBAPI connection, kept checked out between calls; invalidated if it broke."""
+        if self._pid != os.getpid():  # forked: the parent's connections are not ours
+            _INHERITED.extend(self._idle)
+            self._idle.clear()
+            self._pid = os.getpid()
+        try:
+            fairy, kept = self._idle.pop(), True
+        except IndexError:
+            fairy, kept = self.engine.raw_connection(), False
+        try:
+            yield fairy.driver_connection
+        except BaseException as exc:
+            # After an error the pool resets (rolls back) the connection before reuse.
+            if isinstance(exc, self._dbapi_error) and self.engine.dialect.is_disconnect(
+                cast(Any, exc), fairy.dbapi_connection, None
+            ):
+                fairy.invalidate(exc)
+                fairy.close()
+                if kept:
+                    raise _StaleConnection from exc
+                raise
+            fairy.close()
+            raise
+        if len(self._idle) < self._max_idle:
+            self._idle.append(fairy)
+        else:
+            fairy.close()
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def _run(self, what: str, operation: Callable[[], _T]) -> _T:
+        """Run an operation, once more on a fresh connection if a kept one had gone stale.
+
+        Retrying is safe because every operation is idempotent by call id.
+        """
+        try:
+            try:
+                with localcontext(_EXACT):
+                    return operation()
+            except _StaleConnection:
+                with localcontext(_EXACT):
+                    return operation()
+        except _StaleConnection as exc:
+            raise LedgerError(f"budget {what} failed: {exc.__cause__}") from exc.__cause__
+        except (self._dbapi_error, SQLAlchemyError) as exc:
+            raise LedgerError(f"budget {what} failed: {exc}") from exc
+
+    def _counters(self, cursor: Any) -> dict[str, _Counter]:
         return {
-            key: _Counter(unit, Decimal(limit), Decimal(spent), Decimal(reserved), window_end)
-            for key, unit, limit, spent, reserved, window_end in cur.fetchall()
+            key: _Counter(
+                unit, _tidy(Decimal(limit)), _tidy(Decimal(spent)), _tidy(Decimal(reserved)), end
+            )
+            for key, unit, limit, spent, reserved, end in cursor.fetchall()
         }
 
-    def _write_counters(self, cur: Any, rows: Mapping[str, _Counter], now: Any) -> None:
-        money = self.money_in
-        params = [
-            (key, c.unit, money(c.limit), money(c.spent), money(c.reserved), c.window_end, now)
-            for key, c in rows.items()
-        ]
+    def _write_counters(self, conn: Any, counters: Mapping[str, _Counter], now: Any) -> None:
+        money, time = self.money, self.time
+        params = []
+        for key, c in sorted(counters.items()):
+            end = time(c.window_end)
+            params.append(
+                (key, c.unit, money(c.limit), money(c.spent), money(c.reserved), end, now)
+            )
         if len(params) == 1:
-            cur.execute(self.sql_upsert, params[0])
-        else:
-            cur.executemany(self.sql_upsert, params)
+            conn.execute(self.sql_upsert, params[0])
+        elif params:
+            conn.cursor().executemany(self.sql_upsert, params)
 
-    def _wrap(self, exc: Exception, what: str) -> LedgerError:
-        return LedgerError(f"budget {what} failed, nothing changed: {exc}")
+    # -- operations ---------------------------------------------------------------------
 
     def reserve(
         self,
@@ -604,31 +762,23 @@ class _Backend:
         now: datetime,
         expires_at: datetime,
     ) -> ReserveResult:
-        for _attempt in range(3):
-            try:
-                with localcontext(_EXACT):
-                    return self._reserve_once(call_id, claims, trace_id, now, expires_at)
-            except _MissingCounters as missing:
-                self._create_counters(missing.claims, now)
-            except (self._dbapi_error, SQLAlchemyError) as exc:
-                if isinstance(exc, self._integrity_error):
-                    # The same call id was reserved concurrently on other counters.
-                    replay = self._stored(call_id)
-                    if replay is not None:
-                        return replay
-                raise self._wrap(exc, "reservation") from exc
-        raise LedgerError(f"budget reservation of {call_id!r}: counters keep disappearing")
+        def attempt() -> ReserveResult:
+            for _ in range(3):
+                try:
+                    return self._reserve(call_id, claims, trace_id, now, expires_at)
+                except _MissingCounters as missing:
+                    self._create_counters(missing.claims, now)
+                except self._integrity_error:
+                    # The same call id was reserved at the same moment on other counters.
+                    rows = self.read(self.sql_reservation, (call_id,))
+                    if not rows:
+                        raise
+                    return _replayed(call_id, rows[0][0], self.json_out(rows[0][1]))
+            raise LedgerError(f"budget counters of {call_id!r} keep disappearing")
 
-    def _stored(self, call_id: str) -> ReserveResult | None:
-        try:
-            with self.read() as cur:
-                cur.execute(self.sql_reservation, (call_id,))
-                row = cur.fetchone()
-        except (self._dbapi_error, SQLAlchemyError) as exc:
-            raise LedgerError(f"cannot read reservation {call_id!r}: {exc}") from exc
-        return None if row is None else _replayed(call_id, row[0], self.json_out(row[1]))
+        return self._run("reservation", attempt)
 
-    def _reserve_once(
+    def _reserve(
         self,
         call_id: str,
         claims: Sequence[Claim],
@@ -637,123 +787,72 @@ class _Backend:
         expires_at: datetime,
     ) -> ReserveResult:
         keys = sorted(c.counter_key for c in claims)
-        with self.transaction() as cur:
-            counters = self._counters(cur, keys) if keys else {}
-            cur.execute(self.sql_reservation, (call_id,))
-            existing = cur.fetchone()
+        with self.transaction() as conn:
+            # Counters first: once their locks are held, a concurrent reservation of this
+            # call id has committed and is seen by the next statement.
+            counter_rows = self.query_counters(conn, keys)
+            stored = conn.execute(self.sql_reservation, (call_id,))
+            counters = self._counters(counter_rows)
+            existing = stored.fetchone()
             if existing is not None:
                 return _replayed(call_id, existing[0], self.json_out(existing[1]))
-            if not self.creates_in_transaction and len(counters) < len(keys):
+            if not self.creates_counters_in_transaction and len(counters) < len(keys):
                 raise _MissingCounters([c for c in claims if c.counter_key not in counters])
-            result, new_reserved = _decide(call_id, claims, counters)
-            if not result.granted:
-                return result
-            stamp = self.time_in(now)
-            rows: dict[str, _Counter] = {}
-            for claim in sorted(claims, key=lambda c: c.counter_key):
-                old = counters.get(claim.counter_key)
-                rows[claim.counter_key] = _Counter(
-                    claim.unit,
-                    claim.limit,
-                    _ZERO if old is None else old.spent,
-                    new_reserved[claim.counter_key],
-                    self.time_in(claim.window_end),
+            result, writes, records = _plan_reserve(call_id, claims, counters)
+            if result.granted:
+                stamp = self.time(now)
+                self._write_counters(conn, writes, stamp)
+                conn.execute(
+                    self.sql_insert_reservation,
+                    (call_id, trace_id, json.dumps(records), stamp, self.time(expires_at)),
                 )
-            if rows:
-                self._write_counters(cur, rows, stamp)
-            records = [
-                _claim_record(usage, claim.amount, claim.window_end)
-                for usage, claim in zip(result.usage, claims, strict=True)
-            ]
-            cur.execute(
-                self.sql_insert_reservation,
-                (call_id, trace_id, json.dumps(records), stamp, self.time_in(expires_at)),
-            )
             return result
 
     def _create_counters(self, claims: Sequence[Claim], now: datetime) -> None:
-        stamp = self.time_in(now)
+        zero, stamp = self.money(_ZERO), self.time(now)
         params = [
-            (
-                c.counter_key,
-                c.unit,
-                self.money_in(c.limit),
-                self.money_in(_ZERO),
-                self.money_in(_ZERO),
-                self.time_in(c.window_end),
-                stamp,
-            )
+            (c.counter_key, c.unit, self.money(c.limit), zero, zero, self.time(c.window_end), stamp)
             for c in sorted(claims, key=lambda c: c.counter_key)
         ]
-        try:
-            with self.transaction() as cur:
-                cur.executemany(self.sql_create, params)
-        except (self._dbapi_error, SQLAlchemyError) as exc:
-            raise self._wrap(exc, "counter creation") from exc
+        with self.transaction() as conn:
+            conn.cursor().executemany(self.sql_create, params)
 
-    def _finish(
+    def finish(
         self,
         call_id: str,
         now: datetime,
         target: ReservationState,
         charges: Mapping[str, Decimal | None],
     ) -> bool:
-        """Move a reservation to `settled` (charging) or `released`; see the state diagram."""
-        try:
-            with localcontext(_EXACT), self.transaction() as cur:
-                cur.execute(self.sql_reservation + self.lock_suffix, (call_id,))
-                found = cur.fetchone()
+        def attempt() -> bool:
+            with self.transaction() as conn:
+                stored = conn.execute(self.sql_reservation + self.lock, (call_id,))
+                counter_rows = conn.execute(self.sql_counters_of_call, (call_id,))
+                found = stored.fetchone()
+                counters = self._counters(counter_rows)
                 if found is None:
                     return False
-                state, records = found[0], self.json_out(found[1])
-                if state not in ("reserved", "expired"):
+                plan = _plan_finish(found[0], self.json_out(found[1]), counters, target, charges)
+                if plan is None:
                     return False
-                give_back = state == "reserved"
-                stamp = self.time_in(now)
-                actual: dict[str, str] | None = None
-                if target == "settled" or give_back:
-                    counters = self._counters(cur, sorted(r["counter_key"] for r in records))
-                    actual = {} if target == "settled" else None
-                    for record in records:
-                        key = record["counter_key"]
-                        counter = counters.get(key)
-                        if counter is None:  # deleted by hand: recreate, spend is still real
-                            counter = counters[key] = _Counter(
-                                record["unit"], Decimal(record["limit"]), _ZERO, _ZERO, None
-                            )
-                        estimate = Decimal(record["amount"])
-                        if give_back:
-                            counter.reserved -= estimate
-                        if actual is not None:
-                            charge = charges.get(record["unit"])
-                            charge = estimate if charge is None else charge
-                            counter.spent += charge
-                            actual[key] = str(charge)
-                    self._write_counters(cur, dict(sorted(counters.items())), stamp)
-                cur.execute(
-                    self.sql_finish,
-                    (target, None if actual is None else json.dumps(actual), stamp, call_id),
-                )
-                return give_back or target == "settled"
-        except (self._dbapi_error, SQLAlchemyError) as exc:
-            raise self._wrap(exc, "settlement" if target == "settled" else "release") from exc
+                writes, actual, changed = plan
+                stamp = self.time(now)
+                self._write_counters(conn, writes, stamp)
+                charged = None if actual is None else json.dumps(actual)
+                conn.execute(self.sql_finish, (target, charged, stamp, call_id))
+                return changed
 
-    def settle(self, call_id: str, charges: Mapping[str, Decimal | None], now: datetime) -> bool:
-        return self._finish(call_id, now, "settled", charges)
-
-    def release(self, call_id: str, now: datetime) -> bool:
-        return self._finish(call_id, now, "released", {})
+        return self._run("settlement" if target == "settled" else "release", attempt)
 
     def expire(self, now: datetime) -> list[str]:
-        stamp = self.time_in(now)
-        try:
-            with self.read() as cur:  # cheap unlocked look first: usually nothing to do
-                cur.execute(self.sql_any_expired, (stamp,))
-                if cur.fetchone() is None:
-                    return []
-            with localcontext(_EXACT), self.transaction() as cur:
-                cur.execute(self.sql_expired, (stamp,))
-                expired = [(call_id, self.json_out(claims)) for call_id, claims in cur.fetchall()]
+        stamp = self.time(now)
+
+        def attempt() -> list[str]:
+            with self.transaction() as conn:
+                expired = [
+                    (call_id, self.json_out(claims))
+                    for call_id, claims in conn.execute(self.sql_expired, (stamp,)).fetchall()
+                ]
                 if not expired:
                     return []
                 give_back: dict[str, Decimal] = {}
@@ -761,139 +860,131 @@ class _Backend:
                     for record in records:
                         key = record["counter_key"]
                         give_back[key] = give_back.get(key, _ZERO) + Decimal(record["amount"])
-                counters = self._counters(cur, sorted(give_back))
-                for key, amount in give_back.items():
-                    if key in counters:
-                        counters[key].reserved -= amount
-                self._write_counters(cur, dict(sorted(counters.items())), stamp)
-                cur.executemany(
+                counters = self._counters(self.query_counters(conn, sorted(give_back)))
+                for key, counter in counters.items():
+                    counter.reserved -= give_back[key]
+                self._write_counters(conn, counters, stamp)
+                conn.cursor().executemany(
                     self.sql_finish, [("expired", None, stamp, call_id) for call_id, _ in expired]
                 )
                 return [call_id for call_id, _ in expired]
-        except (self._dbapi_error, SQLAlchemyError) as exc:
-            raise self._wrap(exc, "expiry") from exc
 
-    def counter(self, counter_key: str) -> CounterState | None:
-        try:
-            with self.read() as cur:
-                cur.execute(self.sql_counter, (counter_key,))
-                row = cur.fetchone()
-        except (self._dbapi_error, SQLAlchemyError) as exc:
-            raise LedgerError(f"cannot read budget counter {counter_key!r}: {exc}") from exc
-        if row is None:
-            return None
-        return CounterState(_tidy(Decimal(row[0])), _tidy(Decimal(row[1])), _tidy(Decimal(row[2])))
+        # A cheap unlocked look first: there is usually nothing to expire.
+        if not self.read(self.sql_any_expired, (stamp,)):
+            return []
+        return self._run("expiry", attempt)
 
-    def reservation_state(self, call_id: str) -> ReservationState | None:
-        try:
-            with self.read() as cur:
-                cur.execute(self.sql_reservation, (call_id,))
-                row = cur.fetchone()
-        except (self._dbapi_error, SQLAlchemyError) as exc:
-            raise LedgerError(f"cannot read reservation {call_id!r}: {exc}") from exc
-        return None if row is None else cast(ReservationState, row[0])
+    def purge(self, finished_before: datetime) -> int:
+        def attempt() -> int:
+            with self.transaction() as conn:
+                deleted: int = conn.execute(self.sql_purge, (self.time(finished_before),)).rowcount
+                return deleted
 
-    @contextmanager
-    def _checked_out(self) -> Iterator[tuple[Any, Any]]:
-        """A pooled connection: (pool proxy, driver connection); invalidated if it broke."""
-        fairy = self.engine.raw_connection()
-        try:
-            yield fairy, fairy.driver_connection
-        except self._dbapi_error as exc:
-            if self.engine.dialect.is_disconnect(cast(Any, exc), fairy.dbapi_connection, None):
-                fairy.invalidate(exc)
-            raise
-        finally:
-            fairy.close()
+        return self._run("purge", attempt)
+
+
+def _close_all(connections: list[Any]) -> None:
+    while connections:
+        connections.pop().close()
 
 
 _SQLITE_LOCKS: dict[str, threading.Lock] = {}
 _SQLITE_LOCKS_GUARD = threading.Lock()
 
 
-def _process_lock(key: str) -> threading.Lock:
-    with _SQLITE_LOCKS_GUARD:
-        return _SQLITE_LOCKS.setdefault(key, threading.Lock())
-
-
 class _SQLite(_Backend):
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
-        self._lock = _process_lock(str(engine.url))
-
-    @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        with self._lock, self._checked_out() as (_fairy, conn):
-            if conn.in_transaction:
-                conn.rollback()
-            cur = conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                yield cur
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.commit()
-
-    @contextmanager
-    def read(self) -> Iterator[Any]:
-        with self._lock, self._checked_out() as (_fairy, conn):
-            yield conn.cursor()
-
-    def select_counters_sql(self, count: int) -> str:
-        marks = ", ".join("?" * count)
-        return f"{self.sql_cols} WHERE counter_key IN ({marks})"
-
-    def money_in(self, value: Decimal) -> Any:
-        return format(value, "f")
-
-    def time_in(self, moment: datetime | None) -> Any:
-        # SQLAlchemy's storage format for DateTime on SQLite; sorts as text.
-        return None if moment is None else _naive_utc(moment).isoformat(" ", "microseconds")
-
-
-class _Postgres(_Backend):
-    param = "%s"
-    lock_suffix = " FOR UPDATE"
-    json_param = "%s::json"
-    creates_in_transaction = False
+    """One kept connection per process; threads queue on an in-process lock."""
 
     def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
-        self.sql_expired = self.sql_expired.replace(" FOR UPDATE", " FOR UPDATE SKIP LOCKED")
-        self._select_counters = (
-            f"{self.sql_cols} WHERE counter_key = ANY(%s) ORDER BY counter_key FOR UPDATE"
+        super().__init__(engine, max_idle=1)
+        with _SQLITE_LOCKS_GUARD:
+            self._lock = _SQLITE_LOCKS.setdefault(str(engine.url), threading.Lock())
+        self.sql_counters_of_call = (
+            f"SELECT {_COLUMNS} FROM {_C} WHERE counter_key IN ("
+            f"SELECT json_extract(j.value, '$.counter_key') FROM {_R}, json_each({_R}.claims) AS j"
+            f" WHERE {_R}.call_id = ?)"
         )
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        with self._checked_out() as (_fairy, conn):
-            cur = conn.cursor()
+        with self._lock, self.connection() as conn:
+            if conn.in_transaction:
+                conn.rollback()
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield cur
+                yield conn
             except BaseException:
                 conn.rollback()
                 raise
             conn.commit()
 
+    def read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        def attempt() -> list[Any]:
+            with self._lock, self.connection() as conn:
+                rows: list[Any] = conn.execute(sql, params).fetchall()
+                return rows
+
+        return self._run("read", attempt)
+
+    def query_counters(self, conn: Any, keys: list[str]) -> Any:
+        marks = ", ".join("?" * len(keys))
+        return conn.execute(f"SELECT {_COLUMNS} FROM {_C} WHERE counter_key IN ({marks})", keys)
+
+    def money(self, value: Decimal) -> Any:
+        return format(value, "f")
+
+    def time(self, moment: datetime | None) -> Any:
+        # SQLAlchemy's storage format for DateTime on SQLite; it sorts as text.
+        if moment is None or isinstance(moment, str):
+            return moment
+        return _naive_utc(moment).isoformat(" ", "microseconds")
+
+
+class _Postgres(_Backend):
+    """Pipelined: each operation is two round trips (read and lock; write and commit)."""
+
+    param = "%s"
+    json_param = "%s::json"
+    lock = " FOR UPDATE"
+    creates_counters_in_transaction = False
+
+    def __init__(self, engine: Engine, durable: bool, max_idle: int) -> None:
+        super().__init__(engine, max_idle=max_idle)
+        self._durable = durable
+        self.sql_expired = self.sql_expired.replace(" FOR UPDATE", " FOR UPDATE SKIP LOCKED")
+        self.sql_lock_counters = (
+            f"SELECT {_COLUMNS} FROM {_C} WHERE counter_key = ANY(%s)"
+            " ORDER BY counter_key FOR UPDATE"
+        )
+        self.sql_counters_of_call = (
+            f"SELECT {_COLUMNS} FROM {_C} WHERE counter_key IN ("
+            f"SELECT json_array_elements(claims) ->> 'counter_key' FROM {_R} WHERE call_id = %s)"
+            " ORDER BY counter_key FOR UPDATE"
+        )
+
     @contextmanager
-    def read(self) -> Iterator[Any]:
-        with self.transaction() as cur:
-            yield cur
+    def transaction(self) -> Iterator[Any]:
+        with self.connection() as conn:
+            try:
+                with conn.pipeline():
+                    if not self._durable:
+                        conn.execute("SET LOCAL synchronous_commit TO OFF")
+                    yield conn
+                    conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
 
-    def select_counters_sql(self, count: int) -> str:
-        return self._select_counters
+    def read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        def attempt() -> list[Any]:
+            with self.connection() as conn:
+                try:
+                    rows: list[Any] = conn.execute(sql, params).fetchall()
+                finally:
+                    conn.rollback()
+                return rows
 
-    def _counters(self, cur: Any, keys: Sequence[str]) -> dict[str, _Counter]:
-        cur.execute(self._select_counters, (list(keys),))
-        return {
-            key: _Counter(unit, _tidy(limit), _tidy(spent), _tidy(reserved), window_end)
-            for key, unit, limit, spent, reserved, window_end in cur.fetchall()
-        }
+        return self._run("read", attempt)
 
-
-def _tidy(value: Decimal) -> Decimal:
-    """NUMERIC(38, 18) pads 18 decimals; drop trailing zeros without changing the value."""
-    if value == value.to_integral_value():
-        return value.quantize(Decimal(1), context=_EXACT)
-    return value.normalize(_EXACT)
+    def query_counters(self, conn: Any, keys: list[str]) -> Any:
+        return conn.execute(self.sql_lock_counters, (keys,))

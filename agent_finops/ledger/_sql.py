@@ -238,9 +238,7 @@ class SQLLedger:
             else:
                 cost[trace_id] += amount
             counts[trace_id][1 if kind == "model" else 2] += 1
-        return [
-            RunSummary(_run_record(r), cost[r.trace_id], *counts[r.trace_id]) for r in runs
-        ]
+        return [RunSummary(_run_record(r), cost[r.trace_id], *counts[r.trace_id]) for r in runs]
 
     def resolve_run_id(self, trace_id_or_prefix: str) -> str | None:
         """A full trace id from an id or a unique prefix (None if absent or ambiguous)."""
@@ -286,7 +284,6 @@ class SQLLedger:
                 select(CostEventRow).where(col(CostEventRow.trace_id).in_(ids))
             ).all()
             return [_event_record(e) for e in rows]
-
 
     # -- decisions and approvals ----------------------------------------------------------
 

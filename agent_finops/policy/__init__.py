@@ -5,6 +5,7 @@ counts. `window_for` / `counter_key` name the bucket a call is charged to, and
 `LoopDetector` watches runs for repeated tool calls, model-call bursts and ping-pong.
 """
 
+from agent_finops.policy._engine import Decision, PolicyEngine
 from agent_finops.policy._load import load_policy
 from agent_finops.policy._loops import LoopDetector, LoopHit, tool_call_signature
 from agent_finops.policy._model import (
@@ -37,6 +38,9 @@ from agent_finops.policy._periods import (
 )
 
 __all__ = [
+    # enforcement
+    "PolicyEngine",
+    "Decision",
     # the policy file
     "Policy",
     "load_policy",

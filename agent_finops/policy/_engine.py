@@ -34,7 +34,6 @@ from typing import Any, Literal
 from agent_finops.exceptions import (
     ApprovalRequired,
     BudgetExceeded,
-    LoopDetected,
     MissingTags,
     PolicyViolation,
     RateLimitExceeded,
@@ -134,6 +133,7 @@ class PolicyEngine:
         self._lock = threading.Lock()
         self._grants: dict[str, _Grants] = {}
         self._stopped: dict[str, Decision] = {}
+        self._pending: dict[str, Decision] = {}
         self._has_limits = bool(policy.budgets or policy.rate_limits)
 
     # -- run level ----------------------------------------------------------------------
@@ -174,15 +174,45 @@ class PolicyEngine:
         with self._lock:
             self._grants.pop(run_key, None)
             self._stopped.pop(run_key, None)
+            self._pending.pop(run_key, None)
 
     def check_step(
-        self, *, trace_id: str, run_key: str, tags: Mapping[str, str], step: str
+        self,
+        *,
+        trace_id: str,
+        run_key: str,
+        tags: Mapping[str, str],
+        step: str,
+        thread_id: str | None = None,
     ) -> Decision:
-        """A node/agent step: ping-pong detection."""
+        """A node/agent step: ping-pong detection.
+
+        A blocked step is also kept as *pending*: the run's next guarded call (or guarded
+        node) takes it with `take_pending` and stops there.
+        """
         hits = self.loops.observe_step(run_key, step)
-        return self._loop_decision(hits, trace_id, run_key, None, tags) or Decision(
-            action="allow", trace_id=trace_id
+        decision = self._loop_decision(hits, trace_id, run_key, None, tags, thread_id=thread_id)
+        if decision is None:
+            return Decision(action="allow", trace_id=trace_id)
+        if decision.blocked:
+            with self._lock:
+                self._pending[run_key] = decision
+        return decision
+
+    def take_pending(self, run_key: str) -> Decision | None:
+        """A blocked step decision not yet acted on, if any (taken only once)."""
+        with self._lock:
+            return self._pending.pop(run_key, None)
+
+    def pending_approval(self, run_key: str, *, thread_id: str | None) -> ApprovalRecord | None:
+        """The oldest undecided approval request of this run, if any."""
+        pending = self.ledger.list_approvals(
+            status="pending",
+            thread_id=thread_id,
+            trace_id=None if thread_id else run_key,
+            limit=100,
         )
+        return pending[-1] if pending else None
 
     # -- model calls --------------------------------------------------------------------
 
@@ -200,6 +230,9 @@ class PolicyEngine:
         thread_id: str | None = None,
     ) -> Decision:
         """Loop rules, then reserve the call's worst case on every applicable limit."""
+        pending = self.take_pending(run_key)
+        if pending is not None:
+            return pending
         now = self._clock()
         hits = self.loops.observe_model_call(run_key, now)
         blocked = self._loop_decision(hits, trace_id, run_key, call_id, tags, thread_id=thread_id)
@@ -259,6 +292,9 @@ class PolicyEngine:
         thread_id: str | None = None,
     ) -> Decision:
         """Repeated-call loop rule, then reserve the tool's fee on USD budgets."""
+        pending = self.take_pending(run_key)
+        if pending is not None:
+            return pending
         hits = self.loops.observe_tool_call(run_key, tool, args)
         blocked = self._loop_decision(hits, trace_id, run_key, call_id, tags, thread_id=thread_id)
         if blocked is not None and blocked.blocked:
@@ -479,7 +515,7 @@ class PolicyEngine:
         thread_id: str | None,
     ) -> Decision:
         refusal = result.refusals[0]
-        claim, rule, scope = next(c for c in claims if c[0].rule_id == refusal.rule_id)
+        _, rule, scope = next(c for c in claims if c[0].rule_id == refusal.rule_id)
         scope_dict = scope
         where = _scope_text(scope)
         if isinstance(rule, RateLimit):
@@ -589,7 +625,9 @@ class PolicyEngine:
     ) -> Decision:
         approval_id = None
         if action == "pause":
-            approval = self.ledger.add_approval(
+            approval = self._open_request(
+                run_key, thread_id, error.rule_id
+            ) or self.ledger.add_approval(
                 ApprovalRecord(
                     approval_id=uuid.uuid4().hex,
                     trace_id=trace_id,
@@ -640,6 +678,20 @@ class PolicyEngine:
             self._stop(run_key, decision)
         self.tracker.flush()  # a blocked call's decision is durable before we raise
         return decision
+
+    def _open_request(
+        self, run_key: str, thread_id: str | None, rule_id: str | None
+    ) -> ApprovalRecord | None:
+        """A pending request of this run for the same rule: asked once, not once per retry."""
+        for request in self.ledger.list_approvals(
+            status="pending",
+            thread_id=thread_id,
+            trace_id=None if thread_id else run_key,
+            limit=100,
+        ):
+            if request.rule_id == rule_id:
+                return request
+        return None
 
     def _stop(self, run_key: str, decision: Decision) -> None:
         with self._lock:

@@ -1,4 +1,4 @@
-"""agent-finops for LangGraph and LangChain: cost callback handler (and, later, guards).
+"""agent-finops for LangGraph and LangChain: cost callback handler, node guard, agent middleware.
 
 Install with `pip install agent-finops-langgraph` (from this repo:
 `pip install -e . -e integrations/langgraph`).
@@ -7,14 +7,44 @@ Install with `pip install agent-finops-langgraph` (from this repo:
 try:
     import langchain_core  # noqa: F401
     import langgraph  # noqa: F401
-except ImportError as exc:  # pragma: no cover - exercised by tests/test_optional_imports.py
+except ImportError as exc:  # pragma: no cover - exercised by tests/test_exports.py
     from agent_finops.exceptions import MissingDependencyError
 
     raise MissingDependencyError(
         "agent_finops_langgraph needs LangGraph and LangChain: "
-        "pip install agent-finops-langgraph  (or: pip install langgraph langchain-core)"
+        "pip install agent-finops-langgraph  (or: pip install langgraph langchain-core langchain)"
     ) from exc
 
-from agent_finops_langgraph._handler import FinOpsCallbackHandler, usage_from_llm_result
+from agent_finops_langgraph._guard import (
+    APPROVAL_KIND,
+    STOPPED_KIND,
+    approval_payload,
+    guard_node,
+    parse_answer,
+)
+from agent_finops_langgraph._handler import (
+    FinOpsCallbackHandler,
+    estimate_input_tokens,
+    usage_from_llm_result,
+)
 
-__all__ = ["FinOpsCallbackHandler", "usage_from_llm_result"]
+__all__ = [
+    "APPROVAL_KIND",
+    "STOPPED_KIND",
+    "FinOpsCallbackHandler",
+    "FinOpsMiddleware",
+    "approval_payload",
+    "estimate_input_tokens",
+    "guard_node",
+    "parse_answer",
+    "usage_from_llm_result",
+]
+
+
+def __getattr__(name: str) -> object:
+    # The middleware needs the `langchain` package (create_agent); import it on first use.
+    if name == "FinOpsMiddleware":
+        from agent_finops_langgraph._middleware import FinOpsMiddleware
+
+        return FinOpsMiddleware
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -12,9 +13,10 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 
 from agent_finops import CostTracker, PriceBook, SQLLedger, TokenUsage, normalize_usage
-from agent_finops.exceptions import FinOpsError, HandlerError
+from agent_finops.exceptions import FinOpsError, HandlerError, PolicyViolation
+from agent_finops.policy import PolicyEngine
 
-__all__ = ["FinOpsCallbackHandler", "usage_from_llm_result"]
+__all__ = ["FinOpsCallbackHandler", "estimate_input_tokens", "usage_from_llm_result"]
 
 log = logging.getLogger("agent_finops.langgraph")
 
@@ -44,17 +46,34 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         self,
         tracker: CostTracker,
         *,
+        policy: PolicyEngine | None = None,
         strict: bool = False,
     ) -> None:
-        """Record into `tracker`; `strict=True` re-raises internal errors and unknown prices."""
+        """Record into `tracker`.
+
+        Args:
+            tracker: prices calls and writes the ledger.
+            policy: enforce this policy engine's rules: a blocked call raises its typed
+                exception (`BudgetExceeded`, `RateLimitExceeded`, `LoopDetected`,
+                `MissingTags`, or `ApprovalRequired` for a pause) *before* the request is
+                sent. Wrap nodes with `guard_node` (or use `FinOpsMiddleware`) to turn
+                pauses into LangGraph interrupts and denies into a clean end of the run.
+            strict: re-raise internal errors (as `HandlerError`) and unknown prices.
+        """
         super().__init__()
+        if policy is not None and policy.tracker is not tracker:
+            raise ValueError("the policy engine must be built on the same tracker")
         self.tracker = tracker
+        self.policy = policy
         self.strict = strict
-        self.raise_error = strict
+        # Policy violations must reach the caller; our own internal errors are caught
+        # before LangChain sees them unless strict.
+        self.raise_error = strict or policy is not None
         self.errors = 0
         """Internal errors swallowed so far (each is logged)."""
         self._lock = threading.Lock()
         self._models: dict[UUID, tuple[str | None, str | None]] = {}
+        self._runs: dict[str, tuple[str, str | None]] = {}  # trace id -> (run key, thread id)
 
     @classmethod
     def from_url(
@@ -100,7 +119,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
                 lg_node = metadata.get("langgraph_node")
                 if lg_node is not None and lg_node == name:
                     node, kind = lg_node, "node"
-            self.tracker.start_span(
+            span = self.tracker.start_span(
                 str(run_id),
                 parent_span_id=str(parent_run_id) if parent_run_id else None,
                 name=name,
@@ -110,13 +129,53 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
             )
         except Exception as exc:
             self._failed(where, exc)
+            return
+        if self.policy is None:
+            return
+        if span.parent_span_id is None:
+            thread = metadata.get("thread_id") if metadata else None
+            thread_id = str(thread) if thread is not None else None
+            run_key = thread_id or span.trace_id
+            with self._lock:
+                self._runs[span.trace_id] = (run_key, thread_id)
+            self._enforce(
+                span.span_id, self.policy.check_run_start(span.trace_id, span.tags, run_key=run_key)
+            )
+        elif span.kind == "node" and node is not None:
+            run_key, thread_id = self.run_identity(span.trace_id)
+            # A blocked step is kept pending: the next guarded call stops there.
+            self.policy.check_step(
+                trace_id=span.trace_id,
+                run_key=run_key,
+                tags=span.tags,
+                step=node,
+                thread_id=thread_id,
+            )
+
+    def run_identity(self, trace_id: str) -> tuple[str, str | None]:
+        """(run key, thread id) the policy uses for a trace: the LangGraph thread if any."""
+        with self._lock:
+            return self._runs.get(trace_id, (trace_id, None))
+
+    def _enforce(self, span_id: str, decision: Any) -> None:
+        """Raise a blocked decision's error, closing the span it stopped."""
+        if decision.blocked and decision.error is not None:
+            self.tracker.end_span(span_id, status="stopped", error=decision.error)
+            raise decision.error
 
     def _end(self, where: str, run_id: UUID, error: BaseException | None = None) -> None:
         try:
             if error is not None and type(error).__name__ in _INTERRUPT_ERRORS:
-                self.tracker.end_span(str(run_id), status="interrupted")
+                span = self.tracker.end_span(str(run_id), status="interrupted")
+            elif isinstance(error, PolicyViolation):
+                span = self.tracker.end_span(str(run_id), status="stopped", error=error)
             else:
-                self.tracker.end_span(str(run_id), error=error)
+                span = self.tracker.end_span(str(run_id), error=error)
+            if self.policy is not None and span is not None and span.parent_span_id is None:
+                with self._lock:
+                    run_key, _ = self._runs.pop(span.trace_id, (span.trace_id, None))
+                if span.status != "interrupted":  # a paused run keeps its loop state
+                    self.policy.end_run(run_key)
         except Exception as exc:
             self._failed(where, exc)
 
@@ -176,7 +235,14 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Open a model span for a completion-style LLM."""
-        self._model_start("on_llm_start", serialized, run_id, parent_run_id, metadata, kwargs)
+        self._model_start(
+            "on_llm_start",
+            serialized,
+            run_id,
+            parent_run_id,
+            metadata,
+            {**kwargs, "_prompt_payload": prompts},
+        )
 
     def _model_start(
         self,
@@ -187,6 +253,9 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         metadata: Mapping[str, Any] | None,
         kwargs: Mapping[str, Any],
     ) -> None:
+        model: str | None = None
+        provider: str | None = None
+        params: Mapping[str, Any] = {}
         try:
             params = kwargs.get("invocation_params") or {}
             meta = metadata or {}
@@ -202,6 +271,26 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         except Exception as exc:
             self._failed(where, exc)
         self._start(where, run_id, parent_run_id, _name(serialized, kwargs), "model", metadata)
+        if self.policy is None:
+            return
+        span = self.tracker.span(str(run_id))
+        if span is None:
+            return
+        run_key, thread_id = self.run_identity(span.trace_id)
+        decision = self.policy.check_before_model_call(
+            call_id=str(run_id),
+            trace_id=span.trace_id,
+            run_key=run_key,
+            thread_id=thread_id,
+            tags=span.tags,
+            model=model,
+            provider=provider,
+            input_tokens=estimate_input_tokens(kwargs.get("_prompt_payload")),
+            max_output_tokens=_max_output_tokens(params),
+        )
+        with self._lock:
+            self._models.pop(run_id, None) if decision.blocked else None
+        self._enforce(span.span_id, decision)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Price the call from its reported usage (the final aggregate when streaming)."""
@@ -209,10 +298,15 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
             with self._lock:
                 requested, provider = self._models.pop(run_id, (None, None))
             usage, served = usage_from_llm_result(response)
-            self.tracker.record_model_call(
+            event = self.tracker.record_model_call(
                 str(run_id), model=served or requested, usage=usage, provider=provider
             )
+            if self.policy is not None:
+                tokens = usage.total_tokens if usage is not None else 0
+                self.policy.check_after_model_call(str(run_id), cost=event.cost, tokens=tokens)
         except Exception as exc:
+            if self.policy is not None and not isinstance(exc, FinOpsError):
+                self.policy.check_after_model_call(str(run_id), cost=None, tokens=0)
             self._failed("on_llm_end", exc)
         finally:
             self._end("on_llm_end", run_id)
@@ -221,6 +315,11 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         """Close a failed model span (no usage is reported for a failed call)."""
         with self._lock:
             self._models.pop(run_id, None)
+        if self.policy is not None:
+            try:
+                self.policy.release(str(run_id))
+            except Exception as exc:
+                self._failed("on_llm_error", exc)
         self._end("on_llm_error", run_id, error)
 
     # -- tools --------------------------------------------------------------------------
@@ -236,24 +335,54 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        """Open a tool span."""
-        self._start(
-            "on_tool_start", run_id, parent_run_id, _name(serialized, kwargs), "tool", metadata
+        """Open a tool span (and, with a policy, check loops and reserve its fee first)."""
+        name = _name(serialized, kwargs)
+        self._start("on_tool_start", run_id, parent_run_id, name, "tool", metadata)
+        if self.policy is None:
+            return
+        span = self.tracker.span(str(run_id))
+        if span is None:
+            return
+        run_key, thread_id = self.run_identity(span.trace_id)
+        fee = self.tracker.prices.tool_fee(name)
+        estimate = None
+        if fee is not None:
+            unknown_units = self.policy.policy.fallback_reservation_usd if fee.per_unit else 0
+            estimate = fee.per_call + unknown_units
+        inputs = kwargs.get("inputs")
+        decision = self.policy.check_before_tool_call(
+            call_id=str(run_id),
+            trace_id=span.trace_id,
+            run_key=run_key,
+            thread_id=thread_id,
+            tags=span.tags,
+            tool=name,
+            args=inputs if inputs is not None else input_str,
+            fee_estimate=estimate,
         )
+        self._enforce(span.span_id, decision)
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         """Record the tool's fee, if it has one, and close the span."""
         try:
             span = self.tracker.span(str(run_id))
             if span is not None:
-                self.tracker.record_tool_call(str(run_id), tool=span.name, output=output)
+                event = self.tracker.record_tool_call(str(run_id), tool=span.name, output=output)
+                if self.policy is not None:
+                    cost = event.cost if event is not None else Decimal(0)
+                    self.policy.check_after_tool_call(str(run_id), cost=cost)
         except Exception as exc:
             self._failed("on_tool_end", exc)
         finally:
             self._end("on_tool_end", run_id)
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        """Close a failed tool span."""
+        """Close a failed tool span (and give back its fee reservation)."""
+        if self.policy is not None:
+            try:
+                self.policy.release(str(run_id))
+            except Exception as exc:
+                self._failed("on_tool_error", exc)
         self._end("on_tool_error", run_id, error)
 
 
@@ -268,6 +397,36 @@ def _name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> st
         if isinstance(ids, Sequence) and ids:
             return str(ids[-1])[:200]
     return "unnamed"
+
+
+CHARS_PER_TOKEN = 3
+"""Conservative characters-per-token for estimating input before a call (real tokenizers
+average about 4 for English, so this over-reserves a little, never under)."""
+_PER_MESSAGE_OVERHEAD = 8
+
+
+def estimate_input_tokens(payload: Any) -> int:
+    """Worst-case input tokens of a prompt (chat messages or completion prompts)."""
+    if not payload:
+        return 0
+    total = 0
+    for item in payload:
+        for message in item if isinstance(item, list) else [item]:
+            content = getattr(message, "content", message)
+            text = content if isinstance(content, str) else str(content)
+            extra = getattr(message, "tool_calls", None)
+            if extra:
+                text += str(extra)
+            total += -(-len(text) // CHARS_PER_TOKEN) + _PER_MESSAGE_OVERHEAD
+    return total
+
+
+def _max_output_tokens(params: Mapping[str, Any]) -> int | None:
+    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens", "num_predict"):
+        value = params.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def usage_from_llm_result(response: LLMResult) -> tuple[TokenUsage | None, str | None]:

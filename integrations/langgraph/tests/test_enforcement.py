@@ -1,0 +1,231 @@
+"""Policy enforcement on real LangGraph graphs: mid-run stops, pause/approve/resume, deny."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Annotated, Any, TypedDict
+
+import pytest
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.prebuilt import ToolNode
+from langgraph.types import Command
+
+from agent_finops import (
+    ApprovalRequired,
+    BudgetExceeded,
+    CostTracker,
+    LoopDetected,
+    MissingTags,
+    PriceBook,
+    PricingConfig,
+    SQLLedger,
+    ToolFee,
+)
+from agent_finops.policy import Policy, PolicyEngine
+from agent_finops_langgraph import APPROVAL_KIND, STOPPED_KIND, FinOpsCallbackHandler, guard_node
+from agent_finops_langgraph.testing import ScriptedChatModel, usage
+
+
+class State(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], operator.add]
+    finops: dict[str, Any]
+
+
+@tool
+def lookup(query: str) -> str:
+    """Look something up (has a fee)."""
+    return f"answer to {query}"
+
+
+@pytest.fixture
+def tracker(tmp_path: Any) -> Iterator[CostTracker]:
+    prices = PriceBook(PricingConfig(tools=(ToolFee(name="lookup", tool="lookup", per_call=Decimal("0.01")),)))
+    t = CostTracker(SQLLedger.from_url(f"sqlite:///{tmp_path}/l.sqlite"), prices=prices, tags={"team": "qa", "task": "t1"})
+    yield t
+    t.close()
+
+
+def make_handler(tracker: CostTracker, policy: dict[str, Any]) -> FinOpsCallbackHandler:
+    return FinOpsCallbackHandler(tracker, policy=PolicyEngine(Policy.from_mapping(policy), tracker))
+
+
+def chatty_graph(handler: FinOpsCallbackHandler | None, calls: int, *, guard: bool = True, checkpointer: Any = None) -> Any:
+    """One node making `calls` model calls in a row (each max 100 output tokens)."""
+    llm = exact_model()
+
+    def work(state: State) -> State:
+        out: list[AnyMessage] = []
+        for _ in range(calls):
+            out.append(llm.invoke(state["messages"] + out, max_tokens=100))
+        return {"messages": out}
+
+    g = StateGraph(State)
+    g.add_node("work", guard_node(work, handler) if guard and handler else work)
+    g.add_edge(START, "work")
+    g.add_edge("work", END)
+    return g.compile(checkpointer=checkpointer)
+
+
+def exact_model() -> ScriptedChatModel:
+    """Reports exactly the engine's worst case (input estimate, 100 output): actual == reserved."""
+    from agent_finops_langgraph import estimate_input_tokens
+
+    return ScriptedChatModel(
+        script=lambda msgs: AIMessage("step", usage_metadata=usage(estimate_input_tokens([msgs]), 100))
+    )
+
+
+def run_cap(tracker: CostTracker, calls_allowed: int) -> Decimal:
+    """A run cap with room for exactly `calls_allowed` worst-case calls of chatty_graph."""
+    from agent_finops_langgraph import estimate_input_tokens
+
+    # Worst cases grow as the prompt grows; price each call's reservation like the engine.
+    total = Decimal(0)
+    history: list[AnyMessage] = [HumanMessage("go")]
+    for _ in range(calls_allowed):
+        tokens = estimate_input_tokens([history])
+        est = tracker.prices.estimate_max_cost("gpt-4o-mini", provider="openai", input_tokens=tokens, max_output_tokens=100)
+        assert est is not None
+        total += est
+        history = [*history, AIMessage("step")]
+    return total
+
+
+def test_handler_alone_hard_stops_at_the_next_call(tracker: CostTracker) -> None:
+    cap = run_cap(tracker, 2)
+    handler = make_handler(tracker, {"budgets": [{"id": "run-cap", "limit": str(cap), "period": "run"}]})
+    graph = chatty_graph(handler, 5, guard=False)
+    with pytest.raises(BudgetExceeded) as info:
+        graph.invoke({"messages": [HumanMessage("go")]}, config={"callbacks": [handler]})
+    err = info.value
+    assert err.rule_id == "run-cap" and err.limit == cap and err.trace_id
+    tracker.flush()
+    (summary,) = tracker.ledger.list_runs()
+    assert summary.model_calls == 2  # the third call was never sent
+    report = tracker.report(summary.run.trace_id)
+    assert report.run.status == "stopped"
+    actions = [d.action for d in tracker.ledger.decisions_for(summary.run.trace_id)]
+    assert actions == ["allow", "allow", "deny"]
+
+
+def test_guarded_deny_ends_cleanly_with_partial_state(tracker: CostTracker) -> None:
+    handler = make_handler(tracker, {"budgets": [{"id": "run-cap", "limit": str(run_cap(tracker, 2)), "period": "run"}]})
+    llm = exact_model()
+
+    def one_call(state: State) -> State:
+        return {"messages": [llm.invoke(state["messages"], max_tokens=100)]}
+
+    g = StateGraph(State)
+    for name in ("a", "b", "c", "d"):
+        g.add_node(name, guard_node(one_call, handler))
+    g.add_edge(START, "a")
+    g.add_edge("a", "b")
+    g.add_edge("b", "c")
+    g.add_edge("c", "d")
+    out = g.compile().invoke({"messages": [HumanMessage("go")]}, config={"callbacks": [handler]})
+    assert [m.content for m in out["messages"]] == ["go", "step", "step"]  # partial state kept
+    (stop,) = out["__interrupt__"]
+    assert stop.value["kind"] == STOPPED_KIND
+    assert stop.value["reason"] == "BudgetExceeded"
+    assert stop.value["rule_id"] == "run-cap"
+    assert Decimal(stop.value["limit"]) == run_cap(tracker, 2)
+    tracker.flush()
+    (summary,) = tracker.ledger.list_runs()
+    assert summary.run.status == "stopped" and summary.model_calls == 2
+
+
+def test_pause_interrupts_then_approve_resumes(tracker: CostTracker) -> None:
+    handler = make_handler(tracker, {"budgets": [{"id": "run-cap", "limit": str(run_cap(tracker, 1)), "period": "run", "action": "pause"}]})
+    graph = chatty_graph(handler, 3, checkpointer=InMemorySaver())
+    config: Any = {"callbacks": [handler], "configurable": {"thread_id": "thread-1"}}
+    first = graph.invoke({"messages": [HumanMessage("go")]}, config=config)
+    (intr,) = first["__interrupt__"]
+    payload = intr.value
+    assert payload["kind"] == APPROVAL_KIND and payload["rule_id"] == "run-cap"
+    assert Decimal(payload["spent"]) > 0 and Decimal(payload["estimated_extra"]) > 0
+    request = tracker.ledger.get_approval(payload["approval_id"])
+    assert request is not None and request.status == "pending" and request.thread_id == "thread-1"
+    # Approve enough for the rest of the node.
+    final = graph.invoke(Command(resume={"decision": "approve", "by": "alice", "extra": "1.00"}), config=config)
+    assert "__interrupt__" not in final
+    assert len(final["messages"]) == 4  # go + 3 steps
+    decided = tracker.ledger.get_approval(payload["approval_id"])
+    assert decided is not None and decided.status == "approved" and decided.decided_by == "alice"
+    assert len(tracker.ledger.list_approvals()) == 1  # asked once, not once per re-execution
+
+
+def test_pause_then_deny_stops_cleanly(tracker: CostTracker) -> None:
+    handler = make_handler(tracker, {"budgets": [{"id": "run-cap", "limit": str(run_cap(tracker, 1)), "period": "run", "action": "pause"}]})
+    graph = chatty_graph(handler, 3, checkpointer=InMemorySaver())
+    config: Any = {"callbacks": [handler], "configurable": {"thread_id": "thread-2"}}
+    graph.invoke({"messages": [HumanMessage("go")]}, config=config)
+    final = graph.invoke(Command(resume={"decision": "deny", "by": "bob", "reason": "not worth it"}), config=config)
+    (stop,) = final["__interrupt__"]
+    assert stop.value["kind"] == STOPPED_KIND and stop.value["reason"] == "ApprovalDenied"
+    assert "bob" in stop.value["message"] and "not worth it" in stop.value["message"]
+    # A node is atomic in LangGraph: the step made before the pause, inside the same node,
+    # is not in the state (its cost is in the ledger).
+    assert [m.content for m in final["messages"]] == ["go"]
+    tracker.flush()
+    assert sum(s.model_calls for s in tracker.ledger.list_runs()) == 1
+
+
+def test_pause_without_guard_is_a_typed_exception(tracker: CostTracker) -> None:
+    handler = make_handler(tracker, {"budgets": [{"id": "cap", "limit": "0.0000001", "period": "run", "action": "pause"}]})
+    with pytest.raises(ApprovalRequired) as info:
+        chatty_graph(handler, 1, guard=False).invoke({"messages": [HumanMessage("go")]}, config={"callbacks": [handler]})
+    assert tracker.ledger.get_approval(info.value.approval_id) is not None
+
+
+def test_mandatory_tags_reject_before_any_token(tracker: CostTracker) -> None:
+    handler = make_handler(tracker, {"mandatory_tags": [{"require": ["team", "cost_center"]}]})
+    with pytest.raises(MissingTags, match="cost_center") as info:
+        chatty_graph(handler, 1, guard=False).invoke({"messages": [HumanMessage("go")]}, config={"callbacks": [handler]})
+    assert info.value.missing == ["cost_center"]
+    tracker.flush()
+    (summary,) = tracker.ledger.list_runs()
+    assert summary.model_calls == 0
+    # With the tag given per invocation, the same graph runs.
+    chatty_graph(handler, 1, guard=False).invoke(
+        {"messages": [HumanMessage("go")]}, config={"callbacks": [handler], "metadata": {"finops": {"cost_center": "cc-1"}}}
+    )
+
+
+def test_looping_tool_agent_is_caught(tracker: CostTracker) -> None:
+    handler = make_handler(tracker, {"loops": [{"id": "same-lookup", "kind": "repeated_tool_call", "max_repeats": 3}]})
+    call = AIMessage("", tool_calls=[{"name": "lookup", "args": {"query": "same"}, "id": "x"}], usage_metadata=usage(100, 10))
+    llm = ScriptedChatModel(script=[call])  # always asks for the same lookup
+    sub = StateGraph(State)
+    sub.add_node("agent", guard_node(lambda s: {"messages": [llm.invoke(s["messages"])]}, handler))
+    sub.add_node("tools", guard_node(ToolNode([lookup]), handler))
+    sub.add_edge(START, "agent")
+    sub.add_edge("agent", "tools")
+    sub.add_edge("tools", "agent")
+    out = sub.compile().invoke({"messages": [HumanMessage("go")]}, config={"callbacks": [handler], "recursion_limit": 50})
+    (stop,) = out["__interrupt__"]
+    assert stop.value["reason"] == "LoopDetected" and stop.value["rule_id"] == "same-lookup"
+    tracker.flush()
+    (summary,) = tracker.ledger.list_runs()
+    assert summary.tool_calls == 2  # the third identical lookup was never run
+    assert summary.cost == 2 * Decimal("0.01") + 3 * ((100 * Decimal("0.15") + 10 * Decimal("0.6")) / 1_000_000)
+
+
+def test_loop_without_guard_raises_loop_detected(tracker: CostTracker) -> None:
+    handler = make_handler(tracker, {"loops": [{"id": "burst", "kind": "model_call_burst", "max_calls": 2, "window": "1m"}]})
+    with pytest.raises(LoopDetected, match="burst"):
+        chatty_graph(handler, 5, guard=False).invoke({"messages": [HumanMessage("go")]}, config={"callbacks": [handler]})
+
+
+def test_shadow_rule_never_blocks_but_is_reported(tracker: CostTracker) -> None:
+    handler = make_handler(tracker, {"budgets": [{"id": "trial", "limit": "0.0000001", "period": "run", "shadow": True}]})
+    out = chatty_graph(handler, 3).invoke({"messages": [HumanMessage("go")]}, config={"callbacks": [handler]})
+    assert len(out["messages"]) == 4
+    tracker.flush()
+    (summary,) = tracker.ledger.list_runs()
+    actions = [d.action for d in tracker.ledger.decisions_for(summary.run.trace_id)]
+    assert actions == ["shadow", "shadow", "shadow"]
