@@ -154,11 +154,14 @@ class CostTracker:
             span.status = "error" if error is not None and status == "ok" else status
             span.error = _error_text(error)
             spans = [span]
+            if span.status == "interrupted" and span.parent_span_id is not None:
+                # LangGraph ends the root normally after an interrupt: remember the pause.
+                self._outcomes.setdefault(span.trace_id, ("interrupted", ""))
             run = self._runs.pop(span_id, None) if span.parent_span_id is None else None
             if run is not None:
                 outcome = self._outcomes.pop(span_id, None)
                 if outcome is not None and span.status in ("ok", "interrupted"):
-                    span.status, span.error = outcome
+                    span.status, span.error = outcome[0], outcome[1] or None
                 run.ended_at, run.status, run.error = now, span.status, span.error
                 # Spans still open under this run never got an end event: keep them, marked.
                 for other_id, other in list(self._open.items()):

@@ -1,4 +1,4 @@
-"""`agent-finops runs` and `agent-finops report RUN_ID [--json]`."""
+"""`agent-finops runs`, `report RUN_ID [--json]` and `approvals list|approve|deny`."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 
+from agent_finops import approvals
 from agent_finops.exceptions import FinOpsError
-from agent_finops.ledger import DEFAULT_URL, SQLLedger
+from agent_finops.ledger import DEFAULT_URL, ApprovalRecord, SQLLedger
 from agent_finops.reports import load_run_report, money
 
 ENV_URL = "AGENT_FINOPS_DB_URL"
@@ -31,6 +33,35 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="cost tree and rollups of one run")
     report.add_argument("run_id", help="run (trace) id, or a unique prefix of one")
     report.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    approvals = sub.add_parser("approvals", help="list and decide paused runs' approval requests")
+    verbs = approvals.add_subparsers(dest="verb", required=True)
+    listing = verbs.add_parser("list", help="approval requests, newest first")
+    listing.add_argument(
+        "--status",
+        default="pending",
+        choices=["pending", "approved", "denied", "all"],
+        help="which requests (default: pending)",
+    )
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    for verb, text in (("approve", "approve a request"), ("deny", "deny a request")):
+        cmd = verbs.add_parser(verb, help=text)
+        cmd.add_argument("approval_id", help="approval id, or a unique prefix of one")
+        cmd.add_argument("--by", default=None, help="your name (default: $USER)")
+        cmd.add_argument("--reason", default=None)
+        if verb == "approve":
+            cmd.add_argument(
+                "--extra",
+                default=None,
+                help="overspend this run may make on the rule, in its unit "
+                "(default: max(the paused call's estimate, 20%% of the limit))",
+            )
+        cmd.add_argument(
+            "--resume",
+            action="store_true",
+            help="then resume the checkpointed run through its resume hook",
+        )
     return parser
 
 
@@ -42,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with SQLLedger.from_url(url) as ledger:
             if args.command == "runs":
                 return _runs(ledger, args.limit, args.json)
+            if args.command == "approvals":
+                return _approvals(ledger, args)
             return _report(ledger, args.run_id, args.json)
     except (FinOpsError, LookupError) as exc:
         print(f"agent-finops: error: {exc}", file=sys.stderr)
@@ -101,3 +134,72 @@ def _report(ledger: SQLLedger, run_id: str, as_json: bool) -> int:
     else:
         print(report.render())
     return 0
+
+
+def _approvals(ledger: SQLLedger, args: argparse.Namespace) -> int:
+    if args.verb == "list":
+        status = None if args.status == "all" else args.status
+        requests = ledger.list_approvals(status=status, limit=args.limit)
+        if args.json:
+            print(json.dumps([_approval_json(a) for a in requests], indent=2))
+            return 0
+        if not requests:
+            print(f"no {args.status if status else ''} approval requests".replace("  ", " "))
+            return 0
+        for a in requests:
+            scope = ", ".join(f"{k}={v}" for k, v in a.scope.items()) or "all calls"
+            print(
+                f"{a.approval_id}  {a.status:<8}  rule {a.rule_id} ({scope})  spent {a.spent} "
+                f"of {a.limit} {a.unit}, asks {a.estimate} more  run {a.trace_id}"
+                + (f"  thread {a.thread_id}" if a.thread_id else "")
+                + (f"  decided by {a.decided_by}" if a.decided_by else "")
+            )
+        return 0
+    extra = None
+    if getattr(args, "extra", None) is not None:
+        try:
+            extra = Decimal(args.extra)
+        except InvalidOperation:
+            print(
+                f"agent-finops: error: --extra {args.extra!r} is not a decimal amount",
+                file=sys.stderr,
+            )
+            return 2
+    decided = approvals.decide(
+        ledger,
+        args.approval_id,
+        approve=args.verb == "approve",
+        by=args.by or os.environ.get("USER") or "console",
+        extra=extra,
+        reason=args.reason,
+    )
+    print(
+        f"{decided.approval_id} {decided.status} by {decided.decided_by}"
+        + (f" (extra {decided.extra} {decided.unit})" if decided.extra is not None else "")
+    )
+    if args.resume:
+        result = approvals.resume(decided)
+        print(f"resumed thread {decided.thread_id}")
+        if isinstance(result, str):
+            print(result)
+    return 0
+
+
+def _approval_json(a: ApprovalRecord) -> dict[str, object]:
+    return {
+        "approval_id": a.approval_id,
+        "status": a.status,
+        "rule_id": a.rule_id,
+        "scope": a.scope,
+        "unit": a.unit,
+        "spent": format(a.spent, "f"),
+        "limit": format(a.limit, "f"),
+        "estimated_extra": format(a.estimate, "f"),
+        "approved_extra": None if a.extra is None else format(a.extra, "f"),
+        "trace_id": a.trace_id,
+        "thread_id": a.thread_id,
+        "decided_by": a.decided_by,
+        "reason": a.reason,
+        "requested_at": a.created_at.isoformat(),
+        "message": a.message,
+    }

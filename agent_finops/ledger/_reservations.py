@@ -34,9 +34,9 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from decimal import Context, Decimal, localcontext
+from decimal import Context, Decimal
 from typing import Any, Literal, NamedTuple, Self, TypeVar, cast
 
 from sqlalchemy import JSON, Column, Index, text
@@ -480,14 +480,10 @@ def _naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
-def _tidy(value: Decimal) -> Decimal:
-    """NUMERIC(38, 18) pads 18 decimals; drop trailing zeros without changing the value."""
-    if value == value.to_integral_value():
-        return value.quantize(Decimal(1), context=_EXACT)
-    return value.normalize(_EXACT)
-
-
 # -- decisions (pure; run inside the serialized transaction) ----------------------------------
+
+_add = _EXACT.add
+_sub = _EXACT.subtract
 
 
 def _plan_reserve(
@@ -505,9 +501,9 @@ def _plan_reserve(
                 value=claim.unit,
                 expected=row.unit,
             )
-        used = _ZERO if row is None else row.spent + row.reserved
+        used = _ZERO if row is None else _add(row.spent, row.reserved)
         observed.append(used)
-        if claim.enforce and used + claim.amount > claim.limit:
+        if claim.enforce and _add(used, claim.amount) > claim.limit:
             refusals.append(
                 Refusal(
                     claim.counter_key, claim.rule_id, claim.unit, claim.limit, used, claim.amount
@@ -525,29 +521,32 @@ def _plan_reserve(
             claim.unit,
             claim.limit,
             _ZERO if row is None else row.spent,
-            (_ZERO if row is None else row.reserved) + claim.amount,
+            claim.amount if row is None else _add(row.reserved, claim.amount),
             claim.window_end,
         )
-        usage = _usage(claim, used + claim.amount)
+        usage = _usage(claim, _add(used, claim.amount))
         usages.append(usage)
-        records.append(
-            {
-                "counter_key": claim.counter_key,
-                "rule_id": claim.rule_id,
-                "unit": claim.unit,
-                "limit": str(claim.limit),
-                "amount": str(claim.amount),
-                "enforce": claim.enforce,
-                "used": str(usage.used),
-            }
-        )
+        records.append(_record(claim, usage.used))
     return ReserveResult(call_id, tuple(usages)), writes, records
 
 
 def _usage(claim: Claim, used: Decimal) -> ClaimUsage:
     return ClaimUsage(
-        claim.counter_key, claim.rule_id, claim.unit, claim.limit, _tidy(used), claim.enforce
+        claim.counter_key, claim.rule_id, claim.unit, claim.limit, used, claim.enforce
     )
+
+
+def _record(claim: Claim, used: Decimal) -> dict[str, Any]:
+    """A claim as stored in the reservation row (decimals as exact text)."""
+    return {
+        "counter_key": claim.counter_key,
+        "rule_id": claim.rule_id,
+        "unit": claim.unit,
+        "limit": str(claim.limit),
+        "amount": str(claim.amount),
+        "enforce": claim.enforce,
+        "used": str(used),
+    }
 
 
 def _plan_finish(
@@ -577,11 +576,11 @@ def _plan_finish(
             )
         estimate = Decimal(record["amount"])
         if give_back:
-            counter.reserved -= estimate
+            counter.reserved = _sub(counter.reserved, estimate)
         if actual is not None:
             charge = charges.get(record["unit"])
             charge = estimate if charge is None else charge
-            counter.spent += charge
+            counter.spent = _add(counter.spent, charge)
             actual[key] = str(charge)
     return counters, actual, True
 
@@ -593,12 +592,19 @@ def _replayed(call_id: str, state: str, records: list[dict[str, Any]]) -> Reserv
             r["rule_id"],
             r["unit"],
             Decimal(r["limit"]),
-            Decimal(r["used"]),
+            _tidy(Decimal(r["used"])),
             bool(r["enforce"]),
         )
         for r in records
     )
     return ReserveResult(call_id, usage, replayed=True, state=cast(ReservationState, state))
+
+
+def _tidy(value: Decimal) -> Decimal:
+    """NUMERIC(38, 18) pads 18 decimals; drop trailing zeros without changing the value."""
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1), context=_EXACT)
+    return value.normalize(_EXACT)
 
 
 # -- backends -------------------------------------------------------------------------------
@@ -609,14 +615,12 @@ _INHERITED: list[Any] = []
 
 
 class _Backend:
-    """The transactions, on the DBAPI connection; subclasses give the dialect's details."""
+    """Transactions on the DBAPI connection; subclasses give the dialect's details."""
 
     param = "?"
     json_param = "?"
     lock = ""
     """Row-lock clause (PostgreSQL); SQLite's write lock is taken by BEGIN IMMEDIATE."""
-    creates_counters_in_transaction = True
-    sql_counters_of_call = ""
 
     def __init__(self, engine: Engine, max_idle: int) -> None:
         self.engine = engine
@@ -626,7 +630,7 @@ class _Backend:
         self._max_idle = max_idle
         self._idle: list[Any] = []
         self._pid = os.getpid()
-        self._finalizer = weakref.finalize(self, _close_all, self._idle)
+        self._finalizer = weakref.finalize(self, _close_all, self._idle, self._release)
         p, j, lock = self.param, self.json_param, self.lock
         self.sql_upsert = (
             f"INSERT INTO {_C} ({_COLUMNS}, updated_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})"
@@ -673,11 +677,17 @@ class _Backend:
     def money(self, value: Decimal) -> Any:
         return value
 
-    def time(self, moment: datetime | None) -> Any:
-        return None if moment is None else _naive_utc(moment)
+    def time(self, moment: datetime | str | None) -> Any:
+        return moment if moment is None or isinstance(moment, str) else _naive_utc(moment)
 
     def json_out(self, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
+
+    def _acquire(self, fairy: Any) -> None:
+        """Prepare a connection taken from the engine's pool."""
+
+    def _release(self, fairy: Any) -> None:
+        """Undo `_acquire` before a connection goes back to the engine's pool."""
 
     # -- connections --------------------------------------------------------------------
 
@@ -692,10 +702,14 @@ class _Backend:
             fairy, kept = self._idle.pop(), True
         except IndexError:
             fairy, kept = self.engine.raw_connection(), False
+            try:
+                self._acquire(fairy)
+            except BaseException:
+                fairy.close()
+                raise
         try:
             yield fairy.driver_connection
         except BaseException as exc:
-            # After an error the pool resets (rolls back) the connection before reuse.
             if isinstance(exc, self._dbapi_error) and self.engine.dialect.is_disconnect(
                 cast(Any, exc), fairy.dbapi_connection, None
             ):
@@ -704,12 +718,12 @@ class _Backend:
                 if kept:
                     raise _StaleConnection from exc
                 raise
-            fairy.close()
+            _close_one(fairy, self._release)  # the pool rolls it back before reuse
             raise
         if len(self._idle) < self._max_idle:
             self._idle.append(fairy)
         else:
-            fairy.close()
+            _close_one(fairy, self._release)
 
     def close(self) -> None:
         self._finalizer()
@@ -721,11 +735,9 @@ class _Backend:
         """
         try:
             try:
-                with localcontext(_EXACT):
-                    return operation()
+                return operation()
             except _StaleConnection:
-                with localcontext(_EXACT):
-                    return operation()
+                return operation()
         except _StaleConnection as exc:
             raise LedgerError(f"budget {what} failed: {exc.__cause__}") from exc.__cause__
         except (self._dbapi_error, SQLAlchemyError) as exc:
@@ -733,26 +745,20 @@ class _Backend:
 
     def _counters(self, cursor: Any) -> dict[str, _Counter]:
         return {
-            key: _Counter(
-                unit, _tidy(Decimal(limit)), _tidy(Decimal(spent)), _tidy(Decimal(reserved)), end
-            )
+            key: _Counter(unit, Decimal(limit), Decimal(spent), Decimal(reserved), end)
             for key, unit, limit, spent, reserved, end in cursor.fetchall()
         }
 
     def _write_counters(self, conn: Any, counters: Mapping[str, _Counter], now: Any) -> None:
         money, time = self.money, self.time
-        params = []
-        for key, c in sorted(counters.items()):
-            end = time(c.window_end)
-            params.append(
-                (key, c.unit, money(c.limit), money(c.spent), money(c.reserved), end, now)
-            )
-        if len(params) == 1:
-            conn.execute(self.sql_upsert, params[0])
-        elif params:
-            conn.cursor().executemany(self.sql_upsert, params)
+        params = [
+            (key, c.unit, money(c.limit), money(c.spent), money(c.reserved), time(c.window_end))
+            for key, c in sorted(counters.items())
+        ]
+        for row in params:
+            conn.execute(self.sql_upsert, (*row, now))
 
-    # -- operations ---------------------------------------------------------------------
+    # -- operations (SQLite runs them all; PostgreSQL overrides the hot ones) -------------
 
     def reserve(
         self,
@@ -762,60 +768,25 @@ class _Backend:
         now: datetime,
         expires_at: datetime,
     ) -> ReserveResult:
+        keys = sorted(c.counter_key for c in claims)
+
         def attempt() -> ReserveResult:
-            for _ in range(3):
-                try:
-                    return self._reserve(call_id, claims, trace_id, now, expires_at)
-                except _MissingCounters as missing:
-                    self._create_counters(missing.claims, now)
-                except self._integrity_error:
-                    # The same call id was reserved at the same moment on other counters.
-                    rows = self.read(self.sql_reservation, (call_id,))
-                    if not rows:
-                        raise
-                    return _replayed(call_id, rows[0][0], self.json_out(rows[0][1]))
-            raise LedgerError(f"budget counters of {call_id!r} keep disappearing")
+            with self.transaction() as conn:
+                counters = self._counters(self.query_counters(conn, keys))
+                existing = conn.execute(self.sql_reservation, (call_id,)).fetchone()
+                if existing is not None:
+                    return _replayed(call_id, existing[0], self.json_out(existing[1]))
+                result, writes, records = _plan_reserve(call_id, claims, counters)
+                if result.granted:
+                    stamp = self.time(now)
+                    self._write_counters(conn, writes, stamp)
+                    conn.execute(
+                        self.sql_insert_reservation,
+                        (call_id, trace_id, json.dumps(records), stamp, self.time(expires_at)),
+                    )
+                return result
 
         return self._run("reservation", attempt)
-
-    def _reserve(
-        self,
-        call_id: str,
-        claims: Sequence[Claim],
-        trace_id: str | None,
-        now: datetime,
-        expires_at: datetime,
-    ) -> ReserveResult:
-        keys = sorted(c.counter_key for c in claims)
-        with self.transaction() as conn:
-            # Counters first: once their locks are held, a concurrent reservation of this
-            # call id has committed and is seen by the next statement.
-            counter_rows = self.query_counters(conn, keys)
-            stored = conn.execute(self.sql_reservation, (call_id,))
-            counters = self._counters(counter_rows)
-            existing = stored.fetchone()
-            if existing is not None:
-                return _replayed(call_id, existing[0], self.json_out(existing[1]))
-            if not self.creates_counters_in_transaction and len(counters) < len(keys):
-                raise _MissingCounters([c for c in claims if c.counter_key not in counters])
-            result, writes, records = _plan_reserve(call_id, claims, counters)
-            if result.granted:
-                stamp = self.time(now)
-                self._write_counters(conn, writes, stamp)
-                conn.execute(
-                    self.sql_insert_reservation,
-                    (call_id, trace_id, json.dumps(records), stamp, self.time(expires_at)),
-                )
-            return result
-
-    def _create_counters(self, claims: Sequence[Claim], now: datetime) -> None:
-        zero, stamp = self.money(_ZERO), self.time(now)
-        params = [
-            (c.counter_key, c.unit, self.money(c.limit), zero, zero, self.time(c.window_end), stamp)
-            for c in sorted(claims, key=lambda c: c.counter_key)
-        ]
-        with self.transaction() as conn:
-            conn.cursor().executemany(self.sql_create, params)
 
     def finish(
         self,
@@ -826,13 +797,13 @@ class _Backend:
     ) -> bool:
         def attempt() -> bool:
             with self.transaction() as conn:
-                stored = conn.execute(self.sql_reservation + self.lock, (call_id,))
-                counter_rows = conn.execute(self.sql_counters_of_call, (call_id,))
-                found = stored.fetchone()
-                counters = self._counters(counter_rows)
+                found = conn.execute(self.sql_reservation + self.lock, (call_id,)).fetchone()
                 if found is None:
                     return False
-                plan = _plan_finish(found[0], self.json_out(found[1]), counters, target, charges)
+                records = self.json_out(found[1])
+                keys = sorted(r["counter_key"] for r in records)
+                counters = self._counters(self.query_counters(conn, keys)) if keys else {}
+                plan = _plan_finish(found[0], records, counters, target, charges)
                 if plan is None:
                     return False
                 writes, actual, changed = plan
@@ -859,14 +830,13 @@ class _Backend:
                 for _call_id, records in expired:
                     for record in records:
                         key = record["counter_key"]
-                        give_back[key] = give_back.get(key, _ZERO) + Decimal(record["amount"])
+                        give_back[key] = _add(give_back.get(key, _ZERO), Decimal(record["amount"]))
                 counters = self._counters(self.query_counters(conn, sorted(give_back)))
                 for key, counter in counters.items():
-                    counter.reserved -= give_back[key]
+                    counter.reserved = _sub(counter.reserved, give_back[key])
                 self._write_counters(conn, counters, stamp)
-                conn.cursor().executemany(
-                    self.sql_finish, [("expired", None, stamp, call_id) for call_id, _ in expired]
-                )
+                for call_id, _ in expired:
+                    conn.execute(self.sql_finish, ("expired", None, stamp, call_id))
                 return [call_id for call_id, _ in expired]
 
         # A cheap unlocked look first: there is usually nothing to expire.
@@ -883,9 +853,17 @@ class _Backend:
         return self._run("purge", attempt)
 
 
-def _close_all(connections: list[Any]) -> None:
+def _close_one(fairy: Any, release: Callable[[Any], None]) -> None:
+    try:
+        release(fairy)
+    except Exception:  # a broken connection: the pool discards it anyway
+        fairy.invalidate()
+    fairy.close()
+
+
+def _close_all(connections: list[Any], release: Callable[[Any], None]) -> None:
     while connections:
-        connections.pop().close()
+        _close_one(connections.pop(), release)
 
 
 _SQLITE_LOCKS: dict[str, threading.Lock] = {}
@@ -899,11 +877,6 @@ class _SQLite(_Backend):
         super().__init__(engine, max_idle=1)
         with _SQLITE_LOCKS_GUARD:
             self._lock = _SQLITE_LOCKS.setdefault(str(engine.url), threading.Lock())
-        self.sql_counters_of_call = (
-            f"SELECT {_COLUMNS} FROM {_C} WHERE counter_key IN ("
-            f"SELECT json_extract(j.value, '$.counter_key') FROM {_R}, json_each({_R}.claims) AS j"
-            f" WHERE {_R}.call_id = ?)"
-        )
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -933,20 +906,109 @@ class _SQLite(_Backend):
     def money(self, value: Decimal) -> Any:
         return format(value, "f")
 
-    def time(self, moment: datetime | None) -> Any:
+    def time(self, moment: datetime | str | None) -> Any:
         # SQLAlchemy's storage format for DateTime on SQLite; it sorts as text.
         if moment is None or isinstance(moment, str):
             return moment
         return _naive_utc(moment).isoformat(" ", "microseconds")
 
 
+# One statement per reserve: lock the counters in key order, decide, insert the reservation,
+# update the counters. The decision is only true if every counter exists (else the caller
+# creates them and retries), units match, every enforced claim fits, and the call id is new;
+# the counters are only updated if the reservation row was inserted (ON CONFLICT guards a
+# concurrent reservation of the same call id). `locked` runs first: `ins` needs `go`, which
+# needs `decision`, which needs `locked`; `upd` is gated on `ins` by a one-time filter.
+_PG_RESERVE = f"""
+WITH input AS (
+    SELECT * FROM unnest(
+        %(keys)s::text[], %(units)s::text[], %(limits)s::numeric[], %(amounts)s::numeric[],
+        %(enforce)s::bool[], %(ends)s::timestamp[], %(records)s::text[]
+    ) WITH ORDINALITY AS i(k, unit, lim, amount, enforce, window_end, record, ord)
+),
+locked AS MATERIALIZED (
+    SELECT counter_key, unit, spent, reserved FROM {_C}
+    WHERE counter_key = ANY(%(keys)s::text[]) ORDER BY counter_key FOR UPDATE
+),
+existing AS MATERIALIZED (
+    SELECT state, claims FROM {_R} WHERE call_id = %(call_id)s
+),
+decision AS MATERIALIZED (
+    SELECT count(l.counter_key) = count(*) AND bool_and(l.unit = i.unit)
+           AND bool_and(NOT i.enforce OR l.spent + l.reserved + i.amount <= i.lim)
+           AND NOT EXISTS (SELECT 1 FROM existing) AS ok,
+           json_agg(
+               (i.record::jsonb || jsonb_build_object(
+                   'used', (l.spent + l.reserved + i.amount)::text))::json
+               ORDER BY i.ord
+           ) AS claims
+    FROM input i LEFT JOIN locked l ON l.counter_key = i.k
+),
+ins AS (
+    INSERT INTO {_R} (call_id, trace_id, state, claims, created_at, expires_at)
+    SELECT %(call_id)s, %(trace_id)s, 'reserved', d.claims, %(now)s, %(expires_at)s
+    FROM decision d WHERE d.ok
+    ON CONFLICT (call_id) DO NOTHING
+    RETURNING claims
+),
+upd AS (
+    UPDATE {_C} c SET reserved = c.reserved + i.amount, "limit" = i.lim,
+        window_end = i.window_end, updated_at = %(now)s
+    FROM input i
+    WHERE c.counter_key = i.k AND EXISTS (SELECT 1 FROM ins)
+    RETURNING 1
+)
+SELECT (SELECT claims FROM ins), (SELECT count(*) FROM upd), e.state, e.claims,
+       l.counter_key, l.unit, l.spent, l.reserved
+FROM (SELECT 1) AS one
+LEFT JOIN existing e ON true
+LEFT JOIN locked l ON true
+"""
+
+# One statement per settle or release: lock the reservation row, then its counters in key
+# order; charge and/or give back; mark the reservation. Returns the state found.
+_PG_FINISH = f"""
+WITH res AS MATERIALIZED (
+    SELECT state, claims FROM {_R} WHERE call_id = %(call_id)s FOR UPDATE
+),
+items AS MATERIALIZED (
+    SELECT e ->> 'counter_key' AS k,
+           CASE WHEN %(settling)s THEN coalesce(
+               CASE e ->> 'unit' WHEN 'usd' THEN %(usd)s::numeric
+                   WHEN 'tokens' THEN %(tokens)s::numeric WHEN 'calls' THEN %(calls)s::numeric
+               END, (e ->> 'amount')::numeric) ELSE 0 END AS charge,
+           CASE WHEN res.state = 'reserved' THEN (e ->> 'amount')::numeric ELSE 0 END AS give_back
+    FROM res, json_array_elements(res.claims) AS e
+    WHERE res.state IN ('reserved', 'expired')
+),
+locked AS MATERIALIZED (
+    SELECT counter_key FROM {_C} WHERE counter_key IN (SELECT k FROM items)
+    ORDER BY counter_key FOR UPDATE
+),
+upd AS (
+    UPDATE {_C} c SET spent = c.spent + i.charge, reserved = c.reserved - i.give_back,
+        updated_at = %(now)s
+    FROM items i
+    WHERE c.counter_key = i.k AND (SELECT count(*) FROM locked) >= 0
+    RETURNING 1
+),
+fin AS (
+    UPDATE {_R} r SET state = %(target)s, finished_at = %(now)s,
+        actual = CASE WHEN %(settling)s
+            THEN (SELECT json_object_agg(k, charge::text) FROM items) END
+    WHERE r.call_id = %(call_id)s AND r.state IN ('reserved', 'expired')
+    RETURNING 1
+)
+SELECT (SELECT state FROM res), (SELECT count(*) FROM fin), (SELECT count(*) FROM upd)
+"""
+
+
 class _Postgres(_Backend):
-    """Pipelined: each operation is two round trips (read and lock; write and commit)."""
+    """Reserve, settle and release are one statement and one round trip each (autocommit)."""
 
     param = "%s"
     json_param = "%s::json"
     lock = " FOR UPDATE"
-    creates_counters_in_transaction = False
 
     def __init__(self, engine: Engine, durable: bool, max_idle: int) -> None:
         super().__init__(engine, max_idle=max_idle)
@@ -956,35 +1018,124 @@ class _Postgres(_Backend):
             f"SELECT {_COLUMNS} FROM {_C} WHERE counter_key = ANY(%s)"
             " ORDER BY counter_key FOR UPDATE"
         )
-        self.sql_counters_of_call = (
-            f"SELECT {_COLUMNS} FROM {_C} WHERE counter_key IN ("
-            f"SELECT json_array_elements(claims) ->> 'counter_key' FROM {_R} WHERE call_id = %s)"
-            " ORDER BY counter_key FOR UPDATE"
-        )
+
+    def _acquire(self, fairy: Any) -> None:
+        conn = fairy.driver_connection
+        conn.rollback()
+        conn.autocommit = True
+        if not self._durable:
+            conn.execute("SET synchronous_commit TO off")
+
+    def _release(self, fairy: Any) -> None:
+        conn = fairy.driver_connection
+        if not self._durable:
+            conn.execute("RESET synchronous_commit")
+        conn.autocommit = False
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        with self.connection() as conn:
-            try:
-                with conn.pipeline():
-                    if not self._durable:
-                        conn.execute("SET LOCAL synchronous_commit TO OFF")
-                    yield conn
-                    conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
+        with self.connection() as conn, conn.transaction():
+            yield conn
 
     def read(self, sql: str, params: Sequence[Any]) -> list[Any]:
         def attempt() -> list[Any]:
             with self.connection() as conn:
-                try:
-                    rows: list[Any] = conn.execute(sql, params).fetchall()
-                finally:
-                    conn.rollback()
+                rows: list[Any] = conn.execute(sql, params).fetchall()
                 return rows
 
         return self._run("read", attempt)
 
     def query_counters(self, conn: Any, keys: list[str]) -> Any:
         return conn.execute(self.sql_lock_counters, (keys,))
+
+    def _counters(self, cursor: Any) -> dict[str, _Counter]:
+        return {
+            key: _Counter(unit, _tidy(limit), _tidy(spent), _tidy(reserved), end)
+            for key, unit, limit, spent, reserved, end in cursor.fetchall()
+        }
+
+    def reserve(
+        self,
+        call_id: str,
+        claims: Sequence[Claim],
+        trace_id: str | None,
+        now: datetime,
+        expires_at: datetime,
+    ) -> ReserveResult:
+        params = {
+            "keys": [c.counter_key for c in claims],
+            "units": [c.unit for c in claims],
+            "limits": [c.limit for c in claims],
+            "amounts": [c.amount for c in claims],
+            "enforce": [c.enforce for c in claims],
+            "ends": [None if c.window_end is None else _naive_utc(c.window_end) for c in claims],
+            "records": [json.dumps(_record(c, _ZERO)) for c in claims],
+            "call_id": call_id,
+            "trace_id": trace_id,
+            "now": _naive_utc(now),
+            "expires_at": _naive_utc(expires_at),
+        }
+
+        def attempt() -> ReserveResult:
+            for _ in range(3):
+                with self.connection() as conn:
+                    rows = conn.execute(_PG_RESERVE, params).fetchall()
+                inserted, _updated, state, stored = rows[0][:4]
+                counters = {
+                    key: _Counter(unit, _ZERO, _tidy(spent), _tidy(reserved), None)
+                    for *_, key, unit, spent, reserved in rows
+                    if key is not None
+                }
+                if inserted is not None:  # granted, and written
+                    return replace(_replayed(call_id, "reserved", inserted), replayed=False)
+                if state is not None:
+                    return _replayed(call_id, state, stored)
+                if len(counters) < len(claims):
+                    self._create_counters(claims, now)
+                    continue
+                result, _writes, _records = _plan_reserve(call_id, claims, counters)
+                if not result.granted:
+                    return result
+                # It fits but nothing was inserted: the same call id was reserved meanwhile.
+                found = self.read(self.sql_reservation, (call_id,))
+                if found:
+                    return _replayed(call_id, found[0][0], self.json_out(found[0][1]))
+            raise LedgerError(f"budget counters of {call_id!r} keep disappearing")
+
+        return self._run("reservation", attempt)
+
+    def _create_counters(self, claims: Sequence[Claim], now: datetime) -> None:
+        """Create missing counter rows in their own short transaction, in key order."""
+        zero, stamp = _ZERO, _naive_utc(now)
+        params = [
+            (c.counter_key, c.unit, c.limit, zero, zero, self.time(c.window_end), stamp)
+            for c in sorted(claims, key=lambda c: c.counter_key)
+        ]
+        with self.transaction() as conn:
+            conn.cursor().executemany(self.sql_create, params)
+
+    def finish(
+        self,
+        call_id: str,
+        now: datetime,
+        target: ReservationState,
+        charges: Mapping[str, Decimal | None],
+    ) -> bool:
+        params = {
+            "call_id": call_id,
+            "settling": target == "settled",
+            "target": target,
+            "now": _naive_utc(now),
+            "usd": charges.get("usd"),
+            "tokens": charges.get("tokens"),
+            "calls": charges.get("calls"),
+        }
+
+        def attempt() -> bool:
+            with self.connection() as conn:
+                state, finished, _updated = conn.execute(_PG_FINISH, params).fetchone()
+            if target == "settled":
+                return bool(finished)
+            return bool(finished) and state == "reserved"
+
+        return self._run("settlement" if target == "settled" else "release", attempt)

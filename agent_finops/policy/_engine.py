@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+from agent_finops import approvals
 from agent_finops.exceptions import (
     ApprovalRequired,
     BudgetExceeded,
@@ -329,42 +330,17 @@ class PolicyEngine:
     ) -> ApprovalRecord:
         """Decide a pending request (once: a second decision raises `LedgerError`).
 
-        `extra` (approvals of budget rules): how far past the limit this run may go on that
-        rule; default: the greater of the paused call's estimate and 20% of the limit.
+        See `agent_finops.approvals.decide` for what an approval grants by default.
         """
-        request = self.ledger.get_approval(approval_id)
-        if request is None:
-            raise LookupError(f"no approval request {approval_id!r}")
-        if approve and extra is None and request.unit != "loop":
-            extra = max(request.estimate, request.limit / 5)
-        decided = self.ledger.decide_approval(
-            request.approval_id,
-            status="approved" if approve else "denied",
+        return approvals.decide(
+            self.ledger,
+            approval_id,
+            approve=approve,
             by=by,
-            at=self._clock(),
+            extra=extra,
             reason=reason,
-            extra=extra if approve else None,
+            now=self._clock(),
         )
-        self.tracker.record_decision(
-            DecisionRecord(
-                decision_id=f"{decided.approval_id}:decided",
-                trace_id=decided.trace_id,
-                call_id=None,
-                action="approved" if approve else "denied",
-                rule_id=decided.rule_id,
-                policy_version=decided.policy_version,
-                created_at=self._clock(),
-                scope=decided.scope,
-                limit=decided.limit,
-                observed=decided.spent,
-                estimate=decided.estimate,
-                unit=decided.unit,
-                message=reason or "",
-                actor=by,
-                tags=decided.tags,
-            )
-        )
-        return decided
 
     # -- internals ----------------------------------------------------------------------
 

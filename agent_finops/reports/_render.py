@@ -109,10 +109,33 @@ def render_text(report: RunReport) -> str:
             lines.extend(
                 _table(("key", "calls", "tokens", "cost", "share"), _rollup_rows(rollups, total))
             )
+    lines.extend(_policy_lines(report))
     if report.price_versions:
         lines.append("")
         lines.append("Prices: " + "; ".join(report.price_versions))
     return "\n".join(lines)
+
+
+def _policy_lines(report: RunReport) -> list[str]:
+    if not report.decisions and not report.approvals:
+        return []
+    counts = report.decision_counts()
+    lines = ["", "Policy decisions: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))]
+    for d in report.decisions:
+        if d.action == "allow":
+            continue
+        who = f" by {d.actor}" if d.actor != "policy" else ""
+        lines.append(
+            f"  {d.created_at:%H:%M:%S}  {d.action:<9} {d.rule_id or '-'}{who}: {d.message}"
+        )
+    for a in report.approvals:
+        decided = f" by {a.decided_by}" if a.decided_by else ""
+        extra = f", approved extra {a.extra} {a.unit}" if a.extra is not None else ""
+        lines.append(
+            f"  approval {a.approval_id[:12]}  {a.status}{decided}: rule {a.rule_id}, "
+            f"spent {a.spent} of {a.limit} {a.unit}, asked {a.estimate} more{extra}"
+        )
+    return lines
 
 
 def _rollup_rows(rollups: list[Rollup], total: Decimal) -> list[tuple[str, str, str, str, str]]:

@@ -13,7 +13,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from agent_finops.ledger import CostEvent, RunRecord, SpanRecord, TraceData
+from agent_finops.ledger import (
+    ApprovalRecord,
+    CostEvent,
+    DecisionRecord,
+    RunRecord,
+    SpanRecord,
+    TraceData,
+)
 
 REPORT_SCHEMA_VERSION = 1
 """Version of `RunReport.to_dict()`'s layout (documented in docs/report-json.md)."""
@@ -149,6 +156,17 @@ class RunReport:
     by_model: list[Rollup]
     by_tool: list[Rollup]
     price_versions: list[str]
+    decisions: list[DecisionRecord] = field(default_factory=list)
+    """Every policy decision of the run (allow included), oldest first."""
+    approvals: list[ApprovalRecord] = field(default_factory=list)
+    """Approval requests of the run (or of its LangGraph thread), oldest first."""
+
+    def decision_counts(self) -> dict[str, int]:
+        """How many decisions of each action."""
+        counts: dict[str, int] = {}
+        for d in self.decisions:
+            counts[d.action] = counts.get(d.action, 0) + 1
+        return counts
 
     @property
     def total_cost(self) -> Decimal:
@@ -181,6 +199,9 @@ class RunReport:
             "by_agent": [r.to_dict(total) for r in self.by_agent],
             "by_model": [r.to_dict(total) for r in self.by_model],
             "by_tool": [r.to_dict(total) for r in self.by_tool],
+            "decision_counts": self.decision_counts(),
+            "decisions": [_decision_dict(d) for d in self.decisions if d.action != "allow"],
+            "approvals": [_approval_dict(a) for a in self.approvals],
         }
 
     def render(self) -> str:
@@ -232,6 +253,47 @@ def build_report(trace: TraceData) -> RunReport:
         by_tool=_group((e for e in trace.events if e.kind == "tool"), lambda e: e.name),
         price_versions=sorted({f"{e.price_source} ({e.price_version})" for e in trace.events}),
     )
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else format(value, "f")
+
+
+def _decision_dict(d: DecisionRecord) -> dict[str, Any]:
+    return {
+        "action": d.action,
+        "rule_id": d.rule_id,
+        "call_id": d.call_id,
+        "scope": dict(d.scope),
+        "limit": _money(d.limit),
+        "observed": _money(d.observed),
+        "estimate": _money(d.estimate),
+        "unit": d.unit,
+        "message": d.message,
+        "actor": d.actor,
+        "policy_version": d.policy_version,
+        "at": _iso(d.created_at),
+    }
+
+
+def _approval_dict(a: ApprovalRecord) -> dict[str, Any]:
+    return {
+        "approval_id": a.approval_id,
+        "status": a.status,
+        "rule_id": a.rule_id,
+        "scope": dict(a.scope),
+        "unit": a.unit,
+        "spent": _money(a.spent),
+        "limit": _money(a.limit),
+        "estimated_extra": _money(a.estimate),
+        "approved_extra": _money(a.extra),
+        "decided_by": a.decided_by,
+        "decided_at": _iso(a.decided_at),
+        "reason": a.reason,
+        "thread_id": a.thread_id,
+        "trace_id": a.trace_id,
+        "requested_at": _iso(a.created_at),
+    }
 
 
 def _agent_key(e: CostEvent) -> str:
@@ -301,4 +363,11 @@ def load_run_report(ledger: Any, run_id: str) -> RunReport:
     trace = ledger.load_trace(trace_id) if trace_id else None
     if trace is None:
         raise LookupError(f"no run {run_id!r} in the ledger (or the prefix is ambiguous)")
-    return build_report(trace)
+    report = build_report(trace)
+    report.decisions = ledger.decisions_for(trace.run.trace_id)
+    approvals = {a.approval_id: a for a in ledger.list_approvals(trace_id=trace.run.trace_id)}
+    thread = trace.run.tags.get("thread_id")
+    if thread:
+        approvals.update((a.approval_id, a) for a in ledger.list_approvals(thread_id=thread))
+    report.approvals = sorted(approvals.values(), key=lambda a: a.created_at)
+    return report

@@ -44,8 +44,14 @@ def lookup(query: str) -> str:
 
 @pytest.fixture
 def tracker(tmp_path: Any) -> Iterator[CostTracker]:
-    prices = PriceBook(PricingConfig(tools=(ToolFee(name="lookup", tool="lookup", per_call=Decimal("0.01")),)))
-    t = CostTracker(SQLLedger.from_url(f"sqlite:///{tmp_path}/l.sqlite"), prices=prices, tags={"team": "qa", "task": "t1"})
+    prices = PriceBook(
+        PricingConfig(tools=(ToolFee(name="lookup", tool="lookup", per_call=Decimal("0.01")),))
+    )
+    t = CostTracker(
+        SQLLedger.from_url(f"sqlite:///{tmp_path}/l.sqlite"),
+        prices=prices,
+        tags={"team": "qa", "task": "t1"},
+    )
     yield t
     t.close()
 
@@ -54,7 +60,13 @@ def make_handler(tracker: CostTracker, policy: dict[str, Any]) -> FinOpsCallback
     return FinOpsCallbackHandler(tracker, policy=PolicyEngine(Policy.from_mapping(policy), tracker))
 
 
-def chatty_graph(handler: FinOpsCallbackHandler | None, calls: int, *, guard: bool = True, checkpointer: Any = None) -> Any:
+def chatty_graph(
+    handler: FinOpsCallbackHandler | None,
+    calls: int,
+    *,
+    guard: bool = True,
+    checkpointer: Any = None,
+) -> Any:
     """One node making `calls` model calls in a row (each max 100 output tokens)."""
     llm = exact_model()
 
@@ -76,7 +88,9 @@ def exact_model() -> ScriptedChatModel:
     from agent_finops_langgraph import estimate_input_tokens
 
     return ScriptedChatModel(
-        script=lambda msgs: AIMessage("step", usage_metadata=usage(estimate_input_tokens([msgs]), 100))
+        script=lambda msgs: AIMessage(
+            "step", usage_metadata=usage(estimate_input_tokens([msgs]), 100)
+        )
     )
 
 
@@ -89,7 +103,9 @@ def run_cap(tracker: CostTracker, calls_allowed: int) -> Decimal:
     history: list[AnyMessage] = [HumanMessage("go")]
     for _ in range(calls_allowed):
         tokens = estimate_input_tokens([history])
-        est = tracker.prices.estimate_max_cost("gpt-4o-mini", provider="openai", input_tokens=tokens, max_output_tokens=100)
+        est = tracker.prices.estimate_max_cost(
+            "gpt-4o-mini", provider="openai", input_tokens=tokens, max_output_tokens=100
+        )
         assert est is not None
         total += est
         history = [*history, AIMessage("step")]
@@ -98,7 +114,9 @@ def run_cap(tracker: CostTracker, calls_allowed: int) -> Decimal:
 
 def test_handler_alone_hard_stops_at_the_next_call(tracker: CostTracker) -> None:
     cap = run_cap(tracker, 2)
-    handler = make_handler(tracker, {"budgets": [{"id": "run-cap", "limit": str(cap), "period": "run"}]})
+    handler = make_handler(
+        tracker, {"budgets": [{"id": "run-cap", "limit": str(cap), "period": "run"}]}
+    )
     graph = chatty_graph(handler, 5, guard=False)
     with pytest.raises(BudgetExceeded) as info:
         graph.invoke({"messages": [HumanMessage("go")]}, config={"callbacks": [handler]})
@@ -114,7 +132,10 @@ def test_handler_alone_hard_stops_at_the_next_call(tracker: CostTracker) -> None
 
 
 def test_guarded_deny_ends_cleanly_with_partial_state(tracker: CostTracker) -> None:
-    handler = make_handler(tracker, {"budgets": [{"id": "run-cap", "limit": str(run_cap(tracker, 2)), "period": "run"}]})
+    handler = make_handler(
+        tracker,
+        {"budgets": [{"id": "run-cap", "limit": str(run_cap(tracker, 2)), "period": "run"}]},
+    )
     llm = exact_model()
 
     def one_call(state: State) -> State:
@@ -140,7 +161,19 @@ def test_guarded_deny_ends_cleanly_with_partial_state(tracker: CostTracker) -> N
 
 
 def test_pause_interrupts_then_approve_resumes(tracker: CostTracker) -> None:
-    handler = make_handler(tracker, {"budgets": [{"id": "run-cap", "limit": str(run_cap(tracker, 1)), "period": "run", "action": "pause"}]})
+    handler = make_handler(
+        tracker,
+        {
+            "budgets": [
+                {
+                    "id": "run-cap",
+                    "limit": str(run_cap(tracker, 1)),
+                    "period": "run",
+                    "action": "pause",
+                }
+            ]
+        },
+    )
     graph = chatty_graph(handler, 3, checkpointer=InMemorySaver())
     config: Any = {"callbacks": [handler], "configurable": {"thread_id": "thread-1"}}
     first = graph.invoke({"messages": [HumanMessage("go")]}, config=config)
@@ -151,7 +184,9 @@ def test_pause_interrupts_then_approve_resumes(tracker: CostTracker) -> None:
     request = tracker.ledger.get_approval(payload["approval_id"])
     assert request is not None and request.status == "pending" and request.thread_id == "thread-1"
     # Approve enough for the rest of the node.
-    final = graph.invoke(Command(resume={"decision": "approve", "by": "alice", "extra": "1.00"}), config=config)
+    final = graph.invoke(
+        Command(resume={"decision": "approve", "by": "alice", "extra": "1.00"}), config=config
+    )
     assert "__interrupt__" not in final
     assert len(final["messages"]) == 4  # go + 3 steps
     decided = tracker.ledger.get_approval(payload["approval_id"])
@@ -160,11 +195,25 @@ def test_pause_interrupts_then_approve_resumes(tracker: CostTracker) -> None:
 
 
 def test_pause_then_deny_stops_cleanly(tracker: CostTracker) -> None:
-    handler = make_handler(tracker, {"budgets": [{"id": "run-cap", "limit": str(run_cap(tracker, 1)), "period": "run", "action": "pause"}]})
+    handler = make_handler(
+        tracker,
+        {
+            "budgets": [
+                {
+                    "id": "run-cap",
+                    "limit": str(run_cap(tracker, 1)),
+                    "period": "run",
+                    "action": "pause",
+                }
+            ]
+        },
+    )
     graph = chatty_graph(handler, 3, checkpointer=InMemorySaver())
     config: Any = {"callbacks": [handler], "configurable": {"thread_id": "thread-2"}}
     graph.invoke({"messages": [HumanMessage("go")]}, config=config)
-    final = graph.invoke(Command(resume={"decision": "deny", "by": "bob", "reason": "not worth it"}), config=config)
+    final = graph.invoke(
+        Command(resume={"decision": "deny", "by": "bob", "reason": "not worth it"}), config=config
+    )
     (stop,) = final["__interrupt__"]
     assert stop.value["kind"] == STOPPED_KIND and stop.value["reason"] == "ApprovalDenied"
     assert "bob" in stop.value["message"] and "not worth it" in stop.value["message"]
@@ -176,29 +225,43 @@ def test_pause_then_deny_stops_cleanly(tracker: CostTracker) -> None:
 
 
 def test_pause_without_guard_is_a_typed_exception(tracker: CostTracker) -> None:
-    handler = make_handler(tracker, {"budgets": [{"id": "cap", "limit": "0.0000001", "period": "run", "action": "pause"}]})
+    handler = make_handler(
+        tracker,
+        {"budgets": [{"id": "cap", "limit": "0.0000001", "period": "run", "action": "pause"}]},
+    )
     with pytest.raises(ApprovalRequired) as info:
-        chatty_graph(handler, 1, guard=False).invoke({"messages": [HumanMessage("go")]}, config={"callbacks": [handler]})
+        chatty_graph(handler, 1, guard=False).invoke(
+            {"messages": [HumanMessage("go")]}, config={"callbacks": [handler]}
+        )
     assert tracker.ledger.get_approval(info.value.approval_id) is not None
 
 
 def test_mandatory_tags_reject_before_any_token(tracker: CostTracker) -> None:
     handler = make_handler(tracker, {"mandatory_tags": [{"require": ["team", "cost_center"]}]})
     with pytest.raises(MissingTags, match="cost_center") as info:
-        chatty_graph(handler, 1, guard=False).invoke({"messages": [HumanMessage("go")]}, config={"callbacks": [handler]})
+        chatty_graph(handler, 1, guard=False).invoke(
+            {"messages": [HumanMessage("go")]}, config={"callbacks": [handler]}
+        )
     assert info.value.missing == ["cost_center"]
     tracker.flush()
     (summary,) = tracker.ledger.list_runs()
     assert summary.model_calls == 0
     # With the tag given per invocation, the same graph runs.
     chatty_graph(handler, 1, guard=False).invoke(
-        {"messages": [HumanMessage("go")]}, config={"callbacks": [handler], "metadata": {"finops": {"cost_center": "cc-1"}}}
+        {"messages": [HumanMessage("go")]},
+        config={"callbacks": [handler], "metadata": {"finops": {"cost_center": "cc-1"}}},
     )
 
 
 def test_looping_tool_agent_is_caught(tracker: CostTracker) -> None:
-    handler = make_handler(tracker, {"loops": [{"id": "same-lookup", "kind": "repeated_tool_call", "max_repeats": 3}]})
-    call = AIMessage("", tool_calls=[{"name": "lookup", "args": {"query": "same"}, "id": "x"}], usage_metadata=usage(100, 10))
+    handler = make_handler(
+        tracker, {"loops": [{"id": "same-lookup", "kind": "repeated_tool_call", "max_repeats": 3}]}
+    )
+    call = AIMessage(
+        "",
+        tool_calls=[{"name": "lookup", "args": {"query": "same"}, "id": "x"}],
+        usage_metadata=usage(100, 10),
+    )
     llm = ScriptedChatModel(script=[call])  # always asks for the same lookup
     sub = StateGraph(State)
     sub.add_node("agent", guard_node(lambda s: {"messages": [llm.invoke(s["messages"])]}, handler))
@@ -206,24 +269,38 @@ def test_looping_tool_agent_is_caught(tracker: CostTracker) -> None:
     sub.add_edge(START, "agent")
     sub.add_edge("agent", "tools")
     sub.add_edge("tools", "agent")
-    out = sub.compile().invoke({"messages": [HumanMessage("go")]}, config={"callbacks": [handler], "recursion_limit": 50})
+    out = sub.compile().invoke(
+        {"messages": [HumanMessage("go")]}, config={"callbacks": [handler], "recursion_limit": 50}
+    )
     (stop,) = out["__interrupt__"]
     assert stop.value["reason"] == "LoopDetected" and stop.value["rule_id"] == "same-lookup"
     tracker.flush()
     (summary,) = tracker.ledger.list_runs()
     assert summary.tool_calls == 2  # the third identical lookup was never run
-    assert summary.cost == 2 * Decimal("0.01") + 3 * ((100 * Decimal("0.15") + 10 * Decimal("0.6")) / 1_000_000)
+    assert summary.cost == 2 * Decimal("0.01") + 3 * (
+        (100 * Decimal("0.15") + 10 * Decimal("0.6")) / 1_000_000
+    )
 
 
 def test_loop_without_guard_raises_loop_detected(tracker: CostTracker) -> None:
-    handler = make_handler(tracker, {"loops": [{"id": "burst", "kind": "model_call_burst", "max_calls": 2, "window": "1m"}]})
+    handler = make_handler(
+        tracker,
+        {"loops": [{"id": "burst", "kind": "model_call_burst", "max_calls": 2, "window": "1m"}]},
+    )
     with pytest.raises(LoopDetected, match="burst"):
-        chatty_graph(handler, 5, guard=False).invoke({"messages": [HumanMessage("go")]}, config={"callbacks": [handler]})
+        chatty_graph(handler, 5, guard=False).invoke(
+            {"messages": [HumanMessage("go")]}, config={"callbacks": [handler]}
+        )
 
 
 def test_shadow_rule_never_blocks_but_is_reported(tracker: CostTracker) -> None:
-    handler = make_handler(tracker, {"budgets": [{"id": "trial", "limit": "0.0000001", "period": "run", "shadow": True}]})
-    out = chatty_graph(handler, 3).invoke({"messages": [HumanMessage("go")]}, config={"callbacks": [handler]})
+    handler = make_handler(
+        tracker,
+        {"budgets": [{"id": "trial", "limit": "0.0000001", "period": "run", "shadow": True}]},
+    )
+    out = chatty_graph(handler, 3).invoke(
+        {"messages": [HumanMessage("go")]}, config={"callbacks": [handler]}
+    )
     assert len(out["messages"]) == 4
     tracker.flush()
     (summary,) = tracker.ledger.list_runs()

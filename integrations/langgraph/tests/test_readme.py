@@ -19,14 +19,19 @@ def python_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
-def test_quick_start_snippet_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_quick_start_snippet_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     (snippet,) = python_blocks(README.read_text())
     llm = ScriptedChatModel(script=[AIMessage("hello", usage_metadata=usage(100, 10))])
     builder = StateGraph(MessagesState)
     builder.add_node("agent", lambda s: {"messages": [llm.invoke(s["messages"])]})
     builder.add_edge(START, "agent")
     monkeypatch.chdir(tmp_path)
-    namespace: dict[str, Any] = {"graph": builder.compile(), "inputs": {"messages": [HumanMessage("hi")]}}
+    namespace: dict[str, Any] = {
+        "graph": builder.compile(),
+        "inputs": {"messages": [HumanMessage("hi")]},
+    }
     exec(compile(snippet, str(README), "exec"), namespace)
     out = capsys.readouterr().out
     assert "agent [node]" in out

@@ -114,6 +114,10 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
     ) -> None:
         try:
             tags = metadata.get(METADATA_KEY) if metadata else None
+            if parent_run_id is None and metadata and metadata.get("thread_id") is not None:
+                # The LangGraph thread links a run to its resumptions (and their approvals).
+                given = tags if isinstance(tags, Mapping) else {}
+                tags = {"thread_id": str(metadata["thread_id"]), **given}
             node = None
             if kind == "chain" and metadata:
                 lg_node = metadata.get("langgraph_node")
