@@ -628,16 +628,11 @@ class _Backend:
         self._dbapi_error: type[Exception] = dbapi.Error
         self._integrity_error: type[Exception] = dbapi.IntegrityError
         self._max_idle = max_idle
-        self._idle: list[Any] = []
+        self._kept = _Kept(self.release_connection)
         self._pid = os.getpid()
-        self._finalizer = weakref.finalize(self, _close_all, self._idle, self._release)
+        self._finalizer = weakref.finalize(self, self._kept.close)
         p, j, lock = self.param, self.json_param, self.lock
-        self.sql_upsert = (
-            f"INSERT INTO {_C} ({_COLUMNS}, updated_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})"
-            ' ON CONFLICT (counter_key) DO UPDATE SET "limit" = excluded."limit",'
-            " spent = excluded.spent, reserved = excluded.reserved,"
-            " window_end = excluded.window_end, updated_at = excluded.updated_at"
-        )
+        self._upserts: dict[int, str] = {}
         self.sql_create = (
             f"INSERT INTO {_C} ({_COLUMNS}, updated_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})"
             " ON CONFLICT (counter_key) DO NOTHING"
@@ -674,6 +669,13 @@ class _Backend:
         """Start reading (and, on PostgreSQL, locking in key order) counter rows."""
         raise NotImplementedError  # pragma: no cover
 
+    def read_for_reserve(
+        self, conn: Any, keys: list[str], call_id: str
+    ) -> tuple[dict[str, _Counter], Any]:
+        """The counters, and the call's stored reservation (state, claims) if any."""
+        counters = self._counters(self.query_counters(conn, keys))
+        return counters, conn.execute(self.sql_reservation, (call_id,)).fetchone()
+
     def money(self, value: Decimal) -> Any:
         return value
 
@@ -686,7 +688,8 @@ class _Backend:
     def _acquire(self, fairy: Any) -> None:
         """Prepare a connection taken from the engine's pool."""
 
-    def _release(self, fairy: Any) -> None:
+    @staticmethod
+    def release_connection(fairy: Any) -> None:
         """Undo `_acquire` before a connection goes back to the engine's pool."""
 
     # -- connections --------------------------------------------------------------------
@@ -695,11 +698,14 @@ class _Backend:
     def connection(self) -> Iterator[Any]:
         """A DBAPI connection, kept checked out between calls; invalidated if it broke."""
         if self._pid != os.getpid():  # forked: the parent's connections are not ours
-            _INHERITED.extend(self._idle)
-            self._idle.clear()
+            _INHERITED.append(self._kept)
+            self._finalizer.detach()
+            self._kept = _Kept(self.release_connection)
+            self._finalizer = weakref.finalize(self, self._kept.close)
             self._pid = os.getpid()
+        idle = self._kept.idle
         try:
-            fairy, kept = self._idle.pop(), True
+            fairy, kept = idle.pop(), True
         except IndexError:
             fairy, kept = self.engine.raw_connection(), False
             try:
@@ -718,12 +724,12 @@ class _Backend:
                 if kept:
                     raise _StaleConnection from exc
                 raise
-            _close_one(fairy, self._release)  # the pool rolls it back before reuse
+            self._kept.give_back(fairy)  # the pool rolls it back before reuse
             raise
-        if len(self._idle) < self._max_idle:
-            self._idle.append(fairy)
+        if len(idle) < self._max_idle:
+            idle.append(fairy)
         else:
-            _close_one(fairy, self._release)
+            self._kept.give_back(fairy)
 
     def close(self) -> None:
         self._finalizer()
@@ -750,13 +756,25 @@ class _Backend:
         }
 
     def _write_counters(self, conn: Any, counters: Mapping[str, _Counter], now: Any) -> None:
+        """Upsert counters, in key order, with one statement."""
+        if not counters:
+            return
         money, time = self.money, self.time
-        params = [
-            (key, c.unit, money(c.limit), money(c.spent), money(c.reserved), time(c.window_end))
-            for key, c in sorted(counters.items())
-        ]
-        for row in params:
-            conn.execute(self.sql_upsert, (*row, now))
+        params: list[Any] = []
+        for key, c in sorted(counters.items()):
+            end = time(c.window_end)
+            params += (key, c.unit, money(c.limit), money(c.spent), money(c.reserved), end, now)
+        sql = self._upserts.get(len(counters))
+        if sql is None:
+            row = "(" + ", ".join([self.param] * 7) + ")"
+            sql = self._upserts[len(counters)] = (
+                f"INSERT INTO {_C} ({_COLUMNS}, updated_at) VALUES "
+                + ", ".join([row] * len(counters))
+                + ' ON CONFLICT (counter_key) DO UPDATE SET "limit" = excluded."limit",'
+                " spent = excluded.spent, reserved = excluded.reserved,"
+                " window_end = excluded.window_end, updated_at = excluded.updated_at"
+            )
+        conn.execute(sql, params)
 
     # -- operations (SQLite runs them all; PostgreSQL overrides the hot ones) -------------
 
@@ -772,8 +790,7 @@ class _Backend:
 
         def attempt() -> ReserveResult:
             with self.transaction() as conn:
-                counters = self._counters(self.query_counters(conn, keys))
-                existing = conn.execute(self.sql_reservation, (call_id,)).fetchone()
+                counters, existing = self.read_for_reserve(conn, keys, call_id)
                 if existing is not None:
                     return _replayed(call_id, existing[0], self.json_out(existing[1]))
                 result, writes, records = _plan_reserve(call_id, claims, counters)
@@ -853,30 +870,64 @@ class _Backend:
         return self._run("purge", attempt)
 
 
-def _close_one(fairy: Any, release: Callable[[Any], None]) -> None:
-    try:
-        release(fairy)
-    except Exception:  # a broken connection: the pool discards it anyway
-        fairy.invalidate()
-    fairy.close()
+class _Kept:
+    """What a backend keeps between calls; closed by a finalizer, so it never refers back."""
 
+    def __init__(self, release: Callable[[Any], None]) -> None:
+        self.idle: list[Any] = []
+        self.release = release
+        self.checkpointer: _Checkpointer | None = None
 
-def _close_all(connections: list[Any], release: Callable[[Any], None]) -> None:
-    while connections:
-        _close_one(connections.pop(), release)
+    def give_back(self, fairy: Any) -> None:
+        """Return a connection to the engine's pool."""
+        try:
+            self.release(fairy)
+        except Exception:  # a broken connection: the pool discards it
+            fairy.invalidate()
+        fairy.close()
+
+    def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+            self.checkpointer = None
+        while self.idle:
+            self.give_back(self.idle.pop())
 
 
 _SQLITE_LOCKS: dict[str, threading.Lock] = {}
 _SQLITE_LOCKS_GUARD = threading.Lock()
+CHECKPOINT_EVERY = 64
+"""SQLite: commits between two background WAL checkpoints."""
 
 
 class _SQLite(_Backend):
-    """One kept connection per process; threads queue on an in-process lock."""
+    """One kept connection per process; threads queue on an in-process lock.
+
+    The kept connection does not checkpoint the WAL itself (a checkpoint fsyncs twice, which
+    would stall the reservation that crossed the threshold); a background thread runs a
+    PASSIVE checkpoint every `CHECKPOINT_EVERY` commits instead, which never blocks writers.
+    """
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, max_idle=1)
         with _SQLITE_LOCKS_GUARD:
             self._lock = _SQLITE_LOCKS.setdefault(str(engine.url), threading.Lock())
+        database = engine.url.database
+        self._background_checkpoints = bool(database) and database != ":memory:"
+        self._commits = 0
+
+    def _acquire(self, fairy: Any) -> None:
+        if self._background_checkpoints:
+            conn = fairy.driver_connection
+            pages = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+            fairy.info["finops_wal_autocheckpoint"] = pages
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+    @staticmethod
+    def release_connection(fairy: Any) -> None:
+        pages = fairy.info.pop("finops_wal_autocheckpoint", None)
+        if pages is not None:
+            fairy.driver_connection.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -890,6 +941,15 @@ class _SQLite(_Backend):
                 conn.rollback()
                 raise
             conn.commit()
+            self._commits += 1
+            if self._background_checkpoints and self._commits % CHECKPOINT_EVERY == 0:
+                self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        checkpointer = self._kept.checkpointer
+        if checkpointer is None or not checkpointer.alive():
+            checkpointer = self._kept.checkpointer = _Checkpointer(self.engine)
+        checkpointer.request()
 
     def read(self, sql: str, params: Sequence[Any]) -> list[Any]:
         def attempt() -> list[Any]:
@@ -903,6 +963,26 @@ class _SQLite(_Backend):
         marks = ", ".join("?" * len(keys))
         return conn.execute(f"SELECT {_COLUMNS} FROM {_C} WHERE counter_key IN ({marks})", keys)
 
+    def read_for_reserve(
+        self, conn: Any, keys: list[str], call_id: str
+    ) -> tuple[dict[str, _Counter], Any]:
+        marks = ", ".join("?" * len(keys))
+        rows = conn.execute(
+            f"SELECT 0, {_COLUMNS} FROM {_C} WHERE counter_key IN ({marks})"
+            f" UNION ALL SELECT 1, state, claims, NULL, NULL, NULL, NULL FROM {_R}"
+            " WHERE call_id = ?",
+            (*keys, call_id),
+        ).fetchall()
+        counters: dict[str, _Counter] = {}
+        existing = None
+        for is_reservation, key, unit, limit, spent, reserved, end in rows:
+            if is_reservation:
+                existing = (key, unit)
+            else:
+                limit, spent, reserved = Decimal(limit), Decimal(spent), Decimal(reserved)
+                counters[key] = _Counter(unit, limit, spent, reserved, end)
+        return counters, existing
+
     def money(self, value: Decimal) -> Any:
         return format(value, "f")
 
@@ -911,6 +991,49 @@ class _SQLite(_Backend):
         if moment is None or isinstance(moment, str):
             return moment
         return _naive_utc(moment).isoformat(" ", "microseconds")
+
+
+class _Checkpointer:
+    """A daemon thread that runs `PRAGMA wal_checkpoint(PASSIVE)` when asked."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._wanted = threading.Event()
+        self._stopping = False
+        self._pid = os.getpid()
+        self._thread = threading.Thread(
+            target=self._loop, name="agent-finops-wal-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._pid == os.getpid() and self._thread.is_alive()
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wanted.set()
+        if self._pid == os.getpid():
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._stopping:
+                return
+            try:
+                fairy = self._engine.raw_connection()
+                try:
+                    cursor = fairy.cursor()
+                    cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    cursor.fetchall()
+                finally:
+                    fairy.close()
+            except Exception:  # best effort: the next request tries again
+                continue
 
 
 # One statement per reserve: lock the counters in key order, decide, insert the reservation,
@@ -1026,10 +1149,10 @@ class _Postgres(_Backend):
         if not self._durable:
             conn.execute("SET synchronous_commit TO off")
 
-    def _release(self, fairy: Any) -> None:
+    @staticmethod
+    def release_connection(fairy: Any) -> None:
         conn = fairy.driver_connection
-        if not self._durable:
-            conn.execute("RESET synchronous_commit")
+        conn.execute("RESET synchronous_commit")
         conn.autocommit = False
 
     @contextmanager

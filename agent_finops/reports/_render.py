@@ -28,6 +28,8 @@ def _cost_cell(t: Totals) -> str:
 
 
 def _tokens(t: Totals) -> str:
+    if not t.input_tokens and not t.output_tokens:
+        return "-"
     parts = [f"in {t.input_tokens:,}"]
     if t.cache_read_tokens or t.cache_write_tokens:
         parts.append(f"(cached {t.cache_read_tokens:,} / written {t.cache_write_tokens:,})")
