@@ -22,7 +22,7 @@ def python_blocks(text: str) -> list[str]:
 def test_quick_start_snippet_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (snippet,) = python_blocks(README.read_text())
+    snippet, policy_snippet = python_blocks(README.read_text())
     llm = ScriptedChatModel(script=[AIMessage("hello", usage_metadata=usage(100, 10))])
     builder = StateGraph(MessagesState)
     builder.add_node("agent", lambda s: {"messages": [llm.invoke(s["messages"])]})
@@ -37,4 +37,18 @@ def test_quick_start_snippet_runs(
     assert "agent [node]" in out
     assert "task=ticket-42" in out and "team=support" in out
     assert (tmp_path / "agent-finops.sqlite").exists()
+
+    # The policy snippet, continuing in the same namespace.
+    (tmp_path / "policy.yaml").write_text(
+        "budgets:\n  - {id: run-cap, limit: '0.0000001', period: run}\n"
+    )
+    policy_builder = StateGraph(MessagesState)
+    namespace["builder"] = policy_builder
+    namespace["researcher"] = lambda s: {"messages": [llm.invoke(s["messages"])]}
+    exec(compile(policy_snippet, str(README), "exec"), namespace)
+    policy_builder.add_edge(START, "researcher")
+    out = policy_builder.compile().invoke(
+        {"messages": [HumanMessage("hi")]}, config={"callbacks": [namespace["handler"]]}
+    )
+    assert out["__interrupt__"][0].value["rule_id"] == "run-cap"
     namespace["tracker"].close()
