@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -175,3 +176,41 @@ def test_unknown_yaml_key_rejected(tmp_path: Path) -> None:
     path.write_text("modles: []\n")
     with pytest.raises(ConfigurationError, match="modles"):
         PricingConfig.from_yaml(path)
+
+
+def test_token_fast_path_matches_genai_prices_over_the_whole_catalog() -> None:
+    """The flat/tiered token fast path gives genai-prices' own total for every model."""
+    import random
+
+    from genai_prices import Usage, data_snapshot
+
+    from agent_finops.pricing._book import _token_price
+
+    at = datetime(2026, 1, 15, 12, tzinfo=UTC)
+    rnd = random.Random(7)
+    fast = 0
+    for provider in data_snapshot.get_snapshot().providers:
+        for info in provider.models:
+            for _ in range(3):
+                usage = TokenUsage(
+                    uncached_input_tokens=rnd.randint(0, 300_000),
+                    cache_read_tokens=rnd.choice([0, rnd.randint(0, 50_000)]),
+                    cache_write_tokens=rnd.choice([0, rnd.randint(0, 20_000)]),
+                    output_tokens=rnd.randint(0, 20_000),
+                )
+                amount = _token_price(provider.id, info.get_prices(at), usage)
+                if amount is None:
+                    continue
+                fast += 1
+                full = info.calc_price(
+                    Usage(
+                        input_tokens=usage.input_tokens,
+                        cache_read_tokens=usage.cache_read_tokens,
+                        cache_write_tokens=usage.cache_write_tokens,
+                        output_tokens=usage.output_tokens,
+                    ),
+                    provider,
+                    genai_request_timestamp=at,
+                ).total_price
+                assert amount == full, (provider.id, info.id, usage)
+    assert fast > 1000

@@ -21,22 +21,23 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent-finops", description="Cost reports for AI-agent runs."
     )
-    parser.add_argument(
-        "--db",
-        default=None,
-        help=f"ledger URL (default: ${ENV_URL} or {DEFAULT_URL})",
-    )
+    db_help = f"ledger URL (default: ${ENV_URL} or {DEFAULT_URL})"
+    parser.add_argument("--db", default=None, help=db_help)
+    # `--db` is also accepted after the sub-command (`agent-finops runs --db URL`, the order
+    # people type); SUPPRESS keeps a value given before the sub-command from being reset.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", default=argparse.SUPPRESS, help=db_help)
     sub = parser.add_subparsers(dest="command", required=True)
-    runs = sub.add_parser("runs", help="list recent runs with their totals")
+    runs = sub.add_parser("runs", parents=[common], help="list recent runs with their totals")
     runs.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
     runs.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    report = sub.add_parser("report", help="cost tree and rollups of one run")
+    report = sub.add_parser("report", parents=[common], help="cost tree and rollups of one run")
     report.add_argument("run_id", help="run (trace) id, or a unique prefix of one")
     report.add_argument("--json", action="store_true", help="print the report as JSON")
 
     approvals = sub.add_parser("approvals", help="list and decide paused runs' approval requests")
     verbs = approvals.add_subparsers(dest="verb", required=True)
-    listing = verbs.add_parser("list", help="approval requests, newest first")
+    listing = verbs.add_parser("list", parents=[common], help="approval requests, newest first")
     listing.add_argument(
         "--status",
         default="pending",
@@ -46,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--json", action="store_true")
     for verb, text in (("approve", "approve a request"), ("deny", "deny a request")):
-        cmd = verbs.add_parser(verb, help=text)
+        cmd = verbs.add_parser(verb, parents=[common], help=text)
         cmd.add_argument("approval_id", help="approval id, or a unique prefix of one")
         cmd.add_argument("--by", default=None, help="your name (default: $USER)")
         cmd.add_argument("--reason", default=None)

@@ -929,9 +929,18 @@ class _SQLite(_Backend):
         if pages is not None:
             fairy.driver_connection.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
 
+    def _connection(self) -> Any:
+        """The kept connection (call with the lock held); SQLite connections do not go stale."""
+        idle = self._kept.idle
+        if idle and self._pid == os.getpid():
+            return idle[0].driver_connection
+        with self.connection() as conn:  # checks out (or, after a fork, replaces) and keeps it
+            return conn
+
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        with self._lock, self.connection() as conn:
+        with self._lock:
+            conn = self._connection()
             if conn.in_transaction:
                 conn.rollback()
             conn.execute("BEGIN IMMEDIATE")
@@ -953,8 +962,8 @@ class _SQLite(_Backend):
 
     def read(self, sql: str, params: Sequence[Any]) -> list[Any]:
         def attempt() -> list[Any]:
-            with self._lock, self.connection() as conn:
-                rows: list[Any] = conn.execute(sql, params).fetchall()
+            with self._lock:
+                rows: list[Any] = self._connection().execute(sql, params).fetchall()
                 return rows
 
         return self._run("read", attempt)
@@ -1043,29 +1052,27 @@ class _Checkpointer:
 # concurrent reservation of the same call id). `locked` runs first: `ins` needs `go`, which
 # needs `decision`, which needs `locked`; `upd` is gated on `ins` by a one-time filter.
 _PG_RESERVE = f"""
-WITH input AS (
-    SELECT * FROM unnest(
-        %(keys)s::text[], %(units)s::text[], %(limits)s::numeric[], %(amounts)s::numeric[],
-        %(enforce)s::bool[], %(ends)s::timestamp[], %(records)s::text[]
-    ) WITH ORDINALITY AS i(k, unit, lim, amount, enforce, window_end, record, ord)
+WITH input AS MATERIALIZED (
+    SELECT * FROM json_to_recordset(%(claims)s::json) AS i(
+        counter_key text, rule_id text, unit text, "limit" numeric, amount numeric,
+        enforce bool, window_end timestamp, ord int)
 ),
 locked AS MATERIALIZED (
     SELECT counter_key, unit, spent, reserved FROM {_C}
-    WHERE counter_key = ANY(%(keys)s::text[]) ORDER BY counter_key FOR UPDATE
+    WHERE counter_key IN (SELECT counter_key FROM input) ORDER BY counter_key FOR UPDATE
 ),
 existing AS MATERIALIZED (
     SELECT state, claims FROM {_R} WHERE call_id = %(call_id)s
 ),
 decision AS MATERIALIZED (
     SELECT count(l.counter_key) = count(*) AND bool_and(l.unit = i.unit)
-           AND bool_and(NOT i.enforce OR l.spent + l.reserved + i.amount <= i.lim)
+           AND bool_and(NOT i.enforce OR l.spent + l.reserved + i.amount <= i."limit")
            AND NOT EXISTS (SELECT 1 FROM existing) AS ok,
-           json_agg(
-               (i.record::jsonb || jsonb_build_object(
-                   'used', (l.spent + l.reserved + i.amount)::text))::json
-               ORDER BY i.ord
-           ) AS claims
-    FROM input i LEFT JOIN locked l ON l.counter_key = i.k
+           json_agg(json_build_object(
+               'counter_key', i.counter_key, 'rule_id', i.rule_id, 'unit', i.unit,
+               'limit', i."limit"::text, 'amount', i.amount::text, 'enforce', i.enforce,
+               'used', (l.spent + l.reserved + i.amount)::text) ORDER BY i.ord) AS claims
+    FROM input i LEFT JOIN locked l ON l.counter_key = i.counter_key
 ),
 ins AS (
     INSERT INTO {_R} (call_id, trace_id, state, claims, created_at, expires_at)
@@ -1075,10 +1082,10 @@ ins AS (
     RETURNING claims
 ),
 upd AS (
-    UPDATE {_C} c SET reserved = c.reserved + i.amount, "limit" = i.lim,
+    UPDATE {_C} c SET reserved = c.reserved + i.amount, "limit" = i."limit",
         window_end = i.window_end, updated_at = %(now)s
     FROM input i
-    WHERE c.counter_key = i.k AND EXISTS (SELECT 1 FROM ins)
+    WHERE c.counter_key = i.counter_key AND EXISTS (SELECT 1 FROM ins)
     RETURNING 1
 )
 SELECT (SELECT claims FROM ins), (SELECT count(*) FROM upd), e.state, e.claims,
@@ -1185,14 +1192,15 @@ class _Postgres(_Backend):
         now: datetime,
         expires_at: datetime,
     ) -> ReserveResult:
+        rows = []
+        for ordinal, claim in enumerate(claims):
+            row = _record(claim, _ZERO)
+            row["ord"] = ordinal
+            end = claim.window_end
+            row["window_end"] = None if end is None else _naive_utc(end).isoformat()
+            rows.append(row)
         params = {
-            "keys": [c.counter_key for c in claims],
-            "units": [c.unit for c in claims],
-            "limits": [c.limit for c in claims],
-            "amounts": [c.amount for c in claims],
-            "enforce": [c.enforce for c in claims],
-            "ends": [None if c.window_end is None else _naive_utc(c.window_end) for c in claims],
-            "records": [json.dumps(_record(c, _ZERO)) for c in claims],
+            "claims": json.dumps(rows),
             "call_id": call_id,
             "trace_id": trace_id,
             "now": _naive_utc(now),

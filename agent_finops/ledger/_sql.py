@@ -73,6 +73,7 @@ class SQLLedger:
         self.dialect = engine.dialect.name
         self._setup_lock = threading.Lock()
         self._ready = False
+        self._statements: dict[tuple[str, str], Any] = {}
         if auto_setup:
             self.setup()
 
@@ -179,17 +180,26 @@ class SQLLedger:
         try:
             with self.engine.begin() as conn:
                 if runs:
-                    conn.execute(self._upsert(RunRow, "trace_id"), [_run_row(r) for r in runs])
+                    conn.execute(self._upsert(RunRow, "trace_id"), [_row(r) for r in runs])
                 if spans:
-                    conn.execute(self._upsert(SpanRow, "span_id"), [asdict(s) for s in spans])
+                    conn.execute(self._upsert(SpanRow, "span_id"), [_row(s) for s in spans])
                 if events:
                     conn.execute(self._insert_ignore(CostEventRow), [_event_row(e) for e in events])
                 if decisions:
-                    conn.execute(self._insert_ignore(DecisionRow), [asdict(d) for d in decisions])
+                    conn.execute(self._insert_ignore(DecisionRow), [_row(d) for d in decisions])
         except SQLAlchemyError as exc:
             raise LedgerError(f"ledger write failed, nothing written: {exc}") from exc
 
     def _upsert(self, model: type[SQLModel], key: str) -> Any:
+        # Built once per table: building `on_conflict_do_update` (its `excluded` column
+        # proxies) on every batch cost more than executing it.
+        cache_key = (model.__name__, key)
+        stmt = self._statements.get(cache_key)
+        if stmt is None:
+            stmt = self._statements[cache_key] = self._build_upsert(model, key)
+        return stmt
+
+    def _build_upsert(self, model: type[SQLModel], key: str) -> Any:
         table: Any = model.__table__  # type: ignore[attr-defined]
         stmt: Any
         if self.dialect == "sqlite":
@@ -202,6 +212,13 @@ class SQLLedger:
         return stmt.on_conflict_do_update(index_elements=[key], set_=updates)
 
     def _insert_ignore(self, model: type[SQLModel]) -> Any:
+        cache_key = (model.__name__, "")
+        stmt = self._statements.get(cache_key)
+        if stmt is None:
+            stmt = self._statements[cache_key] = self._build_insert_ignore(model)
+        return stmt
+
+    def _build_insert_ignore(self, model: type[SQLModel]) -> Any:
         table: Any = model.__table__  # type: ignore[attr-defined]
         if self.dialect == "sqlite":
             return sqlite.insert(table).on_conflict_do_nothing()
@@ -407,12 +424,14 @@ def _is_duplicate(exc: SQLAlchemyError) -> bool:
     return "already exists" in text or "unique constraint" in text or "duplicate key" in text
 
 
-def _run_row(r: RunRecord) -> dict[str, Any]:
-    return asdict(r)
+def _row(record: Any) -> dict[str, Any]:
+    # Not `dataclasses.asdict`: it deep-copies every tag dict, datetime and Decimal, which
+    # was most of the writer's time. The values are only read while the statement runs.
+    return {name: getattr(record, name) for name in record.__dataclass_fields__}
 
 
 def _event_row(e: CostEvent) -> dict[str, Any]:
-    row = asdict(e)
+    row = _row(e)
     for tag in STANDARD_TAGS:
         row[tag] = e.tags.get(tag)
     return row

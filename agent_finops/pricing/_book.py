@@ -22,6 +22,8 @@ from agent_finops.usage import TokenUsage
 
 GENAI_PRICES_SOURCE = "genai-prices"
 MILLION = Decimal(1_000_000)
+_TOKEN_PRICE_KEYS = ("input_mtok", "cache_read_mtok", "cache_write_mtok", "output_mtok")
+_UNITS_TOKEN_USAGE_NEVER_HAS = frozenset({"web_searches_kcount", "storage_searches_kcount"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,22 +202,64 @@ class GenaiPricesCatalog:
         if found is None:
             return None
         prov, info = found
-        calc = info.calc_price(
-            self._genai_prices.Usage(
-                input_tokens=usage.input_tokens,
-                cache_read_tokens=usage.cache_read_tokens,
-                cache_write_tokens=usage.cache_write_tokens,
-                output_tokens=usage.output_tokens,
-            ),
-            prov,
-            genai_request_timestamp=self._at or datetime.now(tz=UTC),
-        )
+        at = self._at or datetime.now(tz=UTC)
+        amount = _token_price(prov.id, info.get_prices(at), usage)
+        if amount is None:  # anything but plain token prices: genai-prices' full calculation
+            calc = info.calc_price(
+                self._genai_prices.Usage(
+                    input_tokens=usage.input_tokens,
+                    cache_read_tokens=usage.cache_read_tokens,
+                    cache_write_tokens=usage.cache_write_tokens,
+                    output_tokens=usage.output_tokens,
+                ),
+                prov,
+                genai_request_timestamp=at,
+            )
+            amount = Decimal(calc.total_price)
         return Cost(
-            amount=Decimal(calc.total_price),
+            amount=amount,
             source=GENAI_PRICES_SOURCE,
             version=self.version,
             model_ref=f"{prov.id}:{info.id}",
         )
+
+
+def _token_price(provider_id: str, prices: Any, usage: TokenUsage) -> Decimal | None:
+    """The fast path: per-token prices (flat or input-tiered) times the token counts.
+
+    Same result as genai-prices' `calc_price` (a test compares the two over the whole
+    catalog) at a twentieth of the cost. None when the price has anything else that could
+    apply to a token-only usage (a per-request fee, ...): the caller falls back.
+    """
+    values = {k: v for k, v in vars(prices).items() if v is not None}
+    others = {k for k in values if not k.endswith("_mtok")} - _UNITS_TOKEN_USAGE_NEVER_HAS
+    if others or provider_id == "groq" or "input_mtok" not in values:
+        return None
+    total_input = usage.input_tokens
+    rate = {k: _tier_rate(values[k], total_input) for k in _TOKEN_PRICE_KEYS if k in values}
+    if any(r is None for r in rate.values()):
+        return None
+    inp = rate["input_mtok"]
+    assert inp is not None
+    read, write, out = (rate.get(k) for k in _TOKEN_PRICE_KEYS[1:])
+    return (
+        usage.uncached_input_tokens * inp
+        + usage.cache_read_tokens * (inp if read is None else read)
+        + usage.cache_write_tokens * (inp if write is None else write)
+        + usage.output_tokens * (Decimal(0) if out is None else out)
+    ) / MILLION
+
+
+def _tier_rate(price: Any, total_input_tokens: int) -> Decimal | None:
+    if isinstance(price, Decimal):
+        return price
+    tiers, base = getattr(price, "tiers", None), getattr(price, "base", None)
+    if tiers is None or not isinstance(base, Decimal):
+        return None
+    for tier in reversed(tiers):  # genai-prices: the whole request at the highest tier passed
+        if total_input_tokens > tier.start:
+            return Decimal(tier.price)
+    return base
 
 
 class PriceBook:

@@ -28,29 +28,48 @@ def fetch(url: str) -> str:
 
 @pytest.fixture
 def tracker(tmp_path: Any) -> Iterator[CostTracker]:
-    prices = PriceBook(PricingConfig(tools=(ToolFee(name="fetch", tool="fetch", per_call=Decimal("0.02")),)))
+    prices = PriceBook(
+        PricingConfig(tools=(ToolFee(name="fetch", tool="fetch", per_call=Decimal("0.02")),))
+    )
     t = CostTracker(SQLLedger.from_url(f"sqlite:///{tmp_path}/l.sqlite"), prices=prices)
     yield t
     t.close()
 
 
-def agent_for(tracker: CostTracker, policy: dict[str, Any], *, checkpointer: Any = None) -> tuple[Any, FinOpsCallbackHandler]:
-    handler = FinOpsCallbackHandler(tracker, policy=PolicyEngine(Policy.from_mapping(policy), tracker))
+def agent_for(
+    tracker: CostTracker, policy: dict[str, Any], *, checkpointer: Any = None
+) -> tuple[Any, FinOpsCallbackHandler]:
+    handler = FinOpsCallbackHandler(
+        tracker, policy=PolicyEngine(Policy.from_mapping(policy), tracker)
+    )
     pages = iter(range(100))
 
     def script(messages: list[Any]) -> AIMessage:
         n = next(pages)
         if n < 3:
-            return AIMessage("", tool_calls=[{"name": "fetch", "args": {"url": f"https://x/{n}"}, "id": f"c{n}"}], usage_metadata=usage(200, 20))
+            return AIMessage(
+                "",
+                tool_calls=[{"name": "fetch", "args": {"url": f"https://x/{n}"}, "id": f"c{n}"}],
+                usage_metadata=usage(200, 20),
+            )
         return AIMessage("done", usage_metadata=usage(300, 30))
 
-    agent = create_agent(ScriptedChatModel(script=script), [fetch], middleware=[FinOpsMiddleware(handler)], checkpointer=checkpointer)
+    agent = create_agent(
+        ScriptedChatModel(script=script),
+        [fetch],
+        middleware=[FinOpsMiddleware(handler)],
+        checkpointer=checkpointer,
+    )
     return agent, handler
 
 
 def test_deny_ends_the_agent_with_a_final_message(tracker: CostTracker) -> None:
-    agent, handler = agent_for(tracker, {"budgets": [{"id": "cap", "limit": "0.05", "period": "run"}]})
-    out = agent.invoke({"messages": [HumanMessage("read three pages")]}, config={"callbacks": [handler]})
+    agent, handler = agent_for(
+        tracker, {"budgets": [{"id": "cap", "limit": "0.05", "period": "run"}]}
+    )
+    out = agent.invoke(
+        {"messages": [HumanMessage("read three pages")]}, config={"callbacks": [handler]}
+    )
     last = out["messages"][-1]
     assert isinstance(last, (AIMessage,)) or last.type == "tool"
     texts = [m.content for m in out["messages"] if isinstance(m.content, str)]
@@ -63,12 +82,18 @@ def test_deny_ends_the_agent_with_a_final_message(tracker: CostTracker) -> None:
 
 
 def test_pause_interrupts_and_approval_resumes(tracker: CostTracker) -> None:
-    agent, handler = agent_for(tracker, {"budgets": [{"id": "cap", "limit": "0.05", "period": "run", "action": "pause"}]}, checkpointer=InMemorySaver())
+    agent, handler = agent_for(
+        tracker,
+        {"budgets": [{"id": "cap", "limit": "0.05", "period": "run", "action": "pause"}]},
+        checkpointer=InMemorySaver(),
+    )
     config: Any = {"callbacks": [handler], "configurable": {"thread_id": "agent-1"}}
     first = agent.invoke({"messages": [HumanMessage("read three pages")]}, config=config)
     (pause,) = first["__interrupt__"]
     assert pause.value["kind"] == APPROVAL_KIND and pause.value["rule_id"] == "cap"
-    final = agent.invoke(Command(resume={"decision": "approve", "by": "carol", "extra": "0.10"}), config=config)
+    final = agent.invoke(
+        Command(resume={"decision": "approve", "by": "carol", "extra": "0.10"}), config=config
+    )
     assert final["messages"][-1].content == "done"
     tracker.flush()
     assert sum(s.tool_calls for s in tracker.ledger.list_runs()) == 3

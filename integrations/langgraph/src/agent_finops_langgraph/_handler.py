@@ -122,7 +122,12 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
             if kind == "chain" and metadata:
                 lg_node = metadata.get("langgraph_node")
                 if lg_node is not None and lg_node == name:
-                    node, kind = lg_node, "node"
+                    # A compiled subgraph named like the node it is mounted as (the usual
+                    # `create_agent(name="researcher")`) opens a chain with the node's own
+                    # metadata directly under the node span: the same node, not a nested one.
+                    parent = self.tracker.span(str(parent_run_id)) if parent_run_id else None
+                    if parent is None or parent.kind != "node" or parent.name != name:
+                        node, kind = lg_node, "node"
             span = self.tracker.start_span(
                 str(run_id),
                 parent_span_id=str(parent_run_id) if parent_run_id else None,
