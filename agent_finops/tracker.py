@@ -83,6 +83,7 @@ class CostTracker:
         self._open: dict[str, SpanRecord] = {}
         self._runs: dict[str, RunRecord] = {}
         self._outcomes: dict[str, tuple[SpanStatus, str]] = {}
+        self._plumbing: set[str] = set()
         self._writer = _BatchWriter(ledger) if background else None
         self.unpriced = 0
         """Calls recorded with an unknown cost by this tracker."""
@@ -118,10 +119,15 @@ class CostTracker:
                 run = RunRecord(trace_id=span_id, name=name, started_at=now, tags=span.tags)
                 self._runs[span_id] = run
             else:
+                # Plumbing chains (routing functions, sequences, channel writes) are not
+                # persisted: their children hang from the nearest persisted ancestor.
+                anchor = (
+                    parent.parent_span_id if parent.span_id in self._plumbing else parent.span_id
+                )
                 span = SpanRecord(
                     span_id=span_id,
                     trace_id=parent.trace_id,
-                    parent_span_id=parent.span_id,
+                    parent_span_id=anchor,
                     name=name,
                     kind=kind,
                     node_path=_join(parent.node_path, node),
@@ -129,6 +135,8 @@ class CostTracker:
                     tags=merge_tags(parent.tags, own) if own else parent.tags,
                 )
                 run = None
+                if kind == "chain" and not own:
+                    self._plumbing.add(span_id)
             self._open[span_id] = span
         if run is not None:
             self._write(runs=[run])
@@ -157,6 +165,9 @@ class CostTracker:
             span.status = "error" if error is not None and status == "ok" else status
             span.error = _error_text(error)
             spans = [span]
+            if span_id in self._plumbing:
+                self._plumbing.discard(span_id)
+                spans = []
             if span.status == "interrupted" and span.parent_span_id is not None:
                 # LangGraph ends the root normally after an interrupt: remember the pause.
                 self._outcomes.setdefault(span.trace_id, ("interrupted", ""))
@@ -170,6 +181,9 @@ class CostTracker:
                 for other_id, other in list(self._open.items()):
                     if other.trace_id == span.trace_id:
                         del self._open[other_id]
+                        if other_id in self._plumbing:
+                            self._plumbing.discard(other_id)
+                            continue
                         other.status = "unfinished"
                         spans.append(other)
         self._write(runs=[run] if run else (), spans=spans)

@@ -152,6 +152,11 @@ def from_usage_metadata(usage: Mapping[str, Any]) -> TokenUsage:
     """LangChain `AIMessage.usage_metadata` (inclusive convention)."""
     inp = _sub(usage, "input_token_details")
     out = _sub(usage, "output_token_details")
+    if not inp and not out:  # the common case, kept cheap: it runs on every model call
+        return TokenUsage(
+            uncached_input_tokens=_int(usage, "input_tokens"),
+            output_tokens=_int(usage, "output_tokens"),
+        )
     cache_read = _detail(inp, "cache_read")
     cache_write = _detail(inp, "cache_creation")
     return TokenUsage(

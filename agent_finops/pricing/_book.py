@@ -175,6 +175,7 @@ class GenaiPricesCatalog:
         self._at = at
         self.version = f"genai-prices {genai_prices.__version__}"
         self._lookup: dict[tuple[str, str | None], Any] = {}
+        self._rates: dict[int, tuple[Any, _Rates | None, str]] = {}
         self._lock = threading.Lock()
 
     def _find(self, model: str, provider: str | None) -> Any:
@@ -203,7 +204,14 @@ class GenaiPricesCatalog:
             return None
         prov, info = found
         at = self._at or datetime.now(tz=UTC)
-        amount = _token_price(prov.id, info.get_prices(at), usage)
+        prices = info.get_prices(at)
+        cached = self._rates.get(id(prices))
+        if cached is None or cached[0] is not prices:
+            cached = (prices, _token_rates(prov.id, prices), f"{prov.id}:{info.id}")
+            with self._lock:
+                self._rates[id(prices)] = cached
+        _, rates, model_ref = cached
+        amount = None if rates is None else _apply_rates(rates, usage)
         if amount is None:  # anything but plain token prices: genai-prices' full calculation
             calc = info.calc_price(
                 self._genai_prices.Usage(
@@ -217,26 +225,29 @@ class GenaiPricesCatalog:
             )
             amount = Decimal(calc.total_price)
         return Cost(
-            amount=amount,
-            source=GENAI_PRICES_SOURCE,
-            version=self.version,
-            model_ref=f"{prov.id}:{info.id}",
+            amount=amount, source=GENAI_PRICES_SOURCE, version=self.version, model_ref=model_ref
         )
 
 
-def _token_price(provider_id: str, prices: Any, usage: TokenUsage) -> Decimal | None:
-    """The fast path: per-token prices (flat or input-tiered) times the token counts.
+_Rates = dict[str, Any]
 
-    Same result as genai-prices' `calc_price` (a test compares the two over the whole
-    catalog) at a twentieth of the cost. None when the price has anything else that could
-    apply to a token-only usage (a per-request fee, ...): the caller falls back.
+
+def _token_rates(provider_id: str, prices: Any) -> _Rates | None:
+    """The per-token prices (flat or tiered) of a model price, if that is all it has.
+
+    None when the price has anything else that could apply to a token-only usage (a
+    per-request fee, ...): the caller then uses genai-prices' full calculation.
     """
     values = {k: v for k, v in vars(prices).items() if v is not None}
     others = {k for k in values if not k.endswith("_mtok")} - _UNITS_TOKEN_USAGE_NEVER_HAS
     if others or provider_id == "groq" or "input_mtok" not in values:
         return None
+    return {k: values[k] for k in _TOKEN_PRICE_KEYS if k in values}
+
+
+def _apply_rates(rates: _Rates, usage: TokenUsage) -> Decimal | None:
     total_input = usage.input_tokens
-    rate = {k: _tier_rate(values[k], total_input) for k in _TOKEN_PRICE_KEYS if k in values}
+    rate = {k: _tier_rate(v, total_input) for k, v in rates.items()}
     if any(r is None for r in rate.values()):
         return None
     inp = rate["input_mtok"]
@@ -248,6 +259,16 @@ def _token_price(provider_id: str, prices: Any, usage: TokenUsage) -> Decimal | 
         + usage.cache_write_tokens * (inp if write is None else write)
         + usage.output_tokens * (Decimal(0) if out is None else out)
     ) / MILLION
+
+
+def _token_price(provider_id: str, prices: Any, usage: TokenUsage) -> Decimal | None:
+    """The fast path: per-token prices (flat or input-tiered) times the token counts.
+
+    Same result as genai-prices' `calc_price` (a test compares the two over the whole
+    catalog) at a twentieth of the cost; None when it does not apply.
+    """
+    rates = _token_rates(provider_id, prices)
+    return None if rates is None else _apply_rates(rates, usage)
 
 
 def _tier_rate(price: Any, total_input_tokens: int) -> Decimal | None:
