@@ -5,6 +5,9 @@ PostgreSQL is measured when `--postgres` or `AGENT_FINOPS_TEST_POSTGRES_URL` giv
 runs in a throwaway schema that is dropped afterwards. Engines are made by
 `SQLLedger.from_url` (WAL SQLite file; pooled PostgreSQL with pre-ping), as in production.
 
+PostgreSQL is measured twice: with durable commits (the default: each commit waits for its
+WAL flush) and with `BudgetStore(durable_commits=False)` (`synchronous_commit=off`).
+
 Baselines measured in the same run, on the same engine and pool:
 - `SELECT 1`: one pooled checkout and one round trip, the floor for any database call;
 - `write txn`: one pooled checkout, a one-row upsert and a commit (the durable-write floor:
@@ -36,12 +39,10 @@ def _percentiles(samples: list[float]) -> tuple[float, float, float]:
     return p50 * 1e3, p99 * 1e3, statistics.fmean(ordered) * 1e3
 
 
-def _measure(step: Callable[[int], object], iterations: int, warmup: int) -> list[float]:
-    for i in range(warmup):
-        step(-1 - i)
+def _measure(step: Callable[[int], object], iterations: int, offset: int = 0) -> list[float]:
     samples: list[float] = []
     clock = time.perf_counter
-    for i in range(iterations):
+    for i in range(offset, offset + iterations):
         start = clock()
         step(i)
         samples.append(clock() - start)
@@ -63,9 +64,11 @@ def _postgres_schema(url: str) -> Iterator[dict[str, object]]:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
-def bench(name: str, ledger: SQLLedger, iterations: int, n_claims: int) -> None:
+def bench(
+    name: str, ledger: SQLLedger, iterations: int, n_claims: int, *, durable: bool = True
+) -> None:
     """Print P50/P99 of reserve+settle, its parts and the baselines, for one backend."""
-    store = BudgetStore(ledger.engine)
+    store = BudgetStore(ledger.engine, durable_commits=durable)
     engine = ledger.engine
     claims = [
         Claim(f"bench|{name}|{k}", f"rule{k}", "usd", Decimal("1e12"), Decimal("0.0125"))
@@ -90,9 +93,8 @@ def bench(name: str, ledger: SQLLedger, iterations: int, n_claims: int) -> None:
         t1 = time.perf_counter()
         store.settle(call_id, actual)
         t2 = time.perf_counter()
-        if i >= 0:
-            reserve_only.append(t1 - t0)
-            settle_only.append(t2 - t1)
+        reserve_only.append(t1 - t0)
+        settle_only.append(t2 - t1)
 
     def select_one(_i: int) -> None:
         fairy = engine.raw_connection()
@@ -122,25 +124,29 @@ def bench(name: str, ledger: SQLLedger, iterations: int, n_claims: int) -> None:
             fairy.close()
 
     warmup = max(200, iterations // 10)
+    for step in (cycle, select_one, write_txn, split):
+        _measure(step, warmup, offset=-warmup)
     # Interleave the measurements in rounds so background load hits them all alike.
     rounds = 5
     per_round = max(1, iterations // rounds)
     results: dict[str, list[float]] = {"cycle": [], "select1": [], "write": []}
-    _measure(cycle, 0, warmup)
-    _measure(select_one, 0, warmup)
-    _measure(write_txn, 0, warmup)
+    reserve_only.clear()
+    settle_only.clear()
     for r in range(rounds):
-        results["select1"] += _measure(select_one, per_round, 0)
-        results["write"] += _measure(write_txn, per_round, 0)
-        results["cycle"] += _measure(lambda i, r=r: cycle(r * per_round + i), per_round, 0)
-        _measure(lambda i, r=r: split(r * per_round + i), per_round, 0)
+        results["select1"] += _measure(select_one, per_round, r * per_round)
+        results["write"] += _measure(write_txn, per_round, r * per_round)
+        results["cycle"] += _measure(cycle, per_round, r * per_round)
+        _measure(split, per_round, r * per_round)
 
     c50, c99, cmean = _percentiles(results["cycle"])
     s50, s99, _ = _percentiles(results["select1"])
     w50, w99, _ = _percentiles(results["write"])
     r50, r99, _ = _percentiles(reserve_only)
     t50, t99, _ = _percentiles(settle_only)
-    print(f"\n== {name}: {engine.url.render_as_string(hide_password=True)}")
+    commits = "" if engine.dialect.name == "sqlite" else (
+        ", durable commits" if durable else ", synchronous_commit=off"
+    )
+    print(f"\n== {name}{commits}: {engine.url.render_as_string(hide_password=True)}")
     print(f"   {len(results['cycle'])} reserve+settle cycles, {n_claims} claim(s) per call")
     print(f"   {'':28} {'P50 ms':>8} {'P99 ms':>8}")
     print(f"   {'reserve + settle':28} {c50:8.3f} {c99:8.3f}   (mean {cmean:.3f})")
@@ -154,6 +160,7 @@ def bench(name: str, ledger: SQLLedger, iterations: int, n_claims: int) -> None:
     )
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE bench_write")
+    store.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             SQLLedger.from_url(args.postgres, **kwargs) as ledger,  # type: ignore[arg-type]
         ):
             bench("postgresql", ledger, args.iterations, args.claims)
+            bench("postgresql", ledger, args.iterations, args.claims, durable=False)
     else:
         print("\n(PostgreSQL skipped: pass --postgres URL or set AGENT_FINOPS_TEST_POSTGRES_URL)")
     return 0

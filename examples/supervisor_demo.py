@@ -10,32 +10,55 @@ The models are `ScriptedChatModel`s: they answer from a script and report the sa
 ``usage_metadata`` real provider integrations report (cached and reasoning tokens included),
 so the demo needs no network and no API key, and the bill is the one real models would cost.
 
-Adding cost tracking to your own graph takes three steps, marked STEP 1-3 below::
+Adding cost tracking to your own graph takes three steps, marked STEP 1-3 below. Part 2
+then enforces `examples/policy.yaml` on the same team (STEP 4-5), three times:
+
+* the run crosses its run budget, **pauses** for approval (a checkpointed LangGraph
+  interrupt) and resumes once approved;
+* a "quick" task crosses its per-task **cap** and is stopped before the expensive call;
+* a researcher that **loops** on the same web search is caught on the third identical call.
+
+::
 
     python examples/supervisor_demo.py                  # ledger: ./agent-finops-demo.sqlite
-    python examples/supervisor_demo.py --db sqlite:///other.sqlite
+    python examples/supervisor_demo.py --approve ask    # approve the pause at the prompt
+    python examples/supervisor_demo.py --approve later  # approve from another shell with
+                                                        # `agent-finops approvals approve`
+    python examples/supervisor_demo.py --db sqlite:///other.sqlite --no-policy
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import sqlite3
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
+from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
+from langgraph.types import Command
 
 from agent_finops import CostTracker, ModelPrice, PriceBook, PricingConfig, SQLLedger, ToolFee
-from agent_finops_langgraph import FinOpsCallbackHandler
+from agent_finops.policy import Policy, PolicyEngine
+from agent_finops.reports import render_policy
+from agent_finops_langgraph import FinOpsCallbackHandler, guard_node
 from agent_finops_langgraph.testing import ScriptedChatModel, usage
 
 DEFAULT_DB = "sqlite:///agent-finops-demo.sqlite"
+DEFAULT_CHECKPOINTS = "agent-finops-demo-checkpoints.sqlite"
+POLICY_FILE = Path(__file__).with_name("policy.yaml")
+APPROVED_EXTRA = "0.05"  # what the demo's approver lets the paused run spend beyond its budget
 REQUEST = "Write a one-page brief on this week's changes in AI model pricing."
 
 
@@ -118,34 +141,45 @@ draft_llm = ScriptedChatModel(
 )
 
 
-def build_researcher() -> CompiledStateGraph:
+Wrap = Callable[[Any], Any]
+
+
+def unguarded(node: Any) -> Any:
+    """Part 1 runs the nodes as they are."""
+    return node
+
+
+def build_researcher(
+    wrap: Wrap = unguarded, model: ScriptedChatModel | None = None
+) -> CompiledStateGraph:
     """A tool-calling agent: model -> web_search -> model."""
-    llm = researcher_llm.bind_tools([web_search])
+    llm = (model or researcher_llm).bind_tools([web_search])
 
     def agent(state: MessagesState) -> dict[str, list[BaseMessage]]:
         return {"messages": [llm.invoke(state["messages"])]}
 
     graph = StateGraph(MessagesState)
-    graph.add_node("agent", agent)
-    graph.add_node("tools", ToolNode([web_search]))
+    graph.add_node("agent", wrap(agent))
+    graph.add_node("tools", wrap(ToolNode([web_search])))
     graph.add_edge(START, "agent")
     graph.add_conditional_edges("agent", tools_condition, ["tools", END])
     graph.add_edge("tools", "agent")
     return graph.compile(name="research_agent")
 
 
-def build_writer() -> CompiledStateGraph:
+def build_writer(wrap: Wrap = unguarded) -> CompiledStateGraph:
     """Outline on the self-hosted model, then the final text on a reasoning model."""
 
     def outline(state: MessagesState) -> dict[str, list[BaseMessage]]:
         return {"messages": [outline_llm.invoke(state["messages"])]}
 
     def draft(state: MessagesState) -> dict[str, list[BaseMessage]]:
-        return {"messages": [draft_llm.invoke(state["messages"])]}
+        # A call that sets max_tokens is reserved at that worst case (not the default).
+        return {"messages": [draft_llm.invoke(state["messages"], max_tokens=2_048)]}
 
     graph = StateGraph(MessagesState)
-    graph.add_node("outline", outline)
-    graph.add_node("draft", draft)
+    graph.add_node("outline", wrap(outline))
+    graph.add_node("draft", wrap(draft))
     graph.add_edge(START, "outline")
     graph.add_edge("outline", "draft")
     graph.add_edge("draft", END)
@@ -158,7 +192,11 @@ class TeamState(MessagesState):
     next: str
 
 
-def build_team() -> CompiledStateGraph:
+def build_team(
+    wrap: Wrap = unguarded,
+    researcher: CompiledStateGraph | None = None,
+    checkpointer: Any = None,
+) -> CompiledStateGraph:
     """supervisor -> researcher -> supervisor -> writer -> supervisor -> end."""
 
     def supervisor(state: TeamState) -> dict[str, str]:
@@ -169,28 +207,53 @@ def build_team() -> CompiledStateGraph:
         return END if state["next"] == "FINISH" else state["next"]
 
     graph = StateGraph(TeamState)
-    graph.add_node("supervisor", supervisor)
-    graph.add_node("researcher", build_researcher())  # a compiled subgraph is just a node
-    graph.add_node("writer", build_writer())
+    graph.add_node("supervisor", wrap(supervisor))
+    # A compiled subgraph is just a node. Guards go on the nodes inside it, so an approval
+    # re-runs only the node that paused (the subgraph resumes from its own checkpoint).
+    graph.add_node("researcher", researcher or build_researcher(wrap))
+    graph.add_node("writer", build_writer(wrap))
     graph.add_edge(START, "supervisor")
     graph.add_conditional_edges("supervisor", route, ["researcher", "writer", END])
     graph.add_edge("researcher", "supervisor")
     graph.add_edge("writer", "supervisor")
-    return graph.compile(name="research_team")
+    return graph.compile(name="research_team", checkpointer=checkpointer)
 
 
 # -- the run ----------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    """Run the team once with cost tracking, print its cost report; return the run id."""
+    """Part 1 (tracking) and part 2 (enforcement); returns part 1's run id."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", default=DEFAULT_DB, help=f"ledger URL (default: {DEFAULT_DB})")
+    parser.add_argument(
+        "--checkpoints",
+        default=DEFAULT_CHECKPOINTS,
+        help=f"SQLite file for LangGraph checkpoints (default: {DEFAULT_CHECKPOINTS})",
+    )
+    parser.add_argument(
+        "--approve",
+        choices=["yes", "ask", "later"],
+        default="yes",
+        help="the paused run: approve it here (yes, default), ask at the console (ask), or "
+        "leave it for `agent-finops approvals approve ... --resume` (later)",
+    )
+    parser.add_argument("--no-policy", action="store_true", help="run part 1 only")
     args = parser.parse_args(argv)
+    trace_id = track_one_run(args.db)
+    if not args.no_policy:
+        enforce_policy(args.db, args.checkpoints, args.approve)
+    return trace_id
 
+
+def track_one_run(db: str) -> str:
+    """Part 1: run the team once with cost tracking and print its cost report."""
+    print("=" * 100)
+    print("PART 1 - tracking: what every node, sub-agent, model and tool call cost")
+    print("=" * 100)
     # STEP 2: one tracker and one callback handler. Tags given here apply to every run
     # this handler sees.
-    ledger = SQLLedger.from_url(args.db)
+    ledger = SQLLedger.from_url(db)
     tracker = CostTracker(
         ledger,
         prices=PriceBook(PRICING),
@@ -228,9 +291,168 @@ def main(argv: Sequence[str] | None = None) -> str:
     # The CLI flags come before the sub-command: `agent-finops --db URL runs`.
     print()
     print("Next, from this directory:")
-    print(f"  agent-finops --db {args.db} runs")
-    print(f"  agent-finops --db {args.db} report {trace_id}")
+    print(f"  agent-finops --db {db} runs")
+    print(f"  agent-finops --db {db} report {trace_id}")
     return trace_id
+
+
+# -- part 2: enforcement ----------------------------------------------------------------------
+
+
+def _looping_researcher_says(messages: list[BaseMessage]) -> AIMessage:
+    """A researcher stuck in a loop: it keeps asking for the very same search."""
+    turn = sum(isinstance(m, ToolMessage) for m in messages)
+    return AIMessage(
+        content="",
+        tool_calls=[
+            {"name": "web_search", "args": {"query": "LLM API price cuts"}, "id": f"loop_{turn}"}
+        ],
+        usage_metadata=usage(900 + 150 * turn, 40),
+    )
+
+
+class Demo:
+    """Part 2's tracker, policy engine, guarded team and checkpointer, for one process."""
+
+    def __init__(self, db: str, checkpoints: str) -> None:
+        # STEP 4: a policy engine on the same tracker, and the handler enforcing it.
+        self.ledger = SQLLedger.from_url(db)
+        self.tracker = CostTracker(
+            self.ledger,
+            prices=PriceBook(PRICING),
+            tags={"team": "growth", "cost_center": "CC-4120", "environment": "demo"},
+        )
+        self.engine = PolicyEngine(
+            Policy.from_yaml(POLICY_FILE),
+            self.tracker,
+            # lets `agent-finops approvals approve ID --resume` resume a paused run
+            resume_target=f"{Path(__file__).resolve()}:resume",
+        )
+        self.handler = FinOpsCallbackHandler(self.tracker, policy=self.engine)
+        self.conn = sqlite3.connect(checkpoints, check_same_thread=False)
+        saver = SqliteSaver(self.conn)
+
+        # STEP 5: guard the nodes: a pause becomes an interrupt, a deny ends the run cleanly.
+        def wrap(node: Any) -> Any:
+            return guard_node(node, self.handler)
+
+        self.team = build_team(wrap, checkpointer=saver)
+        looping = ScriptedChatModel(script=_looping_researcher_says, model_name="gpt-4o-mini")
+        self.looping_team = build_team(
+            wrap, researcher=build_researcher(wrap, looping), checkpointer=saver
+        )
+
+    def config(self, thread_id: str, run_id: uuid.UUID, **tags: str) -> Any:
+        """The config of one invocation: handler, thread, run id and this run's tags."""
+        return {
+            "callbacks": [self.handler],
+            "configurable": {"thread_id": thread_id},
+            "run_id": run_id,
+            "metadata": {"finops": {"project": "market-briefs", "tenant": "acme-corp", **tags}},
+        }
+
+    def show(self, title: str, trace_id: str, result: Any) -> None:
+        """Print the outcome and the policy decisions of one invocation."""
+        self.tracker.flush()
+        report = self.tracker.report(trace_id)
+        print(f"\n--- {title}")
+        print(
+            f"run {trace_id}  [{report.run.status}]  cost {report.total_cost} USD  "
+            f"model calls {report.totals.model_calls}  tool calls {report.totals.tool_calls}"
+        )
+        for item in result.get("__interrupt__", ()):
+            print(f"interrupt: {item.value.get('kind')}: {item.value.get('message')}")
+        print(render_policy(report))
+
+    def close(self) -> None:
+        """Flush and release everything."""
+        self.tracker.close()
+        self.engine.close()
+        self.ledger.close()
+        self.conn.close()
+
+
+def enforce_policy(db: str, checkpoints: str, approve: str) -> None:
+    """Part 2: the same team under examples/policy.yaml: pause/approve, task cap, loop."""
+    # LangChain logs every exception a callback raises before re-raising it; the policy's
+    # stops are expected here, and the demo prints them itself.
+    logging.getLogger("langchain_core.callbacks.manager").setLevel(logging.ERROR)
+    print()
+    print("=" * 100)
+    print(f"PART 2 - enforcement: {POLICY_FILE.name} on the same team, mid-run")
+    print("=" * 100)
+    demo = Demo(db, checkpoints)
+    suffix = uuid.uuid4().hex[:6]
+    try:
+        # (a) The full brief costs more than its $0.04 run budget: it pauses for approval.
+        thread = f"brief-{suffix}"
+        first = uuid.uuid4()
+        result = demo.team.invoke(
+            {"messages": [HumanMessage(REQUEST)]},
+            config=demo.config(thread, first, task=f"weekly-brief-{suffix}"),
+        )
+        demo.show("(a) run budget: paused for approval", str(first), result)
+        (pause,) = result["__interrupt__"]
+        request = pause.value
+        if approve == "later":
+            print(
+                f"\nThe run waits for a human. From another shell:\n"
+                f"  AGENT_FINOPS_DB_URL={db} AGENT_FINOPS_DEMO_CHECKPOINTS={checkpoints} \\\n"
+                f"    agent-finops approvals approve {request['approval_id']} "
+                f"--extra {APPROVED_EXTRA} --resume"
+            )
+        else:
+            if approve == "ask":
+                answer = input(f"Approve {APPROVED_EXTRA} USD more for this run? [y/N] ")
+                decision = "approve" if answer.strip().lower().startswith("y") else "deny"
+            else:
+                decision = "approve"
+            resumed = uuid.uuid4()
+            result = demo.team.invoke(
+                Command(
+                    resume={"decision": decision, "by": "demo-approver", "extra": APPROVED_EXTRA}
+                ),
+                config=demo.config(thread, resumed, task=f"weekly-brief-{suffix}"),
+            )
+            demo.show(f"(a) resumed after '{decision}'", str(resumed), result)
+
+        # (b) A "quick" task has a $0.01 cap: the researcher's call would cross it.
+        run_b = uuid.uuid4()
+        result = demo.team.invoke(
+            {"messages": [HumanMessage("Quick check: did any provider cut prices?")]},
+            config=demo.config(
+                f"quick-{suffix}", run_b, task=f"fact-check-{suffix}", task_kind="quick"
+            ),
+        )
+        demo.show(
+            "(b) per-task cap: stopped before the call that would cross it", str(run_b), result
+        )
+
+        # (c) A researcher stuck on the same search is caught on the third identical call.
+        run_c = uuid.uuid4()
+        result = demo.looping_team.invoke(
+            {"messages": [HumanMessage(REQUEST)]},
+            config=demo.config(f"loop-{suffix}", run_c, task=f"loop-{suffix}", agent="researcher"),
+        )
+        demo.show("(c) loop detection: the same tool call three times", str(run_c), result)
+    finally:
+        demo.close()
+    print(f"\nEvery decision is in the ledger: agent-finops --db {db} report RUN_ID --json")
+
+
+def resume(thread_id: str, answer: dict[str, Any]) -> str:
+    """Resume hook for `agent-finops approvals approve ID --resume` (another process)."""
+    demo = Demo(
+        os.environ.get("AGENT_FINOPS_DB_URL", DEFAULT_DB),
+        os.environ.get("AGENT_FINOPS_DEMO_CHECKPOINTS", DEFAULT_CHECKPOINTS),
+    )
+    try:
+        run_id = uuid.uuid4()
+        result = demo.team.invoke(Command(resume=answer), config=demo.config(thread_id, run_id))
+        demo.show(f"resumed thread {thread_id}", str(run_id), result)
+    finally:
+        demo.close()
+    return str(run_id)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,27 @@ from agent_finops.ledger._records import (
     SpanRecord,
     SpanStatus,
 )
+from agent_finops.ledger._reservations import (
+    DEFAULT_RESERVATION_TTL,
+    BudgetStore,
+    Claim,
+    ClaimUsage,
+    CounterState,
+    Refusal,
+    ReserveResult,
+)
 from agent_finops.ledger._schema import SCHEMA_VERSION
 from agent_finops.ledger._sql import DEFAULT_URL, RunSummary, SQLLedger, TraceData
 
 __all__ = [
+    "DEFAULT_RESERVATION_TTL",
     "DEFAULT_URL",
+    "BudgetStore",
+    "Claim",
+    "ClaimUsage",
+    "CounterState",
+    "Refusal",
+    "ReserveResult",
     "SCHEMA_VERSION",
     "ApprovalRecord",
     "ApprovalStatus",

@@ -13,11 +13,17 @@ Serialization:
   timeout). Money is text there, so arithmetic is done in Python with `Decimal` inside the
   transaction. Threads of one process also queue on an in-process lock, which hands the write
   lock over faster than SQLite's sleeping busy handler.
-- PostgreSQL: `SELECT ... ORDER BY counter_key FOR UPDATE` locks the counter rows in one global
-  order (no deadlocks); missing counter rows are first created in their own short transaction
-  with `INSERT ... ON CONFLICT DO NOTHING`. Money is `NUMERIC(38, 18)`.
+- PostgreSQL: reserve, settle and release are each one statement (one round trip, its own
+  transaction). A `MATERIALIZED` CTE runs `SELECT ... ORDER BY counter_key FOR UPDATE`, so
+  counter rows are always locked in one global order (no deadlocks), before the decision and
+  the updates, which are gated on it. Missing counter rows are first created in their own
+  short transaction with `INSERT ... ON CONFLICT DO NOTHING`. Money is `NUMERIC(38, 18)`.
 
-The hot path talks to the DBAPI connection directly (no ORM, no statement compilation).
+The hot path talks to the DBAPI connection directly (no ORM, no statement compilation), and
+the store keeps its connections checked out between calls (SQLite: one per process;
+PostgreSQL: a few, which skips the pool's pre-ping round trip; a connection found dropped
+is replaced and the operation retried, which is safe because every operation is idempotent).
+Decimal arithmetic uses an 80-digit context, so NUMERIC(38, 18) sums never round.
 
 Reservation states::
 
@@ -260,14 +266,6 @@ class _Counter:
     spent: Decimal
     reserved: Decimal
     window_end: Any  # as the driver returned it; written back unchanged
-
-
-class _MissingCounters(Exception):
-    """Internal control flow: PostgreSQL counter rows to create before reserving."""
-
-    def __init__(self, claims: Sequence[Claim]) -> None:
-        super().__init__()
-        self.claims = claims
 
 
 class _StaleConnection(Exception):
@@ -626,7 +624,6 @@ class _Backend:
         self.engine = engine
         dbapi = engine.dialect.loaded_dbapi
         self._dbapi_error: type[Exception] = dbapi.Error
-        self._integrity_error: type[Exception] = dbapi.IntegrityError
         self._max_idle = max_idle
         self._kept = _Kept(self.release_connection)
         self._pid = os.getpid()
@@ -876,7 +873,6 @@ class _Kept:
     def __init__(self, release: Callable[[Any], None]) -> None:
         self.idle: list[Any] = []
         self.release = release
-        self.checkpointer: _Checkpointer | None = None
 
     def give_back(self, fairy: Any) -> None:
         """Return a connection to the engine's pool."""
@@ -887,47 +883,30 @@ class _Kept:
         fairy.close()
 
     def close(self) -> None:
-        if self.checkpointer is not None:
-            self.checkpointer.stop()
-            self.checkpointer = None
         while self.idle:
             self.give_back(self.idle.pop())
 
 
 _SQLITE_LOCKS: dict[str, threading.Lock] = {}
-_SQLITE_LOCKS_GUARD = threading.Lock()
-CHECKPOINT_EVERY = 64
-"""SQLite: commits between two background WAL checkpoints."""
+"""One lock per SQLite database and process: the process's threads take turns writing."""
+
+
+def _fresh_locks_in_child() -> None:
+    # A lock held by another thread at fork time would never be released in the child.
+    for key in _SQLITE_LOCKS:
+        _SQLITE_LOCKS[key] = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 class _SQLite(_Backend):
-    """One kept connection per process; threads queue on an in-process lock.
-
-    The kept connection does not checkpoint the WAL itself (a checkpoint fsyncs twice, which
-    would stall the reservation that crossed the threshold); a background thread runs a
-    PASSIVE checkpoint every `CHECKPOINT_EVERY` commits instead, which never blocks writers.
-    """
+    """One kept connection per process; threads queue on an in-process lock."""
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, max_idle=1)
-        with _SQLITE_LOCKS_GUARD:
-            self._lock = _SQLITE_LOCKS.setdefault(str(engine.url), threading.Lock())
-        database = engine.url.database
-        self._background_checkpoints = bool(database) and database != ":memory:"
-        self._commits = 0
-
-    def _acquire(self, fairy: Any) -> None:
-        if self._background_checkpoints:
-            conn = fairy.driver_connection
-            pages = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
-            fairy.info["finops_wal_autocheckpoint"] = pages
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
-
-    @staticmethod
-    def release_connection(fairy: Any) -> None:
-        pages = fairy.info.pop("finops_wal_autocheckpoint", None)
-        if pages is not None:
-            fairy.driver_connection.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+        self._lock_key = str(engine.url)
+        _SQLITE_LOCKS.setdefault(self._lock_key, threading.Lock())  # atomic under the GIL
 
     def _connection(self) -> Any:
         """The kept connection (call with the lock held); SQLite connections do not go stale."""
@@ -939,7 +918,7 @@ class _SQLite(_Backend):
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        with self._lock:
+        with _SQLITE_LOCKS[self._lock_key]:
             conn = self._connection()
             if conn.in_transaction:
                 conn.rollback()
@@ -950,19 +929,10 @@ class _SQLite(_Backend):
                 conn.rollback()
                 raise
             conn.commit()
-            self._commits += 1
-            if self._background_checkpoints and self._commits % CHECKPOINT_EVERY == 0:
-                self._checkpoint()
-
-    def _checkpoint(self) -> None:
-        checkpointer = self._kept.checkpointer
-        if checkpointer is None or not checkpointer.alive():
-            checkpointer = self._kept.checkpointer = _Checkpointer(self.engine)
-        checkpointer.request()
 
     def read(self, sql: str, params: Sequence[Any]) -> list[Any]:
         def attempt() -> list[Any]:
-            with self._lock:
+            with _SQLITE_LOCKS[self._lock_key]:
                 rows: list[Any] = self._connection().execute(sql, params).fetchall()
                 return rows
 
@@ -1002,49 +972,6 @@ class _SQLite(_Backend):
         return _naive_utc(moment).isoformat(" ", "microseconds")
 
 
-class _Checkpointer:
-    """A daemon thread that runs `PRAGMA wal_checkpoint(PASSIVE)` when asked."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._wanted = threading.Event()
-        self._stopping = False
-        self._pid = os.getpid()
-        self._thread = threading.Thread(
-            target=self._loop, name="agent-finops-wal-checkpoint", daemon=True
-        )
-        self._thread.start()
-
-    def alive(self) -> bool:
-        return self._pid == os.getpid() and self._thread.is_alive()
-
-    def request(self) -> None:
-        self._wanted.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wanted.set()
-        if self._pid == os.getpid():
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while True:
-            self._wanted.wait()
-            self._wanted.clear()
-            if self._stopping:
-                return
-            try:
-                fairy = self._engine.raw_connection()
-                try:
-                    cursor = fairy.cursor()
-                    cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                    cursor.fetchall()
-                finally:
-                    fairy.close()
-            except Exception:  # best effort: the next request tries again
-                continue
-
-
 # One statement per reserve: lock the counters in key order, decide, insert the reservation,
 # update the counters. The decision is only true if every counter exists (else the caller
 # creates them and retries), units match, every enforced claim fits, and the call id is new;
@@ -1065,13 +992,16 @@ existing AS MATERIALIZED (
     SELECT state, claims FROM {_R} WHERE call_id = %(call_id)s
 ),
 decision AS MATERIALIZED (
-    SELECT count(l.counter_key) = count(*) AND bool_and(l.unit = i.unit)
-           AND bool_and(NOT i.enforce OR l.spent + l.reserved + i.amount <= i."limit")
+    SELECT count(l.counter_key) = count(i.counter_key)
+           AND coalesce(bool_and(l.unit = i.unit), true)
+           AND coalesce(bool_and(NOT i.enforce OR l.spent + l.reserved + i.amount <= i."limit"),
+                        true)
            AND NOT EXISTS (SELECT 1 FROM existing) AS ok,
-           json_agg(json_build_object(
+           coalesce(json_agg(json_build_object(
                'counter_key', i.counter_key, 'rule_id', i.rule_id, 'unit', i.unit,
                'limit', i."limit"::text, 'amount', i.amount::text, 'enforce', i.enforce,
-               'used', (l.spent + l.reserved + i.amount)::text) ORDER BY i.ord) AS claims
+               'used', (l.spent + l.reserved + i.amount)::text) ORDER BY i.ord)
+               FILTER (WHERE i.counter_key IS NOT NULL), '[]'::json) AS claims
     FROM input i LEFT JOIN locked l ON l.counter_key = i.counter_key
 ),
 ins AS (

@@ -125,7 +125,8 @@ class PolicyEngine:
         self.version = policy.version
         self.tracker = tracker
         self.ledger = tracker.ledger
-        self.budgets = budgets or BudgetStore(self.ledger.engine, clock=clock)
+        self.ledger.setup()  # creates the reservation tables with the rest of the schema
+        self.budgets = budgets or BudgetStore(self.ledger.engine, clock=clock, auto_setup=False)
         self.loops = LoopDetector(policy.loops)
         self.resume_target = resume_target
         self.checkpoint_url = checkpoint_url
@@ -136,6 +137,10 @@ class PolicyEngine:
         self._stopped: dict[str, Decision] = {}
         self._pending: dict[str, Decision] = {}
         self._has_limits = bool(policy.budgets or policy.rate_limits)
+
+    def close(self) -> None:
+        """Give back the reservation store's connections (before closing the ledger)."""
+        self.budgets.close()
 
     # -- run level ----------------------------------------------------------------------
 

@@ -118,6 +118,11 @@ def render_text(report: RunReport) -> str:
     return "\n".join(lines)
 
 
+def render_policy(report: RunReport) -> str:
+    """Only the policy part of a report: decision counts, non-allow decisions, approvals."""
+    return "\n".join(_policy_lines(report)[1:]) or "Policy decisions: none"
+
+
 def _policy_lines(report: RunReport) -> list[str]:
     if not report.decisions and not report.approvals:
         return []

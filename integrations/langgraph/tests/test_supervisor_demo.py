@@ -26,8 +26,8 @@ def test_demo_records_a_priced_attributed_run(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'demo.sqlite'}"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        first = demo.main(["--db", url])
-        second = demo.main(["--db", url])
+        first = demo.main(["--db", url, "--no-policy"])
+        second = demo.main(["--db", url, "--no-policy"])
     assert first != second
     with SQLLedger.from_url(url) as ledger:
         runs = {r.run.trace_id: r for r in ledger.list_runs()}
@@ -42,5 +42,42 @@ def test_demo_records_a_priced_attributed_run(tmp_path: Path) -> None:
             "override:acme-gpu-cluster",
             "tool-fee:search-api",
         }
-        assert all(e.tags["tenant"] == "acme-corp" and e.tags["team"] == "growth" for e in trace.events)
+        assert all(
+            e.tags["tenant"] == "acme-corp" and e.tags["team"] == "growth" for e in trace.events
+        )
     assert "agent-finops --db" in out.getvalue()
+
+
+def test_demo_enforcement_pauses_caps_and_catches_a_loop(tmp_path: Path) -> None:
+    demo = load_demo()
+    url = f"sqlite:///{tmp_path / 'demo.sqlite'}"
+    args = ["--db", url, "--checkpoints", str(tmp_path / "ckpt.sqlite")]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        tracked = demo.main(args)
+    text = out.getvalue()
+    assert "(a) run budget: paused for approval" in text
+    assert "(a) resumed after 'approve'" in text
+    with SQLLedger.from_url(url) as ledger:
+        runs = sorted(ledger.list_runs(), key=lambda r: r.run.started_at)
+        assert runs[0].run.trace_id == tracked
+        # part 2: paused, resumed, capped, looping
+        assert [r.run.status for r in runs[1:]] == ["interrupted", "ok", "stopped", "stopped"]
+        paused, resumed, capped, looped = runs[1:]
+        # The approved run did everything part 1 did, across its two invocations.
+        assert paused.cost + resumed.cost == runs[0].cost
+        (approval,) = ledger.list_approvals(status="approved")
+        assert approval.rule_id == "brief-budget" and approval.decided_by == "demo-approver"
+        capped_actions = [d.action for d in ledger.decisions_for(capped.run.trace_id)]
+        assert capped_actions == ["allow", "deny"]
+        assert ledger.decisions_for(capped.run.trace_id)[-1].rule_id == "quick-task-cap"
+        looped_decisions = ledger.decisions_for(looped.run.trace_id)
+        assert (
+            looped_decisions[-1].action == "deny" and looped_decisions[-1].rule_id == "same-search"
+        )
+        assert looped.tool_calls == 2  # the third identical search never ran
+        paused_actions = [d.action for d in ledger.decisions_for(paused.run.trace_id)]
+        assert paused_actions.count("threshold") == 2 and paused_actions[-2:] == [
+            "pause",
+            "approved",
+        ]
