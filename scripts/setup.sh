@@ -8,7 +8,9 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
     .venv/bin/python -m pip install --quiet --upgrade pip
 fi
-extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+core="." integration="integrations/langgraph"
+if [ "${1:-}" = "--dev" ]; then
+    core=".[dev]" integration="integrations/langgraph[test]"
+fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-    -e ".${extras}" -e integrations/langgraph
+    -e "$core" -e "$integration"
