@@ -9,5 +9,28 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy --strict"
 .venv/bin/mypy
+echo "== core alone: import agent_finops in a venv with no agent framework installed"
+core_venv=$(mktemp -d)
+trap 'rm -rf "$core_venv"' EXIT
+"${PYTHON:-python3}" -m venv "$core_venv"
+"$core_venv/bin/python" -m pip install --quiet --disable-pip-version-check .
+"$core_venv/bin/python" - <<'PY'
+import importlib.util, sys
+for framework in ("langchain_core", "langgraph", "crewai", "slack_sdk"):
+    assert importlib.util.find_spec(framework) is None, f"{framework} is installed"
+from agent_finops import CostTracker, SQLLedger, TokenUsage
+from agent_finops.policy import Policy, PolicyEngine
+tracker = CostTracker(SQLLedger.from_url("sqlite://"), background=False)
+tracker.start_span("r", parent_span_id=None, name="run", kind="chain")
+tracker.record_model_call("r", model="gpt-4o-mini", provider="openai", usage=TokenUsage(output_tokens=10))
+tracker.end_span("r")
+assert str(tracker.report("r").total_cost) == "0.000006"
+PolicyEngine(Policy.from_mapping({"budgets": [{"id": "b", "limit": "1", "period": "run"}]}), tracker)
+print("core OK without any framework:", sys.version.split()[0])
+try:
+    import agent_finops_langgraph  # noqa: F401  (not installed here at all)
+except ImportError:
+    pass
+PY
 echo "== pytest"
 .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" "$@"
