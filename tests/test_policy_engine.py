@@ -306,3 +306,64 @@ def test_tool_fee_counts_on_usd_budgets(tracker: CostTracker) -> None:
     e.check_after_tool_call("t0", cost=Decimal("0.01"))
     assert tool(1).action == "allow"
     assert tool(2).action == "deny"
+
+
+def test_threads_racing_one_budget_through_the_engine_never_overshoot(tracker: CostTracker) -> None:
+    import random
+    import threading
+
+    limit = worst(1000, 100) * 40
+    e = engine(
+        tracker,
+        {
+            "budgets": [
+                {"id": "team-daily", "scope": {"team": "*"}, "limit": str(limit), "period": "daily"}
+            ]
+        },
+    )
+    settled: list[Decimal] = []
+    lock = threading.Lock()
+
+    def worker(w: int) -> None:
+        rnd = random.Random(w)
+        for n in range(30):
+            call_id = f"w{w}-{n}"
+            d = e.check_before_model_call(
+                call_id=call_id,
+                trace_id=f"run-{w}",
+                run_key=f"run-{w}",
+                tags={"team": "support"},
+                model="gpt-4o-mini",
+                provider="openai",
+                input_tokens=1000,
+                max_output_tokens=100,
+            )
+            if d.blocked:
+                continue
+            if rnd.random() < 0.2:
+                e.release(call_id)  # the call failed
+                continue
+            actual = (worst(1000, 100) * Decimal(rnd.randint(50, 100)) / 100).quantize(
+                Decimal("1e-12")
+            )
+            e.check_after_model_call(call_id, cost=actual, tokens=1100)
+            with lock:
+                settled.append(actual)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    key = e.policy.budgets[0].counter_key({"team": "support"}, now=NOW, tz=e.policy.tz)
+    assert key is not None
+    state = e.budgets.counter(key)
+    assert state is not None
+    assert state.reserved == 0
+    assert state.spent == sum(settled, Decimal(0))  # the ledger sums exactly
+    assert state.spent <= limit
+    tracker.flush()
+    denies = sum(
+        d.action == "deny" for w in range(8) for d in tracker.ledger.decisions_for(f"run-{w}")
+    )
+    assert denies > 0  # the race really hit the limit
