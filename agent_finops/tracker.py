@@ -18,6 +18,7 @@ import weakref
 from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Final
 
 from agent_finops.attribution import current_tags, merge_tags, validate_tags
@@ -31,7 +32,7 @@ from agent_finops.ledger import (
     SpanStatus,
     SQLLedger,
 )
-from agent_finops.pricing import PriceBook
+from agent_finops.pricing import Cost, PriceBook
 from agent_finops.reports import RunReport, load_run_report
 from agent_finops.usage import TokenUsage
 
@@ -40,6 +41,8 @@ __all__ = ["CostTracker"]
 log = logging.getLogger("agent_finops")
 
 NODE_SEPARATOR: Final = " > "
+LLM_CACHE_SOURCE: Final = "llm-cache"
+"""`price_source` of a call LangChain answered from its LLM cache (cost 0)."""
 _BATCH_MAX: Final = 500
 _LINGER: Final = 0.05
 """Seconds the writer waits after the first queued record so it writes one larger batch
@@ -199,13 +202,19 @@ class CostTracker:
         usage: TokenUsage | None,
         provider: str | None = None,
         event_id: str | None = None,
+        cached: bool = False,
     ) -> CostEvent:
         """Price and record one model call made inside span `span_id`.
 
         `usage=None` (the provider reported none) records the call with an unknown cost,
-        never $0. `event_id` defaults to the span id: recording it twice counts once.
+        never $0. `cached=True`: answered from LangChain's LLM cache, so it cost nothing
+        (its tokens are kept for the record). `event_id` defaults to the span id: recording
+        it twice counts once.
         """
-        cost = self.prices.price_model_call(model, usage, provider=provider)
+        if cached:
+            cost = Cost(amount=Decimal(0), source=LLM_CACHE_SOURCE, version="-", model_ref=model)
+        else:
+            cost = self.prices.price_model_call(model, usage, provider=provider)
         u = usage or TokenUsage()
         span = self._span_or_orphan(span_id)
         event = CostEvent(
@@ -213,7 +222,7 @@ class CostTracker:
             trace_id=span.trace_id,
             span_id=span_id,
             kind="model",
-            name=model or "unknown",
+            name=(model or "unknown")[:200],
             provider=provider,
             created_at=self._clock(),
             node_path=span.node_path,
@@ -254,7 +263,7 @@ class CostTracker:
             trace_id=span.trace_id,
             span_id=span_id,
             kind="tool",
-            name=tool,
+            name=tool[:200],
             provider=None,
             created_at=self._clock(),
             node_path=span.node_path,
@@ -347,6 +356,7 @@ class _BatchWriter:
         self._closed = False
         self._flushing = 0
         self.errors = 0
+        self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="agent-finops-writer", daemon=True)
         self._thread.start()
         _live_writers.add(self)
@@ -433,6 +443,11 @@ class _BatchWriter:
                 self._ledger.write(runs=runs, spans=spans, events=events, decisions=decisions)
                 return
             except Exception as exc:  # keep records; retry until the ledger is back
+                if _is_bad_data(exc):
+                    # Not transient: retrying the batch would wedge the writer forever.
+                    # Write record by record and drop (loudly) only the ones refused.
+                    self._write_one_by_one(runs, spans, events, decisions)
+                    return
                 self.errors += 1
                 delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
                 attempt += 1
@@ -448,6 +463,47 @@ class _BatchWriter:
                         )
                         return
                 time.sleep(delay)
+
+    def _write_one_by_one(
+        self,
+        runs: list[RunRecord],
+        spans: list[SpanRecord],
+        events: list[CostEvent],
+        decisions: list[DecisionRecord],
+    ) -> None:
+        batches: list[dict[str, Any]] = (
+            [{"runs": [r]} for r in runs]
+            + [{"spans": [s]} for s in spans]
+            + [{"events": [e]} for e in events]
+            + [{"decisions": [d]} for d in decisions]
+        )
+        for batch in batches:
+            record = next(iter(batch.values()))[0]
+            try:
+                self._ledger.write(**batch)
+            except Exception as exc:
+                if not _is_bad_data(exc):
+                    raise
+                self.dropped += 1
+                log.error("agent-finops: the ledger refused %r, dropped: %s", record, exc)
+
+
+def _is_bad_data(exc: BaseException) -> bool:
+    """A write error that retrying cannot fix (the record itself is refused)."""
+    from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError, StatementError
+
+    cause = exc.__cause__ if isinstance(exc, LedgerError) else exc
+    if isinstance(cause, DataError | IntegrityError | ProgrammingError):
+        return True
+    return isinstance(cause, StatementError) and not _is_transient(cause)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
 
 
 _live_writers: weakref.WeakSet[_BatchWriter] = weakref.WeakSet()

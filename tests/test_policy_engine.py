@@ -367,3 +367,61 @@ def test_threads_racing_one_budget_through_the_engine_never_overshoot(tracker: C
         d.action == "deny" for w in range(8) for d in tracker.ledger.decisions_for(f"run-{w}")
     )
     assert denies > 0  # the race really hit the limit
+
+
+def test_unknown_tokens_are_charged_their_reservation(tracker: CostTracker) -> None:
+    e = engine(
+        tracker, {"budgets": [{"id": "tok", "unit": "tokens", "limit": "5000", "period": "run"}]}
+    )
+    assert call(e, 0, inp=1000, out=100).action == "allow"
+    e.check_after_model_call("run-1-call-0", cost=None, tokens=None)
+    key = e.policy.budgets[0].counter_key({}, now=NOW, tz=e.policy.tz, run_id="run-1")
+    assert key is not None
+    state = e.budgets.counter(key)
+    assert state is not None and state.spent == 1100 and state.reserved == 0  # never 0
+
+
+def test_a_hard_deny_wins_over_a_pause(tracker: CostTracker) -> None:
+    e = engine(
+        tracker,
+        {
+            "budgets": [
+                {"id": "ask-me", "limit": "0.0000001", "period": "run", "action": "pause"},
+                {"id": "hard", "limit": "0.0000001", "period": "daily", "action": "deny"},
+            ]
+        },
+    )
+    d = call(e, 0)
+    assert d.action == "deny" and d.rule_id == "hard"
+    assert tracker.ledger.list_approvals() == []  # nobody is asked to approve a moot call
+
+
+def test_an_approval_raises_only_the_bucket_that_refused(tracker: CostTracker) -> None:
+    clock = Clock()
+    limit = worst(1000, 100)
+    e = engine(
+        tracker,
+        {"budgets": [{"id": "daily", "limit": str(limit), "period": "daily", "action": "pause"}]},
+        clock,
+    )
+    assert call(e, 0).action == "allow"
+    paused = call(e, 1)
+    e.decide(paused.approval_id or "", approve=True, by="alice", extra=limit * 10)
+    assert call(e, 2).action == "allow"
+    clock.now = NOW.replace(day=23)  # tomorrow: a new bucket, yesterday's approval does not count
+    for n in range(3, 4):
+        assert call(e, n).action == "allow"
+    assert call(e, 4).action == "pause"
+
+
+def test_non_finite_extra_is_refused(tracker: CostTracker) -> None:
+    from agent_finops import ConfigurationError
+
+    e = engine(
+        tracker,
+        {"budgets": [{"id": "cap", "limit": "0.0000001", "period": "run", "action": "pause"}]},
+    )
+    paused = call(e, 0)
+    for bad in ("Infinity", "NaN", "-1"):
+        with pytest.raises(ConfigurationError, match="finite amount"):
+            e.decide(paused.approval_id or "", approve=True, by="x", extra=Decimal(bad))

@@ -115,7 +115,9 @@ def test_a_refusal_raises_budget_exceeded_with_its_facts(store: BudgetStore) -> 
 def test_the_limit_itself_is_reachable_but_not_crossable(store: BudgetStore) -> None:
     assert store.reserve("c1", [_usd("k", "1.00", "0.60")], trace_id="t").granted
     assert store.reserve("c2", [_usd("k", "1.00", "0.40")], trace_id="t").granted
-    assert not store.reserve("c3", [_usd("k", "1.00", "0.000000000000000001")], trace_id="t").granted
+    assert not store.reserve(
+        "c3", [_usd("k", "1.00", "0.000000000000000001")], trace_id="t"
+    ).granted
     assert store.reserve("c4", [_usd("k", "1.00", "0")], trace_id="t").granted
 
 
@@ -399,9 +401,7 @@ def test_threads_racing_one_budget_never_cross_it(store: BudgetStore, ledger: SQ
     assert spent is not None and D("0.5") < spent <= limit
 
 
-def test_a_call_id_raced_by_threads_is_reserved_once(
-    store: BudgetStore, ledger: SQLLedger
-) -> None:
+def test_a_call_id_raced_by_threads_is_reserved_once(store: BudgetStore, ledger: SQLLedger) -> None:
     _skip_shared_memory(ledger)
     barrier = threading.Barrier(8)
     results = []

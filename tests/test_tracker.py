@@ -223,3 +223,39 @@ def test_inline_mode_writes_immediately(sqlite_ledger: SQLLedger) -> None:
     _model_call(tracker, "m1", "root")
     trace = sqlite_ledger.load_trace("root")
     assert trace is not None and len(trace.events) == 1
+
+
+class PoisonLedger:
+    """Refuses any batch holding an event named 'poison', as a database refuses bad data."""
+
+    def __init__(self, inner: SQLLedger) -> None:
+        self.inner = inner
+
+    def write(self, **kwargs: Any) -> None:
+        from sqlalchemy.exc import DataError
+
+        if any(e.name == "poison" for e in kwargs.get("events") or ()):
+            raise LedgerError("value too long") from DataError("insert", {}, Exception("too long"))
+        self.inner.write(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_one_bad_record_does_not_wedge_the_writer(
+    sqlite_ledger: SQLLedger, caplog: pytest.LogCaptureFixture
+) -> None:
+    tracker = CostTracker(PoisonLedger(sqlite_ledger))  # type: ignore[arg-type]
+    tracker.start_span("root", parent_span_id=None, name="graph", kind="chain")
+    _model_call(tracker, "m1", "root")
+    tracker.start_span("m2", parent_span_id="root", name="llm", kind="model")
+    with pytest.warns(UnpricedWarning):
+        tracker.record_model_call("m2", model="poison", usage=U)
+    tracker.end_span("m2")
+    _model_call(tracker, "m3", "root")
+    tracker.end_span("root")
+    report = tracker.report("root")  # flushes: must not hang or raise
+    assert report.totals.model_calls == 2 and report.total_cost == 2 * PRICE
+    assert tracker._writer is not None and tracker._writer.dropped == 1
+    assert "refused" in caplog.text
+    tracker.close()

@@ -52,9 +52,9 @@ def decide(
     request = ledger.get_approval(approval_id)
     if request is None:
         raise LookupError(f"no approval request {approval_id!r}")
-    if extra is not None and extra < 0:
+    if extra is not None and (not extra.is_finite() or extra < 0):
         raise ConfigurationError(
-            "approved extra must not be negative", field="extra", value=extra, expected=">= 0"
+            "bad approved extra", field="extra", value=extra, expected="a finite amount >= 0"
         )
     if approve and extra is None:
         extra = default_extra(request)

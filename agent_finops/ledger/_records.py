@@ -138,4 +138,7 @@ class ApprovalRecord:
     """`module:function` building the graph, so a console approver can resume the run."""
     checkpoint_url: str | None = None
     """Where the run's checkpoints are (for resuming from another process)."""
+    counter_key: str | None = None
+    """The budget bucket that refused (rule, scope, period window): an approval raises that
+    bucket for this run only, not the same rule's next day or another scope."""
     tags: dict[str, str] = field(default_factory=dict)

@@ -177,6 +177,7 @@ class ApprovalRow(SQLModel, table=True):
     extra: Decimal | None = Field(default=None, sa_column=Column(Money(), nullable=True))
     resume_target: str | None = Field(default=None, max_length=400)
     checkpoint_url: str | None = Field(default=None, sa_column=Column(Text))
+    counter_key: str | None = Field(default=None, sa_column=Column(Text))
     tags: dict[str, str] = _json()
 
 

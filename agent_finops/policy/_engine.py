@@ -174,9 +174,20 @@ class PolicyEngine:
         """The decision that stopped this run, if a rule denied it."""
         return self._stopped.get(run_key)
 
-    def end_run(self, run_key: str) -> None:
-        """Forget in-memory loop state of a finished run."""
-        self.loops.forget(run_key)
+    def begin_run(self, run_key: str) -> None:
+        """Start a new invocation of this run: re-check, do not carry over, an earlier stop."""
+        with self._lock:
+            self._stopped.pop(run_key, None)
+            self._pending.pop(run_key, None)
+
+    def end_run(self, run_key: str, *, paused: bool = False) -> None:
+        """Forget a finished invocation's in-memory state.
+
+        A paused run keeps its loop state, so a loop cannot restart its count by pausing;
+        approvals live in the ledger.
+        """
+        if not paused:
+            self.loops.forget(run_key)
         with self._lock:
             self._grants.pop(run_key, None)
             self._stopped.pop(run_key, None)
@@ -269,12 +280,18 @@ class PolicyEngine:
             )
         return decision
 
-    def check_after_model_call(self, call_id: str, *, cost: Decimal | None, tokens: int) -> bool:
-        """Settle a model call to its actual cost (None: unknown, charged its reservation)."""
+    def check_after_model_call(
+        self, call_id: str, *, cost: Decimal | None, tokens: int | None
+    ) -> bool:
+        """Settle a model call to its actual cost and tokens.
+
+        None means unknown: that unit is charged its reservation, never 0.
+        """
         if not self._has_limits:
             return False
+        actual_tokens = None if tokens is None else Decimal(tokens)
         return self.budgets.settle(
-            call_id, {"usd": cost, "tokens": Decimal(tokens), "calls": Decimal(1)}
+            call_id, {"usd": cost, "tokens": actual_tokens, "calls": Decimal(1)}
         )
 
     def release(self, call_id: str) -> bool:
@@ -380,7 +397,7 @@ class PolicyEngine:
                 counter_key=key,
                 rule_id=budget.id,
                 unit=budget.unit,
-                limit=budget.limit + self._extra(run_key, budget.id),
+                limit=budget.limit + self._extra(run_key, key),
                 amount=amount,
                 window_end=window_end,
                 enforce=not budget.shadow and action in ("deny", "pause"),
@@ -425,7 +442,9 @@ class PolicyEngine:
         if not result.granted:
             # A human may have approved overspend on this rule since we last looked.
             refused = result.refusals[0]
-            if self._refresh_grant(run_key, thread_id, trace_id, refused.rule_id):
+            if self._refresh_grant(
+                run_key, thread_id, trace_id, refused.rule_id, refused.counter_key
+            ):
                 claims = self._claims(tags, run_key, now, amounts, rate_limits=rate_limits)
                 result = self.budgets.reserve(
                     call_id, [c for c, _, _ in claims], trace_id=trace_id, now=now, ttl=self._ttl
@@ -495,8 +514,16 @@ class PolicyEngine:
         tags: Mapping[str, str],
         thread_id: str | None,
     ) -> Decision:
-        refusal = result.refusals[0]
-        _, rule, scope = next(c for c in claims if c[0].rule_id == refusal.rule_id)
+        by_key = {c[0].counter_key: c for c in claims}
+
+        def pausable(counter_key: str) -> bool:
+            rule = by_key[counter_key][1]
+            return isinstance(rule, Budget) and rule.effective_action(tags) == "pause"
+
+        # Ask a human only when no refused rule is a hard deny (else the approval is moot).
+        refusal = next((r for r in result.refusals if not pausable(r.counter_key)), None)
+        refusal = refusal or result.refusals[0]
+        _, rule, scope = by_key[refusal.counter_key]
         scope_dict = scope
         where = _scope_text(scope)
         if isinstance(rule, RateLimit):
@@ -540,6 +567,7 @@ class PolicyEngine:
             observed=refusal.observed,
             estimate=refusal.amount,
             unit=refusal.unit,
+            counter_key=refusal.counter_key,
         )
 
     def _loop_decision(
@@ -603,6 +631,7 @@ class PolicyEngine:
         observed: Decimal,
         estimate: Decimal,
         unit: str,
+        counter_key: str | None = None,
     ) -> Decision:
         approval_id = None
         if action == "pause":
@@ -624,6 +653,7 @@ class PolicyEngine:
                     message=str(error),
                     resume_target=self.resume_target,
                     checkpoint_url=self.checkpoint_url,
+                    counter_key=counter_key,
                     tags=dict(tags),
                 )
             )
@@ -682,14 +712,25 @@ class PolicyEngine:
         with self._lock:
             return self._grants.setdefault(run_key, _Grants())
 
-    def _extra(self, run_key: str, rule_id: str) -> Decimal:
-        extra = self._grants_for(run_key).extra.get(rule_id)
+    def _extra(self, run_key: str, counter_key: str) -> Decimal:
+        with self._lock:  # read without creating: most runs never have an approval
+            grants = self._grants.get(run_key)
+            extra = grants.extra.get(counter_key) if grants is not None else None
         return extra or Decimal(0)
 
     def _refresh_grant(
-        self, run_key: str, thread_id: str | None, trace_id: str, rule_id: str
+        self,
+        run_key: str,
+        thread_id: str | None,
+        trace_id: str,
+        rule_id: str,
+        counter_key: str | None = None,
     ) -> bool:
-        """Load approvals of this run for `rule_id` from the ledger; True if any is new."""
+        """Load this run's approvals for a budget bucket (or a loop rule) from the ledger.
+
+        Budget approvals count for the bucket that refused (rule, scope and period window),
+        so an approval for today's budget does not raise tomorrow's. True if new.
+        """
         approved = [
             a
             for a in self.ledger.list_approvals(
@@ -698,16 +739,17 @@ class PolicyEngine:
                 trace_id=None if thread_id else trace_id,
                 limit=10_000,
             )
-            if a.rule_id == rule_id
+            if a.rule_id == rule_id and (counter_key is None or a.counter_key == counter_key)
         ]
         if not approved:
             return False
         loop = any(a.unit == "loop" for a in approved)
         total = None if loop else sum((a.extra or Decimal(0) for a in approved), Decimal(0))
+        key = counter_key or rule_id
         grants = self._grants_for(run_key)
         with self._lock:
-            known = rule_id in grants.extra and grants.extra[rule_id] == total
-            grants.extra[rule_id] = total
+            known = key in grants.extra and grants.extra[key] == total
+            grants.extra[key] = total
         return not known
 
     def _record(

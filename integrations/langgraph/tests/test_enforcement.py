@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import operator
 from collections.abc import Iterator
 from decimal import Decimal
@@ -306,3 +307,180 @@ def test_shadow_rule_never_blocks_but_is_reported(tracker: CostTracker) -> None:
     (summary,) = tracker.ledger.list_runs()
     actions = [d.action for d in tracker.ledger.decisions_for(summary.run.trace_id)]
     assert actions == ["shadow", "shadow", "shadow"]
+
+
+# -- regressions found in review ------------------------------------------------------------
+
+
+def test_chat_prompt_is_part_of_the_reservation(tracker: CostTracker) -> None:
+    # Output alone (10 tokens) fits the cap; the 30,000-character prompt does not.
+    handler = make_handler(
+        tracker, {"budgets": [{"id": "cap", "limit": "0.0001", "period": "run"}]}
+    )
+    llm = ScriptedChatModel(script=[AIMessage("ok", usage_metadata=usage(10, 1))])
+    g = StateGraph(State)
+    g.add_node("n", lambda s: {"messages": [llm.invoke(s["messages"], max_tokens=10)]})
+    g.add_edge(START, "n")
+    with pytest.raises(BudgetExceeded) as info:
+        g.compile().invoke(
+            {"messages": [HumanMessage("x" * 30_000)]}, config={"callbacks": [handler]}
+        )
+    assert info.value.observed == 0  # refused on the estimate, before anything was spent
+
+
+def test_bad_tags_fail_closed_with_a_policy(tracker: CostTracker) -> None:
+    from agent_finops import ConfigurationError
+
+    handler = make_handler(tracker, {"budgets": [{"id": "cap", "limit": "1", "period": "run"}]})
+    with pytest.raises(ConfigurationError, match="tag key"):
+        chatty_graph(handler, 1, guard=False).invoke(
+            {"messages": [HumanMessage("go")]},
+            config={"callbacks": [handler], "metadata": {"finops": {"cost center": "x"}}},
+        )
+    tracker.flush()
+    assert sum(s.model_calls for s in tracker.ledger.list_runs()) == 0
+
+
+def test_unknown_usage_shape_is_recorded_and_charged_its_reservation(tracker: CostTracker) -> None:
+    handler = make_handler(tracker, {"budgets": [{"id": "cap", "limit": "1", "period": "run"}]})
+    weird = AIMessage("ok")
+    llm = ScriptedChatModel(script=[weird])
+    g = StateGraph(State)
+    g.add_node("n", lambda s: {"messages": [llm.invoke(s["messages"], max_tokens=10)]})
+    g.add_edge(START, "n")
+    with pytest.warns(UserWarning, match="unknown"):
+        g.compile().invoke({"messages": [HumanMessage("go")]}, config={"callbacks": [handler]})
+    tracker.flush()
+    (run,) = tracker.ledger.list_runs()
+    assert run.unpriced == 1
+    engine = handler.policy
+    assert engine is not None
+    (state,) = _reservation_states(engine)
+    assert state == "settled"
+
+
+def _reservation_states(engine: PolicyEngine) -> list[str]:
+    from sqlalchemy import text
+
+    with engine.ledger.engine.connect() as conn:
+        return list(conn.execute(text("select state from finops_reservations")).scalars())
+
+
+def test_reservation_of_a_call_that_never_reported_back_is_released_at_run_end(
+    tracker: CostTracker,
+) -> None:
+    import uuid
+
+    handler = make_handler(tracker, {"budgets": [{"id": "cap", "limit": "1", "period": "run"}]})
+    root, call = uuid.uuid4(), uuid.uuid4()
+    handler.on_chain_start({"name": "graph"}, {}, run_id=root)
+    handler.on_chat_model_start(
+        {"name": "llm"},
+        [[HumanMessage("hi")]],
+        run_id=call,
+        parent_run_id=root,
+        invocation_params={"model": "gpt-4o-mini"},
+        metadata={"ls_provider": "openai"},
+    )
+    assert handler.policy is not None
+    assert _reservation_states(handler.policy) == ["reserved"]
+    # The task was cancelled: LangChain calls neither on_llm_end nor on_llm_error.
+    handler.on_chain_error(asyncio.CancelledError(), run_id=root)
+    assert _reservation_states(handler.policy) == ["released"]
+    assert handler._models == {} and handler._runs == {} and handler._inflight == {}
+
+
+def test_parent_command_handoff_is_not_an_interruption(tracker: CostTracker) -> None:
+    import uuid
+
+    from langgraph.errors import ParentCommand
+
+    handler = FinOpsCallbackHandler(tracker)
+    root, node = uuid.uuid4(), uuid.uuid4()
+    handler.on_chain_start({"name": "graph"}, {}, run_id=root)
+    handler.on_chain_start(
+        {"name": "a"}, {}, run_id=node, parent_run_id=root, metadata={"langgraph_node": "a"}
+    )
+    handler.on_chain_error(ParentCommand(Command(graph=Command.PARENT, goto="b")), run_id=node)
+    handler.on_chain_end({}, run_id=root)
+    report = tracker.report(str(root))
+    assert report.run.status == "ok"
+    assert [c.span.status for c in report.tree.children] == ["ok"]
+
+
+def test_a_stop_does_not_carry_over_to_the_next_invocation(tracker: CostTracker) -> None:
+    handler = make_handler(tracker, {"mandatory_tags": [{"require": ["cost_center"]}]})
+    graph = chatty_graph(handler, 1, checkpointer=InMemorySaver())
+    config: Any = {"callbacks": [handler], "configurable": {"thread_id": "t-stale"}}
+    with pytest.raises(MissingTags):
+        graph.invoke({"messages": [HumanMessage("go")]}, config=config)
+    config["metadata"] = {"finops": {"cost_center": "cc"}}
+    out = graph.invoke({"messages": [HumanMessage("go")]}, config=config)
+    assert "__interrupt__" not in out and len(out["messages"]) == 2
+
+
+def test_llm_cache_hits_cost_nothing(tracker: CostTracker) -> None:
+    from langchain_core.caches import InMemoryCache
+
+    llm = ScriptedChatModel(
+        script=[AIMessage("ok", usage_metadata=usage(1000, 100))], cache=InMemoryCache()
+    )
+    handler = FinOpsCallbackHandler(tracker)
+    g = StateGraph(State)
+    g.add_node("n", lambda s: {"messages": [llm.invoke("same prompt") for _ in range(3)]})
+    g.add_edge(START, "n")
+    g.compile().invoke({"messages": []}, config={"callbacks": [handler]})
+    tracker.flush()
+    (run,) = tracker.ledger.list_runs()
+    trace = tracker.ledger.load_trace(run.run.trace_id)
+    assert trace is not None
+    sources = sorted(e.price_source for e in trace.events)
+    assert sources == ["genai-prices", "llm-cache", "llm-cache"]
+    assert run.cost == (1000 * Decimal("0.15") + 100 * Decimal("0.6")) / 1_000_000
+
+
+def test_answers_go_to_the_request_they_name(tracker: CostTracker) -> None:
+    one = run_cap(tracker, 1)
+    handler = make_handler(
+        tracker, {"budgets": [{"id": "cap", "limit": str(one), "period": "run", "action": "pause"}]}
+    )
+    graph = chatty_graph(handler, 3, checkpointer=InMemorySaver())
+    config: Any = {"callbacks": [handler], "configurable": {"thread_id": "t-ids"}}
+    first = graph.invoke({"messages": [HumanMessage("go")]}, config=config)
+    r1 = first["__interrupt__"][0].value["approval_id"]
+    # Approve just enough for one more call: the third call pauses again, in the same node.
+    second = graph.invoke(
+        Command(
+            resume={"approval_id": r1, "decision": "approve", "by": "alice", "extra": str(one * 2)}
+        ),
+        config=config,
+    )
+    r2 = second["__interrupt__"][0].value["approval_id"]
+    assert r2 != r1
+    final = graph.invoke(
+        Command(resume={"approval_id": r2, "decision": "deny", "by": "bob"}), config=config
+    )
+    assert final["__interrupt__"][0].value["reason"] == "ApprovalDenied"
+    decided = {
+        a.approval_id: (a.status, a.decided_by) for a in tracker.ledger.list_approvals(status=None)
+    }
+    assert decided == {r1: ("approved", "alice"), r2: ("denied", "bob")}
+
+
+async def test_guarded_subgraph_runs_async(tracker: CostTracker) -> None:
+    handler = make_handler(tracker, {"budgets": [{"id": "cap", "limit": "1", "period": "run"}]})
+    llm = exact_model()
+
+    async def anode(state: State) -> State:
+        return {"messages": [await llm.ainvoke(state["messages"], max_tokens=100)]}
+
+    sub = StateGraph(State)
+    sub.add_node("inner", anode)  # async-only node: needs the subgraph's ainvoke
+    sub.add_edge(START, "inner")
+    g = StateGraph(State)
+    g.add_node("sub", guard_node(sub.compile(), handler))
+    g.add_edge(START, "sub")
+    out = await g.compile().ainvoke(
+        {"messages": [HumanMessage("go")]}, config={"callbacks": [handler]}
+    )
+    assert out["messages"][-1].content == "step"  # the async-only node ran

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn
 
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langgraph.config import get_config
 from langgraph.errors import GraphInterrupt
 from langgraph.types import Interrupt, interrupt
@@ -34,6 +34,7 @@ from agent_finops.exceptions import (
     ApprovalDenied,
     ApprovalRequired,
     ConfigurationError,
+    LedgerError,
     PolicyViolation,
 )
 from agent_finops.ledger import ApprovalRecord
@@ -63,7 +64,12 @@ def approval_payload(request: ApprovalRecord) -> dict[str, Any]:
         "thread_id": request.thread_id,
         "policy_version": request.policy_version,
         "message": request.message,
-        "answer_with": {"decision": "approve | deny", "by": "name", "extra": "optional amount"},
+        "answer_with": {
+            "approval_id": request.approval_id,
+            "decision": "approve | deny",
+            "by": "name",
+            "extra": "optional amount (default: max(estimated_extra, 20% of limit))",
+        },
     }
 
 
@@ -114,6 +120,14 @@ def parse_answer(value: Any) -> Answer | None:
         value=value,
         expected='True/False, "approve"/"deny" or {"decision": ...}',
     )
+
+
+def _answers_other(value: Any, approval_id: str) -> bool:
+    """Whether a resume value names another approval request than `approval_id`."""
+    if not isinstance(value, Mapping):
+        return False
+    named = value.get("approval_id")
+    return named is not None and named != approval_id
 
 
 def _decision(value: Any) -> bool:
@@ -198,27 +212,30 @@ class Enforcer:
 
     def _ask_request(self, run: _Run, request: ApprovalRecord) -> PolicyViolation | None:
         if request.status == "pending":
-            answer = parse_answer(interrupt(approval_payload(request)))
+            value = interrupt(approval_payload(request))
+            # LangGraph hands resume values to interrupt() calls by position: on
+            # re-execution the first value may answer an earlier, already decided request.
+            while _answers_other(value, request.approval_id):
+                value = interrupt(approval_payload(request))
+            answer = parse_answer(value)
             current = self.engine.approval(request.approval_id) or request
             if current.status == "pending" and answer is not None:
-                current = self.engine.decide(
-                    request.approval_id,
-                    approve=answer.approve,
-                    by=answer.by,
-                    extra=answer.extra,
-                    reason=answer.reason,
-                )
+                try:
+                    current = self.engine.decide(
+                        request.approval_id,
+                        approve=answer.approve,
+                        by=answer.by,
+                        extra=answer.extra,
+                        reason=answer.reason,
+                    )
+                except LedgerError:  # decided elsewhere (console, Slack) in the meantime
+                    current = self.engine.approval(request.approval_id) or current
             request = current
+            if request.status == "pending":
+                # Resumed without a decision: ask again (raises, the run stays paused).
+                interrupt(approval_payload(request))
         if request.status == "approved":
             return None
-        if request.status == "pending":
-            # Resumed without a decision: ask again (a new interrupt, same request).
-            return ApprovalRequired(
-                f"approval {request.approval_id} is still pending",
-                approval_id=request.approval_id,
-                rule_id=request.rule_id,
-                trace_id=run.trace_id,
-            )
         return ApprovalDenied(
             f"approval {request.approval_id} for rule {request.rule_id!r} was "
             f"{request.status} by {request.decided_by}"
@@ -256,7 +273,7 @@ def outcome(error: PolicyViolation) -> dict[str, Any]:
 def guard_node(
     node: Callable[..., Any] | Runnable[Any, Any],
     handler: FinOpsCallbackHandler,
-) -> Callable[..., Any]:
+) -> Any:
     """Wrap a `StateGraph` node so cost policy pauses and denies become graph control flow.
 
     ```python
@@ -265,12 +282,26 @@ def guard_node(
 
     Args:
         node: the node function (sync or async; it may take `config`) or a runnable such
-            as a compiled subgraph.
+            as a compiled subgraph (then both `invoke` and `ainvoke` are guarded).
         handler: the `FinOpsCallbackHandler` with a policy; pass the same handler in the
             graph's config callbacks.
     """
+    enforcer = Enforcer(handler)
+    if isinstance(node, Runnable):
+        runnable = node
+        sync_guard = _NodeGuard(enforcer, lambda state, config: runnable.invoke(state, config))
+        async_guard = _NodeGuard(enforcer, lambda state, config: runnable.ainvoke(state, config))
+
+        def run_sync(state: Any, config: RunnableConfig) -> Any:
+            return sync_guard.run(state, config)
+
+        async def run_async(state: Any, config: RunnableConfig) -> Any:
+            return await async_guard.arun(state, config)
+
+        name = f"guarded_{getattr(node, 'name', None) or 'runnable'}"
+        return RunnableLambda(run_sync, afunc=run_async, name=name)
     call, is_async = _caller(node)
-    guard = _NodeGuard(Enforcer(handler), call)
+    guard = _NodeGuard(enforcer, call)
     if is_async:
 
         async def aguarded(state: Any, config: RunnableConfig) -> Any:
@@ -335,8 +366,6 @@ class _NodeGuard:
 
 
 def _caller(node: Any) -> tuple[Callable[[Any, RunnableConfig], Any], bool]:
-    if isinstance(node, Runnable):
-        return (lambda state, config: node.invoke(state, config)), False
     takes_config = "config" in inspect.signature(node).parameters
     is_async = inspect.iscoroutinefunction(node)
     if takes_config:

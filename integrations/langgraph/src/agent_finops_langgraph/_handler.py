@@ -13,7 +13,13 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 
 from agent_finops import CostTracker, PriceBook, SQLLedger, TokenUsage, normalize_usage
-from agent_finops.exceptions import FinOpsError, HandlerError, PolicyViolation
+from agent_finops.exceptions import (
+    ConfigurationError,
+    FinOpsError,
+    HandlerError,
+    PolicyViolation,
+)
+from agent_finops.ledger import SpanRecord
 from agent_finops.policy import PolicyEngine
 
 __all__ = ["FinOpsCallbackHandler", "estimate_input_tokens", "usage_from_llm_result"]
@@ -23,7 +29,10 @@ log = logging.getLogger("agent_finops.langgraph")
 METADATA_KEY = "finops"
 """`config["metadata"]["finops"]`: tags for this invocation (or any nested runnable)."""
 
-_INTERRUPT_ERRORS = frozenset({"GraphInterrupt", "NodeInterrupt", "ParentCommand", "GraphBubbleUp"})
+_INTERRUPT_ERRORS = frozenset({"GraphInterrupt", "NodeInterrupt", "GraphDrained"})
+"""LangGraph exceptions that pause a run (it can resume from its checkpoint)."""
+_CONTROL_FLOW = frozenset({"ParentCommand", "GraphBubbleUp"})
+"""LangGraph exceptions that are control flow (a hand-off to the parent graph), not failures."""
 
 
 class FinOpsCallbackHandler(BaseCallbackHandler):
@@ -36,8 +45,12 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
 
     One handler can serve many runs, threads and event loops at once. It runs inline (no
     thread hop) in both sync and async runs; its work is in-memory and the ledger writes
-    happen on a background thread. An internal error is logged and counted in `errors` and
-    the user's run carries on, unless `strict=True`.
+    happen on a background thread.
+
+    Failure behaviour: without a policy, an internal error is logged and counted in
+    `errors` and the user's run carries on (unless `strict=True`). With a policy the
+    handler fails *closed*: a call it cannot check (no span, bad tags, the budget database
+    unreachable) is not sent unchecked; the error reaches the caller.
     """
 
     run_inline = True
@@ -74,6 +87,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         self._lock = threading.Lock()
         self._models: dict[UUID, tuple[str | None, str | None]] = {}
         self._runs: dict[str, tuple[str, str | None]] = {}  # trace id -> (run key, thread id)
+        self._inflight: dict[str, set[str]] = {}  # trace id -> calls holding a reservation
 
     @classmethod
     def from_url(
@@ -92,6 +106,11 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         """Wait until everything recorded is in the ledger."""
         self.tracker.flush()
 
+    def run_identity(self, trace_id: str) -> tuple[str, str | None]:
+        """(run key, thread id) the policy uses for a trace: the LangGraph thread if any."""
+        with self._lock:
+            return self._runs.get(trace_id, (trace_id, None))
+
     # -- plumbing -----------------------------------------------------------------------
 
     def _failed(self, where: str, exc: Exception) -> None:
@@ -103,7 +122,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
             self.errors += 1
         log.exception("agent-finops handler error in %s (run continues)", where)
 
-    def _start(
+    def _open(
         self,
         where: str,
         run_id: UUID,
@@ -111,13 +130,13 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         name: str,
         kind: Any,
         metadata: Mapping[str, Any] | None,
-    ) -> None:
+    ) -> SpanRecord | None:
         try:
             tags = metadata.get(METADATA_KEY) if metadata else None
             if parent_run_id is None and metadata and metadata.get("thread_id") is not None:
                 # The LangGraph thread links a run to its resumptions (and their approvals).
                 given = tags if isinstance(tags, Mapping) else {}
-                tags = {"thread_id": str(metadata["thread_id"]), **given}
+                tags = {"thread_id": str(metadata["thread_id"])[:256], **given}
             node = None
             if kind == "chain" and metadata:
                 lg_node = metadata.get("langgraph_node")
@@ -128,7 +147,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
                     parent = self.tracker.span(str(parent_run_id)) if parent_run_id else None
                     if parent is None or parent.kind != "node" or parent.name != name:
                         node, kind = lg_node, "node"
-            span = self.tracker.start_span(
+            return self.tracker.start_span(
                 str(run_id),
                 parent_span_id=str(parent_run_id) if parent_run_id else None,
                 name=name,
@@ -137,56 +156,106 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
                 tags=tags if isinstance(tags, Mapping) else None,
             )
         except Exception as exc:
+            if self.policy is not None and isinstance(exc, ConfigurationError):
+                raise  # bad tags: a policy must not go quiet on a configuration mistake
             self._failed(where, exc)
-            return
-        if self.policy is None:
+            return None
+
+    def _checked_span(self, run_id: UUID) -> SpanRecord:
+        """The span of a call about to be checked; fail closed if it could not be opened."""
+        span = self.tracker.span(str(run_id))
+        if span is None:
+            raise HandlerError(
+                f"agent-finops could not open a span for call {run_id}; with a policy it is "
+                "not sent unchecked (see the logged error)"
+            )
+        return span
+
+    def _enforce(self, span: SpanRecord, decision: Any) -> None:
+        """Raise a blocked decision's error, or note the call's reservation as in flight.
+
+        A blocked call's span is closed as `stopped`; an allowed call's reservation stays
+        in flight until the call reports back (or its run ends).
+        """
+        if decision.blocked and decision.error is not None:
+            self.tracker.end_span(span.span_id, status="stopped", error=decision.error)
+            raise decision.error
+        with self._lock:
+            self._inflight.setdefault(span.trace_id, set()).add(span.span_id)
+
+    def _landed(self, run_id: UUID) -> str | None:
+        """The call reported back: its reservation is no longer in flight. Its trace id."""
+        span = self.tracker.span(str(run_id))
+        if span is None:
+            return None
+        with self._lock:
+            calls = self._inflight.get(span.trace_id)
+            if calls is not None:
+                calls.discard(span.span_id)
+        return span.trace_id
+
+    def _start(
+        self,
+        where: str,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        name: str,
+        kind: Any,
+        metadata: Mapping[str, Any] | None,
+    ) -> None:
+        span = self._open(where, run_id, parent_run_id, name, kind, metadata)
+        if span is None or self.policy is None:
             return
         if span.parent_span_id is None:
             thread = metadata.get("thread_id") if metadata else None
             thread_id = str(thread) if thread is not None else None
             run_key = thread_id or span.trace_id
+            self.policy.begin_run(run_key)  # a new invocation: no stale stop carries over
+            decision = self.policy.check_run_start(span.trace_id, span.tags, run_key=run_key)
+            if decision.blocked and decision.error is not None:
+                self.tracker.end_span(span.span_id, status="stopped", error=decision.error)
+                raise decision.error
             with self._lock:
                 self._runs[span.trace_id] = (run_key, thread_id)
-            self._enforce(
-                span.span_id, self.policy.check_run_start(span.trace_id, span.tags, run_key=run_key)
-            )
-        elif span.kind == "node" and node is not None:
+        elif span.kind == "node":
             run_key, thread_id = self.run_identity(span.trace_id)
             # A blocked step is kept pending: the next guarded call stops there.
             self.policy.check_step(
                 trace_id=span.trace_id,
                 run_key=run_key,
                 tags=span.tags,
-                step=node,
+                step=span.name,
                 thread_id=thread_id,
             )
 
-    def run_identity(self, trace_id: str) -> tuple[str, str | None]:
-        """(run key, thread id) the policy uses for a trace: the LangGraph thread if any."""
-        with self._lock:
-            return self._runs.get(trace_id, (trace_id, None))
-
-    def _enforce(self, span_id: str, decision: Any) -> None:
-        """Raise a blocked decision's error, closing the span it stopped."""
-        if decision.blocked and decision.error is not None:
-            self.tracker.end_span(span_id, status="stopped", error=decision.error)
-            raise decision.error
-
     def _end(self, where: str, run_id: UUID, error: BaseException | None = None) -> None:
         try:
-            if error is not None and type(error).__name__ in _INTERRUPT_ERRORS:
+            kind = type(error).__name__ if error is not None else None
+            if kind in _INTERRUPT_ERRORS:
                 span = self.tracker.end_span(str(run_id), status="interrupted")
+            elif kind in _CONTROL_FLOW:
+                span = self.tracker.end_span(str(run_id))  # a hand-off, not a failure
             elif isinstance(error, PolicyViolation):
                 span = self.tracker.end_span(str(run_id), status="stopped", error=error)
             else:
                 span = self.tracker.end_span(str(run_id), error=error)
             if self.policy is not None and span is not None and span.parent_span_id is None:
-                with self._lock:
-                    run_key, _ = self._runs.pop(span.trace_id, (span.trace_id, None))
-                if span.status != "interrupted":  # a paused run keeps its loop state
-                    self.policy.end_run(run_key)
+                self._end_run(span)
         except Exception as exc:
             self._failed(where, exc)
+
+    def _end_run(self, root: SpanRecord) -> None:
+        assert self.policy is not None
+        with self._lock:
+            run_key, _ = self._runs.pop(root.trace_id, (root.trace_id, None))
+            stranded = self._inflight.pop(root.trace_id, set())
+        # Calls LangChain never reported back (a cancelled task, another handler raising
+        # after we reserved): give their reservations back now, not after the TTL.
+        for call_id in stranded:
+            self.policy.release(call_id)
+            with self._lock:
+                self._models.pop(UUID(call_id), None)
+        self.policy.end_run(run_key, paused=root.status == "interrupted")
 
     # -- chains and graph nodes ---------------------------------------------------------
 
@@ -227,9 +296,9 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        """Open a model span and remember the requested model and provider."""
+        """Open a model span (and, with a policy, reserve the call's worst case first)."""
         self._model_start(
-            "on_chat_model_start", serialized, run_id, parent_run_id, metadata, kwargs
+            "on_chat_model_start", serialized, messages, run_id, parent_run_id, metadata, kwargs
         )
 
     def on_llm_start(
@@ -245,80 +314,97 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
     ) -> None:
         """Open a model span for a completion-style LLM."""
         self._model_start(
-            "on_llm_start",
-            serialized,
-            run_id,
-            parent_run_id,
-            metadata,
-            {**kwargs, "_prompt_payload": prompts},
+            "on_llm_start", serialized, prompts, run_id, parent_run_id, metadata, kwargs
         )
 
     def _model_start(
         self,
         where: str,
         serialized: dict[str, Any] | None,
+        prompt: Any,
         run_id: UUID,
         parent_run_id: UUID | None,
         metadata: Mapping[str, Any] | None,
         kwargs: Mapping[str, Any],
     ) -> None:
-        model: str | None = None
-        provider: str | None = None
-        params: Mapping[str, Any] = {}
-        try:
-            params = kwargs.get("invocation_params") or {}
-            meta = metadata or {}
-            model = (
-                params.get("model")
-                or params.get("model_name")
-                or meta.get("ls_model_name")
-                or params.get("model_id")
-            )
-            provider = meta.get("ls_provider")
-            with self._lock:
-                self._models[run_id] = (model, provider)
-        except Exception as exc:
-            self._failed(where, exc)
-        self._start(where, run_id, parent_run_id, _name(serialized, kwargs), "model", metadata)
+        params: Mapping[str, Any] = kwargs.get("invocation_params") or {}
+        meta = metadata or {}
+        model = (
+            params.get("model")
+            or params.get("model_name")
+            or meta.get("ls_model_name")
+            or params.get("model_id")
+        )
+        provider = meta.get("ls_provider")
+        with self._lock:
+            self._models[run_id] = (model, provider)
+        span = self._open(where, run_id, parent_run_id, _name(serialized, kwargs), "model", meta)
         if self.policy is None:
             return
-        span = self.tracker.span(str(run_id))
-        if span is None:
-            return
+        span = self._checked_span(run_id)
         run_key, thread_id = self.run_identity(span.trace_id)
-        decision = self.policy.check_before_model_call(
-            call_id=str(run_id),
-            trace_id=span.trace_id,
-            run_key=run_key,
-            thread_id=thread_id,
-            tags=span.tags,
-            model=model,
-            provider=provider,
-            input_tokens=estimate_input_tokens(kwargs.get("_prompt_payload")),
-            max_output_tokens=_max_output_tokens(params),
-        )
-        with self._lock:
-            self._models.pop(run_id, None) if decision.blocked else None
-        self._enforce(span.span_id, decision)
+        try:
+            decision = self.policy.check_before_model_call(
+                call_id=span.span_id,
+                trace_id=span.trace_id,
+                run_key=run_key,
+                thread_id=thread_id,
+                tags=span.tags,
+                model=model,
+                provider=provider,
+                input_tokens=estimate_input_tokens(prompt),
+                max_output_tokens=_max_output_tokens(params),
+            )
+        except BaseException:
+            with self._lock:
+                self._models.pop(run_id, None)
+            self.tracker.end_span(span.span_id, status="error", error="policy check failed")
+            raise
+        if decision.blocked:
+            with self._lock:
+                self._models.pop(run_id, None)
+        self._enforce(span, decision)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Price the call from its reported usage (the final aggregate when streaming)."""
+        settled = False
         try:
             with self._lock:
                 requested, provider = self._models.pop(run_id, (None, None))
-            usage, served = usage_from_llm_result(response)
+            try:
+                usage, served, cached = usage_from_llm_result(response)
+            except ConfigurationError as exc:  # a usage shape we do not know: unknown, not lost
+                usage, served, cached = None, None, False
+                self._failed("on_llm_end", exc)
             event = self.tracker.record_model_call(
-                str(run_id), model=served or requested, usage=usage, provider=provider
+                str(run_id),
+                model=served or requested,
+                usage=usage,
+                provider=provider,
+                cached=cached,
             )
             if self.policy is not None:
-                tokens = usage.total_tokens if usage is not None else 0
+                tokens = usage.total_tokens if usage is not None else None
                 self.policy.check_after_model_call(str(run_id), cost=event.cost, tokens=tokens)
+                settled = True
         except Exception as exc:
-            if self.policy is not None and not isinstance(exc, FinOpsError):
-                self.policy.check_after_model_call(str(run_id), cost=None, tokens=0)
             self._failed("on_llm_end", exc)
         finally:
+            if self.policy is not None and not settled:
+                self._settle_unknown(run_id, tool=False)
+            self._landed(run_id)
             self._end("on_llm_end", run_id)
+
+    def _settle_unknown(self, run_id: UUID, *, tool: bool) -> None:
+        """The call ran but could not be priced or settled: charge its reservation."""
+        assert self.policy is not None
+        try:
+            if tool:
+                self.policy.check_after_tool_call(str(run_id), cost=None)
+            else:
+                self.policy.check_after_model_call(str(run_id), cost=None, tokens=None)
+        except Exception:
+            log.exception("agent-finops: settling call %s failed; it expires after its TTL", run_id)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Close a failed model span (no usage is reported for a failed call)."""
@@ -329,6 +415,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
                 self.policy.release(str(run_id))
             except Exception as exc:
                 self._failed("on_llm_error", exc)
+        self._landed(run_id)
         self._end("on_llm_error", run_id, error)
 
     # -- tools --------------------------------------------------------------------------
@@ -346,12 +433,10 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
     ) -> None:
         """Open a tool span (and, with a policy, check loops and reserve its fee first)."""
         name = _name(serialized, kwargs)
-        self._start("on_tool_start", run_id, parent_run_id, name, "tool", metadata)
+        self._open("on_tool_start", run_id, parent_run_id, name, "tool", metadata)
         if self.policy is None:
             return
-        span = self.tracker.span(str(run_id))
-        if span is None:
-            return
+        span = self._checked_span(run_id)
         run_key, thread_id = self.run_identity(span.trace_id)
         fee = self.tracker.prices.tool_fee(name)
         estimate = None
@@ -359,20 +444,25 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
             unknown_units = self.policy.policy.fallback_reservation_usd if fee.per_unit else 0
             estimate = fee.per_call + unknown_units
         inputs = kwargs.get("inputs")
-        decision = self.policy.check_before_tool_call(
-            call_id=str(run_id),
-            trace_id=span.trace_id,
-            run_key=run_key,
-            thread_id=thread_id,
-            tags=span.tags,
-            tool=name,
-            args=inputs if inputs is not None else input_str,
-            fee_estimate=estimate,
-        )
-        self._enforce(span.span_id, decision)
+        try:
+            decision = self.policy.check_before_tool_call(
+                call_id=span.span_id,
+                trace_id=span.trace_id,
+                run_key=run_key,
+                thread_id=thread_id,
+                tags=span.tags,
+                tool=name,
+                args=inputs if inputs is not None else input_str,
+                fee_estimate=estimate,
+            )
+        except BaseException:
+            self.tracker.end_span(span.span_id, status="error", error="policy check failed")
+            raise
+        self._enforce(span, decision)
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         """Record the tool's fee, if it has one, and close the span."""
+        settled = False
         try:
             span = self.tracker.span(str(run_id))
             if span is not None:
@@ -380,9 +470,13 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
                 if self.policy is not None:
                     cost = event.cost if event is not None else Decimal(0)
                     self.policy.check_after_tool_call(str(run_id), cost=cost)
+                    settled = True
         except Exception as exc:
             self._failed("on_tool_end", exc)
         finally:
+            if self.policy is not None and not settled:
+                self._settle_unknown(run_id, tool=True)
+            self._landed(run_id)
             self._end("on_tool_end", run_id)
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -392,6 +486,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
                 self.policy.release(str(run_id))
             except Exception as exc:
                 self._failed("on_tool_error", exc)
+        self._landed(run_id)
         self._end("on_tool_error", run_id, error)
 
 
@@ -438,12 +533,13 @@ def _max_output_tokens(params: Mapping[str, Any]) -> int | None:
     return None
 
 
-def usage_from_llm_result(response: LLMResult) -> tuple[TokenUsage | None, str | None]:
-    """Usage and served model name from an `LLMResult` (chat or completion, streamed or not).
+def usage_from_llm_result(response: LLMResult) -> tuple[TokenUsage | None, str | None, bool]:
+    """Usage, served model name and "LLM-cache hit" from an `LLMResult`.
 
     Chat models put `usage_metadata` on the message (for a stream, on the aggregated final
     message, which is where `stream_usage=True` puts it). Completion LLMs put raw provider
-    usage in `llm_output`. Returns `(None, model)` when nothing was reported.
+    usage in `llm_output`. Returns `(None, model, False)` when nothing was reported. A
+    LangChain cache hit keeps the original usage and adds `total_cost: 0`: it cost nothing.
     """
     served: str | None = None
     for generations in response.generations:
@@ -455,11 +551,13 @@ def usage_from_llm_result(response: LLMResult) -> tuple[TokenUsage | None, str |
             served = served or meta.get("model_name") or meta.get("model")
             usage = getattr(message, "usage_metadata", None)
             if usage:
-                return normalize_usage(usage), served
+                cached = usage.get("total_cost", None) == 0
+                clean = {k: v for k, v in usage.items() if k != "total_cost"} if cached else usage
+                return normalize_usage(clean), served, cached
     output = response.llm_output or {}
     served = served or output.get("model_name") or output.get("model")
     for key in ("token_usage", "usage"):
         raw = output.get(key)
         if raw:
-            return normalize_usage(raw), served
-    return None, served
+            return normalize_usage(raw), served, False
+    return None, served, False
