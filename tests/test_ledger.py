@@ -216,3 +216,25 @@ def test_racing_approvers_one_wins(ledger: SQLLedger) -> None:
         th.join()
     assert sorted(results) == ["lost"] * 5 + ["won"]
     assert ledger.approved_extra("trace-1", "support-daily") == Decimal(1)
+
+
+def test_a_decision_is_taken_up_by_exactly_one_worker(ledger: SQLLedger) -> None:
+    if ledger.engine.url.database in (None, "", ":memory:"):
+        pytest.skip("in-memory SQLite is one shared connection: a single-threaded reference")
+    ledger.add_approval(_approval())
+    assert ledger.take_decision(thread_id="thread-9", trace_id=None, at=T0) is None  # pending
+    ledger.decide_approval("ap-1", status="denied", by="bob", at=T0)
+    taken: list[object] = []
+
+    def take() -> None:
+        got = ledger.take_decision(thread_id="thread-9", trace_id=None, at=T0)
+        if got is not None:
+            taken.append(got)
+
+    threads = [threading.Thread(target=take) for _ in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(taken) == 1
+    assert ledger.take_decision(thread_id="thread-9", trace_id=None, at=T0) is None

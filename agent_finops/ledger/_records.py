@@ -141,4 +141,6 @@ class ApprovalRecord:
     counter_key: str | None = None
     """The budget bucket that refused (rule, scope, period window): an approval raises that
     bucket for this run only, not the same rule's next day or another scope."""
+    applied_at: datetime | None = None
+    """When the paused run took up the decision (a decision is applied exactly once)."""
     tags: dict[str, str] = field(default_factory=dict)

@@ -178,6 +178,7 @@ class ApprovalRow(SQLModel, table=True):
     resume_target: str | None = Field(default=None, max_length=400)
     checkpoint_url: str | None = Field(default=None, sa_column=Column(Text))
     counter_key: str | None = Field(default=None, sa_column=Column(Text))
+    applied_at: datetime | None = None
     tags: dict[str, str] = _json()
 
 

@@ -391,6 +391,48 @@ class SQLLedger:
         assert decided is not None
         return decided
 
+    def take_decision(
+        self, *, thread_id: str | None, trace_id: str | None, at: Any
+    ) -> ApprovalRecord | None:
+        """The oldest decided, not yet applied request of a run, marked applied atomically.
+
+        Several workers may resume the same thread: exactly one takes each decision.
+        """
+        table: Any = ApprovalRow.__table__  # type: ignore[attr-defined]
+        query = (
+            select(ApprovalRow)
+            .where(col(ApprovalRow.status).in_(["approved", "denied"]))
+            .where(col(ApprovalRow.applied_at).is_(None))
+            .order_by(col(ApprovalRow.created_at))
+        )
+        if thread_id is not None:
+            query = query.where(ApprovalRow.thread_id == thread_id)
+        else:
+            query = query.where(ApprovalRow.trace_id == trace_id)
+        with Session(self.engine) as session:
+            candidates = [ApprovalRecord(**_fields(r, ApprovalRecord)) for r in session.exec(query)]
+        for request in candidates:
+            with self.engine.begin() as conn:
+                won = conn.execute(
+                    table.update()
+                    .where(table.c.approval_id == request.approval_id, table.c.applied_at.is_(None))
+                    .values(applied_at=at)
+                ).rowcount
+            if won == 1:
+                request.applied_at = at
+                return request
+        return None
+
+    def mark_applied(self, approval_id: str, *, at: Any) -> None:
+        """Record that the run took up this request's decision."""
+        table: Any = ApprovalRow.__table__  # type: ignore[attr-defined]
+        with self.engine.begin() as conn:
+            conn.execute(
+                table.update()
+                .where(table.c.approval_id == approval_id, table.c.applied_at.is_(None))
+                .values(applied_at=at)
+            )
+
     def approved_extra(self, trace_id: str, rule_id: str) -> Decimal:
         """Total overspend humans approved for this run on this rule."""
         return sum(

@@ -216,6 +216,16 @@ class PolicyEngine:
                 self._pending[run_key] = decision
         return decision
 
+    def take_decision(self, run_key: str, *, thread_id: str | None) -> ApprovalRecord | None:
+        """A human decision made outside the run (console, Slack) not yet applied to it."""
+        return self.ledger.take_decision(
+            thread_id=thread_id, trace_id=None if thread_id else run_key, at=self._clock()
+        )
+
+    def mark_applied(self, approval_id: str) -> None:
+        """The run took up this decision (through its resume value)."""
+        self.ledger.mark_applied(approval_id, at=self._clock())
+
     def take_pending(self, run_key: str) -> Decision | None:
         """A blocked step decision not yet acted on, if any (taken only once)."""
         with self._lock:

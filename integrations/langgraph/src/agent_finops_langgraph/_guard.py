@@ -201,6 +201,9 @@ class Enforcer:
         request = self.engine.pending_approval(run.run_key, thread_id=run.thread_id)
         if request is not None:
             return self._ask_request(run, request)
+        decided = self.engine.take_decision(run.run_key, thread_id=run.thread_id)
+        if decided is not None and decided.status != "approved":
+            return _denied(run, decided)  # a human said no from outside the run
         return None
 
     def ask(self, run: _Run, pause: ApprovalRequired) -> PolicyViolation | None:
@@ -234,24 +237,29 @@ class Enforcer:
             if request.status == "pending":
                 # Resumed without a decision: ask again (raises, the run stays paused).
                 interrupt(approval_payload(request))
+        self.engine.mark_applied(request.approval_id)
         if request.status == "approved":
             return None
-        return ApprovalDenied(
-            f"approval {request.approval_id} for rule {request.rule_id!r} was "
-            f"{request.status} by {request.decided_by}"
-            + (f": {request.reason}" if request.reason else ""),
-            rule_id=request.rule_id,
-            scope=request.scope,
-            limit=request.limit,
-            observed=request.spent,
-            trace_id=run.trace_id,
-            unit=request.unit,
-        )
+        return _denied(run, request)
 
     def stop(self, run: _Run, error: PolicyViolation) -> dict[str, Any]:
         """Record the clean stop; the outcome to put in state."""
         self.handler.tracker.set_outcome(run.trace_id, "stopped", str(error))
         return outcome(error)
+
+
+def _denied(run: _Run, request: ApprovalRecord) -> ApprovalDenied:
+    return ApprovalDenied(
+        f"approval {request.approval_id} for rule {request.rule_id!r} was "
+        f"{request.status} by {request.decided_by}"
+        + (f": {request.reason}" if request.reason else ""),
+        rule_id=request.rule_id,
+        scope=request.scope,
+        limit=request.limit,
+        observed=request.spent,
+        trace_id=run.trace_id,
+        unit=request.unit,
+    )
 
 
 def outcome(error: PolicyViolation) -> dict[str, Any]:
