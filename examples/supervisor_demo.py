@@ -2,7 +2,7 @@
 
 A supervisor (gpt-4o-mini) routes a request to two sub-agents, each a compiled subgraph:
 
-* ``researcher`` - claude-sonnet-4-5 with prompt caching and a paid ``web_search`` tool;
+* ``researcher`` - claude-sonnet-4-6 with prompt caching and a paid ``web_search`` tool;
 * ``writer`` - an outline from a self-hosted ``acme-llama-70b`` (priced by our own rate card),
   then the final text from the reasoning model o3-mini.
 
@@ -101,7 +101,7 @@ def _supervisor_says(messages: list[BaseMessage]) -> AIMessage:
 
 
 def _researcher_says(messages: list[BaseMessage]) -> AIMessage:
-    """claude-sonnet-4-5: first two searches (writing its prompt to the cache), then a summary."""
+    """claude-sonnet-4-6: first two searches (writing its prompt to the cache), then a summary."""
     if not isinstance(messages[-1], ToolMessage):
         return AIMessage(
             content="",
@@ -120,7 +120,7 @@ def _researcher_says(messages: list[BaseMessage]) -> AIMessage:
 
 supervisor_llm = ScriptedChatModel(script=_supervisor_says, model_name="gpt-4o-mini")
 researcher_llm = ScriptedChatModel(
-    script=_researcher_says, model_name="claude-sonnet-4-5", provider="anthropic"
+    script=_researcher_says, model_name="claude-sonnet-4-6", provider="anthropic"
 )
 outline_llm = ScriptedChatModel(
     script=[
