@@ -448,7 +448,10 @@ def resume(thread_id: str, answer: dict[str, Any]) -> str:
     )
     try:
         run_id = uuid.uuid4()
-        result = demo.team.invoke(Command(resume=answer), config=demo.config(thread_id, run_id))
+        tags = answer.pop("tags", {})  # the paused run's tags: the resumed part carries them
+        result = demo.team.invoke(
+            Command(resume=answer), config=demo.config(thread_id, run_id, **tags)
+        )
         demo.show(f"resumed thread {thread_id}", str(run_id), result)
     finally:
         demo.close()

@@ -98,7 +98,9 @@ def load_resume_hook(target: str) -> ResumeHook:
     """Import `module:function` or `path/to/file.py:function`.
 
     The hook is called as `hook(thread_id, answer)` and resumes the app's graph, e.g.
-    `graph.invoke(Command(resume=answer), {"configurable": {"thread_id": thread_id}, ...})`.
+    `graph.invoke(Command(resume=answer), {"configurable": {"thread_id": thread_id},
+    "metadata": {"finops": answer["tags"]}, ...})`; `answer["tags"]` are the paused run's
+    tags, which the resumed invocation needs (mandatory tags, attribution).
     """
     module_name, sep, attr = target.rpartition(":")
     if not sep or not module_name or not attr:
@@ -140,5 +142,7 @@ def resume(request: ApprovalRecord) -> Any:
         "decision": "approve" if request.status == "approved" else "deny",
         "by": request.decided_by,
         "approval_id": request.approval_id,
+        # The paused run's tags, for the resumed invocation (mandatory tags, attribution).
+        "tags": {k: v for k, v in request.tags.items() if k != "thread_id"},
     }
     return load_resume_hook(request.resume_target)(request.thread_id, answer)

@@ -7,6 +7,7 @@ import importlib.util
 import io
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from agent_finops import SQLLedger
 
@@ -81,3 +82,45 @@ def test_demo_enforcement_pauses_caps_and_catches_a_loop(tmp_path: Path) -> None
             "pause",
             "approved",
         ]
+
+
+def test_demo_pause_can_be_approved_later_from_the_console(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    from agent_finops.cli import main as cli
+
+    demo = load_demo()
+    url = f"sqlite:///{tmp_path / 'demo.sqlite'}"
+    checkpoints = str(tmp_path / "ckpt.sqlite")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        demo.main(["--db", url, "--checkpoints", checkpoints, "--approve", "later"])
+    assert "agent-finops approvals approve" in out.getvalue()
+    monkeypatch.setenv("AGENT_FINOPS_DB_URL", url)
+    monkeypatch.setenv("AGENT_FINOPS_DEMO_CHECKPOINTS", checkpoints)
+    with SQLLedger.from_url(url) as ledger:
+        (pending,) = ledger.list_approvals(status="pending")
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert (
+            cli(
+                [
+                    "approvals",
+                    "approve",
+                    pending.approval_id,
+                    "--by",
+                    "ops",
+                    "--extra",
+                    "0.05",
+                    "--resume",
+                ]
+            )
+            == 0
+        )
+    assert "resumed thread" in printed.getvalue()
+    with SQLLedger.from_url(url) as ledger:
+        runs = sorted(ledger.list_runs(), key=lambda r: r.run.started_at)
+        resumed = runs[-1]
+        assert resumed.run.status == "ok" and resumed.run.tags["task"].startswith("weekly-brief-")
+        # the paused part plus the resumed part cost what the unguarded run cost
+        paused = next(r for r in runs if r.run.status == "interrupted")
+        assert paused.cost + resumed.cost == runs[0].cost
