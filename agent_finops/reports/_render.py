@@ -127,7 +127,8 @@ def _policy_lines(report: RunReport) -> list[str]:
     if not report.decisions and not report.approvals:
         return []
     counts = report.decision_counts()
-    lines = ["", "Policy decisions: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))]
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none in this run"
+    lines = ["", "Policy decisions: " + summary]
     for d in report.decisions:
         if d.action == "allow":
             continue
