@@ -45,8 +45,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -55,6 +54,10 @@ from typing import Any
 from agent_finops import CostTracker
 from agent_finops.ledger import DecisionRecord, SQLLedger
 from agent_finops.ledger._reservations import BudgetStore, Claim, Unit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_reservations import _postgres_schema
+
 from agent_finops.policy import PolicyEngine
 from agent_finops.policy._load import policy_from_mapping
 
@@ -348,19 +351,6 @@ def report(result: BackendResult, url: str) -> None:
     print(f"   decisions in the ledger: {result.decisions}, write errors: {result.write_errors}")
 
 
-@contextmanager
-def _postgres_schema(url: str) -> Iterator[dict[str, object]]:
-    import psycopg
-
-    schema = f"finops_bench_{uuid.uuid4().hex[:10]}"
-    plain = url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield {"connect_args": {"options": f"-csearch_path={schema}"}}
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def _medians(results: list[BackendResult]) -> dict[str, dict[str, float]]:

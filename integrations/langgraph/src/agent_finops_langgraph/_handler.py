@@ -392,7 +392,8 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         finally:
             if self.policy is not None and not settled:
                 self._settle_unknown(run_id, tool=False)
-            self._landed(run_id)
+            if self.policy is not None:
+                self._landed(run_id)
             self._end("on_llm_end", run_id)
 
     def _settle_unknown(self, run_id: UUID, *, tool: bool) -> None:
@@ -415,7 +416,8 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
                 self.policy.release(str(run_id))
             except Exception as exc:
                 self._failed("on_llm_error", exc)
-        self._landed(run_id)
+        if self.policy is not None:
+            self._landed(run_id)
         self._end("on_llm_error", run_id, error)
 
     # -- tools --------------------------------------------------------------------------
@@ -476,7 +478,8 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         finally:
             if self.policy is not None and not settled:
                 self._settle_unknown(run_id, tool=True)
-            self._landed(run_id)
+            if self.policy is not None:
+                self._landed(run_id)
             self._end("on_tool_end", run_id)
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -486,7 +489,8 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
                 self.policy.release(str(run_id))
             except Exception as exc:
                 self._failed("on_tool_error", exc)
-        self._landed(run_id)
+        if self.policy is not None:
+            self._landed(run_id)
         self._end("on_tool_error", run_id, error)
 
 
