@@ -423,6 +423,26 @@ class SQLLedger:
                 return request
         return None
 
+    def has_open_requests(self, *, thread_id: str | None, trace_id: str | None) -> bool:
+        """Whether a run has a pending request or a decision it has not taken up yet."""
+        query = (
+            select(ApprovalRow.approval_id)
+            .where(
+                (col(ApprovalRow.status) == "pending")
+                | (
+                    col(ApprovalRow.status).in_(["approved", "denied"])
+                    & col(ApprovalRow.applied_at).is_(None)
+                )
+            )
+            .limit(1)
+        )
+        if thread_id is not None:
+            query = query.where(ApprovalRow.thread_id == thread_id)
+        else:
+            query = query.where(ApprovalRow.trace_id == trace_id)
+        with Session(self.engine) as session:
+            return session.exec(query).first() is not None
+
     def mark_applied(self, approval_id: str, *, at: Any) -> None:
         """Record that the run took up this request's decision."""
         table: Any = ApprovalRow.__table__  # type: ignore[attr-defined]

@@ -136,6 +136,7 @@ class PolicyEngine:
         self._grants: dict[str, _Grants] = {}
         self._stopped: dict[str, Decision] = {}
         self._pending: dict[str, Decision] = {}
+        self._asking: set[str] = set()  # runs with approval requests open or to take up
         self._has_limits = bool(policy.budgets or policy.rate_limits)
 
     def close(self) -> None:
@@ -174,11 +175,22 @@ class PolicyEngine:
         """The decision that stopped this run, if a rule denied it."""
         return self._stopped.get(run_key)
 
-    def begin_run(self, run_key: str) -> None:
-        """Start a new invocation of this run: re-check, do not carry over, an earlier stop."""
+    def begin_run(self, run_key: str, *, thread_id: str | None = None) -> None:
+        """Start a new invocation of this run: re-check, do not carry over, an earlier stop.
+
+        One ledger query tells whether the run has approval requests to ask about or
+        decisions to take up; runs without any skip those look-ups at every guarded node.
+        """
+        open_requests = self.ledger.has_open_requests(
+            thread_id=thread_id, trace_id=None if thread_id else run_key
+        )
         with self._lock:
             self._stopped.pop(run_key, None)
             self._pending.pop(run_key, None)
+            if open_requests:
+                self._asking.add(run_key)
+            else:
+                self._asking.discard(run_key)
 
     def end_run(self, run_key: str, *, paused: bool = False) -> None:
         """Forget a finished invocation's in-memory state.
@@ -192,6 +204,7 @@ class PolicyEngine:
             self._grants.pop(run_key, None)
             self._stopped.pop(run_key, None)
             self._pending.pop(run_key, None)
+            self._asking.discard(run_key)
 
     def check_step(
         self,
@@ -218,6 +231,8 @@ class PolicyEngine:
 
     def take_decision(self, run_key: str, *, thread_id: str | None) -> ApprovalRecord | None:
         """A human decision made outside the run (console, Slack) not yet applied to it."""
+        if run_key not in self._asking:
+            return None
         return self.ledger.take_decision(
             thread_id=thread_id, trace_id=None if thread_id else run_key, at=self._clock()
         )
@@ -233,6 +248,8 @@ class PolicyEngine:
 
     def pending_approval(self, run_key: str, *, thread_id: str | None) -> ApprovalRecord | None:
         """The oldest undecided approval request of this run, if any."""
+        if run_key not in self._asking:
+            return None
         pending = self.ledger.list_approvals(
             status="pending",
             thread_id=thread_id,
@@ -668,6 +685,8 @@ class PolicyEngine:
                 )
             )
             approval_id = approval.approval_id
+            with self._lock:
+                self._asking.add(run_key)
             error = ApprovalRequired(
                 f"paused for approval {approval_id}: {error}",
                 approval_id=approval_id,

@@ -210,7 +210,8 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
             thread = metadata.get("thread_id") if metadata else None
             thread_id = str(thread) if thread is not None else None
             run_key = thread_id or span.trace_id
-            self.policy.begin_run(run_key)  # a new invocation: no stale stop carries over
+            # A new invocation: no stale stop carries over; open approvals are looked up.
+            self.policy.begin_run(run_key, thread_id=thread_id)
             decision = self.policy.check_run_start(span.trace_id, span.tags, run_key=run_key)
             if decision.blocked and decision.error is not None:
                 self.tracker.end_span(span.span_id, status="stopped", error=decision.error)
