@@ -35,6 +35,23 @@ def postgres_url_or_skip() -> str:
     return f"{base}{sep}options=-csearch_path%3D{schema}"
 
 
+def drop_postgres_schema(url: str) -> None:
+    """Drop the per-test schema `postgres_url_or_skip` made (its name ends the URL).
+
+    Best effort: a connection a test left open may hold a lock, and cleanup must never hang.
+    """
+    schema = url.rsplit("search_path%3D", 1)[1]
+    engine = create_engine(os.environ[POSTGRES_ENV])
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("set local lock_timeout = '2s'"))
+            conn.execute(text(f'drop schema if exists "{schema}" cascade'))
+    except Exception:
+        pass  # left for the next run's cleanup; it never affects a test's outcome
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture(
     params=["sqlite-file", "sqlite-memory", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
@@ -48,6 +65,8 @@ def ledger(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterat
         url = postgres_url_or_skip()
     with SQLLedger.from_url(url) as led:
         yield led
+    if request.param == "postgres":
+        drop_postgres_schema(url)
 
 
 @pytest.fixture
@@ -55,3 +74,18 @@ def sqlite_ledger(tmp_path: os.PathLike[str]) -> Iterator[SQLLedger]:
     """A SQLite file ledger."""
     with SQLLedger.from_url(f"sqlite:///{tmp_path}/ledger.sqlite") as led:
         yield led
+
+
+@pytest.fixture(params=["sqlite-file", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_ledger(
+    request: pytest.FixtureRequest, tmp_path: os.PathLike[str]
+) -> Iterator[SQLLedger]:
+    """A ledger several threads and processes can share: a SQLite file, or PostgreSQL."""
+    if request.param == "sqlite-file":
+        url = f"sqlite:///{tmp_path}/ledger.sqlite"
+    else:
+        url = postgres_url_or_skip()
+    with SQLLedger.from_url(url) as led:
+        yield led
+    if request.param == "postgres":
+        drop_postgres_schema(url)

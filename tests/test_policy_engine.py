@@ -39,8 +39,8 @@ class Clock:
 
 
 @pytest.fixture
-def tracker(sqlite_ledger: SQLLedger) -> Iterator[CostTracker]:
-    t = CostTracker(sqlite_ledger)
+def tracker(shared_ledger: SQLLedger) -> Iterator[CostTracker]:
+    t = CostTracker(shared_ledger)
     yield t
     t.close()
 
