@@ -125,7 +125,18 @@ class PriceNotFound(FinOpsError, LookupError):
 
 
 class LedgerError(FinOpsError):
-    """The ledger could not be read or written."""
+    """The ledger could not be read or written.
+
+    `retryable` is False when the database refused the data itself (a value too long, a
+    constraint): writing it again cannot succeed. True for outages, locks and the like.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_kw, (type(self), self.args, {"retryable": self.retryable}))
 
 
 class HandlerError(FinOpsError):

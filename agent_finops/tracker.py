@@ -238,11 +238,7 @@ class CostTracker:
             reasoning_tokens=u.reasoning_tokens,
             usage_reported=usage is not None,
         )
-        self._write(events=[event])
-        if cost.amount is None:
-            self.unpriced += 1
-            self.prices.report_unpriced(cost, stacklevel=2)
-        return event
+        return self._emit(event, cost)
 
     def record_tool_call(
         self,
@@ -272,12 +268,17 @@ class CostTracker:
             price_source=cost.source,
             price_version=cost.version,
             model_ref=cost.model_ref,
-            units=units or 0,
+            units=cost.units or 0,
         )
+        return self._emit(event, cost)
+
+    def _emit(self, event: CostEvent, cost: Cost) -> CostEvent:
+        """Queue the event, then (never before: nothing is lost) report an unknown price."""
         self._write(events=[event])
         if cost.amount is None:
-            self.unpriced += 1
-            self.prices.report_unpriced(cost, stacklevel=2)
+            with self._lock:
+                self.unpriced += 1
+            self.prices.report_unpriced(cost, stacklevel=3)
         return event
 
     def _span_or_orphan(self, span_id: str) -> SpanRecord:
@@ -489,21 +490,8 @@ class _BatchWriter:
 
 
 def _is_bad_data(exc: BaseException) -> bool:
-    """A write error that retrying cannot fix (the record itself is refused)."""
-    from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError, StatementError
-
-    cause = exc.__cause__ if isinstance(exc, LedgerError) else exc
-    if isinstance(cause, DataError | IntegrityError | ProgrammingError):
-        return True
-    return isinstance(cause, StatementError) and not _is_transient(cause)
-
-
-def _is_transient(exc: BaseException) -> bool:
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    return isinstance(exc, OperationalError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
+    """A write error that retrying cannot fix (the ledger refused the record itself)."""
+    return isinstance(exc, LedgerError) and not exc.retryable
 
 
 _live_writers: weakref.WeakSet[_BatchWriter] = weakref.WeakSet()

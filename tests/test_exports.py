@@ -71,3 +71,18 @@ def test_integration_without_framework_names_the_install_command() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "pip install agent-finops-langgraph" in result.stdout
+
+
+def test_errors_pickle_with_their_facts() -> None:
+    import pickle
+
+    from agent_finops import ApprovalRequired, BudgetExceeded, LedgerError
+
+    err = pickle.loads(pickle.dumps(LedgerError("refused", retryable=False)))
+    assert err.retryable is False and str(err) == "refused"
+    budget = pickle.loads(
+        pickle.dumps(BudgetExceeded("over", rule_id="cap", limit=1, observed=2, trace_id="t"))
+    )
+    assert (budget.rule_id, budget.limit, budget.observed, budget.trace_id) == ("cap", 1, 2, "t")
+    pause = pickle.loads(pickle.dumps(ApprovalRequired("ask", approval_id="a1", thread_id="th")))
+    assert (pause.approval_id, pause.thread_id) == ("a1", "th")

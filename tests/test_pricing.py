@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -214,3 +215,17 @@ def test_token_fast_path_matches_genai_prices_over_the_whole_catalog() -> None:
                 ).total_price
                 assert amount == full, (provider.id, info.id, usage)
     assert fast > 1000
+
+
+def test_per_unit_tool_fee_records_the_units_it_charged(sqlite_ledger: Any) -> None:
+    from agent_finops import CostTracker
+
+    book = PriceBook(
+        PricingConfig(
+            tools=(ToolFee(name="crm", tool="crm", per_unit=Decimal("0.001"), units_key="records"),)
+        )
+    )
+    tracker = CostTracker(sqlite_ledger, prices=book, background=False)
+    tracker.start_span("r", parent_span_id=None, name="run", kind="chain")
+    event = tracker.record_tool_call("r", tool="crm", output={"records": 7})
+    assert event is not None and event.units == 7 and event.cost == Decimal("0.007")

@@ -235,7 +235,9 @@ class PoisonLedger:
         from sqlalchemy.exc import DataError
 
         if any(e.name == "poison" for e in kwargs.get("events") or ()):
-            raise LedgerError("value too long") from DataError("insert", {}, Exception("too long"))
+            raise LedgerError("value too long", retryable=False) from DataError(
+                "insert", {}, Exception("too long")
+            )
         self.inner.write(**kwargs)
 
     def __getattr__(self, name: str) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -13,7 +13,15 @@ from typing import Any, Self
 from sqlalchemy import Engine, create_engine, event, insert
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+    StatementError,
+)
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, col, select
 
@@ -188,7 +196,9 @@ class SQLLedger:
                 if decisions:
                     conn.execute(self._insert_ignore(DecisionRow), [_row(d) for d in decisions])
         except SQLAlchemyError as exc:
-            raise LedgerError(f"ledger write failed, nothing written: {exc}") from exc
+            raise LedgerError(
+                f"ledger write failed, nothing written: {exc}", retryable=_retryable(exc)
+            ) from exc
 
     def _upsert(self, model: type[SQLModel], key: str) -> Any:
         # Built once per table: building `on_conflict_do_update` (its `excluded` column
@@ -290,17 +300,6 @@ class SQLLedger:
                 spans=[_span_record(s) for s in spans],
                 events=[_event_record(e) for e in events],
             )
-
-    def iter_events(self, trace_ids: Iterable[str]) -> list[CostEvent]:
-        """Cost events of several runs."""
-        ids = list(trace_ids)
-        if not ids:
-            return []
-        with Session(self.engine) as session:
-            rows = session.exec(
-                select(CostEventRow).where(col(CostEventRow.trace_id).in_(ids))
-            ).all()
-            return [_event_record(e) for e in rows]
 
     # -- decisions and approvals ----------------------------------------------------------
 
@@ -453,17 +452,6 @@ class SQLLedger:
                 .values(applied_at=at)
             )
 
-    def approved_extra(self, trace_id: str, rule_id: str) -> Decimal:
-        """Total overspend humans approved for this run on this rule."""
-        return sum(
-            (
-                a.extra or Decimal(0)
-                for a in self.list_approvals(status="approved", trace_id=trace_id, limit=10_000)
-                if a.rule_id == rule_id
-            ),
-            Decimal(0),
-        )
-
 
 def _fields(row: SQLModel, record: type) -> dict[str, Any]:
     names = record.__dataclass_fields__  # type: ignore[attr-defined]
@@ -479,6 +467,15 @@ def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
             cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
+
+
+def _retryable(exc: SQLAlchemyError) -> bool:
+    """False when the database refused the data itself; writing it again cannot work."""
+    if isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        return True
+    return not isinstance(exc, DataError | IntegrityError | ProgrammingError | StatementError)
 
 
 def _is_duplicate(exc: SQLAlchemyError) -> bool:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -85,13 +85,6 @@ class Decision:
         return self.action in ("deny", "pause")
 
 
-@dataclass(slots=True)
-class _Grants:
-    """Approved overspend of one run, by rule (None = rule waived, for loop rules)."""
-
-    extra: dict[str, Decimal | None] = field(default_factory=dict)
-
-
 class PolicyEngine:
     """Applies one `Policy` to calls, with atomic reservations in the tracker's ledger."""
 
@@ -133,7 +126,8 @@ class PolicyEngine:
         self._ttl = reservation_ttl
         self._clock = clock
         self._lock = threading.Lock()
-        self._grants: dict[str, _Grants] = {}
+        # Approved overspend per run: {counter key or loop rule id: extra (None = waived)}.
+        self._grants: dict[str, dict[str, Decimal | None]] = {}
         self._stopped: dict[str, Decision] = {}
         self._pending: dict[str, Decision] = {}
         self._asking: set[str] = set()  # runs with approval requests open or to take up
@@ -274,13 +268,16 @@ class PolicyEngine:
         thread_id: str | None = None,
     ) -> Decision:
         """Loop rules, then reserve the call's worst case on every applicable limit."""
-        pending = self.take_pending(run_key)
-        if pending is not None:
-            return pending
         now = self._clock()
-        hits = self.loops.observe_model_call(run_key, now)
-        blocked = self._loop_decision(hits, trace_id, run_key, call_id, tags, thread_id=thread_id)
-        if blocked is not None and blocked.blocked:
+        blocked = self._blocked_before(
+            run_key,
+            lambda: self.loops.observe_model_call(run_key, now),
+            trace_id,
+            call_id,
+            tags,
+            thread_id,
+        )
+        if blocked is not None:
             return blocked
         if not self._has_limits:
             return self._allow(trace_id, call_id, tags)
@@ -342,12 +339,15 @@ class PolicyEngine:
         thread_id: str | None = None,
     ) -> Decision:
         """Repeated-call loop rule, then reserve the tool's fee on USD budgets."""
-        pending = self.take_pending(run_key)
-        if pending is not None:
-            return pending
-        hits = self.loops.observe_tool_call(run_key, tool, args)
-        blocked = self._loop_decision(hits, trace_id, run_key, call_id, tags, thread_id=thread_id)
-        if blocked is not None and blocked.blocked:
+        blocked = self._blocked_before(
+            run_key,
+            lambda: self.loops.observe_tool_call(run_key, tool, args),
+            trace_id,
+            call_id,
+            tags,
+            thread_id,
+        )
+        if blocked is not None:
             return blocked
         if not fee_estimate or not self._has_limits:
             return self._allow(trace_id, call_id, tags)
@@ -392,6 +392,24 @@ class PolicyEngine:
         )
 
     # -- internals ----------------------------------------------------------------------
+
+    def _blocked_before(
+        self,
+        run_key: str,
+        observe: Callable[[], list[LoopHit]],
+        trace_id: str,
+        call_id: str,
+        tags: Mapping[str, str],
+        thread_id: str | None,
+    ) -> Decision | None:
+        """Before any call: a blocked step still pending, then the loop rules it trips."""
+        pending = self.take_pending(run_key)
+        if pending is not None:
+            return pending
+        decision = self._loop_decision(
+            observe(), trace_id, run_key, call_id, tags, thread_id=thread_id
+        )
+        return decision if decision is not None and decision.blocked else None
 
     def _allow(self, trace_id: str, call_id: str | None, tags: Mapping[str, str]) -> Decision:
         decision = Decision(action="allow", trace_id=trace_id, call_id=call_id)
@@ -609,7 +627,7 @@ class PolicyEngine:
     ) -> Decision | None:
         result: Decision | None = None
         for hit in hits:
-            if hit.rule_id in self._grants_for(run_key).extra or self._refresh_grant(
+            if hit.rule_id in self._grants_for(run_key) or self._refresh_grant(
                 run_key, thread_id, trace_id, hit.rule_id
             ):
                 continue  # a human let this run go on despite this loop rule
@@ -737,14 +755,14 @@ class PolicyEngine:
         with self._lock:
             self._stopped.setdefault(run_key, decision)
 
-    def _grants_for(self, run_key: str) -> _Grants:
+    def _grants_for(self, run_key: str) -> dict[str, Decimal | None]:
         with self._lock:
-            return self._grants.setdefault(run_key, _Grants())
+            return self._grants.setdefault(run_key, {})
 
     def _extra(self, run_key: str, counter_key: str) -> Decimal:
         with self._lock:  # read without creating: most runs never have an approval
             grants = self._grants.get(run_key)
-            extra = grants.extra.get(counter_key) if grants is not None else None
+            extra = grants.get(counter_key) if grants is not None else None
         return extra or Decimal(0)
 
     def _refresh_grant(
@@ -777,8 +795,8 @@ class PolicyEngine:
         key = counter_key or rule_id
         grants = self._grants_for(run_key)
         with self._lock:
-            known = key in grants.extra and grants.extra[key] == total
-            grants.extra[key] = total
+            known = key in grants and grants[key] == total
+            grants[key] = total
         return not known
 
     def _record(

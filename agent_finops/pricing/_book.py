@@ -41,6 +41,8 @@ class Cost:
     """The catalog model id (or override name) that matched."""
     reason: str | None = None
     """Why the amount is unknown (only set when `amount is None`)."""
+    units: int | None = None
+    """Tool fees: the units charged (given, or read from the tool's output)."""
 
     @property
     def known(self) -> bool:
@@ -382,6 +384,7 @@ class PriceBook:
             source=f"tool-fee:{fee.name}",
             version=self._override_version,
             model_ref=fee.name,
+            units=units,
         )
 
     def _unpriced(self, reason: str, *, model: str | None, provider: str | None) -> Cost:

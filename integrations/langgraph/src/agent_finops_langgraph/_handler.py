@@ -161,9 +161,9 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
             self._failed(where, exc)
             return None
 
-    def _checked_span(self, run_id: UUID) -> SpanRecord:
+    @staticmethod
+    def _checked_span(span: SpanRecord | None, run_id: UUID) -> SpanRecord:
         """The span of a call about to be checked; fail closed if it could not be opened."""
-        span = self.tracker.span(str(run_id))
         if span is None:
             raise HandlerError(
                 f"agent-finops could not open a span for call {run_id}; with a policy it is "
@@ -339,10 +339,10 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         provider = meta.get("ls_provider")
         with self._lock:
             self._models[run_id] = (model, provider)
-        span = self._open(where, run_id, parent_run_id, _name(serialized, kwargs), "model", meta)
+        opened = self._open(where, run_id, parent_run_id, _name(serialized, kwargs), "model", meta)
         if self.policy is None:
             return
-        span = self._checked_span(run_id)
+        span = self._checked_span(opened, run_id)
         run_key, thread_id = self.run_identity(span.trace_id)
         try:
             decision = self.policy.check_before_model_call(
@@ -436,10 +436,10 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
     ) -> None:
         """Open a tool span (and, with a policy, check loops and reserve its fee first)."""
         name = _name(serialized, kwargs)
-        self._open("on_tool_start", run_id, parent_run_id, name, "tool", metadata)
+        opened = self._open("on_tool_start", run_id, parent_run_id, name, "tool", metadata)
         if self.policy is None:
             return
-        span = self._checked_span(run_id)
+        span = self._checked_span(opened, run_id)
         run_key, thread_id = self.run_identity(span.trace_id)
         fee = self.tracker.prices.tool_fee(name)
         estimate = None
