@@ -105,9 +105,13 @@ class CostTracker:
     ) -> SpanRecord:
         """Open a span. A span whose parent is unknown starts a new run (trace)."""
         now = self._clock()
-        own = validate_tags(tags) if tags else None
         with self._lock:
             parent = self._open.get(parent_span_id) if parent_span_id else None
+            if tags and parent is not None and _inherited(tags, parent.tags):
+                # Frameworks pass a run's metadata down to every child (LangChain does):
+                # tags the parent already has are inherited, not this span's own.
+                tags = None
+            own = validate_tags(tags) if tags else None
             if parent is None:
                 span = SpanRecord(
                     span_id=span_id,
@@ -329,6 +333,10 @@ class CostTracker:
     def write_errors(self) -> int:
         """Failed ledger write attempts so far (records are kept and retried, not dropped)."""
         return self._writer.errors if self._writer is not None else 0
+
+
+def _inherited(tags: Mapping[str, Any], parent: Mapping[str, str]) -> bool:
+    return all(parent.get(k) == v for k, v in tags.items())
 
 
 def _join(path: str | None, node: str | None) -> str | None:

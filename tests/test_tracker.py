@@ -261,3 +261,21 @@ def test_one_bad_record_does_not_wedge_the_writer(
     assert tracker._writer is not None and tracker._writer.dropped == 1
     assert "refused" in caplog.text
     tracker.close()
+
+
+def test_tags_a_child_inherits_are_not_its_own(tracker: CostTracker) -> None:
+    # LangChain hands a run's metadata (so metadata["finops"]) to every child run.
+    tracker.start_span("root", parent_span_id=None, name="graph", kind="chain", tags={"task": "t1"})
+    tracker.start_span(
+        "route", parent_span_id="root", name="route", kind="chain", tags={"task": "t1"}
+    )
+    tracker.start_span("m1", parent_span_id="route", name="llm", kind="model", tags={"task": "t1"})
+    tracker.record_model_call("m1", model="gpt-4o-mini", provider="openai", usage=U)
+    for s in ("m1", "route", "root"):
+        tracker.end_span(s)
+    tracker.flush()
+    trace = tracker.ledger.load_trace("root")
+    assert trace is not None
+    assert {s.span_id for s in trace.spans} == {"root", "m1"}  # the plumbing chain is not stored
+    (model,) = [s for s in trace.spans if s.span_id == "m1"]
+    assert model.parent_span_id == "root" and model.tags["task"] == "t1"
