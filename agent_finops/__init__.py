@@ -9,8 +9,11 @@ from importlib.metadata import version as _version
 
 from agent_finops.attribution import STANDARD_TAGS, attribute, current_tags
 from agent_finops.exceptions import (
+    AlreadyDecided,
     ApprovalDenied,
+    ApprovalNotFound,
     ApprovalRequired,
+    ApproverNotAllowed,
     BudgetExceeded,
     ConfigurationError,
     FinOpsError,
@@ -21,9 +24,13 @@ from agent_finops.exceptions import (
     LoopDetected,
     MissingDependencyError,
     MissingTags,
+    NotFound,
     PolicyViolation,
+    PolicyWarning,
     PriceNotFound,
     RateLimitExceeded,
+    RunNotFound,
+    UnknownResumeTarget,
     UnpricedWarning,
 )
 from agent_finops.ledger import CostEvent, RunRecord, SpanRecord, SQLLedger
@@ -63,7 +70,13 @@ __all__ = [
     "FinOpsError",
     "ConfigurationError",
     "MissingDependencyError",
+    "UnknownResumeTarget",
     "PriceNotFound",
+    "NotFound",
+    "RunNotFound",
+    "ApprovalNotFound",
+    "AlreadyDecided",
+    "ApproverNotAllowed",
     "LedgerError",
     "HandlerError",
     "PolicyViolation",
@@ -75,6 +88,7 @@ __all__ = [
     "ApprovalDenied",
     "FinOpsWarning",
     "UnpricedWarning",
+    "PolicyWarning",
     "HandlerWarning",
     "__version__",
 ]

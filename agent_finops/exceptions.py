@@ -3,10 +3,16 @@
 ```
 FinOpsError
 ├── ConfigurationError          bad policy/pricing/config input; names file, field, value
-│   └── MissingDependencyError  an integration's framework is not installed
+│   ├── MissingDependencyError  an integration's framework is not installed
+│   └── UnknownResumeTarget     a ledger row names a resume target the app did not register
 ├── PriceNotFound               strict pricing: a model or tool has no price
-├── LedgerError                 the ledger cannot be read or written
-├── HandlerError                strict mode: the callback handler itself failed
+├── NotFound (LookupError)      no such record
+│   ├── RunNotFound             no run/thread with this id (or an ambiguous prefix)
+│   └── ApprovalNotFound        no approval request with this id (or an ambiguous prefix)
+├── AlreadyDecided              an approval request was decided before (first decision wins)
+├── ApproverNotAllowed          someone not on the scope's approver list tried to decide
+├── LedgerError                 a storage fault; `retryable` says whether a retry can help
+├── HandlerError                strict mode: an integration's handler itself failed
 └── PolicyViolation             a runtime outcome of policy enforcement
     ├── BudgetExceeded          a budget or cost cap would be crossed
     ├── RateLimitExceeded       too many calls / too much spend in a window
@@ -14,16 +20,18 @@ FinOpsError
     ├── MissingTags             mandatory attribution tags are absent
     ├── ApprovalRequired        a pause rule tripped: a human must approve (a LangGraph
     │                           guard turns it into an interrupt)
-    └── ApprovalDenied          a human denied a paused run
+    └── ApprovalDenied          a human (or an expiry) denied a paused run
 
 FinOpsWarning (UserWarning)
 ├── UnpricedWarning             a call could not be priced; its cost is unknown, not $0
+├── PolicyWarning               a policy file loads but a rule may not do what it says
 └── HandlerWarning              the callback handler hit an internal error and carried on
 ```
 
 Runtime outcomes carry their facts as attributes (`limit`, `observed`, `scope`, `trace_id`,
-`rule_id`) as well as in the message, and every exception pickles (so it survives
-multiprocessing and LangGraph checkpoint serialisation).
+`rule_id`) as well as in the message. Every exception pickles (so it survives
+multiprocessing and LangGraph checkpoint serialisation) without hand-kept field lists:
+`FinOpsError.__reduce__` rebuilds the message and restores the instance's attributes.
 """
 
 from __future__ import annotations
@@ -32,8 +40,11 @@ from decimal import Decimal
 from typing import Any
 
 __all__ = [
+    "AlreadyDecided",
     "ApprovalDenied",
+    "ApprovalNotFound",
     "ApprovalRequired",
+    "ApproverNotAllowed",
     "BudgetExceeded",
     "ConfigurationError",
     "FinOpsError",
@@ -44,15 +55,29 @@ __all__ = [
     "LoopDetected",
     "MissingDependencyError",
     "MissingTags",
+    "NotFound",
     "PolicyViolation",
+    "PolicyWarning",
     "PriceNotFound",
     "RateLimitExceeded",
+    "RunNotFound",
+    "UnknownResumeTarget",
     "UnpricedWarning",
 ]
 
 
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
+    error = cls.__new__(cls)
+    error.args = args
+    return error
+
+
 class FinOpsError(Exception):
     """Root of every agent-finops exception."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The message as built, then every attribute: subclasses need no field lists.
+        return (_rebuild, (type(self), self.args), dict(self.__dict__))
 
 
 class ConfigurationError(FinOpsError, ValueError):
@@ -76,27 +101,14 @@ class ConfigurationError(FinOpsError, ValueError):
             parts.insert(0, f"{source}:")
         if field:
             parts.append(f"(field {field!r}")
-            parts[-1] += f", got {value!r}" if value is not None else ""
+            parts[-1] += f", got {_shown(value)}" if value is not None else ""
             parts[-1] += f", expected {expected})" if expected else ")"
         super().__init__(" ".join(parts))
-        self._message = message
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (
-            _rebuild_configuration_error,
-            (type(self), self._message, self.source, self.field, self.value, self.expected),
-        )
 
 
-def _rebuild_configuration_error(
-    cls: type[ConfigurationError],
-    message: str,
-    source: str | None,
-    field: str | None,
-    value: object,
-    expected: str | None,
-) -> ConfigurationError:
-    return cls(message, source=source, field=field, value=value, expected=expected)
+def _shown(value: object, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 class MissingDependencyError(ConfigurationError, ImportError):
@@ -105,8 +117,22 @@ class MissingDependencyError(ConfigurationError, ImportError):
     def __init__(self, message: str) -> None:
         ConfigurationError.__init__(self, message)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self._message,))
+
+class UnknownResumeTarget(ConfigurationError):
+    """An approval names a resume target this process did not register: nothing is imported."""
+
+    def __init__(self, target: str | None, *, known: list[str] | None = None) -> None:
+        self.target = target
+        self.known = sorted(known or [])
+        ConfigurationError.__init__(
+            self,
+            f"no registered resume target {target!r}; registered: "
+            + (", ".join(self.known) or "none")
+            + " (register it with ResumeTargets.register(name, fn) or --targets)",
+            field="resume_target",
+            value=target,
+            expected="the name of a registered resume target",
+        )
 
 
 class PriceNotFound(FinOpsError, LookupError):
@@ -117,15 +143,60 @@ class PriceNotFound(FinOpsError, LookupError):
         self.model = model
         self.provider = provider
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (
-            _rebuild_kw,
-            (type(self), self.args, {"model": self.model, "provider": self.provider}),
+
+class NotFound(FinOpsError, LookupError):
+    """No record with this id (or a prefix that matches several: see `candidates`)."""
+
+    def __init__(self, message: str, *, key: str, candidates: list[str] | None = None) -> None:
+        self.key = key
+        self.candidates = list(candidates or [])
+        if self.candidates:
+            message += "; the prefix matches " + ", ".join(self.candidates[:10])
+            message += " ..." if len(self.candidates) > 10 else ""
+        super().__init__(message)
+
+
+class RunNotFound(NotFound):
+    """No run (trace) or thread with this id in the ledger."""
+
+
+class ApprovalNotFound(NotFound):
+    """No approval request with this id in the ledger."""
+
+
+class AlreadyDecided(FinOpsError):
+    """An approval request was already decided (or expired); the first decision stands."""
+
+    def __init__(
+        self, approval_id: str, *, status: str, decided_by: str | None, decided_at: Any = None
+    ) -> None:
+        self.approval_id = approval_id
+        self.status = status
+        self.decided_by = decided_by
+        self.decided_at = decided_at
+        super().__init__(
+            f"approval {approval_id} is already {status}"
+            + (f" by {decided_by}" if decided_by else "")
+            + "; not changed"
+        )
+
+
+class ApproverNotAllowed(FinOpsError):
+    """The identity that tried to decide is not on the approver list for the request's scope."""
+
+    def __init__(self, approval_id: str, *, approver: str, scope: dict[str, str]) -> None:
+        self.approval_id = approval_id
+        self.approver = approver
+        self.scope = dict(scope)
+        where = ", ".join(f"{k}={v}" for k, v in scope.items()) or "all calls"
+        super().__init__(
+            f"{approver} may not decide approval {approval_id} ({where}): not on the "
+            "approvers list for this scope; nothing was changed"
         )
 
 
 class LedgerError(FinOpsError):
-    """The ledger could not be read or written.
+    """The ledger could not be read or written (a storage fault, never a missing record).
 
     `retryable` is False when the database refused the data itself (a value too long, a
     constraint): writing it again cannot succeed. True for outages, locks and the like.
@@ -135,12 +206,9 @@ class LedgerError(FinOpsError):
         super().__init__(message)
         self.retryable = retryable
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_kw, (type(self), self.args, {"retryable": self.retryable}))
-
 
 class HandlerError(FinOpsError):
-    """The callback handler failed internally (raised only in strict mode)."""
+    """An integration's handler failed internally (raised only in strict mode)."""
 
 
 class PolicyViolation(FinOpsError):
@@ -165,17 +233,6 @@ class PolicyViolation(FinOpsError):
         self.trace_id = trace_id
         self.unit = unit
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        kwargs = {
-            "rule_id": self.rule_id,
-            "scope": self.scope,
-            "limit": self.limit,
-            "observed": self.observed,
-            "trace_id": self.trace_id,
-            "unit": self.unit,
-        }
-        return (_rebuild_kw, (type(self), self.args, kwargs))
-
 
 class BudgetExceeded(PolicyViolation):
     """A budget or cost cap would be crossed by the next call."""
@@ -195,10 +252,6 @@ class MissingTags(PolicyViolation):
     def __init__(self, message: str, *, missing: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.missing = list(missing or [])
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        fn, (cls, args, kwargs) = super().__reduce__()
-        return (fn, (cls, args, {**kwargs, "missing": self.missing}))
 
 
 class ApprovalRequired(PolicyViolation):
@@ -222,18 +275,9 @@ class ApprovalRequired(PolicyViolation):
         self.estimate = estimate
         self.thread_id = thread_id
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        fn, (cls, args, kwargs) = super().__reduce__()
-        extra = {"approval_id": self.approval_id, "estimate": self.estimate}
-        return (fn, (cls, args, {**kwargs, **extra, "thread_id": self.thread_id}))
-
 
 class ApprovalDenied(PolicyViolation):
-    """A human (or a timeout) denied the approval a paused run asked for."""
-
-
-def _rebuild_kw(cls: type[Exception], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Exception:
-    return cls(*args, **kwargs)
+    """A human (or an expiry) denied the approval a paused run asked for."""
 
 
 class FinOpsWarning(UserWarning):
@@ -242,6 +286,10 @@ class FinOpsWarning(UserWarning):
 
 class UnpricedWarning(FinOpsWarning):
     """A model or tool call could not be priced; it is recorded as *unknown*, not $0."""
+
+
+class PolicyWarning(FinOpsWarning):
+    """A policy loads, but a rule may not do what it seems to (e.g. a task cap with no task)."""
 
 
 class HandlerWarning(FinOpsWarning):

@@ -86,3 +86,34 @@ def test_errors_pickle_with_their_facts() -> None:
     assert (budget.rule_id, budget.limit, budget.observed, budget.trace_id) == ("cap", 1, 2, "t")
     pause = pickle.loads(pickle.dumps(ApprovalRequired("ask", approval_id="a1", thread_id="th")))
     assert (pause.approval_id, pause.thread_id) == ("a1", "th")
+
+
+def test_every_error_pickles_with_message_and_attributes() -> None:
+    import pickle
+
+    from agent_finops import exceptions as ex
+
+    samples = [
+        ex.ConfigurationError("bad", source="p.yaml", field="limit", value="x", expected="n"),
+        ex.MissingDependencyError("pip install x"),
+        ex.UnknownResumeTarget("evil:run", known=["graph"]),
+        ex.PriceNotFound("no price", model="m", provider="p"),
+        ex.RunNotFound("no run", key="01", candidates=["01a", "01b"]),
+        ex.ApprovalNotFound("no approval", key="ap"),
+        ex.AlreadyDecided("ap-1", status="approved", decided_by="console:alice"),
+        ex.ApproverNotAllowed("ap-1", approver="slack:U1", scope={"team": "a"}),
+        ex.MissingTags("missing", missing=["team"], trace_id="t"),
+        ex.ApprovalDenied("no", rule_id="r", scope={"team": "a"}, limit=1, observed=2),
+    ]
+    names = {n for n in ex.__all__ if issubclass(getattr(ex, n), ex.FinOpsError)}
+    assert names - {type(e).__name__ for e in samples} <= {
+        "FinOpsError", "NotFound", "LedgerError", "HandlerError", "PolicyViolation",
+        "BudgetExceeded", "RateLimitExceeded", "LoopDetected", "ApprovalRequired",
+    }
+    for error in samples:
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error)
+        assert str(back) == str(error)
+        assert vars(back) == vars(error)
+    assert "01a, 01b" in str(samples[4])
+    assert isinstance(samples[4], LookupError) and isinstance(samples[0], ValueError)

@@ -10,7 +10,15 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import text
 
-from agent_finops import CostEvent, LedgerError, RunRecord, SpanRecord, SQLLedger
+from agent_finops import (
+    AlreadyDecided,
+    ApprovalNotFound,
+    CostEvent,
+    LedgerError,
+    RunRecord,
+    SpanRecord,
+    SQLLedger,
+)
 from agent_finops.ledger import SCHEMA_VERSION, ApprovalRecord, DecisionRecord
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -187,9 +195,9 @@ def test_approval_is_decided_exactly_once(ledger: SQLLedger) -> None:
     assert pending.spent == Decimal("24.9")
     decided = ledger.decide_approval("ap-", status="approved", by="alice", at=T0, extra=Decimal(2))
     assert (decided.status, decided.decided_by, decided.extra) == ("approved", "alice", Decimal(2))
-    with pytest.raises(LedgerError, match="already approved"):
+    with pytest.raises(AlreadyDecided, match="already approved"):
         ledger.decide_approval("ap-1", status="denied", by="bob", at=T0)
-    with pytest.raises(LookupError):
+    with pytest.raises(ApprovalNotFound):
         ledger.decide_approval("nope", status="denied", by="bob", at=T0)
     ledger.add_approval(_approval("ap-2"))
     ledger.decide_approval("ap-2", status="approved", by="carol", at=T0, extra=Decimal("0.5"))
@@ -210,7 +218,7 @@ def test_racing_approvers_one_wins(ledger: SQLLedger) -> None:
         try:
             ledger.decide_approval("ap-1", status="approved", by=who, at=T0, extra=Decimal(1))
             results.append("won")
-        except LedgerError:
+        except AlreadyDecided:
             results.append("lost")
 
     threads = [threading.Thread(target=decide, args=(f"u{i}",)) for i in range(6)]

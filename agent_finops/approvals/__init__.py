@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from agent_finops.exceptions import ConfigurationError
+from agent_finops.exceptions import ApprovalNotFound, ConfigurationError
 from agent_finops.ledger import ApprovalRecord, DecisionRecord, SQLLedger
 
 __all__ = ["decide", "default_extra", "load_resume_hook", "resume"]
@@ -47,11 +47,11 @@ def decide(
 ) -> ApprovalRecord:
     """Decide a pending request (id or unique prefix); first decision wins.
 
-    Raises `LookupError` for an unknown id and `LedgerError` when already decided.
+    Raises `ApprovalNotFound` for an unknown id and `AlreadyDecided` when already decided.
     """
     request = ledger.get_approval(approval_id)
     if request is None:
-        raise LookupError(f"no approval request {approval_id!r}")
+        raise ApprovalNotFound(f"no approval request {approval_id!r}", key=approval_id)
     if extra is not None and (not extra.is_finite() or extra < 0):
         raise ConfigurationError(
             "bad approved extra", field="extra", value=extra, expected="a finite amount >= 0"

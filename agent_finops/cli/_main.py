@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "approvals":
                 return _approvals(ledger, args)
             return _report(ledger, args.run_id, args.json)
-    except (FinOpsError, LookupError) as exc:
+    except FinOpsError as exc:
         print(f"agent-finops: error: {exc}", file=sys.stderr)
         return 1
 

@@ -26,7 +26,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, col, select
 
 from agent_finops.attribution import STANDARD_TAGS
-from agent_finops.exceptions import LedgerError
+from agent_finops.exceptions import AlreadyDecided, ApprovalNotFound, LedgerError
 from agent_finops.ledger._records import (
     ApprovalRecord,
     ApprovalStatus,
@@ -368,11 +368,11 @@ class SQLLedger:
     ) -> ApprovalRecord:
         """Decide a *pending* request, atomically: a request is decided once, by one person.
 
-        Raises `LookupError` for an unknown id and `LedgerError` if it was already decided.
+        Raises `ApprovalNotFound` for an unknown id and `AlreadyDecided` if it was decided.
         """
         found = self.get_approval(approval_id)
         if found is None:
-            raise LookupError(f"no approval request {approval_id!r}")
+            raise ApprovalNotFound(f"no approval request {approval_id!r}", key=approval_id)
         table: Any = ApprovalRow.__table__  # type: ignore[attr-defined]
         with self.engine.begin() as conn:
             result = conn.execute(
@@ -381,10 +381,12 @@ class SQLLedger:
                 .values(status=status, decided_by=by, decided_at=at, reason=reason, extra=extra)
             )
         if result.rowcount != 1:
-            current = self.get_approval(found.approval_id)
-            raise LedgerError(
-                f"approval {found.approval_id} is already {current.status if current else '?'}"
-                f" (by {current.decided_by if current else '?'}); not changed"
+            current = self.get_approval(found.approval_id) or found
+            raise AlreadyDecided(
+                found.approval_id,
+                status=current.status,
+                decided_by=current.decided_by,
+                decided_at=current.decided_at,
             )
         decided = self.get_approval(found.approval_id)
         assert decided is not None

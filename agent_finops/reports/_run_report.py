@@ -13,6 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from agent_finops.exceptions import RunNotFound
 from agent_finops.ledger import (
     ApprovalRecord,
     CostEvent,
@@ -362,7 +363,9 @@ def load_run_report(ledger: Any, run_id: str) -> RunReport:
     trace_id = ledger.resolve_run_id(run_id)
     trace = ledger.load_trace(trace_id) if trace_id else None
     if trace is None:
-        raise LookupError(f"no run {run_id!r} in the ledger (or the prefix is ambiguous)")
+        raise RunNotFound(
+            f"no run {run_id!r} in the ledger (or the prefix is ambiguous)", key=run_id
+        )
     report = build_report(trace)
     report.decisions = ledger.decisions_for(trace.run.trace_id)
     approvals = {a.approval_id: a for a in ledger.list_approvals(trace_id=trace.run.trace_id)}

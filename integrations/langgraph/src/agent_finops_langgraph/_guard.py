@@ -31,10 +31,10 @@ from langgraph.errors import GraphInterrupt
 from langgraph.types import Interrupt, interrupt
 
 from agent_finops.exceptions import (
+    AlreadyDecided,
     ApprovalDenied,
     ApprovalRequired,
     ConfigurationError,
-    LedgerError,
     PolicyViolation,
 )
 from agent_finops.ledger import ApprovalRecord
@@ -231,7 +231,7 @@ class Enforcer:
                         extra=answer.extra,
                         reason=answer.reason,
                     )
-                except LedgerError:  # decided elsewhere (console, Slack) in the meantime
+                except AlreadyDecided:  # decided elsewhere (console, Slack) in the meantime
                     current = self.engine.approval(request.approval_id) or current
             request = current
             if request.status == "pending":
