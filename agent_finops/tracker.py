@@ -1,28 +1,25 @@
 """The cost tracker: builds the priced span tree of each run and sends it to the ledger.
 
-Framework-free. Integrations (the LangChain/LangGraph callback handler, CrewAI hooks, or your
-own code) call `start_span` / `end_span` / `record_model_call` / `record_tool_call` with the
-framework's own run ids; the tracker works out the trace, the inherited tags, the LangGraph
-node path and the price, and queues records for a background writer so the caller's hot path
-never waits on the database. `flush()` (and every read through the tracker) waits until
-everything queued is durable.
+Framework-free, and it knows no framework: integrations drive it through the `RunGuard`
+(agent_finops.guard), which calls `start_span` / `end_span` / `record_model_call` /
+`record_tool_call` with the framework's own run ids. The tracker works out the trace, the
+inherited tags, the node path and the price, and hands every record to its sinks
+(agent_finops.sinks): first the ledger writer, which batches on a background thread so the
+caller's hot path never waits on the database, then any others (e.g. an OpenTelemetry
+exporter). `flush()` (and every read through the tracker) waits until everything emitted is
+delivered.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
-import time
-import weakref
-from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
 from agent_finops.attribution import current_tags, merge_tags, validate_tags
-from agent_finops.exceptions import LedgerError
 from agent_finops.ledger import (
     CostEvent,
     DecisionRecord,
@@ -34,6 +31,7 @@ from agent_finops.ledger import (
 )
 from agent_finops.pricing import Cost, PriceBook
 from agent_finops.reports import RunReport, load_run_report
+from agent_finops.sinks import InlineLedgerSink, LedgerWriter, Records, RecordSink
 from agent_finops.usage import TokenUsage
 
 __all__ = ["CostTracker"]
@@ -41,13 +39,8 @@ __all__ = ["CostTracker"]
 log = logging.getLogger("agent_finops")
 
 NODE_SEPARATOR: Final = " > "
-LLM_CACHE_SOURCE: Final = "llm-cache"
-"""`price_source` of a call LangChain answered from its LLM cache (cost 0)."""
-_BATCH_MAX: Final = 500
-_LINGER: Final = 0.05
-"""Seconds the writer waits after the first queued record so it writes one larger batch
-(fewer transactions, and fewer wake-ups competing for the GIL with the caller's graph)."""
-_RETRY_DELAYS: Final = (0.05, 0.2, 1.0)
+NO_FEE_SOURCE: Final = "no-fee"
+"""`price_source` of a tool call whose tool has no configured fee (it cost nothing)."""
 
 
 def _utcnow() -> datetime:
@@ -66,6 +59,7 @@ class CostTracker:
         *,
         prices: PriceBook | None = None,
         tags: Mapping[str, str] | None = None,
+        sinks: Sequence[RecordSink] = (),
         background: bool = True,
         clock: Any = _utcnow,
     ) -> None:
@@ -75,7 +69,9 @@ class CostTracker:
             ledger: where runs, spans and events are persisted.
             prices: the price book (default: genai-prices catalog, no overrides).
             tags: tags applied to every run this tracker sees (lowest precedence).
-            background: write from a background thread (default) or inline on each call.
+            sinks: more places every record goes to, after the ledger (an OpenTelemetry
+                exporter, a `MemorySink`...).
+            background: write the ledger from a background thread (default) or inline.
             clock: returns the current aware datetime; pass a fake in tests.
         """
         self.ledger = ledger
@@ -87,7 +83,11 @@ class CostTracker:
         self._runs: dict[str, RunRecord] = {}
         self._outcomes: dict[str, tuple[SpanStatus, str]] = {}
         self._plumbing: set[str] = set()
-        self._writer = _BatchWriter(ledger) if background else None
+        self._writer = LedgerWriter(ledger) if background else None
+        self.sinks: tuple[RecordSink, ...] = (
+            self._writer or InlineLedgerSink(ledger),
+            *sinks,
+        )
         self.unpriced = 0
         """Calls recorded with an unknown cost by this tracker."""
 
@@ -102,15 +102,26 @@ class CostTracker:
         kind: SpanKind,
         node: str | None = None,
         tags: Mapping[str, str] | None = None,
+        thread_id: str | None = None,
+        persist: bool = True,
     ) -> SpanRecord:
-        """Open a span. A span whose parent is unknown starts a new run (trace)."""
+        """Open a span. A span whose parent is unknown starts a new run (trace).
+
+        Args:
+            span_id: the framework's id for this step (unique).
+            parent_span_id: the enclosing step's id, if any.
+            name: what to call it in reports.
+            kind: run, node, agent, task, crew, chain, model or tool.
+            node: the graph node or agent this span enters (extends the node path).
+            tags: this span's own tags (they override inherited ones below it).
+            thread_id: for a run: the resumable thread it belongs to (a LangGraph thread, a
+                crew checkpoint), so a paused and resumed run reads as one story.
+            persist: False for plumbing steps that add nothing to a report: they are not
+                stored and their children hang from the nearest stored ancestor.
+        """
         now = self._clock()
         with self._lock:
             parent = self._open.get(parent_span_id) if parent_span_id else None
-            if tags and parent is not None and _inherited(tags, parent.tags):
-                # Frameworks pass a run's metadata down to every child (LangChain does):
-                # tags the parent already has are inherited, not this span's own.
-                tags = None
             own = validate_tags(tags) if tags else None
             if parent is None:
                 span = SpanRecord(
@@ -123,11 +134,15 @@ class CostTracker:
                     started_at=now,
                     tags=merge_tags(self.tags, current_tags(), own),
                 )
-                run = RunRecord(trace_id=span_id, name=name, started_at=now, tags=span.tags)
+                run = RunRecord(
+                    trace_id=span_id,
+                    name=name,
+                    started_at=now,
+                    tags=span.tags,
+                    thread_id=thread_id,
+                )
                 self._runs[span_id] = run
             else:
-                # Plumbing chains (routing functions, sequences, channel writes) are not
-                # persisted: their children hang from the nearest persisted ancestor.
                 anchor = (
                     parent.parent_span_id if parent.span_id in self._plumbing else parent.span_id
                 )
@@ -142,12 +157,16 @@ class CostTracker:
                     tags=merge_tags(parent.tags, own) if own else parent.tags,
                 )
                 run = None
-                if kind == "chain" and not own:
+                if not persist:
                     self._plumbing.add(span_id)
             self._open[span_id] = span
         if run is not None:
             self._write(runs=[run])
         return span
+
+    def run(self, trace_id: str) -> RunRecord | None:
+        """The open run with this trace id, if any."""
+        return self._runs.get(trace_id)
 
     def set_outcome(self, trace_id: str, status: SpanStatus, message: str) -> None:
         """Record how a run ended when it ends without an exception (e.g. `stopped`)."""
@@ -176,7 +195,7 @@ class CostTracker:
                 self._plumbing.discard(span_id)
                 spans = []
             if span.status == "interrupted" and span.parent_span_id is not None:
-                # LangGraph ends the root normally after an interrupt: remember the pause.
+                # A step paused (interrupt) and the run ended without an error: the run paused.
                 self._outcomes.setdefault(span.trace_id, ("interrupted", ""))
             run = self._runs.pop(span_id, None) if span.parent_span_id is None else None
             if run is not None:
@@ -206,18 +225,16 @@ class CostTracker:
         usage: TokenUsage | None,
         provider: str | None = None,
         event_id: str | None = None,
-        cached: bool = False,
+        cost: Cost | None = None,
     ) -> CostEvent:
         """Price and record one model call made inside span `span_id`.
 
         `usage=None` (the provider reported none) records the call with an unknown cost,
-        never $0. `cached=True`: answered from LangChain's LLM cache, so it cost nothing
-        (its tokens are kept for the record). `event_id` defaults to the span id: recording
-        it twice counts once.
+        never $0. `cost`: the integration already knows what the call cost (for example a
+        response served from a cache cost nothing); its tokens are kept for the record.
+        `event_id` defaults to the span id: recording it twice counts once.
         """
-        if cached:
-            cost = Cost(amount=Decimal(0), source=LLM_CACHE_SOURCE, version="-", model_ref=model)
-        else:
+        if cost is None:
             cost = self.prices.price_model_call(model, usage, provider=provider)
         u = usage or TokenUsage()
         span = self._span_or_orphan(span_id)
@@ -252,11 +269,11 @@ class CostTracker:
         output: Any = None,
         units: int | None = None,
         event_id: str | None = None,
-    ) -> CostEvent | None:
-        """Record the fee of one tool call; None when the tool has no configured fee."""
+    ) -> CostEvent:
+        """Record one tool call with its fee ($0, source `no-fee`, for a tool without one)."""
         cost = self.prices.price_tool_call(tool, output=output, units=units)
         if cost is None:
-            return None
+            cost = Cost(amount=Decimal(0), source=NO_FEE_SOURCE, version="-")
         span = self._span_or_orphan(span_id)
         event = CostEvent(
             event_id=event_id or span_id,
@@ -302,27 +319,24 @@ class CostTracker:
     def _write(
         self,
         *,
-        runs: Any = (),
-        spans: Any = (),
-        events: Any = (),
-        decisions: Any = (),
+        runs: Sequence[RunRecord] = (),
+        spans: Sequence[SpanRecord] = (),
+        events: Sequence[CostEvent] = (),
+        decisions: Sequence[DecisionRecord] = (),
     ) -> None:
-        if self._writer is not None:
-            self._writer.put(runs, spans, events, decisions)
-        else:
-            self.ledger.write(
-                runs=list(runs), spans=list(spans), events=list(events), decisions=list(decisions)
-            )
+        records = Records(runs=runs, spans=spans, events=events, decisions=decisions)
+        for sink in self.sinks:
+            sink.emit(records)
 
     def flush(self, timeout: float | None = 30.0) -> None:
-        """Block until everything recorded so far is in the ledger."""
-        if self._writer is not None:
-            self._writer.flush(timeout)
+        """Block until everything recorded so far is in the ledger (and every sink)."""
+        for sink in self.sinks:
+            sink.flush(timeout)
 
     def close(self) -> None:
-        """Flush and stop the background writer."""
-        if self._writer is not None:
-            self._writer.close()
+        """Flush and stop every sink (the ledger writer's thread included)."""
+        for sink in self.sinks:
+            sink.close()
 
     def report(self, run_id: str) -> RunReport:
         """Flush, then build the report of run `run_id` (full id or unique prefix)."""
@@ -333,10 +347,6 @@ class CostTracker:
     def write_errors(self) -> int:
         """Failed ledger write attempts so far (records are kept and retried, not dropped)."""
         return self._writer.errors if self._writer is not None else 0
-
-
-def _inherited(tags: Mapping[str, Any], parent: Mapping[str, str]) -> bool:
-    return all(parent.get(k) == v for k, v in tags.items())
 
 
 def _join(path: str | None, node: str | None) -> str | None:
@@ -351,164 +361,3 @@ def _error_text(error: BaseException | str | None) -> str | None:
     if isinstance(error, BaseException):
         return f"{type(error).__name__}: {error}"[:2000]
     return error[:2000]
-
-
-class _BatchWriter:
-    """One daemon thread that drains queued records into the ledger in batched transactions."""
-
-    def __init__(self, ledger: SQLLedger) -> None:
-        self._ledger = ledger
-        self._cond = threading.Condition()
-        self._queue: deque[tuple[Any, Any, Any, Any]] = deque()
-        self._queued = 0
-        self._done = 0
-        self._closed = False
-        self._flushing = 0
-        self.errors = 0
-        self.dropped = 0
-        self._thread = threading.Thread(target=self._run, name="agent-finops-writer", daemon=True)
-        self._thread.start()
-        _live_writers.add(self)
-
-    def put(self, runs: Any, spans: Any, events: Any, decisions: Any) -> None:
-        with self._cond:
-            self._queue.append((runs, spans, events, decisions))
-            self._queued += 1
-            if len(self._queue) == 1 or len(self._queue) >= _BATCH_MAX:
-                self._cond.notify_all()
-
-    def flush(self, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            target = self._queued
-            self._flushing += 1  # the writer stops lingering
-            self._cond.notify_all()
-            try:
-                while self._done < target:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise LedgerError(
-                            f"ledger flush timed out with {target - self._done} batches "
-                            f"pending ({self.errors} write errors so far); records are kept "
-                            "in memory"
-                        )
-                    self._cond.wait(remaining)
-            finally:
-                self._flushing -= 1
-
-    def close(self) -> None:
-        try:
-            self.flush(timeout=30.0)
-        finally:
-            with self._cond:
-                self._closed = True
-                self._cond.notify_all()
-            self._thread.join(timeout=5.0)
-            _live_writers.discard(self)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                if not self._queue and self._closed:
-                    return
-                linger_until = time.monotonic() + _LINGER
-                while len(self._queue) < _BATCH_MAX and not (self._closed or self._flushing):
-                    remaining = linger_until - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), _BATCH_MAX))]
-            runs: dict[str, RunRecord] = {}
-            spans: dict[str, SpanRecord] = {}
-            events: dict[str, CostEvent] = {}
-            decisions: dict[str, DecisionRecord] = {}
-            for r, s, e, d in batch:
-                runs.update((x.trace_id, x) for x in r)
-                spans.update((x.span_id, x) for x in s)
-                events.update((x.event_id, x) for x in e)
-                decisions.update((x.decision_id, x) for x in d)
-            self._write_with_retry(
-                list(runs.values()),
-                list(spans.values()),
-                list(events.values()),
-                list(decisions.values()),
-            )
-            with self._cond:
-                self._done += len(batch)
-                self._cond.notify_all()
-
-    def _write_with_retry(
-        self,
-        runs: list[RunRecord],
-        spans: list[SpanRecord],
-        events: list[CostEvent],
-        decisions: list[DecisionRecord],
-    ) -> None:
-        attempt = 0
-        while True:
-            try:
-                self._ledger.write(runs=runs, spans=spans, events=events, decisions=decisions)
-                return
-            except Exception as exc:  # keep records; retry until the ledger is back
-                if _is_bad_data(exc):
-                    # Not transient: retrying the batch would wedge the writer forever.
-                    # Write record by record and drop (loudly) only the ones refused.
-                    self._write_one_by_one(runs, spans, events, decisions)
-                    return
-                self.errors += 1
-                delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
-                attempt += 1
-                log.error("agent-finops ledger write failed (attempt %d): %s", attempt, exc)
-                with self._cond:
-                    if self._closed:
-                        log.error(
-                            "agent-finops: giving up at close; %d runs, %d spans, %d events "
-                            "not written",
-                            len(runs),
-                            len(spans),
-                            len(events),
-                        )
-                        return
-                time.sleep(delay)
-
-    def _write_one_by_one(
-        self,
-        runs: list[RunRecord],
-        spans: list[SpanRecord],
-        events: list[CostEvent],
-        decisions: list[DecisionRecord],
-    ) -> None:
-        batches: list[dict[str, Any]] = (
-            [{"runs": [r]} for r in runs]
-            + [{"spans": [s]} for s in spans]
-            + [{"events": [e]} for e in events]
-            + [{"decisions": [d]} for d in decisions]
-        )
-        for batch in batches:
-            record = next(iter(batch.values()))[0]
-            try:
-                self._ledger.write(**batch)
-            except Exception as exc:
-                if not _is_bad_data(exc):
-                    raise
-                self.dropped += 1
-                log.error("agent-finops: the ledger refused %r, dropped: %s", record, exc)
-
-
-def _is_bad_data(exc: BaseException) -> bool:
-    """A write error that retrying cannot fix (the ledger refused the record itself)."""
-    return isinstance(exc, LedgerError) and not exc.retryable
-
-
-_live_writers: weakref.WeakSet[_BatchWriter] = weakref.WeakSet()
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    for writer in list(_live_writers):
-        try:
-            writer.flush(timeout=10.0)
-        except LedgerError as exc:  # pragma: no cover - exit path
-            log.error("agent-finops: %s", exc)

@@ -50,7 +50,8 @@ from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Command
 
 from agent_finops import CostTracker, ModelPrice, PriceBook, PricingConfig, SQLLedger, ToolFee
-from agent_finops.policy import Policy, PolicyEngine
+from agent_finops.approvals import ResumeRequest, ResumeTargets
+from agent_finops.policy import Policy
 from agent_finops.reports import render_policy
 from agent_finops_langgraph import FinOpsCallbackHandler, guard_node
 from agent_finops_langgraph.testing import ScriptedChatModel, usage
@@ -315,20 +316,20 @@ class Demo:
     """Part 2's tracker, policy engine, guarded team and checkpointer, for one process."""
 
     def __init__(self, db: str, checkpoints: str) -> None:
-        # STEP 4: a policy engine on the same tracker, and the handler enforcing it.
+        # STEP 4: the handler enforcing a policy file on the same tracker.
         self.ledger = SQLLedger.from_url(db)
         self.tracker = CostTracker(
             self.ledger,
             prices=PriceBook(PRICING),
             tags={"team": "growth", "cost_center": "CC-4120", "environment": "demo"},
         )
-        self.engine = PolicyEngine(
-            Policy.from_yaml(POLICY_FILE),
+        self.handler = FinOpsCallbackHandler(
             self.tracker,
-            # lets `agent-finops approvals approve ID --resume` resume a paused run
-            resume_target=f"{Path(__file__).resolve()}:resume",
+            policy=Policy.from_yaml(POLICY_FILE),
+            # the name of this app's resume function (see `targets` below), so that
+            # `agent-finops approvals approve ID --resume --targets ...` can resume a paused run
+            resume_target="supervisor-demo",
         )
-        self.handler = FinOpsCallbackHandler(self.tracker, policy=self.engine)
         self.conn = sqlite3.connect(checkpoints, check_same_thread=False)
         saver = SqliteSaver(self.conn)
 
@@ -366,8 +367,7 @@ class Demo:
 
     def close(self) -> None:
         """Flush and release everything."""
-        self.tracker.close()
-        self.engine.close()
+        self.handler.guard.close()
         self.ledger.close()
         self.conn.close()
 
@@ -399,7 +399,7 @@ def enforce_policy(db: str, checkpoints: str, approve: str) -> None:
                 f"\nThe run waits for a human. From another shell:\n"
                 f"  AGENT_FINOPS_DB_URL={db} AGENT_FINOPS_DEMO_CHECKPOINTS={checkpoints} \\\n"
                 f"    agent-finops approvals approve {request['approval_id']} "
-                f"--extra {APPROVED_EXTRA} --resume"
+                f"--extra {APPROVED_EXTRA} --resume --targets {Path(__file__)}:targets"
             )
         else:
             if approve == "ask":
@@ -440,22 +440,27 @@ def enforce_policy(db: str, checkpoints: str, approve: str) -> None:
     print(f"\nEvery decision is in the ledger: agent-finops --db {db} report RUN_ID --json")
 
 
-def resume(thread_id: str, answer: dict[str, Any]) -> str:
-    """Resume hook for `agent-finops approvals approve ID --resume` (another process)."""
+def resume(request: ResumeRequest) -> str:
+    """Resume a paused thread for `agent-finops approvals approve ID --resume` (another process)."""
     demo = Demo(
         os.environ.get("AGENT_FINOPS_DB_URL", DEFAULT_DB),
         os.environ.get("AGENT_FINOPS_DEMO_CHECKPOINTS", DEFAULT_CHECKPOINTS),
     )
     try:
         run_id = uuid.uuid4()
-        tags = answer.pop("tags", {})  # the paused run's tags: the resumed part carries them
+        # The paused run's tags: the resumed part carries them (mandatory tags, attribution).
         result = demo.team.invoke(
-            Command(resume=answer), config=demo.config(thread_id, run_id, **tags)
+            Command(resume=request.answer),
+            config=demo.config(request.thread_id, run_id, **request.tags),
         )
-        demo.show(f"resumed thread {thread_id}", str(run_id), result)
+        demo.show(f"resumed thread {request.thread_id}", str(run_id), result)
     finally:
         demo.close()
     return str(run_id)
+
+
+targets = ResumeTargets({"supervisor-demo": resume})
+"""What this app lets an approver resume; the ledger only names one of these."""
 
 
 if __name__ == "__main__":

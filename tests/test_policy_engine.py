@@ -150,7 +150,7 @@ def test_pause_then_approve_lets_this_run_go_on(tracker: CostTracker) -> None:
     paused = call(e, 1)
     assert paused.action == "pause"
     assert isinstance(paused.error, ApprovalRequired)
-    request = e.approval(paused.approval_id or "")
+    request = e.approvals.get(paused.approval_id or "")
     assert request is not None and request.status == "pending"
     assert (request.rule_id, request.scope, request.limit, request.spent) == (
         "team-daily",
@@ -159,7 +159,7 @@ def test_pause_then_approve_lets_this_run_go_on(tracker: CostTracker) -> None:
         limit,
     )
     assert request.estimate == limit
-    e.decide(request.approval_id, approve=True, by="alice", extra=limit)
+    e.approvals.decide(request.approval_id, approve=True, by="alice", extra=limit)
     assert call(e, 2).action == "allow"  # this run may now go one estimate over
     assert call(e, 3).action == "pause"  # but no further
     # Another run of the same team is still held at the original limit.
@@ -175,7 +175,7 @@ def test_deny_decision_by_a_human(tracker: CostTracker) -> None:
         {"budgets": [{"id": "cap", "limit": "0.000001", "period": "run", "action": "pause"}]},
     )
     paused = call(e, 0)
-    decided = e.decide(paused.approval_id or "", approve=False, by="bob", reason="too dear")
+    decided = e.approvals.decide(paused.approval_id or "", approve=False, by="bob", reason="too dear")
     assert decided.status == "denied" and decided.extra is None
     assert call(e, 1).action == "pause"  # a denial grants nothing
 
@@ -284,7 +284,7 @@ def test_approved_loop_rule_is_waived_for_the_run(tracker: CostTracker) -> None:
     )
     steps = [e.check_step(trace_id="r", run_key="r", tags={}, step=s) for s in "ABAB"]
     assert [s.action for s in steps] == ["allow", "allow", "allow", "pause"]
-    e.decide(steps[-1].approval_id or "", approve=True, by="alice")
+    e.approvals.decide(steps[-1].approval_id or "", approve=True, by="alice")
     assert e.check_step(trace_id="r", run_key="r", tags={}, step="A").action == "allow"
 
 
@@ -406,7 +406,7 @@ def test_an_approval_raises_only_the_bucket_that_refused(tracker: CostTracker) -
     )
     assert call(e, 0).action == "allow"
     paused = call(e, 1)
-    e.decide(paused.approval_id or "", approve=True, by="alice", extra=limit * 10)
+    e.approvals.decide(paused.approval_id or "", approve=True, by="alice", extra=limit * 10)
     assert call(e, 2).action == "allow"
     clock.now = NOW.replace(day=23)  # tomorrow: a new bucket, yesterday's approval does not count
     for n in range(3, 4):
@@ -424,4 +424,4 @@ def test_non_finite_extra_is_refused(tracker: CostTracker) -> None:
     paused = call(e, 0)
     for bad in ("Infinity", "NaN", "-1"):
         with pytest.raises(ConfigurationError, match="finite amount"):
-            e.decide(paused.approval_id or "", approve=True, by="x", extra=Decimal(bad))
+            e.approvals.decide(paused.approval_id or "", approve=True, by="x", extra=Decimal(bad))

@@ -692,14 +692,19 @@ def test_selector_key_escapes_separators() -> None:
     assert selector.key({"task": "a,b=c|d%"}) == "task=a%2Cb%3Dc%7Cd%25"
 
 
-def test_task_cap_needs_a_task_tag() -> None:
+def test_task_cap_without_a_task_tag_caps_the_run_or_skips_it() -> None:
     cap = Budget(id="task-cap", limit=Decimal(1), period="task", scope=TagSelector({"team": "*"}))
     now = datetime(2026, 11, 22, tzinfo=UTC)
     tz = ZoneInfo("UTC")
-    assert cap.scope_key({"team": "support"}) is None
-    assert cap.counter_key({"team": "support"}, now=now, tz=tz) is None
+    # Default `without_task: run`: an untagged call is capped as its run's task, never skipped.
+    assert cap.counter_key({"team": "support"}, now=now, tz=tz, run_id="r1") == (
+        "task-cap|team=support|run=r1"
+    )
     tags = {"team": "support", "task": "ticket-42"}
-    assert cap.counter_key(tags, now=now, tz=tz) == "task-cap|team=support|task=ticket-42"
+    assert cap.counter_key(tags, now=now, tz=tz, run_id="r1") == "task-cap|team=support|task=ticket-42"
+    skip = cap.model_copy(update={"without_task": "skip"})
+    assert skip.scope_key({"team": "support"}) is None
+    assert skip.counter_key({"team": "support"}, now=now, tz=tz, run_id="r1") is None
 
 
 def test_budget_and_rate_limit_counter_keys(policy_file: Path) -> None:

@@ -9,12 +9,24 @@ import sys
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 
-from agent_finops import approvals
-from agent_finops.exceptions import FinOpsError
+from agent_finops.approvals import ApprovalService, Approver, ResumeTargets, approval_payload
+from agent_finops.exceptions import ConfigurationError, FinOpsError
 from agent_finops.ledger import DEFAULT_URL, ApprovalRecord, SQLLedger
 from agent_finops.reports import load_run_report, money
 
 ENV_URL = "AGENT_FINOPS_DB_URL"
+ENV_TARGETS = "AGENT_FINOPS_RESUME_TARGETS"
+MAX_LIMIT = 100_000
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"{value} is not between 1 and {MAX_LIMIT}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,28 +41,29 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--db", default=argparse.SUPPRESS, help=db_help)
     sub = parser.add_subparsers(dest="command", required=True)
     runs = sub.add_parser("runs", parents=[common], help="list recent runs with their totals")
-    runs.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    runs.add_argument("--limit", type=_limit, default=20, help="how many runs (default 20)")
     runs.add_argument("--json", action="store_true", help="print JSON instead of a table")
     report = sub.add_parser("report", parents=[common], help="cost tree and rollups of one run")
     report.add_argument("run_id", help="run (trace) id, or a unique prefix of one")
     report.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    approvals = sub.add_parser("approvals", help="list and decide paused runs' approval requests")
+    approvals = sub.add_parser(
+        "approvals", parents=[common], help="list and decide paused runs' approval requests"
+    )
     verbs = approvals.add_subparsers(dest="verb", required=True)
     listing = verbs.add_parser("list", parents=[common], help="approval requests, newest first")
     listing.add_argument(
         "--status",
         default="pending",
-        choices=["pending", "approved", "denied", "all"],
+        choices=["pending", "approved", "denied", "expired", "all"],
         help="which requests (default: pending)",
     )
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=_limit, default=50)
     listing.add_argument("--json", action="store_true")
     for verb, text in (("approve", "approve a request"), ("deny", "deny a request")):
         cmd = verbs.add_parser(verb, parents=[common], help=text)
         cmd.add_argument("approval_id", help="approval id, or a unique prefix of one")
-        cmd.add_argument("--by", default=None, help="your name (default: $USER)")
-        cmd.add_argument("--reason", default=None)
+        cmd.add_argument("--reason", default=None, help="why (kept in the audit trail)")
         if verb == "approve":
             cmd.add_argument(
                 "--extra",
@@ -61,7 +74,13 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument(
             "--resume",
             action="store_true",
-            help="then resume the checkpointed run through its resume hook",
+            help="then resume the checkpointed run through the target your app registered",
+        )
+        cmd.add_argument(
+            "--targets",
+            default=None,
+            help="your app's ResumeTargets, as module:attr or file.py:attr "
+            f"(default: ${ENV_TARGETS})",
         )
     return parser
 
@@ -140,7 +159,7 @@ def _report(ledger: SQLLedger, run_id: str, as_json: bool) -> int:
 def _approvals(ledger: SQLLedger, args: argparse.Namespace) -> int:
     if args.verb == "list":
         status = None if args.status == "all" else args.status
-        requests = ledger.list_approvals(status=status, limit=args.limit)
+        requests = ApprovalService(ledger).requests(status=status, limit=args.limit)
         if args.json:
             print(json.dumps([_approval_json(a) for a in requests], indent=2))
             return 0
@@ -161,25 +180,34 @@ def _approvals(ledger: SQLLedger, args: argparse.Namespace) -> int:
         try:
             extra = Decimal(args.extra)
         except InvalidOperation:
-            print(
-                f"agent-finops: error: --extra {args.extra!r} is not a decimal amount",
-                file=sys.stderr,
+            raise ConfigurationError(
+                "bad --extra", field="--extra", value=args.extra, expected="a decimal amount"
+            ) from None
+    targets = None
+    if args.resume:  # load the app's targets first: a bad spec must not half-do the job
+        spec = args.targets or os.environ.get(ENV_TARGETS)
+        if not spec:
+            raise ConfigurationError(
+                "--resume needs your app's resume targets",
+                field="--targets",
+                expected=f"module:attr or file.py:attr (or set ${ENV_TARGETS})",
             )
-            return 2
-    decided = approvals.decide(
-        ledger,
+        targets = ResumeTargets.load(spec)
+    service = ApprovalService(ledger)
+    decided = service.decide(
         args.approval_id,
         approve=args.verb == "approve",
-        by=args.by or os.environ.get("USER") or "console",
+        by=Approver.console(),
         extra=extra,
         reason=args.reason,
     )
     print(
         f"{decided.approval_id} {decided.status} by {decided.decided_by}"
         + (f" (extra {decided.extra} {decided.unit})" if decided.extra is not None else "")
+        + (f": {decided.reason}" if decided.reason else "")
     )
-    if args.resume:
-        result = approvals.resume(decided)
+    if targets is not None:
+        result = service.resume(decided, targets)
         print(f"resumed thread {decided.thread_id}")
         if isinstance(result, str):
             print(result)
@@ -187,20 +215,6 @@ def _approvals(ledger: SQLLedger, args: argparse.Namespace) -> int:
 
 
 def _approval_json(a: ApprovalRecord) -> dict[str, object]:
-    return {
-        "approval_id": a.approval_id,
-        "status": a.status,
-        "rule_id": a.rule_id,
-        "scope": a.scope,
-        "unit": a.unit,
-        "spent": format(a.spent, "f"),
-        "limit": format(a.limit, "f"),
-        "estimated_extra": format(a.estimate, "f"),
-        "approved_extra": None if a.extra is None else format(a.extra, "f"),
-        "trace_id": a.trace_id,
-        "thread_id": a.thread_id,
-        "decided_by": a.decided_by,
-        "reason": a.reason,
-        "requested_at": a.created_at.isoformat(),
-        "message": a.message,
-    }
+    payload = approval_payload(a)
+    del payload["answer_with"]
+    return payload

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-SpanKind = Literal["run", "node", "chain", "model", "tool"]
+SpanKind = Literal["run", "node", "agent", "task", "crew", "chain", "model", "tool"]
 EventKind = Literal["model", "tool"]
 SpanStatus = Literal["running", "ok", "error", "interrupted", "unfinished", "stopped"]
 """`stopped`: a cost policy ended the run cleanly (deny), its partial results kept."""
@@ -24,6 +24,8 @@ class RunRecord:
     status: SpanStatus = "running"
     error: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    thread_id: str | None = None
+    """The resumable thread this run belongs to (a LangGraph thread, a crew checkpoint)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -79,7 +81,17 @@ class CostEvent:
 
 
 DecisionAction = Literal[
-    "allow", "warn", "deny", "pause", "shadow", "threshold", "approved", "denied"
+    "allow",
+    "warn",
+    "deny",
+    "pause",
+    "shadow",
+    "threshold",
+    "approved",
+    "denied",
+    "expired",
+    "refused",
+    "overrun",
 ]
 ApprovalStatus = Literal["pending", "approved", "denied", "expired"]
 
@@ -144,3 +156,11 @@ class ApprovalRecord:
     applied_at: datetime | None = None
     """When the paused run took up the decision (a decision is applied exactly once)."""
     tags: dict[str, str] = field(default_factory=dict)
+    expires_at: datetime | None = None
+    """When an undecided request expires to its configured outcome (None: never)."""
+    approvers: list[str] | None = None
+    """Who may decide it (ids and groups, from the policy's `approvals.approvers` for the
+    run's tags when it was filed); None: anyone. Every channel checks this list."""
+    step: str | None = None
+    """The step that paused (a LangGraph task's checkpoint namespace, a crew task id): on
+    re-execution that step asks about its own request, not a parallel branch's."""

@@ -75,6 +75,7 @@ class RunRow(SQLModel, table=True):
     status: str = Field(max_length=16)
     error: str | None = Field(default=None, sa_column=Column(Text))
     tags: dict[str, str] = _json()
+    thread_id: str | None = Field(default=None, max_length=200, index=True)
 
 
 class SpanRow(SQLModel, table=True):
@@ -180,6 +181,9 @@ class ApprovalRow(SQLModel, table=True):
     counter_key: str | None = Field(default=None, sa_column=Column(Text))
     applied_at: datetime | None = None
     tags: dict[str, str] = _json()
+    expires_at: datetime | None = None
+    step: str | None = Field(default=None, sa_column=Column(Text))
+    approvers: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 MIGRATIONS: dict[int, list[str]] = {

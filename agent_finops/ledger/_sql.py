@@ -507,6 +507,7 @@ def _run_record(r: RunRow) -> RunRecord:
         status=r.status,  # type: ignore[arg-type]
         error=r.error,
         tags=dict(r.tags),
+        thread_id=r.thread_id,
     )
 
 

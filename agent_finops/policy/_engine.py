@@ -1,6 +1,6 @@
 """The policy engine: turns a `Policy` into decisions before and after every guarded call.
 
-Framework-free. An integration calls, at the moment each happens:
+Framework-free. The `RunGuard` (agent_finops.guard) calls, at the moment each happens:
 
 * `check_run_start(trace_id, tags)`: mandatory tags, before a single token is sent;
 * `check_before_model_call(...)`: loop rules, then one atomic reservation of the call's
@@ -12,13 +12,14 @@ Framework-free. An integration calls, at the moment each happens:
 
 Each check returns a `Decision`; a blocked one (`deny`, `pause`) carries the exception to
 raise (`decision.error`). Every decision is recorded in the ledger with the rule, scope,
-limit, observed value and the policy version; a `pause` also persists an `ApprovalRecord`
-that a human (console, Slack) decides. An approval lets *this run* exceed that rule by the
-approved amount (budgets), or ignore that rule for the rest of the run (loop rules).
+limit, observed value and the policy version; a `pause` also files an `ApprovalRecord`
+through the `ApprovalService`, which a human (console, Slack) decides. An approval lets
+*this run* exceed that rule by the approved amount (budgets), or ignore that rule for the
+rest of the run (loop rules).
 
-The "run" a per-run cap or an approval belongs to is the LangGraph thread when there is one
-(so a run paused and resumed from its checkpoint keeps its cap and its approvals), otherwise
-the trace.
+The "run" a per-run cap or an approval belongs to is its thread when there is one (a
+LangGraph thread, a crew checkpoint: a run paused and resumed keeps its cap and its
+approvals), otherwise the trace.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from agent_finops import approvals
+from agent_finops.approvals import ApprovalService, ThresholdAlert
 from agent_finops.exceptions import (
     ApprovalRequired,
     BudgetExceeded,
@@ -94,9 +95,9 @@ class PolicyEngine:
         tracker: CostTracker,
         *,
         budgets: BudgetStore | None = None,
+        approvals: ApprovalService | None = None,
         reservation_ttl: timedelta = DEFAULT_RESERVATION_TTL,
         resume_target: str | None = None,
-        checkpoint_url: str | None = None,
         clock: Any = _utcnow,
     ) -> None:
         """Enforce `policy` on the calls `tracker` sees.
@@ -106,12 +107,13 @@ class PolicyEngine:
             tracker: where decisions are recorded and spans are looked up; its ledger's
                 database also holds the budget counters and reservations.
             budgets: the reservation store (default: on the tracker's ledger engine).
+            approvals: files and answers approval requests (default: a service on the
+                tracker's ledger, configured by the policy's `approvals:` section).
             reservation_ttl: a reservation not settled within this is given back
                 (its worker died); it must outlast your slowest model call.
-            resume_target: `module:function` returning the compiled graph, stored on
-                approval requests so `agent-finops approvals approve --resume` can resume
-                the run from another process.
-            checkpoint_url: where the graph's checkpoints are (stored with the request).
+            resume_target: the name under which the application registers how to resume
+                its runs (`ResumeTargets`), stored on approval requests so an approver in
+                another process (`agent-finops approvals approve --resume`) can resume them.
             clock: returns the current aware datetime.
         """
         self.policy = policy
@@ -120,9 +122,11 @@ class PolicyEngine:
         self.ledger = tracker.ledger
         self.ledger.setup()  # creates the reservation tables with the rest of the schema
         self.budgets = budgets or BudgetStore(self.ledger.engine, clock=clock, auto_setup=False)
+        self.approvals = approvals or ApprovalService.from_settings(
+            self.ledger, policy.approvals, clock=clock
+        )
         self.loops = LoopDetector(policy.loops)
         self.resume_target = resume_target
-        self.checkpoint_url = checkpoint_url
         self._ttl = reservation_ttl
         self._clock = clock
         self._lock = threading.Lock()
@@ -130,7 +134,6 @@ class PolicyEngine:
         self._grants: dict[str, dict[str, Decimal | None]] = {}
         self._stopped: dict[str, Decision] = {}
         self._pending: dict[str, Decision] = {}
-        self._asking: set[str] = set()  # runs with approval requests open or to take up
         self._has_limits = bool(policy.budgets or policy.rate_limits)
 
     def close(self) -> None:
@@ -173,18 +176,12 @@ class PolicyEngine:
         """Start a new invocation of this run: re-check, do not carry over, an earlier stop.
 
         One ledger query tells whether the run has approval requests to ask about or
-        decisions to take up; runs without any skip those look-ups at every guarded node.
+        decisions to take up; runs without any skip those look-ups at every guarded step.
         """
-        open_requests = self.ledger.has_open_requests(
-            thread_id=thread_id, trace_id=None if thread_id else run_key
-        )
+        self.approvals.begin_run(thread_id=thread_id, trace_id=run_key)
         with self._lock:
             self._stopped.pop(run_key, None)
             self._pending.pop(run_key, None)
-            if open_requests:
-                self._asking.add(run_key)
-            else:
-                self._asking.discard(run_key)
 
     def end_run(self, run_key: str, *, paused: bool = False) -> None:
         """Forget a finished invocation's in-memory state.
@@ -198,7 +195,6 @@ class PolicyEngine:
             self._grants.pop(run_key, None)
             self._stopped.pop(run_key, None)
             self._pending.pop(run_key, None)
-            self._asking.discard(run_key)
 
     def check_step(
         self,
@@ -208,14 +204,17 @@ class PolicyEngine:
         tags: Mapping[str, str],
         step: str,
         thread_id: str | None = None,
+        level: str = "",
+        step_key: str | None = None,
     ) -> Decision:
-        """A node/agent step: ping-pong detection.
+        """Control passed to a node or agent (`step`) at a graph level: ping-pong detection.
 
-        A blocked step is also kept as *pending*: the run's next guarded call (or guarded
-        node) takes it with `take_pending` and stops there.
+        A blocked step is also kept as *pending*: the run's next guarded call takes it
+        (`take_pending`) and stops there.
         """
-        hits = self.loops.observe_step(run_key, step)
-        decision = self._loop_decision(hits, trace_id, run_key, None, tags, thread_id=thread_id)
+        call = _Call(trace_id, run_key, thread_id, tags, None, step_key)
+        hits = self.loops.observe_step(run_key, step, level=level)
+        decision = self._loop_decision(hits, call)
         if decision is None:
             return Decision(action="allow", trace_id=trace_id)
         if decision.blocked:
@@ -223,34 +222,10 @@ class PolicyEngine:
                 self._pending[run_key] = decision
         return decision
 
-    def take_decision(self, run_key: str, *, thread_id: str | None) -> ApprovalRecord | None:
-        """A human decision made outside the run (console, Slack) not yet applied to it."""
-        if run_key not in self._asking:
-            return None
-        return self.ledger.take_decision(
-            thread_id=thread_id, trace_id=None if thread_id else run_key, at=self._clock()
-        )
-
-    def mark_applied(self, approval_id: str) -> None:
-        """The run took up this decision (through its resume value)."""
-        self.ledger.mark_applied(approval_id, at=self._clock())
-
     def take_pending(self, run_key: str) -> Decision | None:
         """A blocked step decision not yet acted on, if any (taken only once)."""
         with self._lock:
             return self._pending.pop(run_key, None)
-
-    def pending_approval(self, run_key: str, *, thread_id: str | None) -> ApprovalRecord | None:
-        """The oldest undecided approval request of this run, if any."""
-        if run_key not in self._asking:
-            return None
-        pending = self.ledger.list_approvals(
-            status="pending",
-            thread_id=thread_id,
-            trace_id=None if thread_id else run_key,
-            limit=100,
-        )
-        return pending[-1] if pending else None
 
     # -- model calls --------------------------------------------------------------------
 
@@ -266,22 +241,21 @@ class PolicyEngine:
         input_tokens: int,
         max_output_tokens: int | None,
         thread_id: str | None = None,
+        step_key: str | None = None,
     ) -> Decision:
-        """Loop rules, then reserve the call's worst case on every applicable limit."""
+        """Loop rules, then reserve the call's worst case on every applicable limit.
+
+        Without `max_output_tokens` the model's output ceiling from the price catalog is
+        reserved, else the policy's `default_max_output_tokens`.
+        """
         now = self._clock()
-        blocked = self._blocked_before(
-            run_key,
-            lambda: self.loops.observe_model_call(run_key, now),
-            trace_id,
-            call_id,
-            tags,
-            thread_id,
-        )
+        call = _Call(trace_id, run_key, thread_id, tags, call_id, step_key)
+        blocked = self._blocked_before(call, lambda: self.loops.observe_model_call(run_key, now))
         if blocked is not None:
             return blocked
         if not self._has_limits:
-            return self._allow(trace_id, call_id, tags)
-        max_out = max_output_tokens or self.policy.default_max_output_tokens
+            return self._allow(call)
+        max_out = max_output_tokens or self._output_ceiling(model, provider, input_tokens)
         usd = self.tracker.prices.estimate_max_cost(
             model, provider=provider, input_tokens=input_tokens, max_output_tokens=max_out
         )
@@ -291,9 +265,7 @@ class PolicyEngine:
             "tokens": Decimal(input_tokens + max_out),
             "calls": Decimal(1),
         }
-        decision = self._reserve(
-            call_id, trace_id, run_key, tags, amounts, now, thread_id, rate_limits=True
-        )
+        decision = self._reserve(call, amounts, now, rate_limits=True)
         if not priced and decision.action == "allow":
             return Decision(
                 action="allow",
@@ -304,19 +276,34 @@ class PolicyEngine:
             )
         return decision
 
+    def _output_ceiling(self, model: str | None, provider: str | None, input_tokens: int) -> int:
+        ceiling = getattr(self.tracker.prices, "max_output_tokens", None)
+        found = ceiling(model, provider, input_tokens=input_tokens) if ceiling else None
+        return found or self.policy.default_max_output_tokens
+
     def check_after_model_call(
-        self, call_id: str, *, cost: Decimal | None, tokens: int | None
+        self,
+        call_id: str,
+        *,
+        cost: Decimal | None,
+        tokens: int | None,
+        trace_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> bool:
         """Settle a model call to its actual cost and tokens.
 
-        None means unknown: that unit is charged its reservation, never 0.
+        None means unknown: that unit is charged its reservation, never 0. A call that cost
+        more than it reserved is charged in full (the next call sees it) and recorded as an
+        `overrun` decision.
         """
         if not self._has_limits:
             return False
         actual_tokens = None if tokens is None else Decimal(tokens)
-        return self.budgets.settle(
+        settled = self.budgets.settle(
             call_id, {"usd": cost, "tokens": actual_tokens, "calls": Decimal(1)}
         )
+        self._record_overruns(settled, call_id, trace_id, tags)
+        return bool(settled)
 
     def release(self, call_id: str) -> bool:
         """The call failed: give its reservation back."""
@@ -337,83 +324,74 @@ class PolicyEngine:
         args: Any,
         fee_estimate: Decimal | None,
         thread_id: str | None = None,
+        step_key: str | None = None,
     ) -> Decision:
         """Repeated-call loop rule, then reserve the tool's fee on USD budgets."""
+        call = _Call(trace_id, run_key, thread_id, tags, call_id, step_key)
         blocked = self._blocked_before(
-            run_key,
-            lambda: self.loops.observe_tool_call(run_key, tool, args),
-            trace_id,
-            call_id,
-            tags,
-            thread_id,
+            call, lambda: self.loops.observe_tool_call(run_key, tool, args)
         )
         if blocked is not None:
             return blocked
         if not fee_estimate or not self._has_limits:
-            return self._allow(trace_id, call_id, tags)
+            return self._allow(call)
         amounts = {"usd": fee_estimate, "tokens": Decimal(0), "calls": Decimal(0)}
-        return self._reserve(
-            call_id, trace_id, run_key, tags, amounts, self._clock(), thread_id, rate_limits=False
-        )
+        return self._reserve(call, amounts, self._clock(), rate_limits=False)
 
-    def check_after_tool_call(self, call_id: str, *, cost: Decimal | None) -> bool:
-        """Settle a tool call's fee."""
+    def check_after_tool_call(
+        self,
+        call_id: str,
+        *,
+        cost: Decimal | None,
+        trace_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Settle a tool call's fee (an overrun is recorded as for model calls)."""
         if not self._has_limits:
             return False
-        return self.budgets.settle(call_id, {"usd": cost})
-
-    # -- approvals ----------------------------------------------------------------------
-
-    def approval(self, approval_id: str) -> ApprovalRecord | None:
-        """The approval request, as the ledger has it now."""
-        return self.ledger.get_approval(approval_id)
-
-    def decide(
-        self,
-        approval_id: str,
-        *,
-        approve: bool,
-        by: str,
-        extra: Decimal | None = None,
-        reason: str | None = None,
-    ) -> ApprovalRecord:
-        """Decide a pending request (once: a second decision raises `LedgerError`).
-
-        See `agent_finops.approvals.decide` for what an approval grants by default.
-        """
-        return approvals.decide(
-            self.ledger,
-            approval_id,
-            approve=approve,
-            by=by,
-            extra=extra,
-            reason=reason,
-            now=self._clock(),
-        )
+        settled = self.budgets.settle(call_id, {"usd": cost})
+        self._record_overruns(settled, call_id, trace_id, tags)
+        return bool(settled)
 
     # -- internals ----------------------------------------------------------------------
 
-    def _blocked_before(
+    def _record_overruns(
         self,
-        run_key: str,
-        observe: Callable[[], list[LoopHit]],
-        trace_id: str,
+        settled: Any,
         call_id: str,
-        tags: Mapping[str, str],
-        thread_id: str | None,
-    ) -> Decision | None:
+        trace_id: str | None,
+        tags: Mapping[str, str] | None,
+    ) -> None:
+        for overrun in getattr(settled, "overruns", ()):
+            self._record(
+                Decision(
+                    action="warn",
+                    trace_id=trace_id or "?",
+                    call_id=call_id,
+                    rule_id=overrun.rule_id,
+                    message=f"call {call_id} cost {overrun.actual} {overrun.unit}, more than "
+                    f"the {overrun.reserved} reserved for it on {overrun.counter_key}; the "
+                    "budget is charged the actual amount",
+                    limit=overrun.reserved,
+                    observed=overrun.actual,
+                    estimate=overrun.reserved,
+                    unit=overrun.unit,
+                ),
+                tags or {},
+                kind="overrun",
+            )
+
+    def _blocked_before(self, call: _Call, observe: Callable[[], list[LoopHit]]) -> Decision | None:
         """Before any call: a blocked step still pending, then the loop rules it trips."""
-        pending = self.take_pending(run_key)
+        pending = self.take_pending(call.run_key)
         if pending is not None:
             return pending
-        decision = self._loop_decision(
-            observe(), trace_id, run_key, call_id, tags, thread_id=thread_id
-        )
+        decision = self._loop_decision(observe(), call)
         return decision if decision is not None and decision.blocked else None
 
-    def _allow(self, trace_id: str, call_id: str | None, tags: Mapping[str, str]) -> Decision:
-        decision = Decision(action="allow", trace_id=trace_id, call_id=call_id)
-        self._record(decision, tags)
+    def _allow(self, call: _Call) -> Decision:
+        decision = Decision(action="allow", trace_id=call.trace_id, call_id=call.call_id)
+        self._record(decision, call.tags)
         return decision
 
     def _claims(
@@ -467,73 +445,53 @@ class PolicyEngine:
         return claims
 
     def _reserve(
-        self,
-        call_id: str,
-        trace_id: str,
-        run_key: str,
-        tags: Mapping[str, str],
-        amounts: Mapping[str, Decimal],
-        now: datetime,
-        thread_id: str | None,
-        *,
-        rate_limits: bool,
+        self, call: _Call, amounts: Mapping[str, Decimal], now: datetime, *, rate_limits: bool
     ) -> Decision:
-        claims = self._claims(tags, run_key, now, amounts, rate_limits=rate_limits)
+        assert call.call_id is not None
+        claims = self._claims(call.tags, call.run_key, now, amounts, rate_limits=rate_limits)
         if not claims:
-            return self._allow(trace_id, call_id, tags)
+            return self._allow(call)
         result = self.budgets.reserve(
-            call_id, [c for c, _, _ in claims], trace_id=trace_id, now=now, ttl=self._ttl
+            call.call_id, [c for c, _, _ in claims], trace_id=call.trace_id, now=now, ttl=self._ttl
         )
         if not result.granted:
             # A human may have approved overspend on this rule since we last looked.
             refused = result.refusals[0]
-            if self._refresh_grant(
-                run_key, thread_id, trace_id, refused.rule_id, refused.counter_key
-            ):
-                claims = self._claims(tags, run_key, now, amounts, rate_limits=rate_limits)
+            if self._refresh_grant(call, refused.rule_id, refused.counter_key):
+                claims = self._claims(
+                    call.tags, call.run_key, now, amounts, rate_limits=rate_limits
+                )
                 result = self.budgets.reserve(
-                    call_id, [c for c, _, _ in claims], trace_id=trace_id, now=now, ttl=self._ttl
+                    call.call_id,
+                    [c for c, _, _ in claims],
+                    trace_id=call.trace_id,
+                    now=now,
+                    ttl=self._ttl,
                 )
         if not result.granted:
-            return self._refused(result, claims, trace_id, run_key, call_id, tags, thread_id)
-        return self._granted(result, claims, trace_id, call_id, tags)
+            return self._refused(result, claims, call)
+        return self._granted(result, claims, call)
 
     def _granted(
         self,
         result: ReserveResult,
         claims: Sequence[tuple[Claim, Budget | RateLimit, dict[str, str]]],
-        trace_id: str,
-        call_id: str,
-        tags: Mapping[str, str],
+        call: _Call,
     ) -> Decision:
         final: Decision | None = None
         for usage, (claim, rule, scope) in zip(result.usage, claims, strict=True):
             if isinstance(rule, Budget) and rule.thresholds:
                 for pct in rule.crossed_thresholds(usage.used - claim.amount, usage.used):
-                    self._record(
-                        Decision(
-                            action="warn",
-                            trace_id=trace_id,
-                            call_id=call_id,
-                            rule_id=rule.id,
-                            message=f"threshold {pct}% of {rule.id} reached "
-                            f"({usage.used} of {claim.limit} {claim.unit}, reserved)",
-                            scope=scope,
-                            limit=claim.limit,
-                            observed=usage.used,
-                            estimate=claim.amount,
-                            unit=claim.unit,
-                        ),
-                        tags,
-                        kind="threshold",
-                    )
+                    self._threshold(call, rule, claim, scope, pct, usage.used)
             if not claim.enforce and usage.used > claim.limit:
                 action: Outcome = "shadow" if rule.shadow else "warn"
-                would = rule.effective_action(tags) if isinstance(rule, Budget) else rule.action
+                would = (
+                    rule.effective_action(call.tags) if isinstance(rule, Budget) else rule.action
+                )
                 decision = Decision(
                     action=action,
-                    trace_id=trace_id,
-                    call_id=call_id,
+                    trace_id=call.trace_id,
+                    call_id=call.call_id,
                     rule_id=rule.id,
                     message=f"{rule.id} over its limit: {usage.used} > {claim.limit} "
                     f"{claim.unit}" + (f" (shadow: would {would})" if rule.shadow else ""),
@@ -543,34 +501,70 @@ class PolicyEngine:
                     estimate=claim.amount,
                     unit=claim.unit,
                 )
-                self._record(decision, tags)
+                self._record(decision, call.tags)
                 final = final or decision
         if final is not None:
             return final
-        return self._allow(trace_id, call_id, tags)
+        return self._allow(call)
+
+    def _threshold(
+        self,
+        call: _Call,
+        rule: Budget,
+        claim: Claim,
+        scope: dict[str, str],
+        pct: Decimal,
+        used: Decimal,
+    ) -> None:
+        self._record(
+            Decision(
+                action="warn",
+                trace_id=call.trace_id,
+                call_id=call.call_id,
+                rule_id=rule.id,
+                message=f"threshold {pct}% of {rule.id} reached "
+                f"({used} of {claim.limit} {claim.unit}, reserved)",
+                scope=scope,
+                limit=claim.limit,
+                observed=used,
+                estimate=claim.amount,
+                unit=claim.unit,
+            ),
+            call.tags,
+            kind="threshold",
+        )
+        self.approvals.threshold_crossed(
+            ThresholdAlert(
+                rule_id=rule.id,
+                counter_key=claim.counter_key,
+                percent=pct,
+                used=used,
+                limit=claim.limit,
+                unit=claim.unit,
+                trace_id=call.trace_id,
+                scope=scope,
+                tags=dict(call.tags),
+            )
+        )
 
     def _refused(
         self,
         result: ReserveResult,
         claims: Sequence[tuple[Claim, Budget | RateLimit, dict[str, str]]],
-        trace_id: str,
-        run_key: str,
-        call_id: str,
-        tags: Mapping[str, str],
-        thread_id: str | None,
+        call: _Call,
     ) -> Decision:
         by_key = {c[0].counter_key: c for c in claims}
 
         def pausable(counter_key: str) -> bool:
             rule = by_key[counter_key][1]
-            return isinstance(rule, Budget) and rule.effective_action(tags) == "pause"
+            return isinstance(rule, Budget) and rule.effective_action(call.tags) == "pause"
 
         # Ask a human only when no refused rule is a hard deny (else the approval is moot).
         refusal = next((r for r in result.refusals if not pausable(r.counter_key)), None)
         refusal = refusal or result.refusals[0]
         _, rule, scope = by_key[refusal.counter_key]
-        scope_dict = scope
         where = _scope_text(scope)
+        trace_id = call.trace_id
         if isinstance(rule, RateLimit):
             action: Outcome = "deny"
             error: PolicyViolation = RateLimitExceeded(
@@ -578,14 +572,14 @@ class PolicyEngine:
                 f"{refusal.unit} in the current window + this call {refusal.amount} > "
                 f"{refusal.limit} (trace {trace_id})",
                 rule_id=rule.id,
-                scope=scope_dict,
+                scope=scope,
                 limit=refusal.limit,
                 observed=refusal.observed,
                 trace_id=trace_id,
                 unit=refusal.unit,
             )
         else:
-            action = "pause" if rule.effective_action(tags) == "pause" else "deny"
+            action = "pause" if rule.effective_action(call.tags) == "pause" else "deny"
             kind = "cost cap" if rule.is_cost_cap else "budget"
             error = BudgetExceeded(
                 f"{kind} {rule.id!r} ({where}, {rule.period}) would be "
@@ -593,7 +587,7 @@ class PolicyEngine:
                 f"{refusal.amount} estimated for this call > limit {refusal.limit} "
                 f"(trace {trace_id})",
                 rule_id=rule.id,
-                scope=scope_dict,
+                scope=scope,
                 limit=refusal.limit,
                 observed=refusal.observed,
                 trace_id=trace_id,
@@ -602,12 +596,8 @@ class PolicyEngine:
         return self._block(
             action,
             error,
-            trace_id=trace_id,
-            run_key=run_key,
-            call_id=call_id,
-            tags=tags,
-            thread_id=thread_id,
-            scope=scope_dict,
+            call,
+            scope=scope,
             limit=refusal.limit,
             observed=refusal.observed,
             estimate=refusal.amount,
@@ -615,44 +605,31 @@ class PolicyEngine:
             counter_key=refusal.counter_key,
         )
 
-    def _loop_decision(
-        self,
-        hits: Sequence[LoopHit],
-        trace_id: str,
-        run_key: str,
-        call_id: str | None,
-        tags: Mapping[str, str],
-        *,
-        thread_id: str | None = None,
-    ) -> Decision | None:
+    def _loop_decision(self, hits: Sequence[LoopHit], call: _Call) -> Decision | None:
         result: Decision | None = None
         for hit in hits:
-            if hit.rule_id in self._grants_for(run_key) or self._refresh_grant(
-                run_key, thread_id, trace_id, hit.rule_id
+            if hit.rule_id in self._grants_for(call.run_key) or self._refresh_grant(
+                call, hit.rule_id
             ):
                 continue  # a human let this run go on despite this loop rule
             if hit.shadow or hit.action == "warn":
                 decision = Decision(
                     action="shadow" if hit.shadow else "warn",
-                    trace_id=trace_id,
-                    call_id=call_id,
+                    trace_id=call.trace_id,
+                    call_id=call.call_id,
                     rule_id=hit.rule_id,
                     message=hit.detail + (f" (shadow: would {hit.action})" if hit.shadow else ""),
                     limit=Decimal(hit.limit),
                     observed=Decimal(hit.observed),
                     unit="loop",
                 )
-                self._record(decision, tags)
+                self._record(decision, call.tags)
                 result = result or decision
                 continue
             return self._block(
                 "pause" if hit.action == "pause" else "deny",
                 hit.to_exception(),
-                trace_id=trace_id,
-                run_key=run_key,
-                call_id=call_id,
-                tags=tags,
-                thread_id=thread_id,
+                call,
                 scope={},
                 limit=Decimal(hit.limit),
                 observed=Decimal(hit.observed),
@@ -665,12 +642,8 @@ class PolicyEngine:
         self,
         action: Outcome,
         error: PolicyViolation,
+        call: _Call,
         *,
-        trace_id: str,
-        run_key: str,
-        call_id: str | None,
-        tags: Mapping[str, str],
-        thread_id: str | None,
         scope: dict[str, str],
         limit: Decimal,
         observed: Decimal,
@@ -680,13 +653,11 @@ class PolicyEngine:
     ) -> Decision:
         approval_id = None
         if action == "pause":
-            approval = self._open_request(
-                run_key, thread_id, error.rule_id
-            ) or self.ledger.add_approval(
+            approval = self.approvals.open(
                 ApprovalRecord(
                     approval_id=uuid.uuid4().hex,
-                    trace_id=trace_id,
-                    thread_id=thread_id,
+                    trace_id=call.trace_id,
+                    thread_id=call.thread_id,
                     rule_id=error.rule_id or "?",
                     scope=scope,
                     unit=unit,
@@ -697,14 +668,12 @@ class PolicyEngine:
                     created_at=self._clock(),
                     message=str(error),
                     resume_target=self.resume_target,
-                    checkpoint_url=self.checkpoint_url,
                     counter_key=counter_key,
-                    tags=dict(tags),
+                    tags=dict(call.tags),
+                    step=call.step_key,
                 )
             )
             approval_id = approval.approval_id
-            with self._lock:
-                self._asking.add(run_key)
             error = ApprovalRequired(
                 f"paused for approval {approval_id}: {error}",
                 approval_id=approval_id,
@@ -712,15 +681,15 @@ class PolicyEngine:
                 scope=scope,
                 limit=limit,
                 observed=observed,
-                trace_id=trace_id,
+                trace_id=call.trace_id,
                 unit=unit,
                 estimate=estimate,
-                thread_id=thread_id,
+                thread_id=call.thread_id,
             )
         decision = Decision(
             action=action,
-            trace_id=trace_id,
-            call_id=call_id,
+            trace_id=call.trace_id,
+            call_id=call.call_id,
             rule_id=error.rule_id,
             message=str(error),
             scope=scope,
@@ -731,25 +700,11 @@ class PolicyEngine:
             approval_id=approval_id,
             error=error,
         )
-        self._record(decision, tags)
+        self._record(decision, call.tags)
         if action == "deny":
-            self._stop(run_key, decision)
+            self._stop(call.run_key, decision)
         self.tracker.flush()  # a blocked call's decision is durable before we raise
         return decision
-
-    def _open_request(
-        self, run_key: str, thread_id: str | None, rule_id: str | None
-    ) -> ApprovalRecord | None:
-        """A pending request of this run for the same rule: asked once, not once per retry."""
-        for request in self.ledger.list_approvals(
-            status="pending",
-            thread_id=thread_id,
-            trace_id=None if thread_id else run_key,
-            limit=100,
-        ):
-            if request.rule_id == rule_id:
-                return request
-        return None
 
     def _stop(self, run_key: str, decision: Decision) -> None:
         with self._lock:
@@ -765,35 +720,18 @@ class PolicyEngine:
             extra = grants.get(counter_key) if grants is not None else None
         return extra or Decimal(0)
 
-    def _refresh_grant(
-        self,
-        run_key: str,
-        thread_id: str | None,
-        trace_id: str,
-        rule_id: str,
-        counter_key: str | None = None,
-    ) -> bool:
-        """Load this run's approvals for a budget bucket (or a loop rule) from the ledger.
-
-        Budget approvals count for the bucket that refused (rule, scope and period window),
-        so an approval for today's budget does not raise tomorrow's. True if new.
-        """
-        approved = [
-            a
-            for a in self.ledger.list_approvals(
-                status="approved",
-                thread_id=thread_id,
-                trace_id=None if thread_id else trace_id,
-                limit=10_000,
-            )
-            if a.rule_id == rule_id and (counter_key is None or a.counter_key == counter_key)
-        ]
-        if not approved:
+    def _refresh_grant(self, call: _Call, rule_id: str, counter_key: str | None = None) -> bool:
+        """Load this run's approvals for a budget bucket (or a loop rule); True if new."""
+        found, total = self.approvals.granted(
+            thread_id=call.thread_id,
+            trace_id=call.trace_id,
+            rule_id=rule_id,
+            counter_key=counter_key,
+        )
+        if not found:
             return False
-        loop = any(a.unit == "loop" for a in approved)
-        total = None if loop else sum((a.extra or Decimal(0) for a in approved), Decimal(0))
         key = counter_key or rule_id
-        grants = self._grants_for(run_key)
+        grants = self._grants_for(call.run_key)
         with self._lock:
             known = key in grants and grants[key] == total
             grants[key] = total
@@ -820,6 +758,18 @@ class PolicyEngine:
                 tags=dict(tags),
             )
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """Who is asking: the run, its tags, and the call and step (if any)."""
+
+    trace_id: str
+    run_key: str
+    thread_id: str | None
+    tags: Mapping[str, str]
+    call_id: str | None
+    step_key: str | None
 
 
 def _scope_text(scope: Mapping[str, str]) -> str:

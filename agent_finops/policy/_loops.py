@@ -42,6 +42,8 @@ DEFAULT_MAX_TRACES: Final = 10_000
 """Traces remembered at once; the least recently active is forgotten beyond this."""
 DEFAULT_MAX_SIGNATURES_PER_TRACE: Final = 1_024
 """Distinct (tool, arguments) pairs counted per trace; the least recently seen goes first."""
+MAX_LEVELS_PER_TRACE: Final = 64
+"""Graph levels whose hand-overs are followed per trace; the least recently used goes first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +105,8 @@ def tool_call_signature(tool: str, args: Any) -> bytes:
 class _TraceState:
     tool_calls: OrderedDict[bytes, int] = field(default_factory=OrderedDict)
     model_calls: dict[str, deque[float]] = field(default_factory=dict)
-    steps: deque[str] = field(default_factory=deque)
+    steps: OrderedDict[str, deque[str]] = field(default_factory=OrderedDict)
+    """Per graph level (the parent node path): the agents/nodes entered there, in order."""
 
 
 class LoopDetector:
@@ -195,16 +198,31 @@ class LoopDetector:
                     )
         return hits
 
-    def observe_step(self, trace_id: str, node_or_agent: str) -> list[LoopHit]:
-        """Record entering a node or agent; hits for every ping-pong rule it trips.
+    @property
+    def watches_steps(self) -> bool:
+        """Whether any rule needs `observe_step` (ping-pong)."""
+        return bool(self._pingpong_rules)
 
-        A step into the node that ran last is not a hand-over and is ignored, so a node
-        looping on itself is not ping-pong (a burst or cost cap catches that).
+    def observe_step(self, trace_id: str, node_or_agent: str, *, level: str = "") -> list[LoopHit]:
+        """Record control passing to a node or agent; hits for every ping-pong rule it trips.
+
+        Hand-overs are followed per `level` (the graph or crew the step belongs to, e.g. the
+        parent node path), so nodes nested inside a sub-agent do not break up, or fake, the
+        alternation of the agents around them. A step into the node that ran last is not a
+        hand-over and is ignored, so a node looping on itself is not ping-pong (a burst or
+        cost cap catches that).
         """
         if not self._pingpong_rules:
             return []
         with self._lock:
-            steps = self._state(trace_id).steps
+            levels = self._state(trace_id).steps
+            steps = levels.get(level)
+            if steps is None:
+                steps = levels[level] = deque()
+                if len(levels) > MAX_LEVELS_PER_TRACE:
+                    levels.popitem(last=False)
+            else:
+                levels.move_to_end(level)
             if steps and steps[-1] == node_or_agent:
                 return []
             steps.append(node_or_agent)

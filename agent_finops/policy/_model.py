@@ -262,7 +262,8 @@ class Budget(_Strict):
     """A spending limit over a period, for the calls a tag selector picks.
 
     With `period: run` or `period: task` it is a cost cap: per run, or per value of the
-    call's `task` tag (a call without a `task` tag is out of scope of a task cap).
+    call's `task` tag. A call without a `task` tag is capped as its own run's task by
+    default (`without_task: run`); `without_task: skip` leaves it out of scope.
     """
 
     id: RuleId
@@ -285,6 +286,9 @@ class Budget(_Strict):
     """Calls tagged `critical="true"` are warned instead of denied or paused."""
     shadow: bool = False
     """Record what the rule would do, never block (for trying a rule out)."""
+    without_task: Literal["run", "skip"] = "run"
+    """`period: task` only: a call with no `task` tag is capped as the task of its run
+    (`run`, the default), or not capped by this rule at all (`skip`)."""
 
     @field_validator("limit")
     @classmethod
@@ -323,7 +327,7 @@ class Budget(_Strict):
 
     def scope_key(self, tags: Mapping[str, str]) -> str | None:
         """Canonical scope key for a call with `tags`, or None when it is out of scope."""
-        if self.period == "task" and not tags.get("task"):
+        if self.period == "task" and not tags.get("task") and self.without_task == "skip":
             return None
         return self.scope.key(tags)
 
@@ -339,10 +343,13 @@ class Budget(_Strict):
         scope_key = self.scope_key(tags)
         if scope_key is None:
             return None
+        period = self.period
+        if period == "task" and not tags.get("task"):
+            period = "run"  # `without_task: run`: the run is the task
         return counter_key(
             self.id,
             scope_key,
-            self.period,
+            period,
             now,
             tz,
             run_id=run_id,
@@ -463,6 +470,39 @@ Rule: TypeAlias = Budget | RateLimit | RepeatedToolCallRule | ModelCallBurstRule
 """Any rule with an id."""
 
 
+def _approver_id(value: str) -> str:
+    if value == "*" or re.fullmatch(r"[a-z][a-z0-9-]{0,31}:[^\s]{1,200}", value):
+        return value
+    raise _problem(
+        "approver",
+        "an approver id such as 'console:alice', 'slack:U012AB3CD', 'slack-group:S0614TZR7' "
+        "or '*'",
+    )
+
+
+ApproverId: TypeAlias = Annotated[str, AfterValidator(_approver_id)]
+
+
+class ApproverRule(_Strict):
+    """Who may decide requests whose run's tags match `scope`."""
+
+    scope: TagSelector = Field(default_factory=_everything)
+    """Which requests (by the paused run's tags); `{}` is every request."""
+    allow: tuple[ApproverId, ...] = Field(min_length=1)
+    """Approver ids and groups: `console:alice`, `slack:U012AB3CD`, `slack-group:S0614TZR7`."""
+
+
+class ApprovalSettings(_Strict):
+    """How approval requests are decided: who may, and what happens when nobody does."""
+
+    expire_after: Duration | None = None
+    """An undecided request expires this long after it was filed (default: never)."""
+    on_expiry: Literal["deny", "approve"] = "deny"
+    """What an expired request means for its run."""
+    approvers: tuple[ApproverRule, ...] = ()
+    """Allow-lists by scope; with none, anyone who can reach the ledger may decide."""
+
+
 class Policy(_Strict):
     """A whole policy file: time zone, reservation defaults, tag rules and limits.
 
@@ -486,6 +526,8 @@ class Policy(_Strict):
     """Calls or spend per time window."""
     loops: tuple[LoopRule, ...] = ()
     """Loop guards: repeated tool calls, model-call bursts, ping-pong."""
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    """Who may decide paused runs, and when undecided requests expire."""
 
     @field_validator("timezone")
     @classmethod

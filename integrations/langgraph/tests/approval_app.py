@@ -17,7 +17,8 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.types import Command
 
 from agent_finops import CostTracker, SQLLedger
-from agent_finops.policy import Policy, PolicyEngine
+from agent_finops.approvals import ResumeRequest, ResumeTargets
+from agent_finops.policy import Policy
 from agent_finops_langgraph import FinOpsCallbackHandler, guard_node
 from agent_finops_langgraph.testing import ScriptedChatModel, usage
 
@@ -28,8 +29,9 @@ def build() -> tuple[Any, FinOpsCallbackHandler, sqlite3.Connection]:
     tracker = CostTracker(
         SQLLedger.from_url(os.environ["AGENT_FINOPS_DB_URL"]), tags={"team": "qa"}
     )
-    engine = PolicyEngine(Policy.from_mapping(POLICY), tracker, resume_target=f"{__file__}:resume")
-    handler = FinOpsCallbackHandler(tracker, policy=engine)
+    handler = FinOpsCallbackHandler(
+        tracker, policy=Policy.from_mapping(POLICY), resume_target="approval-app"
+    )
     llm = ScriptedChatModel(script=[AIMessage("step", usage_metadata=usage(1000, 100))])
 
     def work(state: MessagesState) -> dict[str, Any]:
@@ -59,12 +61,17 @@ def start(thread_id: str) -> None:
     print(pause.value["approval_id"])
 
 
-def resume(thread_id: str, answer: dict[str, Any]) -> str:
+def resume(request: ResumeRequest) -> str:
     graph, handler, conn = build()
-    out = graph.invoke(Command(resume=answer), _config(handler, thread_id))
+    out = graph.invoke(Command(resume=request.answer), _config(handler, request.thread_id))
     handler.tracker.close()
     conn.close()
     return f"messages={len(out['messages'])} interrupted={'__interrupt__' in out}"
+
+
+targets = ResumeTargets({"approval-app": resume})
+"""What the console approver may resume: `agent-finops approvals approve ID --resume
+--targets approval_app.py:targets`."""
 
 
 if __name__ == "__main__":

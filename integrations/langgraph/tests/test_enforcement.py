@@ -191,7 +191,7 @@ def test_pause_interrupts_then_approve_resumes(tracker: CostTracker) -> None:
     assert "__interrupt__" not in final
     assert len(final["messages"]) == 4  # go + 3 steps
     decided = tracker.ledger.get_approval(payload["approval_id"])
-    assert decided is not None and decided.status == "approved" and decided.decided_by == "alice"
+    assert decided is not None and decided.status == "approved" and decided.decided_by == "resume:alice"
     assert len(tracker.ledger.list_approvals()) == 1  # asked once, not once per re-execution
 
 
@@ -387,7 +387,7 @@ def test_reservation_of_a_call_that_never_reported_back_is_released_at_run_end(
     # The task was cancelled: LangChain calls neither on_llm_end nor on_llm_error.
     handler.on_chain_error(asyncio.CancelledError(), run_id=root)
     assert _reservation_states(handler.policy) == ["released"]
-    assert handler._models == {} and handler._runs == {} and handler._inflight == {}
+    assert handler.guard.in_flight() == 0 and handler.guard.active_runs() == []
 
 
 def test_parent_command_handoff_is_not_an_interruption(tracker: CostTracker) -> None:
@@ -464,7 +464,7 @@ def test_answers_go_to_the_request_they_name(tracker: CostTracker) -> None:
     decided = {
         a.approval_id: (a.status, a.decided_by) for a in tracker.ledger.list_approvals(status=None)
     }
-    assert decided == {r1: ("approved", "alice"), r2: ("denied", "bob")}
+    assert decided == {r1: ("approved", "resume:alice"), r2: ("denied", "resume:bob")}
 
 
 async def test_guarded_subgraph_runs_async(tracker: CostTracker) -> None:

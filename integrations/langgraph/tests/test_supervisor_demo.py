@@ -68,7 +68,7 @@ def test_demo_enforcement_pauses_caps_and_catches_a_loop(tmp_path: Path) -> None
         # The approved run did everything part 1 did, across its two invocations.
         assert paused.cost + resumed.cost == runs[0].cost
         (approval,) = ledger.list_approvals(status="approved")
-        assert approval.rule_id == "brief-budget" and approval.decided_by == "demo-approver"
+        assert approval.rule_id == "brief-budget" and approval.decided_by == "resume:demo-approver"
         capped_actions = [d.action for d in ledger.decisions_for(capped.run.trace_id)]
         assert capped_actions == ["allow", "deny"]
         assert ledger.decisions_for(capped.run.trace_id)[-1].rule_id == "quick-task-cap"
@@ -107,11 +107,11 @@ def test_demo_pause_can_be_approved_later_from_the_console(
                     "approvals",
                     "approve",
                     pending.approval_id,
-                    "--by",
-                    "ops",
                     "--extra",
                     "0.05",
                     "--resume",
+                    "--targets",
+                    f"{demo.__file__}:targets",
                 ]
             )
             == 0

@@ -15,13 +15,9 @@ except ImportError as exc:  # pragma: no cover - exercised by tests/test_exports
         "pip install agent-finops-langgraph  (or: pip install langgraph langchain-core langchain)"
     ) from exc
 
-from agent_finops_langgraph._guard import (
-    APPROVAL_KIND,
-    STOPPED_KIND,
-    approval_payload,
-    guard_node,
-    parse_answer,
-)
+from agent_finops.approvals import APPROVAL_KIND, approval_payload
+from agent_finops.guard import STOPPED_KIND
+from agent_finops_langgraph._guard import guard_node
 from agent_finops_langgraph._handler import (
     FinOpsCallbackHandler,
     estimate_input_tokens,
@@ -36,7 +32,6 @@ __all__ = [
     "approval_payload",
     "estimate_input_tokens",
     "guard_node",
-    "parse_answer",
     "usage_from_llm_result",
 ]
 

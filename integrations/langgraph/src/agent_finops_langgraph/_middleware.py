@@ -11,8 +11,8 @@ from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 
-from agent_finops.exceptions import ApprovalRequired, PolicyViolation
-from agent_finops_langgraph._guard import Enforcer
+from agent_finops.exceptions import PolicyViolation
+from agent_finops_langgraph._guard import ask_in_interrupt, enforcing_guard, run_of, step_key
 from agent_finops_langgraph._handler import FinOpsCallbackHandler
 
 __all__ = ["STOP_PREFIX", "FinOpsMiddleware"]
@@ -39,16 +39,12 @@ class FinOpsMiddleware(AgentMiddleware):
     def __init__(self, handler: FinOpsCallbackHandler) -> None:
         """Use `handler`'s policy; the same handler must be in the run's callbacks."""
         super().__init__()
-        self.enforcer = Enforcer(handler)
+        self.guard = enforcing_guard(handler)
 
     @property
     def name(self) -> str:
         """Middleware name shown by LangChain."""
         return "FinOpsMiddleware"
-
-    def _stopped_message(self, error: PolicyViolation, run: Any) -> AIMessage:
-        self.enforcer.stop(run, error)
-        return AIMessage(content=STOP_PREFIX + str(error))
 
     def wrap_model_call(
         self,
@@ -56,19 +52,13 @@ class FinOpsMiddleware(AgentMiddleware):
         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
     ) -> ModelResponse[Any] | AIMessage:
         """Run the model call under the policy."""
-        run = self.enforcer.identify()
-        early = self.enforcer.before(run)
-        if early is not None:
-            return self._stopped_message(early, run)
-        while True:
-            try:
-                return handler(request)
-            except ApprovalRequired as pause:
-                denied = self.enforcer.ask(run, pause)
-                if denied is not None:
-                    return self._stopped_message(denied, run)
-            except PolicyViolation as exc:
-                return self._stopped_message(exc, run)
+        return self.guard.guarded(
+            run_of(self.guard),
+            lambda: handler(request),
+            ask=ask_in_interrupt,
+            stop=_final_message,
+            step_key=step_key(),
+        )
 
     async def awrap_model_call(
         self,
@@ -76,19 +66,13 @@ class FinOpsMiddleware(AgentMiddleware):
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
     ) -> ModelResponse[Any] | AIMessage:
         """Async twin of `wrap_model_call`."""
-        run = self.enforcer.identify()
-        early = self.enforcer.before(run)
-        if early is not None:
-            return self._stopped_message(early, run)
-        while True:
-            try:
-                return await handler(request)
-            except ApprovalRequired as pause:
-                denied = self.enforcer.ask(run, pause)
-                if denied is not None:
-                    return self._stopped_message(denied, run)
-            except PolicyViolation as exc:
-                return self._stopped_message(exc, run)
+        return await self.guard.aguarded(
+            run_of(self.guard),
+            lambda: handler(request),
+            ask=ask_in_interrupt,
+            stop=_final_message,
+            step_key=step_key(),
+        )
 
     def wrap_tool_call(
         self,
@@ -96,16 +80,14 @@ class FinOpsMiddleware(AgentMiddleware):
         handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
     ) -> ToolMessage | Command[Any]:
         """Run the tool call under the policy."""
-        run = self.enforcer.identify()
-        while True:
-            try:
-                return handler(request)
-            except ApprovalRequired as pause:
-                denied = self.enforcer.ask(run, pause)
-                if denied is not None:
-                    return self._blocked_tool(request, denied, run)
-            except PolicyViolation as exc:
-                return self._blocked_tool(request, exc, run)
+        return self.guard.guarded(
+            run_of(self.guard),
+            lambda: handler(request),
+            ask=ask_in_interrupt,
+            stop=lambda error: _blocked_tool(request, error),
+            step_key=step_key(),
+            check_first=False,
+        )
 
     async def awrap_tool_call(
         self,
@@ -113,24 +95,24 @@ class FinOpsMiddleware(AgentMiddleware):
         handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
     ) -> ToolMessage | Command[Any]:
         """Async twin of `wrap_tool_call`."""
-        run = self.enforcer.identify()
-        while True:
-            try:
-                return await handler(request)
-            except ApprovalRequired as pause:
-                denied = self.enforcer.ask(run, pause)
-                if denied is not None:
-                    return self._blocked_tool(request, denied, run)
-            except PolicyViolation as exc:
-                return self._blocked_tool(request, exc, run)
-
-    def _blocked_tool(
-        self, request: ToolCallRequest, error: PolicyViolation, run: Any
-    ) -> ToolMessage:
-        self.enforcer.stop(run, error)
-        return ToolMessage(
-            content=STOP_PREFIX + str(error),
-            tool_call_id=request.tool_call["id"] or "",
-            name=request.tool_call["name"],
-            status="error",
+        return await self.guard.aguarded(
+            run_of(self.guard),
+            lambda: handler(request),
+            ask=ask_in_interrupt,
+            stop=lambda error: _blocked_tool(request, error),
+            step_key=step_key(),
+            check_first=False,
         )
+
+
+def _final_message(error: PolicyViolation) -> ModelResponse[Any] | AIMessage:
+    return AIMessage(content=STOP_PREFIX + str(error))
+
+
+def _blocked_tool(request: ToolCallRequest, error: PolicyViolation) -> ToolMessage | Command[Any]:
+    return ToolMessage(
+        content=STOP_PREFIX + str(error),
+        tool_call_id=request.tool_call["id"] or "",
+        name=request.tool_call["name"],
+        status="error",
+    )
