@@ -455,12 +455,15 @@ class PolicyEngine:
             call.call_id, [c for c, _, _ in claims], trace_id=call.trace_id, now=now, ttl=self._ttl
         )
         if not result.granted:
-            # A human may have approved overspend on this rule since we last looked.
+            # A human may have approved overspend on this rule since we last looked (here,
+            # or in a parallel branch that loaded it first: compare limits, not freshness).
             refused = result.refusals[0]
-            if self._refresh_grant(call, refused.rule_id, refused.counter_key):
-                claims = self._claims(
-                    call.tags, call.run_key, now, amounts, rate_limits=rate_limits
-                )
+            self._refresh_grant(call, refused.rule_id, refused.counter_key)
+            claims = self._claims(call.tags, call.run_key, now, amounts, rate_limits=rate_limits)
+            if any(
+                c.counter_key == refused.counter_key and c.limit > refused.limit
+                for c, _, _ in claims
+            ):
                 result = self.budgets.reserve(
                     call.call_id,
                     [c for c, _, _ in claims],
@@ -628,7 +631,7 @@ class PolicyEngine:
                 continue
             return self._block(
                 "pause" if hit.action == "pause" else "deny",
-                hit.to_exception(),
+                hit.to_exception(trace_id=call.trace_id, thread_id=call.thread_id),
                 call,
                 scope={},
                 limit=Decimal(hit.limit),

@@ -72,14 +72,22 @@ class LoopHit:
     shadow: bool = False
     """The rule is in shadow mode: record the hit, never block."""
 
-    def to_exception(self) -> LoopDetected:
-        """The `LoopDetected` error to raise for this hit."""
+    def to_exception(
+        self, *, trace_id: str | None = None, thread_id: str | None = None
+    ) -> LoopDetected:
+        """The `LoopDetected` error to raise for this hit.
+
+        The detector counts per run (the thread when there is one): give the actual
+        `trace_id` and `thread_id` so the message names the right one.
+        """
+        trace = trace_id or self.trace_id
+        where = f"thread {thread_id!r}" if thread_id else f"trace {trace!r}"
         return LoopDetected(
-            f"loop rule {self.rule_id!r} tripped in trace {self.trace_id!r}: {self.detail}",
+            f"loop rule {self.rule_id!r} tripped in {where}: {self.detail}",
             rule_id=self.rule_id,
             limit=self.limit,
             observed=self.observed,
-            trace_id=self.trace_id,
+            trace_id=trace,
             unit=self.kind,
         )
 

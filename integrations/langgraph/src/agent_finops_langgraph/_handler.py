@@ -26,6 +26,8 @@ METADATA_KEY = "finops"
 LLM_CACHE_SOURCE = "llm-cache"
 """`price_source` of a call LangChain answered from its LLM cache (it cost nothing)."""
 
+AGENT_INTEGRATION = "langchain_create_agent"
+"""`metadata["ls_integration"]` of every run inside a `langchain.agents.create_agent` graph."""
 _INTERRUPT_ERRORS = frozenset({"GraphInterrupt", "NodeInterrupt", "GraphDrained"})
 """LangGraph exceptions that pause a run (it can resume from its checkpoint)."""
 _CONTROL_FLOW = frozenset({"ParentCommand", "GraphBubbleUp"})
@@ -142,7 +144,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         name = _name(serialized, kwargs)
         meta = metadata or {}
         parent = str(parent_run_id) if parent_run_id else None
-        own = self._own_tags(meta, parent)
+        own = self._agent_tag(self._own_tags(meta, parent), meta, parent, name)
         if parent is None:
             thread = meta.get("thread_id")
             self.guard.open_step(
@@ -192,6 +194,26 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         elif kind in _CONTROL_FLOW:
             failure = None  # a hand-off, not a failure
         self.guard.close_step(str(run_id), status=status, error=failure)
+
+    def _agent_tag(
+        self,
+        own: Mapping[str, str] | None,
+        meta: Mapping[str, Any],
+        parent: str | None,
+        name: str,
+    ) -> Mapping[str, str] | None:
+        """A `create_agent` graph is an agent: its calls get `agent=<its name>`.
+
+        Unless an `agent` tag is set already (given, or inherited from an enclosing agent's
+        own tag), so reports group its `model` and `tools` nodes under the agent.
+        """
+        if meta.get("ls_integration") != AGENT_INTEGRATION or (own and "agent" in own):
+            return own
+        span = self.guard.span(parent) if parent else None
+        if span is not None and "agent" in span.tags:
+            return own  # inside the agent already (its nodes carry the same metadata)
+        agent = meta.get("lc_agent_name") or name
+        return {**(own or {}), "agent": str(agent)[:256]}
 
     def _own_tags(self, meta: Mapping[str, Any], parent: str | None) -> Mapping[str, str] | None:
         tags = meta.get(METADATA_KEY)
