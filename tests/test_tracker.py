@@ -276,3 +276,27 @@ def test_unpersisted_plumbing_spans_are_skipped_in_the_tree(tracker: CostTracker
     assert {s.span_id for s in trace.spans} == {"root", "m1"}  # the plumbing chain is not stored
     (model,) = [s for s in trace.spans if s.span_id == "m1"]
     assert model.parent_span_id == "root" and model.tags["task"] == "t1"
+
+
+def test_every_record_reaches_every_sink(tmp_path: Any) -> None:
+    from agent_finops.sinks import MemorySink, RecordSink
+
+    extra = MemorySink()
+    assert isinstance(extra, RecordSink)
+    t = CostTracker(SQLLedger.from_url(f"sqlite:///{tmp_path}/s.sqlite"), sinks=[extra])
+    t.start_span("root", parent_span_id=None, name="graph", kind="chain", thread_id="th-1")
+    t.start_span("m1", parent_span_id="root", name="llm", kind="model")
+    t.record_model_call("m1", model="gpt-4o-mini", provider="openai", usage=U)
+    t.start_span("t1", parent_span_id="root", name="no_fee_tool", kind="tool")
+    t.record_tool_call("t1", tool="no_fee_tool")
+    for s in ("m1", "t1", "root"):
+        t.end_span(s)
+    t.close()
+    assert extra.closed
+    assert [r.thread_id for r in extra.runs] == ["th-1", "th-1"]  # opened, then closed
+    assert {s.span_id for s in extra.spans} == {"root", "m1", "t1"}
+    model, tool = extra.events
+    assert model.cost is not None and model.cost > 0
+    assert (tool.kind, tool.cost, tool.price_source) == ("tool", Decimal(0), "no-fee")
+    trace = t.ledger.load_trace("root")
+    assert trace is not None and len(trace.events) == 2 and trace.run.thread_id == "th-1"

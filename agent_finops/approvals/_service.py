@@ -64,7 +64,8 @@ class ApprovalService:
             expire_after: an undecided request expires this long after it was filed
                 (None: never).
             on_expiry: what an expired request means for its run: `deny` (default; the
-                run stops) or `approve` (it goes on with the default extra).
+                run stops) or `approve` (it goes on with the default extra). Stored on each
+                request, so every process applies the outcome it was filed with.
             clock: returns the current aware datetime.
         """
         self.ledger = ledger
@@ -109,6 +110,7 @@ class ApprovalService:
             return existing
         if request.expires_at is None and self.expire_after is not None:
             request.expires_at = request.created_at + self.expire_after
+            request.on_expiry = self.on_expiry
         if request.approvers is None and self.approvers.configured:
             request.approvers = sorted(self.approvers.allowed_for(request.tags))
         stored = self.ledger.add_approval(request)
@@ -124,10 +126,16 @@ class ApprovalService:
         return None
 
     def get(self, approval_id: str) -> ApprovalRecord:
-        """A request by id or unique prefix; `ApprovalNotFound` otherwise."""
+        """A request by id or unique prefix; `ApprovalNotFound` otherwise.
+
+        A pending request past its expiry is expired first (so a run resumed after the
+        deadline gets the configured outcome even if no sweep ran).
+        """
         found = self.ledger.get_approval(approval_id)
         if found is None:
             raise ApprovalNotFound(f"no approval request {approval_id!r}", key=approval_id)
+        if found.status == "pending" and _due(found, self._clock()):
+            return self._expire(found, self._clock()) or self.get(found.approval_id)
         return found
 
     def pending(
@@ -168,8 +176,6 @@ class ApprovalService:
         approver = Approver.of(by)
         request = self.get(approval_id)
         now = self._clock()
-        if request.status == "pending" and _due(request, now):
-            request = self._expire(request, now) or self.get(request.approval_id)
         if request.status != "pending":
             raise AlreadyDecided(
                 request.approval_id,
@@ -213,7 +219,7 @@ class ApprovalService:
         return out
 
     def _expire(self, request: ApprovalRecord, now: datetime) -> ApprovalRecord | None:
-        approve = self.on_expiry == "approve"
+        approve = request.on_expiry == "approve"  # as filed: every process agrees
         try:
             expired = self.ledger.decide_approval(
                 request.approval_id,

@@ -158,6 +158,8 @@ class ApprovalRecord:
     tags: dict[str, str] = field(default_factory=dict)
     expires_at: datetime | None = None
     """When an undecided request expires to its configured outcome (None: never)."""
+    on_expiry: str = "deny"
+    """What expiry means for the run: `deny` (status `expired`) or `approve`."""
     approvers: list[str] | None = None
     """Who may decide it (ids and groups, from the policy's `approvals.approvers` for the
     run's tags when it was filed); None: anyone. Every channel checks this list."""

@@ -182,6 +182,7 @@ class ApprovalRow(SQLModel, table=True):
     applied_at: datetime | None = None
     tags: dict[str, str] = _json()
     expires_at: datetime | None = None
+    on_expiry: str = Field(default="deny", max_length=16)
     step: str | None = Field(default=None, sa_column=Column(Text))
     approvers: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
