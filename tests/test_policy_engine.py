@@ -18,8 +18,7 @@ from agent_finops import (
     RateLimitExceeded,
     SQLLedger,
 )
-from agent_finops.policy import Policy
-from agent_finops.policy._engine import PolicyEngine
+from agent_finops.policy import Policy, PolicyEngine
 
 M = Decimal(1_000_000)
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

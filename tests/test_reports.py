@@ -169,7 +169,7 @@ def test_cli_unknown_run_is_a_clear_error(
 ) -> None:
     url = f"sqlite:///{tmp_path}/cli.sqlite"
     assert cli(["--db", url, "report", "nope"]) == 1
-    assert "no run 'nope'" in capsys.readouterr().err
+    assert "no run or thread 'nope'" in capsys.readouterr().err
 
 
 def test_cli_env_url(

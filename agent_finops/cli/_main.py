@@ -11,7 +11,7 @@ from decimal import Decimal, InvalidOperation
 
 from agent_finops.approvals import ApprovalService, Approver, ResumeTargets, approval_payload
 from agent_finops.exceptions import ConfigurationError, FinOpsError
-from agent_finops.ledger import DEFAULT_URL, ApprovalRecord, SQLLedger
+from agent_finops.ledger import DEFAULT_URL, ApprovalRecord, RunSummary, SQLLedger
 from agent_finops.reports import load_run_report, money
 
 ENV_URL = "AGENT_FINOPS_DB_URL"
@@ -43,9 +43,20 @@ def _parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", parents=[common], help="list recent runs with their totals")
     runs.add_argument("--limit", type=_limit, default=20, help="how many runs (default 20)")
     runs.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    runs.add_argument("--thread", default=None, help="only the runs of this thread")
+    runs.add_argument(
+        "--all", action="store_true", help="also list resumes that did nothing (hidden by default)"
+    )
     report = sub.add_parser("report", parents=[common], help="cost tree and rollups of one run")
-    report.add_argument("run_id", help="run (trace) id, or a unique prefix of one")
+    report.add_argument(
+        "run_id",
+        help="run (trace) id or thread id, or a unique prefix; a run of a thread shows the "
+        "whole thread",
+    )
     report.add_argument("--json", action="store_true", help="print the report as JSON")
+    report.add_argument(
+        "--run-only", action="store_true", help="only this invocation, not its whole thread"
+    )
 
     approvals = sub.add_parser(
         "approvals", parents=[common], help="list and decide paused runs' approval requests"
@@ -92,21 +103,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with SQLLedger.from_url(url) as ledger:
             if args.command == "runs":
-                return _runs(ledger, args.limit, args.json)
+                return _runs(ledger, args)
             if args.command == "approvals":
                 return _approvals(ledger, args)
-            return _report(ledger, args.run_id, args.json)
+            return _report(ledger, args.run_id, args.json, whole_thread=not args.run_only)
     except FinOpsError as exc:
         print(f"agent-finops: error: {exc}", file=sys.stderr)
         return 1
 
 
-def _runs(ledger: SQLLedger, limit: int, as_json: bool) -> int:
-    summaries = ledger.list_runs(limit=limit)
-    if as_json:
+def _runs(ledger: SQLLedger, args: argparse.Namespace) -> int:
+    summaries = ledger.list_runs(limit=args.limit, thread_id=args.thread)
+    hidden = 0
+    if not args.all:
+        kept = [s for s in summaries if not _noop_resume(s)]
+        hidden, summaries = len(summaries) - len(kept), kept
+    if args.json:
         data = [
             {
                 "trace_id": s.run.trace_id,
+                "thread_id": s.run.thread_id,
                 "name": s.run.name,
                 "status": s.run.status,
                 "started_at": s.run.started_at.isoformat(),
@@ -121,12 +137,13 @@ def _runs(ledger: SQLLedger, limit: int, as_json: bool) -> int:
         print(json.dumps(data, indent=2))
         return 0
     if not summaries:
-        print("no runs recorded yet")
+        print("no runs recorded yet" if not hidden else f"only {hidden} no-op resume(s) (--all)")
         return 0
-    header = ("run id", "started (UTC)", "name", "status", "calls", "unpriced", "cost")
+    header = ("run id", "thread", "started (UTC)", "name", "status", "calls", "unpriced", "cost")
     rows = [
         (
             s.run.trace_id,
+            s.run.thread_id or "-",
             f"{s.run.started_at:%Y-%m-%d %H:%M:%S}",
             s.run.name,
             s.run.status,
@@ -140,15 +157,22 @@ def _runs(ledger: SQLLedger, limit: int, as_json: bool) -> int:
     for cells in (header, *rows):
         print(
             "  ".join(
-                c.ljust(w) if i < 4 else c.rjust(w)
+                c.ljust(w) if i < 5 else c.rjust(w)
                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-            )
+            ).rstrip()
         )
+    if hidden:
+        print(f"({hidden} resume(s) that did nothing not shown; --all lists them)")
     return 0
 
 
-def _report(ledger: SQLLedger, run_id: str, as_json: bool) -> int:
-    report = load_run_report(ledger, run_id)
+def _noop_resume(s: RunSummary) -> bool:
+    """A resume of a thread that made no call (e.g. a second resume of a finished thread)."""
+    return bool(s.run.thread_id) and s.model_calls + s.tool_calls == 0 and s.run.status == "ok"
+
+
+def _report(ledger: SQLLedger, run_id: str, as_json: bool, *, whole_thread: bool) -> int:
+    report = load_run_report(ledger, run_id, whole_thread=whole_thread)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

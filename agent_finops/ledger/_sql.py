@@ -238,12 +238,13 @@ class SQLLedger:
 
     # -- reads --------------------------------------------------------------------------
 
-    def list_runs(self, *, limit: int = 20) -> list[RunSummary]:
-        """The most recent runs with their totals, newest first."""
+    def list_runs(self, *, limit: int = 20, thread_id: str | None = None) -> list[RunSummary]:
+        """The most recent runs with their totals, newest first (of one thread, if given)."""
+        query = select(RunRow).order_by(col(RunRow.started_at).desc()).limit(limit)
+        if thread_id is not None:
+            query = query.where(RunRow.thread_id == thread_id)
         with Session(self.engine) as session:
-            runs = session.exec(
-                select(RunRow).order_by(col(RunRow.started_at).desc()).limit(limit)
-            ).all()
+            runs = session.exec(query).all()
             ids = [r.trace_id for r in runs]
             event_table: Any = CostEventRow.__table__  # type: ignore[attr-defined]
             rows = (
@@ -266,6 +267,30 @@ class SQLLedger:
                 cost[trace_id] += amount
             counts[trace_id][1 if kind == "model" else 2] += 1
         return [RunSummary(_run_record(r), cost[r.trace_id], *counts[r.trace_id]) for r in runs]
+
+    def thread_runs(self, thread_id: str) -> list[RunRecord]:
+        """Every run (invocation) of a thread, oldest first."""
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(RunRow)
+                .where(RunRow.thread_id == thread_id)
+                .order_by(col(RunRow.started_at))
+            ).all()
+            return [_run_record(r) for r in rows]
+
+    def resolve_thread_id(self, thread_id_or_prefix: str) -> str | None:
+        """A thread id from an id or a unique prefix (None if absent or ambiguous)."""
+        with Session(self.engine) as session:
+            matches = session.exec(
+                select(RunRow.thread_id)
+                .where(col(RunRow.thread_id).startswith(thread_id_or_prefix, autoescape=True))
+                .distinct()
+                .limit(2)
+            ).all()
+        exact = [m for m in matches if m == thread_id_or_prefix]
+        if exact:
+            return exact[0]
+        return matches[0] if len(matches) == 1 else None
 
     def resolve_run_id(self, trace_id_or_prefix: str) -> str | None:
         """A full trace id from an id or a unique prefix (None if absent or ambiguous)."""

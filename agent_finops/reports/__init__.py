@@ -5,9 +5,11 @@ from agent_finops.reports._run_report import (
     REPORT_SCHEMA_VERSION,
     Rollup,
     RunReport,
+    Segment,
     SpanNode,
     Totals,
     build_report,
+    build_thread_report,
     load_run_report,
 )
 
@@ -15,9 +17,11 @@ __all__ = [
     "REPORT_SCHEMA_VERSION",
     "Rollup",
     "RunReport",
+    "Segment",
     "SpanNode",
     "Totals",
     "build_report",
+    "build_thread_report",
     "load_run_report",
     "money",
     "render_policy",

@@ -57,7 +57,14 @@ def render_text(report: RunReport) -> str:
     duration = ""
     if run.ended_at is not None:
         duration = f"  {(run.ended_at - run.started_at).total_seconds():.3f}s"
-    lines.append(f"Run {run.trace_id}  {run.name}  [{run.status}]{duration}")
+    if report.segments:
+        lines.append(
+            f"Thread {run.thread_id}  {run.name}  [{run.status}]{duration}  "
+            f"{len(report.segments)} invocations"
+        )
+    else:
+        thread = f"  thread {run.thread_id}" if run.thread_id else ""
+        lines.append(f"Run {run.trace_id}  {run.name}  [{run.status}]{duration}{thread}")
     lines.append(f"Started {run.started_at:%Y-%m-%d %H:%M:%S} UTC")
     if run.tags:
         lines.append("Tags: " + "  ".join(f"{k}={v}" for k, v in sorted(run.tags.items())))
@@ -66,6 +73,7 @@ def render_text(report: RunReport) -> str:
         f"{totals.tool_calls}   unpriced {totals.unpriced}"
     )
     lines.append(f"Tokens {_tokens(totals)}")
+    lines.extend(_segment_lines(report))
     if totals.unpriced:
         lines.append(
             f"WARNING: {totals.unpriced} call(s) could not be priced; the total excludes them."
@@ -116,6 +124,24 @@ def render_text(report: RunReport) -> str:
         lines.append("")
         lines.append("Prices: " + "; ".join(report.price_versions))
     return "\n".join(lines)
+
+
+def _segment_lines(report: RunReport) -> list[str]:
+    if not report.segments:
+        return []
+    lines = ["Invocations (the first run, then each resume):"]
+    noops = 0
+    for n, s in enumerate(report.segments, 1):
+        if s.noop and n > 1:
+            noops += 1
+            continue
+        lines.append(
+            f"  {n}. run {s.run.trace_id}  {s.run.started_at:%H:%M:%S}  [{s.run.status}]  "
+            f"calls {s.totals.calls}  {_cost_cell(s.totals)}"
+        )
+    if noops:
+        lines.append(f"  (+{noops} resume(s) that did nothing)")
+    return lines
 
 
 def render_policy(report: RunReport) -> str:

@@ -23,8 +23,10 @@ from agent_finops.ledger import (
     TraceData,
 )
 
-REPORT_SCHEMA_VERSION = 1
-"""Version of `RunReport.to_dict()`'s layout (documented in docs/report-json.md)."""
+REPORT_SCHEMA_VERSION = 2
+"""Version of `RunReport.to_dict()`'s layout (documented in docs/report-json.md).
+
+2: `thread` (the thread id and one segment per invocation) and `run.thread_id`."""
 
 _SHOWN_KINDS = frozenset({"run", "node", "model", "tool"})
 
@@ -145,6 +147,34 @@ class Rollup:
         return {"key": self.key, "share": _share(self.totals.cost, total), **self.totals.to_dict()}
 
 
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One invocation of a thread (the first run, then each resume) and what it cost."""
+
+    run: RunRecord
+    totals: Totals
+    decisions: int
+    """Policy decisions recorded in this invocation (allow included)."""
+
+    @property
+    def noop(self) -> bool:
+        """An invocation that did nothing: no call, no decision, and it simply ended."""
+        return self.totals.calls == 0 and self.decisions == 0 and self.run.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "trace_id": self.run.trace_id,
+            "name": self.run.name,
+            "status": self.run.status,
+            "started_at": _iso(self.run.started_at),
+            "ended_at": _iso(self.run.ended_at),
+            "noop": self.noop,
+            "decisions": self.decisions,
+            **self.totals.to_dict(),
+        }
+
+
 @dataclass(slots=True)
 class RunReport:
     """What one run cost, as a tree and as rollups. `to_dict()` is the `--json` output."""
@@ -161,6 +191,13 @@ class RunReport:
     """Every policy decision of the run (allow included), oldest first."""
     approvals: list[ApprovalRecord] = field(default_factory=list)
     """Approval requests of the run (or of its LangGraph thread), oldest first."""
+    segments: list[Segment] = field(default_factory=list)
+    """For a thread: each invocation (the first run, then every resume), oldest first."""
+
+    @property
+    def thread_id(self) -> str | None:
+        """The thread this report covers (None: a single run without a thread)."""
+        return self.run.thread_id
 
     def decision_counts(self) -> dict[str, int]:
         """How many decisions of each action."""
@@ -192,6 +229,13 @@ class RunReport:
                 "started_at": _iso(self.run.started_at),
                 "ended_at": _iso(self.run.ended_at),
                 "tags": dict(self.run.tags),
+                "thread_id": self.run.thread_id,
+            },
+            "thread": None
+            if not self.segments
+            else {
+                "thread_id": self.run.thread_id,
+                "segments": [s.to_dict() for s in self.segments],
             },
             "totals": self.totals.to_dict(),
             "price_versions": list(self.price_versions),
@@ -243,17 +287,80 @@ def build_report(trace: TraceData) -> RunReport:
     _sum_subtree(root)
     _prune(root)
 
-    totals = root.totals
-    return RunReport(
-        run=trace.run,
-        totals=totals,
-        tree=root,
-        by_node=_group(trace.events, lambda e: e.node_path or "(outside any node)"),
-        by_agent=_group(trace.events, _agent_key),
-        by_model=_group((e for e in trace.events if e.kind == "model"), lambda e: e.name),
-        by_tool=_group((e for e in trace.events if e.kind == "tool"), lambda e: e.name),
-        price_versions=sorted({f"{e.price_source} ({e.price_version})" for e in trace.events}),
+    return RunReport(run=trace.run, totals=root.totals, tree=root, **_rollups(trace.events))
+
+
+def build_thread_report(
+    traces: list[TraceData],
+    decisions: dict[str, list[DecisionRecord]],
+    approvals: list[ApprovalRecord],
+) -> RunReport:
+    """One report for a thread's invocations (oldest first): each is a segment.
+
+    The tree has one child per invocation (no-op resumes left out), and every rollup, total
+    and decision covers the whole thread, so a paused-then-resumed run reads as one story.
+    """
+    if not traces:
+        raise ValueError("a thread report needs at least one run")
+    traces = sorted(traces, key=lambda t: t.run.started_at)
+    parts = [build_report(t) for t in traces]
+    segments = [
+        Segment(p.run, p.totals, len(decisions.get(p.run.trace_id, []))) for p in parts
+    ]
+    first, last = traces[0].run, traces[-1].run
+    thread = first.thread_id or first.trace_id
+    run = RunRecord(
+        trace_id=first.trace_id,
+        name=first.name,
+        started_at=first.started_at,
+        ended_at=last.ended_at,
+        status=last.status,
+        error=last.error,
+        tags=dict(first.tags),
+        thread_id=thread,
     )
+    root = SpanNode(
+        SpanRecord(
+            span_id=f"thread:{thread}",
+            trace_id=first.trace_id,
+            parent_span_id=None,
+            name=f"thread {thread}",
+            kind="run",
+            node_path=None,
+            started_at=first.started_at,
+            ended_at=last.ended_at,
+            status=last.status,
+            tags=dict(first.tags),
+        )
+    )
+    for part, segment in zip(parts, segments, strict=True):
+        if not segment.noop:
+            root.children.append(part.tree)
+        root.totals.merge(part.totals)
+    events = [e for t in traces for e in t.events]
+    merged = _rollups(events)
+    return RunReport(
+        run=run,
+        totals=root.totals,
+        tree=root,
+        **merged,
+        decisions=sorted(
+            (d for t in traces for d in decisions.get(t.run.trace_id, [])),
+            key=lambda d: d.created_at,
+        ),
+        approvals=sorted(approvals, key=lambda a: a.created_at),
+        segments=segments,
+    )
+
+
+def _rollups(events: list[CostEvent]) -> dict[str, Any]:
+    return {
+        "by_node": _group(events, lambda e: e.node_path or "(outside any node)"),
+        "by_agent": _group(events, _agent_key),
+        "by_model": _group((e for e in events if e.kind == "model"), lambda e: e.name),
+        "by_tool": _group((e for e in events if e.kind == "tool"), lambda e: e.name),
+        "price_versions": sorted({f"{e.price_source} ({e.price_version})" for e in events}),
+    }
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -355,22 +462,42 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def load_run_report(ledger: Any, run_id: str) -> RunReport:
-    """The report of run `run_id` (a full id or a unique prefix) from `ledger`.
+def load_run_report(ledger: Any, run_id: str, *, whole_thread: bool = True) -> RunReport:
+    """The report of a run or a thread from `ledger`.
 
-    Raises `LookupError` naming the id when there is no such run or the prefix is ambiguous.
+    `run_id` is a run (trace) id, a thread id, or a unique prefix of either. A run that
+    belongs to a thread (a paused and resumed LangGraph thread, a resumed crew) is reported
+    with its whole thread, each invocation a segment, unless `whole_thread=False`.
+
+    Raises `RunNotFound` naming the id when there is no such run or thread.
     """
     trace_id = ledger.resolve_run_id(run_id)
-    trace = ledger.load_trace(trace_id) if trace_id else None
-    if trace is None:
-        raise RunNotFound(
-            f"no run {run_id!r} in the ledger (or the prefix is ambiguous)", key=run_id
-        )
-    report = build_report(trace)
-    report.decisions = ledger.decisions_for(trace.run.trace_id)
-    approvals = {a.approval_id: a for a in ledger.list_approvals(trace_id=trace.run.trace_id)}
-    thread = trace.run.tags.get("thread_id")
-    if thread:
-        approvals.update((a.approval_id, a) for a in ledger.list_approvals(thread_id=thread))
-    report.approvals = sorted(approvals.values(), key=lambda a: a.created_at)
-    return report
+    thread_id = None
+    if trace_id is None:
+        thread_id = ledger.resolve_thread_id(run_id)
+        if thread_id is None:
+            raise RunNotFound(
+                f"no run or thread {run_id!r} in the ledger (or the prefix is ambiguous)",
+                key=run_id,
+            )
+    else:
+        trace = ledger.load_trace(trace_id)
+        if trace is None:  # pragma: no cover - resolved ids exist
+            raise RunNotFound(f"no run {run_id!r} in the ledger", key=run_id)
+        thread_id = trace.run.thread_id if whole_thread else None
+        if thread_id is None:
+            report = build_report(trace)
+            report.decisions = ledger.decisions_for(trace.run.trace_id)
+            report.approvals = sorted(
+                ledger.list_approvals(trace_id=trace.run.trace_id), key=lambda a: a.created_at
+            )
+            return report
+    traces = [ledger.load_trace(r.trace_id) for r in ledger.thread_runs(thread_id)]
+    found = [t for t in traces if t is not None]
+    if len(found) == 1:  # a thread of one invocation is just that run
+        return load_run_report(ledger, found[0].run.trace_id, whole_thread=False)
+    decisions = {t.run.trace_id: ledger.decisions_for(t.run.trace_id) for t in found}
+    approvals = {a.approval_id: a for a in ledger.list_approvals(thread_id=thread_id)}
+    for t in found:  # requests filed before the run had its thread id
+        approvals.update((a.approval_id, a) for a in ledger.list_approvals(trace_id=t.run.trace_id))
+    return build_thread_report(found, decisions, list(approvals.values()))

@@ -15,8 +15,12 @@ from langgraph.types import Command
 
 from agent_finops import CostTracker, PriceBook, PricingConfig, SQLLedger, ToolFee
 from agent_finops.policy import Policy, PolicyEngine
-from agent_finops_langgraph import APPROVAL_KIND, FinOpsCallbackHandler, FinOpsMiddleware
-from agent_finops_langgraph._middleware import STOP_PREFIX
+from agent_finops_langgraph import (
+    APPROVAL_KIND,
+    STOP_PREFIX,
+    FinOpsCallbackHandler,
+    FinOpsMiddleware,
+)
 from agent_finops_langgraph.testing import ScriptedChatModel, usage
 
 

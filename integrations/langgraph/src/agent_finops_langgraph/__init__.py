@@ -17,7 +17,7 @@ except ImportError as exc:  # pragma: no cover - exercised by tests/test_exports
 
 from agent_finops.approvals import APPROVAL_KIND, approval_payload
 from agent_finops.guard import STOPPED_KIND
-from agent_finops_langgraph._guard import guard_node
+from agent_finops_langgraph._guard import STOP_PREFIX, guard_node
 from agent_finops_langgraph._handler import (
     FinOpsCallbackHandler,
     estimate_input_tokens,
@@ -27,6 +27,7 @@ from agent_finops_langgraph._handler import (
 __all__ = [
     "APPROVAL_KIND",
     "STOPPED_KIND",
+    "STOP_PREFIX",
     "FinOpsCallbackHandler",
     "FinOpsMiddleware",
     "approval_payload",

@@ -36,7 +36,10 @@ from agent_finops.guard import RunGuard, RunRef, stop_payload
 from agent_finops.ledger import ApprovalRecord
 from agent_finops_langgraph._handler import FinOpsCallbackHandler
 
-__all__ = ["ask_in_interrupt", "guard_node", "halt", "run_of", "step_key"]
+__all__ = ["STOP_PREFIX", "ask_in_interrupt", "guard_node", "halt", "run_of", "step_key"]
+
+STOP_PREFIX = "[agent-finops] stopped by cost policy: "
+"""Start of the final AI message of a `create_agent` agent a policy stopped (middleware)."""
 
 _ANSWER_SCHEMA = ApprovalAnswer.model_json_schema()
 """Shown to clients with the interrupt (a typed input form); the answer is validated by

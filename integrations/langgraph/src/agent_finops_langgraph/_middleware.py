@@ -12,13 +12,16 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 
 from agent_finops.exceptions import PolicyViolation
-from agent_finops_langgraph._guard import ask_in_interrupt, enforcing_guard, run_of, step_key
+from agent_finops_langgraph._guard import (
+    STOP_PREFIX,
+    ask_in_interrupt,
+    enforcing_guard,
+    run_of,
+    step_key,
+)
 from agent_finops_langgraph._handler import FinOpsCallbackHandler
 
-__all__ = ["STOP_PREFIX", "FinOpsMiddleware"]
-
-STOP_PREFIX = "[agent-finops] stopped by cost policy: "
-"""Start of the final AI message of an agent a policy stopped."""
+__all__ = ["FinOpsMiddleware"]
 
 
 class FinOpsMiddleware(AgentMiddleware):
