@@ -31,8 +31,10 @@ def tracker(tmp_path: Any) -> Iterator[CostTracker]:
 
 
 def paused_thread(tracker: CostTracker) -> tuple[Any, list[str], Any]:
-    """Three nodes of one $0.00021 call each under a cap of two calls: pause, approve, resume,
-    then a second resume of the finished thread (a no-op)."""
+    """Three one-call nodes under a cap of two calls: pause, approve, resume, resume again.
+
+    The second resume finds the thread finished: a no-op invocation.
+    """
     handler = FinOpsCallbackHandler(
         tracker,
         policy=Policy.from_mapping(
