@@ -568,12 +568,13 @@ class PolicyEngine:
         _, rule, scope = by_key[refusal.counter_key]
         where = _scope_text(scope)
         trace_id = call.trace_id
+        run = f"thread {call.thread_id}" if call.thread_id else f"trace {trace_id}"
         if isinstance(rule, RateLimit):
             action: Outcome = "deny"
             error: PolicyViolation = RateLimitExceeded(
                 f"rate limit {rule.id!r} ({where}): {refusal.observed} "
                 f"{refusal.unit} in the current window + this call {refusal.amount} > "
-                f"{refusal.limit} (trace {trace_id})",
+                f"{refusal.limit} ({run})",
                 rule_id=rule.id,
                 scope=scope,
                 limit=refusal.limit,
@@ -588,7 +589,7 @@ class PolicyEngine:
                 f"{kind} {rule.id!r} ({where}, {rule.period}) would be "
                 f"exceeded: {refusal.observed} {refusal.unit} spent or reserved + "
                 f"{refusal.amount} estimated for this call > limit {refusal.limit} "
-                f"(trace {trace_id})",
+                f"({run})",
                 rule_id=rule.id,
                 scope=scope,
                 limit=refusal.limit,
