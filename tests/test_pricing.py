@@ -141,8 +141,12 @@ def test_worst_case_estimate_uses_dearest_input_rate() -> None:
     est = book.estimate_max_cost(
         "claude-sonnet-4-5", provider="anthropic", input_tokens=1000, max_output_tokens=100
     )
-    # cache write ($3.75) is dearer than plain input ($3).
-    assert est == (1000 * Decimal("3.75") + 100 * Decimal(15)) / M
+    # A 1-hour cache write ($6) is dearer than a 5-minute one ($3.75) and plain input ($3).
+    assert est == (1000 * Decimal(6) + 100 * Decimal(15)) / M
+    # OpenAI bills no cache writes: the worst case is plain input.
+    assert book.estimate_max_cost(
+        "gpt-4o-mini", provider="openai", input_tokens=1000, max_output_tokens=100
+    ) == (1000 * Decimal("0.15") + 100 * Decimal("0.60")) / M
     assert book.estimate_max_cost("nope-model", input_tokens=1, max_output_tokens=1) is None
 
 

@@ -137,6 +137,7 @@ def test_addition() -> None:
         "uncached_input_tokens": 10,
         "cache_read_tokens": 7,
         "cache_write_tokens": 0,
+        "cache_write_1h_tokens": 0,
         "output_tokens": 8,
         "reasoning_tokens": 2,
     }
