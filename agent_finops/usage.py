@@ -292,9 +292,6 @@ def from_anthropic(usage: Mapping[str, Any]) -> TokenUsage:
     )
 
 
-_MISBEHAVING = (TypeError, ValueError, AttributeError, LookupError, ArithmeticError, RecursionError)
-
-
 def normalize_usage(usage: Any) -> TokenUsage:
     """Recognise the usage shape and normalise it.
 
@@ -309,9 +306,10 @@ def normalize_usage(usage: Any) -> TokenUsage:
         return _normalize(usage)
     except ConfigurationError:
         raise
-    except _MISBEHAVING as exc:
-        # A mapping that misbehaves (a `get` or iteration that raises, a model_dump that
-        # fails): refused with the shape named, never a stray exception in the caller.
+    except Exception as exc:
+        # A third-party mapping or SDK object that misbehaves (a `get`, an iteration or a
+        # `model_dump` that raises, any exception type): refused with the shape named,
+        # never a stray exception in the caller.
         raise ConfigurationError(
             f"malformed usage object ({type(exc).__name__}: {str(exc)[:200]})",
             source="usage",
