@@ -277,8 +277,11 @@ def test_override_prices_one_hour_writes() -> None:
     )
     book = PriceBook(PricingConfig(models=(explicit,)))
     assert book.price_model_call("claude-x", usage).amount == (200 * Decimal("2.5") + 300) / M
-    default = PriceBook(PricingConfig(models=(ModelPrice.model_validate(base),)))
-    assert default.price_model_call("claude-x", usage).amount == (200 * 2 + 100 * 4) / M
+    rule = ModelPrice.model_validate({**base, "cache_write_per_mtok": "2.5"})
+    by_rule = PriceBook(PricingConfig(models=(rule,))).price_model_call("claude-x", usage)
+    assert by_rule.amount == (200 * Decimal("2.5") + 100 * 4) / M  # 2x input for 1-hour writes
+    plain = PriceBook(PricingConfig(models=(ModelPrice.model_validate(base),)))
+    assert plain.price_model_call("claude-x", usage).amount == 300 * 2 / M  # no write prices
 
 
 def test_fast_path_matches_genai_prices_with_one_hour_writes() -> None:

@@ -133,7 +133,8 @@ class ModelPrice(_Strict):
     cache_write_per_mtok: Price | None = None
     """Price of (5-minute) cache writes. Defaults to the input price."""
     cache_write_1h_per_mtok: Price | None = None
-    """Price of 1-hour cache writes. Defaults to twice the input price (Anthropic's rule)."""
+    """Price of 1-hour cache writes. Defaults to twice the input price when
+    `cache_write_per_mtok` is set (Anthropic's rule), else to the input price like any write."""
     reasoning_per_mtok: Price | None = None
     """Defaults to the output price."""
     max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKEN_COUNT)
@@ -146,21 +147,17 @@ class ModelPrice(_Strict):
             return False
         return fnmatch.fnmatchcase(model.lower(), self.model.lower())
 
-    @property
-    def prices_cache_writes(self) -> bool:
-        """Whether cache writes have a price of their own here (so 1-hour writes can occur)."""
-        return self.cache_write_per_mtok is not None or self.cache_write_1h_per_mtok is not None
-
     def price(self, usage: TokenUsage) -> Decimal:
         """Exact USD for `usage`."""
         inp = self.input_per_mtok
         read = inp if self.cache_read_per_mtok is None else self.cache_read_per_mtok
         write = inp if self.cache_write_per_mtok is None else self.cache_write_per_mtok
-        write_1h = (
-            inp * ONE_HOUR_WRITE_MULTIPLIER
-            if self.cache_write_1h_per_mtok is None
-            else self.cache_write_1h_per_mtok
-        )
+        if self.cache_write_1h_per_mtok is not None:
+            write_1h = self.cache_write_1h_per_mtok
+        elif self.cache_write_per_mtok is not None:
+            write_1h = inp * ONE_HOUR_WRITE_MULTIPLIER
+        else:
+            write_1h = inp
         out = self.output_per_mtok
         reasoning = out if self.reasoning_per_mtok is None else self.reasoning_per_mtok
         with localcontext(_EXACT):
@@ -322,7 +319,8 @@ class GenaiPricesCatalog:
         """Price `usage` of `model` at `provider` from the catalog.
 
         1-hour cache writes are priced at the catalog's `cache_write_1h_mtok` rate; where the
-        model has none, at twice its input price (Anthropic's rule), and `source` says so.
+        model has a cache-write rate but no 1-hour one, at twice its input price (Anthropic's
+        rule) and `source` says so; where it bills no cache writes at all, like any write.
         """
         found = self._find(model, provider)
         if found is None:
@@ -336,7 +334,11 @@ class GenaiPricesCatalog:
             with self._lock:
                 self._rates[id(prices)] = cached
         _, rates, model_ref = cached
-        one_hour_rule = usage.cache_write_1h_tokens > 0 and getattr(prices, _ONE_HOUR_KEY) is None
+        one_hour_rule = (
+            usage.cache_write_1h_tokens > 0
+            and getattr(prices, _ONE_HOUR_KEY) is None
+            and prices.cache_write_mtok is not None
+        )
         amount = None if rates is None else _apply_rates(rates, usage)
         if amount is None:  # anything but plain token prices: genai-prices' full calculation
             amount = self._full_price(info, prov, usage, at, one_hour_rule)
@@ -366,7 +368,7 @@ class GenaiPricesCatalog:
                 "cache_write_tokens": usage.cache_write_tokens,
                 "output_tokens": usage.output_tokens,
             }
-            if hour:
+            if hour and getattr(info.get_prices(at), _ONE_HOUR_KEY) is not None:
                 counts["cache_write_1h_tokens"] = hour
         calc = info.calc_price(self._genai_prices.Usage(**counts), prov, genai_request_timestamp=at)
         return Decimal(calc.total_price)
@@ -405,8 +407,8 @@ def _apply_rates(rates: _Rates, usage: TokenUsage) -> Decimal | None:
     read, write, out = (rate.get(k) for k in _TOKEN_PRICE_KEYS[1:])
     write_1h = rate.get(_ONE_HOUR_KEY)
     with localcontext(_EXACT):
-        if write_1h is None:
-            write_1h = inp * ONE_HOUR_WRITE_MULTIPLIER
+        if write_1h is None:  # Anthropic's rule where writes are billed; else like any write
+            write_1h = inp if write is None else inp * ONE_HOUR_WRITE_MULTIPLIER
         return (
             usage.uncached_input_tokens * inp
             + usage.cache_read_tokens * (inp if read is None else read)
@@ -495,46 +497,40 @@ class PriceBook:
     ) -> Decimal | None:
         """Worst-case cost of a call: every input token at the dearest input rate.
 
-        The dearest of plain input, (5-minute) cache write and, where the model prices cache
-        writes at all, 1-hour cache write; every output token at the dearer of output and
-        (for an override that prices it apart) reasoning. Returns None when the model cannot
-        be priced (callers reserve a fallback amount).
+        The dearest of plain input, (5-minute) cache write and 1-hour cache write; every
+        output token at the dearer of output and (for an override that prices it apart)
+        reasoning. Returns None when the model cannot
+        be priced (callers reserve a fallback amount). Counts must be whole numbers from 0
+        to `MAX_TOKEN_COUNT` (else `ConfigurationError`: a worst case is never clamped).
         """
         if model is None:
             return None
-        n = max(0, min(int(input_tokens), MAX_TOKEN_COUNT))
-        out = max(0, min(int(max_output_tokens), MAX_TOKEN_COUNT))
+        n = _token_bound(input_tokens, "input_tokens")
+        out = _token_bound(max_output_tokens, "max_output_tokens")
         override = self._override(model, provider)
         if override is not None:
             reasoning = out if (override.reasoning_per_mtok or 0) > override.output_per_mtok else 0
             candidates = [
                 TokenUsage(uncached_input_tokens=n, output_tokens=out, reasoning_tokens=reasoning),
                 TokenUsage(cache_write_tokens=n, output_tokens=out, reasoning_tokens=reasoning),
+                TokenUsage(
+                    cache_write_tokens=n,
+                    cache_write_1h_tokens=n,
+                    output_tokens=out,
+                    reasoning_tokens=reasoning,
+                ),
             ]
-            if override.prices_cache_writes:
-                candidates.append(
-                    TokenUsage(
-                        cache_write_tokens=n,
-                        cache_write_1h_tokens=n,
-                        output_tokens=out,
-                        reasoning_tokens=reasoning,
-                    )
-                )
             return max(override.price(u) for u in candidates)
         amounts: list[Decimal] = []
         for usage in (
             TokenUsage(uncached_input_tokens=n, output_tokens=out),
             TokenUsage(cache_write_tokens=n, output_tokens=out),
+            TokenUsage(cache_write_tokens=n, cache_write_1h_tokens=n, output_tokens=out),
         ):
             cost = self.catalog.price(model, provider, usage)
             if cost is None or cost.amount is None:
                 return None
             amounts.append(cost.amount)
-        if n and amounts[1] != amounts[0]:  # cache writes billed apart: 1-hour writes exist
-            usage = TokenUsage(cache_write_tokens=n, cache_write_1h_tokens=n, output_tokens=out)
-            cost = self.catalog.price(model, provider, usage)
-            if cost is not None and cost.amount is not None:
-                amounts.append(cost.amount)
         return max(amounts)
 
     def max_output_tokens(
@@ -642,6 +638,18 @@ class PriceBook:
             UnpricedWarning,
             stacklevel=stacklevel + 1,
         )
+
+
+def _token_bound(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKEN_COUNT:
+        raise ConfigurationError(
+            "invalid token count for a worst-case estimate",
+            source="estimate",
+            field=field,
+            value=_shown_value(value),
+            expected=f"an int from 0 to {MAX_TOKEN_COUNT}",
+        )
+    return value
 
 
 _MISSING: Any = object()
