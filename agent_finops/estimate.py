@@ -29,6 +29,8 @@ per-image count a provider documents.
 from __future__ import annotations
 
 import json
+import operator
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -39,6 +41,7 @@ __all__ = [
     "REQUEST_TOKENS",
     "RESPONSE_FORMAT_TOKENS",
     "TOOLS_PROMPT_TOKENS",
+    "SchemaTokenCache",
     "TokenCounter",
     "estimate_input_tokens",
     "json_text",
@@ -70,7 +73,15 @@ the price per token is low to match). Claude caps an image near 1,600 tokens, gp
 
 _IMAGE_BLOCK_TYPES = frozenset({"image", "image_url", "input_image"})
 _TEXT_BLOCK_TYPES = frozenset({"text", "input_text", "output_text"})
-_MESSAGE_FIELDS = ("name", "tool_calls", "tool_call_id", "function_call", "additional_kwargs")
+_MESSAGE_FIELDS = (
+    "name",
+    "tool_calls",
+    "invalid_tool_calls",
+    "tool_call_id",
+    "function_call",
+    "additional_kwargs",
+)
+"""Message attributes sent along with the content (ids, metadata and artifacts are not)."""
 
 
 def utf8_bytes(text: str) -> int:
@@ -124,12 +135,61 @@ def _safe_str(value: Any) -> str:
         return type(value).__name__
 
 
+class SchemaTokenCache:
+    """Remembers the token counts of schema objects (tool definitions), by their identity.
+
+    Serialising 50 tool schemas takes about a millisecond; LangChain's `bind_tools` hands
+    the same definition dicts to every call, so counting each once keeps the estimate
+    cheap. Entries hold a reference to the object (an id is never reused while cached) and
+    are checked by identity; a definition mutated in place after it was counted keeps its
+    old count, so pass no cache if you edit schemas in place. Bounded: cleared when full.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        """Cache at most `max_entries` counts."""
+        self.max_entries = max_entries
+        self._entries: dict[Any, tuple[tuple[Any, ...], TokenCounter, int]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, values: tuple[Any, ...], counter: TokenCounter) -> int | None:
+        """The count remembered for these very objects and counter, if any."""
+        entry = self._entries.get((tuple(map(id, values)), id(counter)))
+        if (
+            entry is not None
+            and entry[1] is counter
+            and len(entry[0]) == len(values)
+            and all(map(operator.is_, entry[0], values))
+        ):
+            return entry[2]
+        return None
+
+    def put(self, values: tuple[Any, ...], counter: TokenCounter, tokens: int) -> None:
+        """Remember `tokens` for `values` (as counted by `counter`)."""
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[(tuple(map(id, values)), id(counter))] = (values, counter, tokens)
+
+
 class _Counter:
     """Walks one request, counting with `count` (a `TokenCounter`)."""
 
-    def __init__(self, count: TokenCounter, image_tokens: int) -> None:
+    def __init__(
+        self, count: TokenCounter, image_tokens: int, cache: SchemaTokenCache | None = None
+    ) -> None:
         self.count = count
         self.image_tokens = image_tokens
+        self.cache = cache
+
+    def schemas(self, values: tuple[Any, ...], each: int = 0) -> int:
+        """Tool definitions or a response format, plus `each` per item; cached per objects."""
+        if self.cache is None:
+            return sum(self.structured(value) + each for value in values)
+        known = self.cache.get(values, self.count)
+        if known is None:
+            known = sum(self.structured(value) + each for value in values)
+            self.cache.put(values, self.count, known)
+        return known
 
     def text(self, text: str) -> int:
         return max(0, int(self.count(text))) if text else 0
@@ -173,14 +233,18 @@ class _Counter:
             return total + self.structured(rest) + PER_MESSAGE_TOKENS
         if isinstance(message, list | tuple):  # a (role, content) pair
             return sum(self.content(part) for part in message) + PER_MESSAGE_TOKENS
-        if not hasattr(message, "content"):
-            return self.structured(message) + PER_MESSAGE_TOKENS
-        total = self.content(getattr(message, "content", None))
-        role = getattr(message, "type", None) or getattr(message, "role", None)
+        fields = getattr(message, "__dict__", None)  # pydantic messages: one dict lookup each
+        if not isinstance(fields, dict) or "content" not in fields:
+            fields = {k: getattr(message, k, None) for k in ("content", "type", "role")}
+            if fields["content"] is None and not hasattr(message, "content"):
+                return self.structured(message) + PER_MESSAGE_TOKENS
+            fields.update((k, getattr(message, k, None)) for k in _MESSAGE_FIELDS)
+        total = self.content(fields.get("content"))
+        role = fields.get("type") or fields.get("role")
         if isinstance(role, str):
             total += self.text(role)
         for field in _MESSAGE_FIELDS:
-            value = getattr(message, field, None)
+            value = fields.get(field)
             if value:
                 total += self.structured(value)
         return total + PER_MESSAGE_TOKENS
@@ -196,6 +260,7 @@ def estimate_input_tokens(
     extra: Mapping[str, Any] | None = None,
     token_counter: TokenCounter | None = None,
     image_tokens: int = IMAGE_TOKENS,
+    schema_cache: SchemaTokenCache | None = None,
 ) -> int:
     """An upper bound on the input tokens of one request (see the module docstring).
 
@@ -213,8 +278,10 @@ def estimate_input_tokens(
             JSON text).
         token_counter: counts the tokens of a text; default `utf8_bytes`, the byte bound.
         image_tokens: tokens counted per image block.
+        schema_cache: remembers the counts of tool definitions and response formats that
+            are the same objects from call to call (see `SchemaTokenCache`).
     """
-    walk = _Counter(token_counter or utf8_bytes, image_tokens)
+    walk = _Counter(token_counter or utf8_bytes, image_tokens, schema_cache)
     total = REQUEST_TOKENS
     for message in messages:
         total += walk.message(message)
@@ -223,12 +290,12 @@ def estimate_input_tokens(
     tool_list = list(tools) if tools is not None else []
     if tool_list:
         total += TOOLS_PROMPT_TOKENS
-        total += sum(walk.structured(tool) + PER_TOOL_TOKENS for tool in tool_list)
+        total += walk.schemas(tuple(tool_list), PER_TOOL_TOKENS)
     if tool_choice is not None:
         total += walk.structured(tool_choice)
     if response_format is not None:
         schema = _json_schema(response_format)
-        total += walk.structured(response_format if schema is None else schema)
+        total += walk.schemas((response_format,)) if schema is None else walk.structured(schema)
         total += RESPONSE_FORMAT_TOKENS
     if extra:
         total += walk.structured(dict(extra))

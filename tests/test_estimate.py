@@ -211,3 +211,39 @@ def test_fifty_tool_request_estimate_exceeds_the_real_token_count(cl100k: Any) -
         token_counter=lambda s: len(cl100k.encode(s, disallowed_special=())),
     )
     assert real <= closer < est
+
+
+def test_schema_cache_counts_the_same_tool_objects_once() -> None:
+    from agent_finops.estimate import SchemaTokenCache
+
+    tools = openai_tools(3)
+    calls: list[str] = []
+
+    def counter(text: str) -> int:
+        calls.append(text)
+        return len(text)
+
+    cache = SchemaTokenCache()
+    first = estimate_input_tokens(
+        ["q"], tools=list(tools), token_counter=counter, schema_cache=cache
+    )
+    counted = len(calls)
+    # A new list of the same dicts (what bind_tools hands each call): not serialised again.
+    again = estimate_input_tokens(
+        ["q"], tools=list(tools), token_counter=counter, schema_cache=cache
+    )
+    assert again == first and len(calls) == counted + 1  # only the message text
+    # Another tool set, or another counter: counted afresh.
+    other = [*tools[:2], dict(tools[2])]
+    assert (
+        estimate_input_tokens(["q"], tools=other, token_counter=counter, schema_cache=cache)
+        == first
+    )
+    assert len(calls) == counted + 1 + 1 + 3
+    assert estimate_input_tokens(["q"], tools=tools, schema_cache=cache) == estimate_input_tokens(
+        ["q"], tools=tools
+    )
+    small = SchemaTokenCache(max_entries=1)
+    for _ in range(3):
+        estimate_input_tokens([], tools=[{"name": "a"}], schema_cache=small)
+    assert len(small._entries) == 1

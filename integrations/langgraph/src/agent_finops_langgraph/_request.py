@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent_finops import PriceBook
-from agent_finops.estimate import TokenCounter, estimate_input_tokens
+from agent_finops.estimate import SchemaTokenCache, TokenCounter, estimate_input_tokens
 
 __all__ = ["RequestEstimate", "estimate_request", "reservation_tokens"]
 
+SCHEMAS = SchemaTokenCache()
+"""Token counts of bound tool definitions: `bind_tools` passes the same dicts every call."""
 MAX_CHOICES = 128
 """Most completions one request may ask for (`n`; OpenAI's own maximum)."""
 
@@ -167,6 +169,7 @@ def estimate_request(
         response_format=formats or None,
         extra=extra or None,
         token_counter=token_counter,
+        schema_cache=SCHEMAS,
     )
     ceiling = _output_ceiling(params)
     if ceiling is None and metadata:
