@@ -117,7 +117,7 @@ class TokenUsage:
         return self.input_tokens + self.output_tokens
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
-        """Sum two usages field by field."""
+        """Sum two usages field by field (each field stays bounded by `MAX_TOKEN_COUNT`)."""
         return TokenUsage(**{name: getattr(self, name) + getattr(other, name) for name in _FIELDS})
 
     def as_dict(self) -> dict[str, int]:

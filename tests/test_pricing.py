@@ -541,3 +541,22 @@ def test_error_values_are_abbreviated() -> None:
     with pytest.raises(ConfigurationError) as info:
         PricingConfig.from_mapping({"models": [{"name": "x" * 10_000}]})
     assert len(str(info.value)) < 1_000
+
+
+def test_content_hash_is_stable_across_the_new_fields() -> None:
+    """A configuration written before 1-hour write prices and unit ceilings keeps its hash."""
+    config = PricingConfig(
+        models=(
+            ModelPrice(
+                name="n", model="m*", input_per_mtok=Decimal("0.1"), output_per_mtok=Decimal(1)
+            ),
+        ),
+        tools=(ToolFee(name="t", tool="t", per_call=Decimal("0.01")),),
+    )
+    # The hash the first release computed for this configuration.
+    assert config.content_hash() == "0fb683cf1378"
+    changed = PricingConfig(
+        models=(config.models[0].model_copy(update={"max_output_tokens": 10}),),
+        tools=config.tools,
+    )
+    assert changed.content_hash() != config.content_hash()

@@ -241,9 +241,24 @@ class PricingConfig(_Strict):
             ) from None
 
     def content_hash(self) -> str:
-        """Stable short hash of the configuration (recorded as the override version)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """Stable short hash of the configuration (recorded as the override version).
+
+        Fields added after the first release are left out while they hold their defaults,
+        so a configuration keeps its hash (and its recorded version) across upgrades.
+        """
+        data = self.model_dump(mode="json")
+        for entry in data["models"]:
+            for key in _LATER_MODEL_FIELDS:
+                if entry.get(key) is None:
+                    entry.pop(key, None)
+        for entry in data["tools"]:
+            if entry.get("max_units") == DEFAULT_MAX_TOOL_UNITS:
+                entry.pop("max_units", None)
+        blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+_LATER_MODEL_FIELDS = ("cache_write_1h_per_mtok", "max_output_tokens")
 
 
 def _shown_value(value: Any) -> Any:
