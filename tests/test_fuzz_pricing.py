@@ -9,8 +9,10 @@ prices and counts up to the bounds the configuration accepts.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from decimal import Decimal
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -363,3 +365,22 @@ def test_estimate_of_anything_is_a_non_negative_int(
 def test_estimate_is_at_least_the_bytes_of_every_text_message(texts: list[str]) -> None:
     est = estimate_input_tokens([{"role": "user", "content": t} for t in texts])
     assert est >= sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+
+
+@FUZZ
+@given(
+    st.one_of(
+        st.binary(max_size=400),
+        configs.map(lambda d: json_text(d).encode()),  # JSON is YAML too
+    )
+)
+def test_pricing_config_from_yaml_file_of_any_bytes(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "pricing.yaml"
+        path.write_bytes(data)
+        try:
+            config = PricingConfig.from_yaml(path)
+        except FinOpsError as exc:
+            assert str(path) in str(exc)
+            return
+    _check_config(config)
