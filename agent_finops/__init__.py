@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
 from agent_finops.attribution import STANDARD_TAGS, attribute, current_tags
+from agent_finops.estimate import TokenCounter, estimate_input_tokens, utf8_bytes
 from agent_finops.exceptions import (
     AlreadyDecided,
     ApprovalDenied,
@@ -58,6 +59,10 @@ __all__ = [
     "ModelPrice",
     "ToolFee",
     "Cost",
+    # worst-case estimates
+    "estimate_input_tokens",
+    "utf8_bytes",
+    "TokenCounter",
     # ledger
     "SQLLedger",
     "RunRecord",

@@ -10,24 +10,51 @@ Two conventions exist and mixing them is the classic pricing bug:
 `TokenUsage` stores disjoint input parts (uncached, cache read, cache write) so no caller has
 to remember which convention a number came from. Output is the billed output total, and
 `reasoning_tokens` says how many of those output tokens were reasoning (reasoning is billed as
-output by every provider we know of).
+output by every provider we know of). Cache writes are split by lifetime where the provider
+says so: `cache_write_1h_tokens` is the part of `cache_write_tokens` written with Anthropic's
+1-hour TTL (dearer than the default 5-minute writes).
+
+Bad input never escapes as anything but `ConfigurationError` (naming the field and value):
+a count must be a non-negative integer no larger than `MAX_TOKEN_COUNT` (an integral float
+such as `12.0` is read as `12`; booleans, fractions, strings, NaN are refused), a detail
+object must be a mapping (or null), and keys that are not strings are ignored (no provider
+sends them, and none of them can be a count we read).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
+from itertools import islice
 from typing import Any
 
 from agent_finops.exceptions import ConfigurationError
 
 __all__ = [
+    "MAX_TOKEN_COUNT",
     "TokenUsage",
     "from_anthropic",
     "from_openai",
     "from_usage_metadata",
     "normalize_usage",
 ]
+
+MAX_TOKEN_COUNT = 10**12
+"""The largest token count one call may report in any field (a trillion). Real calls are
+below 10**7; anything larger is a corrupt report, refused rather than billed, and the bound
+keeps every priced cost exact (see `agent_finops.pricing`)."""
+
+_FIELDS = (
+    "uncached_input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
+_EPHEMERAL_5M = "ephemeral_5m_input_tokens"
+_EPHEMERAL_1H = "ephemeral_1h_input_tokens"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,37 +66,40 @@ class TokenUsage:
     cache_read_tokens: int = 0
     """Input tokens served from the provider's prompt cache (cheaper)."""
     cache_write_tokens: int = 0
-    """Input tokens written to the prompt cache (usually dearer than plain input)."""
+    """All input tokens written to the prompt cache (usually dearer than plain input),
+    whatever their cache lifetime."""
+    cache_write_1h_tokens: int = 0
+    """How many of `cache_write_tokens` were written with a 1-hour lifetime (Anthropic's
+    `ephemeral_1h_input_tokens`, billed at their own, higher rate). The rest are 5-minute
+    (default) writes."""
     output_tokens: int = 0
     """All billed output tokens, reasoning included."""
     reasoning_tokens: int = 0
     """How many of `output_tokens` were reasoning/thinking tokens (already inside them)."""
 
     def __post_init__(self) -> None:
-        for name in (
-            "uncached_input_tokens",
-            "cache_read_tokens",
-            "cache_write_tokens",
-            "output_tokens",
-            "reasoning_tokens",
-        ):
+        for name in _FIELDS:
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or value < 0
+                or value > MAX_TOKEN_COUNT
+            ):
                 raise ConfigurationError(
                     "invalid token count",
                     source="usage",
                     field=name,
                     value=value,
-                    expected="a non-negative int",
+                    expected=f"a non-negative int <= {MAX_TOKEN_COUNT}",
                 )
-        if self.reasoning_tokens > self.output_tokens:
-            raise ConfigurationError(
-                "reasoning tokens are part of output tokens and cannot exceed them",
-                source="usage",
-                field="reasoning_tokens",
-                value=self.reasoning_tokens,
-                expected=f"<= output_tokens ({self.output_tokens})",
-            )
+        _part_of(self.reasoning_tokens, "reasoning_tokens", self.output_tokens, "output_tokens")
+        _part_of(
+            self.cache_write_1h_tokens,
+            "cache_write_1h_tokens",
+            self.cache_write_tokens,
+            "cache_write_tokens",
+        )
 
     @property
     def input_tokens(self) -> int:
@@ -77,38 +107,44 @@ class TokenUsage:
         return self.uncached_input_tokens + self.cache_read_tokens + self.cache_write_tokens
 
     @property
+    def cache_write_5m_tokens(self) -> int:
+        """Cache writes with the default (5-minute) lifetime: all writes but the 1-hour ones."""
+        return self.cache_write_tokens - self.cache_write_1h_tokens
+
+    @property
     def total_tokens(self) -> int:
         """All input plus all output tokens."""
         return self.input_tokens + self.output_tokens
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
-        """Sum two usages field by field."""
-        return TokenUsage(
-            uncached_input_tokens=self.uncached_input_tokens + other.uncached_input_tokens,
-            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
-            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
-            output_tokens=self.output_tokens + other.output_tokens,
-            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
-        )
+        """Sum two usages field by field (each field stays bounded by `MAX_TOKEN_COUNT`)."""
+        return TokenUsage(**{name: getattr(self, name) + getattr(other, name) for name in _FIELDS})
 
     def as_dict(self) -> dict[str, int]:
-        """The five stored fields, for JSON and ledger rows."""
-        return {
-            "uncached_input_tokens": self.uncached_input_tokens,
-            "cache_read_tokens": self.cache_read_tokens,
-            "cache_write_tokens": self.cache_write_tokens,
-            "output_tokens": self.output_tokens,
-            "reasoning_tokens": self.reasoning_tokens,
-        }
+        """The stored fields, for JSON and ledger rows."""
+        return {name: getattr(self, name) for name in _FIELDS}
 
 
-def _int(mapping: Mapping[str, Any] | None, key: str) -> int:
-    if not mapping:
-        return 0
-    value = mapping.get(key)
+def _part_of(part: int, part_name: str, whole: int, whole_name: str) -> None:
+    if part > whole:
+        raise ConfigurationError(
+            f"{part_name} are part of {whole_name} and cannot exceed them",
+            source="usage",
+            field=part_name,
+            value=part,
+            expected=f"<= {whole_name} ({whole})",
+        )
+
+
+def _count(value: Any, key: str) -> int:
+    """One reported count as an int, or `ConfigurationError` naming `key` and the value."""
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float | Decimal)
+        or (isinstance(value, Decimal) and not value.is_finite())
+    ):
         raise ConfigurationError(
             "invalid token count in provider usage",
             source="usage",
@@ -116,7 +152,22 @@ def _int(mapping: Mapping[str, Any] | None, key: str) -> int:
             value=value,
             expected="an int",
         )
-    return value
+    # Compared before any conversion, so a huge Decimal never becomes a huge int.
+    if not (0 <= value <= MAX_TOKEN_COUNT) or value != int(value):
+        raise ConfigurationError(
+            "token count out of range or not a whole number in provider usage",
+            source="usage",
+            field=key,
+            value=value,
+            expected=f"a whole number, 0 <= count <= {MAX_TOKEN_COUNT}",
+        )
+    return int(value)
+
+
+def _int(mapping: Mapping[str, Any] | None, key: str) -> int:
+    if not mapping:
+        return 0
+    return _count(mapping.get(key), key)
 
 
 def _detail(mapping: Mapping[str, Any] | None, key: str) -> int:
@@ -127,12 +178,29 @@ def _detail(mapping: Mapping[str, Any] | None, key: str) -> int:
     """
     if not mapping:
         return 0
-    return sum(_int(mapping, k) for k in mapping if k == key or k.endswith(f"_{key}"))
+    suffix = f"_{key}"
+    return sum(
+        _count(mapping[k], k)
+        for k in mapping
+        if isinstance(k, str) and (k == key or k.endswith(suffix))
+    )
 
 
 def _sub(mapping: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
     value = mapping.get(key)
-    return value if isinstance(value, Mapping) else None
+    if value is None or isinstance(value, Mapping):
+        return value
+    if hasattr(value, "model_dump"):  # an SDK detail object inside a plain dict
+        dumped = value.model_dump()
+        if isinstance(dumped, Mapping):
+            return dumped
+    raise ConfigurationError(
+        "invalid usage detail in provider usage",
+        source="usage",
+        field=key,
+        value=type(value).__name__,
+        expected="a mapping or null",
+    )
 
 
 def _split_inclusive(total_input: int, cache_read: int, cache_write: int, field: str) -> int:
@@ -149,7 +217,13 @@ def _split_inclusive(total_input: int, cache_read: int, cache_write: int, field:
 
 
 def from_usage_metadata(usage: Mapping[str, Any]) -> TokenUsage:
-    """LangChain `AIMessage.usage_metadata` (inclusive convention)."""
+    """LangChain `AIMessage.usage_metadata` (inclusive convention).
+
+    Cache writes: `cache_creation`, or langchain-anthropic's lifetime breakdown
+    `ephemeral_5m_input_tokens` / `ephemeral_1h_input_tokens` (where it then reports
+    `cache_creation: 0` so that nothing is counted twice). When both a total and a
+    breakdown are given, the larger is the total of writes.
+    """
     inp = _sub(usage, "input_token_details")
     out = _sub(usage, "output_token_details")
     if not inp and not out:  # the common case, kept cheap: it runs on every model call
@@ -158,13 +232,15 @@ def from_usage_metadata(usage: Mapping[str, Any]) -> TokenUsage:
             output_tokens=_int(usage, "output_tokens"),
         )
     cache_read = _detail(inp, "cache_read")
-    cache_write = _detail(inp, "cache_creation")
+    write_1h = _detail(inp, _EPHEMERAL_1H)
+    cache_write = max(_detail(inp, "cache_creation"), _detail(inp, _EPHEMERAL_5M) + write_1h)
     return TokenUsage(
         uncached_input_tokens=_split_inclusive(
             _int(usage, "input_tokens"), cache_read, cache_write, "input_tokens"
         ),
         cache_read_tokens=cache_read,
         cache_write_tokens=cache_write,
+        cache_write_1h_tokens=write_1h,
         output_tokens=_int(usage, "output_tokens"),
         reasoning_tokens=_detail(out, "reasoning"),
     )
@@ -197,15 +273,19 @@ def from_openai(usage: Mapping[str, Any]) -> TokenUsage:
 
 
 def from_anthropic(usage: Mapping[str, Any]) -> TokenUsage:
-    """Raw Anthropic usage (additive convention: cache counts are on top of input_tokens)."""
-    cache_write = _int(usage, "cache_creation_input_tokens")
+    """Raw Anthropic usage (additive convention: cache counts are on top of input_tokens).
+
+    `cache_creation_input_tokens` is the total of cache writes; the `cache_creation` object
+    splits it by lifetime (`ephemeral_5m_input_tokens`, `ephemeral_1h_input_tokens`). When
+    only one of them is present it gives the total; when both are, the larger does.
+    """
     creation = _sub(usage, "cache_creation")
-    if not cache_write and creation:
-        cache_write = sum(_int(creation, k) for k in creation)
+    breakdown = _detail(creation, _EPHEMERAL_5M) + _detail(creation, _EPHEMERAL_1H)
     return TokenUsage(
         uncached_input_tokens=_int(usage, "input_tokens"),
         cache_read_tokens=_int(usage, "cache_read_input_tokens"),
-        cache_write_tokens=cache_write,
+        cache_write_tokens=max(_int(usage, "cache_creation_input_tokens"), breakdown),
+        cache_write_1h_tokens=_detail(creation, _EPHEMERAL_1H),
         output_tokens=_int(usage, "output_tokens"),
         # Anthropic bills thinking as output and does not split it out in `usage`.
         reasoning_tokens=0,
@@ -216,11 +296,30 @@ def normalize_usage(usage: Any) -> TokenUsage:
     """Recognise the usage shape and normalise it.
 
     Accepts a `TokenUsage`, a LangChain `usage_metadata` dict, a raw OpenAI or Anthropic
-    usage dict, or an SDK object with `model_dump()`. Unrecognised shapes raise
-    `ConfigurationError` rather than guessing (a guess here is a wrong bill).
+    usage dict, or an SDK object with `model_dump()`. Unrecognised shapes and bad values
+    raise `ConfigurationError` rather than guessing (a guess here is a wrong bill); no other
+    exception type escapes.
     """
     if isinstance(usage, TokenUsage):
         return usage
+    try:
+        return _normalize(usage)
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        # A third-party mapping or SDK object that misbehaves (a `get`, an iteration or a
+        # `model_dump` that raises, any exception type): refused with the shape named,
+        # never a stray exception in the caller.
+        raise ConfigurationError(
+            f"malformed usage object ({type(exc).__name__}: {str(exc)[:200]})",
+            source="usage",
+            field="usage",
+            value=type(usage).__name__,
+            expected="LangChain usage_metadata, OpenAI or Anthropic usage",
+        ) from exc
+
+
+def _normalize(usage: Any) -> TokenUsage:
     if not isinstance(usage, Mapping) and hasattr(usage, "model_dump"):
         usage = usage.model_dump()
     if not isinstance(usage, Mapping):
@@ -250,10 +349,11 @@ def normalize_usage(usage: Any) -> TokenUsage:
         # Plain {"input_tokens", "output_tokens"[, "total_tokens"]}: no cache detail, both
         # conventions agree.
         return from_usage_metadata(usage)
+    keys = sorted(k[:40] if isinstance(k, str) else repr(k)[:40] for k in islice(usage, 20))
     raise ConfigurationError(
         "unrecognised usage shape",
         source="usage",
         field="keys",
-        value=sorted(usage),
+        value=keys,
         expected="LangChain usage_metadata, OpenAI or Anthropic usage keys",
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from typing import Any
+
 import pytest
 
 from agent_finops import ConfigurationError, TokenUsage, normalize_usage
@@ -137,6 +140,133 @@ def test_addition() -> None:
         "uncached_input_tokens": 10,
         "cache_read_tokens": 7,
         "cache_write_tokens": 0,
+        "cache_write_1h_tokens": 0,
         "output_tokens": 8,
         "reasoning_tokens": 2,
     }
+
+
+# --- cache writes by lifetime (Anthropic's 5-minute and 1-hour TTLs) ----------------------
+
+
+def test_langchain_anthropic_ephemeral_breakdown_is_a_cache_write() -> None:
+    """What langchain-anthropic's `_create_usage_metadata` builds from real SDK usage."""
+    pytest.importorskip("langchain_anthropic")
+    from anthropic.types import CacheCreation, Usage
+    from langchain_anthropic.chat_models import _create_usage_metadata
+
+    raw = Usage(
+        input_tokens=50,
+        output_tokens=700,
+        cache_read_input_tokens=10_000,
+        cache_creation_input_tokens=3_000,
+        cache_creation=CacheCreation(
+            ephemeral_5m_input_tokens=2_000, ephemeral_1h_input_tokens=1_000
+        ),
+    )
+    metadata = _create_usage_metadata(raw)
+    # langchain-anthropic zeroes the generic key when it has the breakdown.
+    assert metadata["input_token_details"]["cache_creation"] == 0  # type: ignore[typeddict-item]
+    expected = TokenUsage(
+        uncached_input_tokens=50,
+        cache_read_tokens=10_000,
+        cache_write_tokens=3_000,
+        cache_write_1h_tokens=1_000,
+        output_tokens=700,
+    )
+    assert normalize_usage(dict(metadata)) == expected
+    assert normalize_usage(raw) == expected  # the raw SDK object (additive convention)
+    assert normalize_usage(raw.model_dump()) == expected
+
+
+def test_anthropic_total_and_breakdown_disagreeing_takes_the_larger() -> None:
+    both = {
+        "input_tokens": 1,
+        "output_tokens": 1,
+        "cache_creation_input_tokens": 500,
+        "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 20},
+    }
+    u = normalize_usage(both)
+    assert (u.cache_write_tokens, u.cache_write_1h_tokens, u.cache_write_5m_tokens) == (
+        500,
+        20,
+        480,
+    )
+    meta = {
+        "input_tokens": 130,
+        "output_tokens": 1,
+        "input_token_details": {"cache_creation": 120, _5M: 100, _1H: 20},
+    }
+    assert normalize_usage(meta).cache_write_tokens == 120  # a total with its breakdown
+
+
+_5M, _1H = "ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"
+
+
+def test_one_hour_writes_cannot_exceed_all_writes() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        TokenUsage(cache_write_tokens=1, cache_write_1h_tokens=2)
+    assert info.value.field == "cache_write_1h_tokens"
+
+
+# --- bad input: only ConfigurationError, naming the field and the value -------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"input_tokens": -1, "output_tokens": 1}, "input_tokens"),
+        ({"input_tokens": True, "output_tokens": 1}, "input_tokens"),
+        ({"input_tokens": 1.5, "output_tokens": 1}, "input_tokens"),
+        ({"input_tokens": float("nan"), "output_tokens": 1}, "input_tokens"),
+        ({"input_tokens": float("inf"), "output_tokens": 1}, "input_tokens"),
+        ({"input_tokens": 10**13, "output_tokens": 1}, "input_tokens"),
+        ({"prompt_tokens": 1, "prompt_tokens_details": {"cached_tokens": "1"}}, "cached_tokens"),
+        ({"prompt_tokens": 1, "prompt_tokens_details": ["junk"]}, "prompt_tokens_details"),
+        (
+            {"input_tokens": 1, "output_tokens": 1, "input_token_details": "x"},
+            "input_token_details",
+        ),
+        ({"input_tokens": 1, "cache_creation": {_1H: [1]}}, _1H),
+        ({1: 2, (3,): 4}, "keys"),
+    ],
+)
+def test_bad_counts_and_junk_are_configuration_errors(raw: dict[Any, Any], field: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        normalize_usage(raw)
+    assert info.value.field == field
+    assert field in str(info.value)
+
+
+def test_whole_floats_are_read_as_counts() -> None:
+    assert normalize_usage({"input_tokens": 12.0, "output_tokens": 3}) == TokenUsage(
+        uncached_input_tokens=12, output_tokens=3
+    )
+
+
+def test_non_string_keys_are_ignored_and_misbehaving_objects_refused() -> None:
+    u = normalize_usage({"input_tokens": 3, "output_tokens": 4, 7: "junk", None: {}})
+    assert u == TokenUsage(uncached_input_tokens=3, output_tokens=4)
+
+    class Exploding(Mapping[str, Any]):
+        def __getitem__(self, key: str) -> Any:
+            raise RuntimeError("boom")
+
+        def __iter__(self) -> Iterator[str]:
+            raise TypeError("no iteration")
+
+        def __len__(self) -> int:
+            return 1
+
+        def __contains__(self, key: object) -> bool:
+            return key in ("input_tokens", "output_tokens")
+
+    with pytest.raises(ConfigurationError, match="malformed usage"):
+        normalize_usage(Exploding())
+
+    class BadDump:
+        def model_dump(self) -> dict[str, Any]:
+            raise ValueError("cannot dump")
+
+    with pytest.raises(ConfigurationError, match="malformed usage"):
+        normalize_usage(BadDump())

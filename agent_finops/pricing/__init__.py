@@ -3,10 +3,18 @@
 Every `Cost` says which price produced it (`source` and `version`) so a bill can be
 re-derived later. A call that cannot be priced gets `amount=None` ("unknown") and an
 `UnpricedWarning`, never $0; `strict=True` raises `PriceNotFound` instead.
+
+`PriceBook.max_output_tokens` gives a model's real output ceiling (the bundled table in
+`_limits`, versioned `OUTPUT_LIMITS_VERSION`) for worst-case reservations.
 """
 
 from agent_finops.pricing._book import (
+    DEFAULT_MAX_TOOL_UNITS,
     GENAI_PRICES_SOURCE,
+    MAX_FEE_USD,
+    MAX_PRICE_PER_MTOK,
+    ONE_HOUR_WRITE_RULE_SOURCE,
+    PRICE_DECIMAL_PLACES,
     Cost,
     GenaiPricesCatalog,
     ModelPrice,
@@ -15,9 +23,16 @@ from agent_finops.pricing._book import (
     PricingConfig,
     ToolFee,
 )
+from agent_finops.pricing._limits import OUTPUT_LIMITS_VERSION
 
 __all__ = [
+    "DEFAULT_MAX_TOOL_UNITS",
     "GENAI_PRICES_SOURCE",
+    "MAX_FEE_USD",
+    "MAX_PRICE_PER_MTOK",
+    "ONE_HOUR_WRITE_RULE_SOURCE",
+    "OUTPUT_LIMITS_VERSION",
+    "PRICE_DECIMAL_PLACES",
     "Cost",
     "GenaiPricesCatalog",
     "ModelPrice",

@@ -28,6 +28,9 @@ class AnthropicUsage:
     output_tokens: int
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
+    cache_creation: dict[str, int] | None = None
+    """The lifetime breakdown of cache writes (`ephemeral_5m_input_tokens`,
+    `ephemeral_1h_input_tokens`), sent as `usage.cache_creation` when given."""
     text: str = "Hello from the fake Anthropic API."
     model: str = "claude-sonnet-4-6"
 
@@ -68,6 +71,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "cache_creation_input_tokens": reply.cache_creation_input_tokens,
             },
         }
+        if reply.cache_creation is not None:
+            message["usage"]["cache_creation"] = dict(reply.cache_creation)
         if not body.get("stream"):
             self._json(200, message)
             return
