@@ -255,6 +255,7 @@ class CostTracker:
             uncached_input_tokens=u.uncached_input_tokens,
             cache_read_tokens=u.cache_read_tokens,
             cache_write_tokens=u.cache_write_tokens,
+            cache_write_1h_tokens=u.cache_write_1h_tokens,
             output_tokens=u.output_tokens,
             reasoning_tokens=u.reasoning_tokens,
             usage_reported=usage is not None,

@@ -157,7 +157,9 @@ def build_researcher(
     llm = (model or researcher_llm).bind_tools([web_search])
 
     def agent(state: MessagesState) -> dict[str, list[BaseMessage]]:
-        return {"messages": [llm.invoke(state["messages"])]}
+        # Every call sets max_tokens: a call without one is reserved at the model's full
+        # output ceiling (64,000 tokens for claude-sonnet-4-6), which a tight budget refuses.
+        return {"messages": [llm.invoke(state["messages"], max_tokens=1_024)]}
 
     graph = StateGraph(MessagesState)
     graph.add_node("agent", wrap(agent))
@@ -172,10 +174,9 @@ def build_writer(wrap: Wrap = unguarded) -> CompiledStateGraph:
     """Outline on the self-hosted model, then the final text on a reasoning model."""
 
     def outline(state: MessagesState) -> dict[str, list[BaseMessage]]:
-        return {"messages": [outline_llm.invoke(state["messages"])]}
+        return {"messages": [outline_llm.invoke(state["messages"], max_tokens=512)]}
 
     def draft(state: MessagesState) -> dict[str, list[BaseMessage]]:
-        # A call that sets max_tokens is reserved at that worst case (not the default).
         return {"messages": [draft_llm.invoke(state["messages"], max_tokens=2_048)]}
 
     graph = StateGraph(MessagesState)
@@ -201,7 +202,7 @@ def build_team(
     """supervisor -> researcher -> supervisor -> writer -> supervisor -> end."""
 
     def supervisor(state: TeamState) -> dict[str, str]:
-        decision = supervisor_llm.invoke(state["messages"])
+        decision = supervisor_llm.invoke(state["messages"], max_tokens=256)
         return {"next": json.loads(str(decision.content))["next"]}
 
     def route(state: TeamState) -> str:
@@ -357,8 +358,11 @@ class Demo:
         self.tracker.flush()
         report = self.tracker.report(trace_id)
         print(f"\n--- {title}")
+        what = f"run {trace_id}"
+        if report.segments:  # a resumed run is reported with its whole thread
+            what = f"thread {report.thread_id} ({len(report.segments)} invocations)"
         print(
-            f"run {trace_id}  [{report.run.status}]  cost {report.total_cost} USD  "
+            f"{what}  [{report.run.status}]  cost {report.total_cost} USD  "
             f"model calls {report.totals.model_calls}  tool calls {report.totals.tool_calls}"
         )
         for item in result.get("__interrupt__", ()):

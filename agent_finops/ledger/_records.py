@@ -73,6 +73,8 @@ class CostEvent:
     uncached_input_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    """Part of `cache_write_tokens` written for one hour (billed at its own rate)."""
     output_tokens: int = 0
     reasoning_tokens: int = 0
     units: int = 0

@@ -118,6 +118,9 @@ class CostEventRow(SQLModel, table=True):
     uncached_input_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     cache_read_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     cache_write_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    cache_write_1h_tokens: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
     output_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     reasoning_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     units: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))

@@ -570,6 +570,7 @@ def _event_record(e: CostEventRow) -> CostEvent:
         uncached_input_tokens=e.uncached_input_tokens,
         cache_read_tokens=e.cache_read_tokens,
         cache_write_tokens=e.cache_write_tokens,
+        cache_write_1h_tokens=e.cache_write_1h_tokens,
         output_tokens=e.output_tokens,
         reasoning_tokens=e.reasoning_tokens,
         units=e.units,

@@ -277,8 +277,9 @@ class PolicyEngine:
         return decision
 
     def _output_ceiling(self, model: str | None, provider: str | None, input_tokens: int) -> int:
-        ceiling = getattr(self.tracker.prices, "max_output_tokens", None)
-        found = ceiling(model, provider, input_tokens=input_tokens) if ceiling else None
+        # input_tokens=0: the caller's count is an upper bound; only a lower bound may be
+        # subtracted from a context window.
+        found = self.tracker.prices.max_output_tokens(model, provider, input_tokens=0)
         return found or self.policy.default_max_output_tokens
 
     def check_after_model_call(

@@ -159,9 +159,8 @@ def _policy_lines(report: RunReport) -> list[str]:
         if d.action == "allow":
             continue
         who = f" by {d.actor}" if d.actor != "policy" else ""
-        lines.append(
-            f"  {d.created_at:%H:%M:%S}  {d.action:<9} {d.rule_id or '-'}{who}: {d.message}"
-        )
+        why = f": {d.message}" if d.message else ""
+        lines.append(f"  {d.created_at:%H:%M:%S}  {d.action:<9} {d.rule_id or '-'}{who}{why}")
     for a in report.approvals:
         decided = f" by {a.decided_by}" if a.decided_by else ""
         extra = f", approved extra {a.extra} {a.unit}" if a.extra is not None else ""

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Annotated, Any, TypedDict
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
@@ -28,7 +29,13 @@ from agent_finops import (
     ToolFee,
 )
 from agent_finops.policy import Policy, PolicyEngine
-from agent_finops_langgraph import APPROVAL_KIND, STOPPED_KIND, FinOpsCallbackHandler, guard_node
+from agent_finops_langgraph import (
+    APPROVAL_KIND,
+    STOPPED_KIND,
+    FinOpsCallbackHandler,
+    estimate_request,
+    guard_node,
+)
 from agent_finops_langgraph.testing import ScriptedChatModel, usage
 
 
@@ -84,28 +91,46 @@ def chatty_graph(
     return g.compile(checkpointer=checkpointer)
 
 
+class _Params(BaseCallbackHandler):
+    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        self.params = kwargs["invocation_params"]
+
+
+def _invocation_params() -> Any:
+    """What the scripted model sends with `max_tokens=100` (as the handler sees it)."""
+    seen = _Params()
+    ScriptedChatModel(script=[AIMessage("x")]).invoke(
+        [HumanMessage("go")], max_tokens=100, config={"callbacks": [seen]}
+    )
+    return seen.params
+
+
+PARAMS = _invocation_params()
+
+
+def reserved_input(messages: list[AnyMessage]) -> int:
+    """The input tokens the handler reserves for a call with these messages."""
+    return estimate_request([messages], PARAMS).input_tokens
+
+
 def exact_model() -> ScriptedChatModel:
     """Reports exactly the engine's worst case (input estimate, 100 output): actual == reserved."""
-    from agent_finops_langgraph import estimate_input_tokens
-
     return ScriptedChatModel(
-        script=lambda msgs: AIMessage(
-            "step", usage_metadata=usage(estimate_input_tokens([msgs]), 100)
-        )
+        script=lambda msgs: AIMessage("step", usage_metadata=usage(reserved_input(msgs), 100))
     )
 
 
 def run_cap(tracker: CostTracker, calls_allowed: int) -> Decimal:
     """A run cap with room for exactly `calls_allowed` worst-case calls of chatty_graph."""
-    from agent_finops_langgraph import estimate_input_tokens
-
     # Worst cases grow as the prompt grows; price each call's reservation like the engine.
     total = Decimal(0)
     history: list[AnyMessage] = [HumanMessage("go")]
     for _ in range(calls_allowed):
-        tokens = estimate_input_tokens([history])
         est = tracker.prices.estimate_max_cost(
-            "gpt-4o-mini", provider="openai", input_tokens=tokens, max_output_tokens=100
+            "gpt-4o-mini",
+            provider="openai",
+            input_tokens=reserved_input(history),
+            max_output_tokens=100,
         )
         assert est is not None
         total += est

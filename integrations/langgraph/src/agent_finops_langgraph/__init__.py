@@ -18,11 +18,8 @@ except ImportError as exc:  # pragma: no cover - exercised by tests/test_exports
 from agent_finops.approvals import APPROVAL_KIND, approval_payload
 from agent_finops.guard import STOPPED_KIND
 from agent_finops_langgraph._guard import STOP_PREFIX, guard_node
-from agent_finops_langgraph._handler import (
-    FinOpsCallbackHandler,
-    estimate_input_tokens,
-    usage_from_llm_result,
-)
+from agent_finops_langgraph._handler import FinOpsCallbackHandler, usage_from_llm_result
+from agent_finops_langgraph._request import RequestEstimate, estimate_request, reservation_tokens
 
 __all__ = [
     "APPROVAL_KIND",
@@ -31,7 +28,9 @@ __all__ = [
     "FinOpsCallbackHandler",
     "FinOpsMiddleware",
     "approval_payload",
-    "estimate_input_tokens",
+    "RequestEstimate",
+    "estimate_request",
+    "reservation_tokens",
     "guard_node",
     "usage_from_llm_result",
 ]

@@ -18,8 +18,9 @@ from agent_finops.guard import RunGuard
 from agent_finops.ledger import SpanKind, SpanStatus
 from agent_finops.policy import Policy, PolicyEngine
 from agent_finops.pricing import Cost
+from agent_finops_langgraph._request import reservation_tokens
 
-__all__ = ["FinOpsCallbackHandler", "estimate_input_tokens", "usage_from_llm_result"]
+__all__ = ["FinOpsCallbackHandler", "usage_from_llm_result"]
 
 METADATA_KEY = "finops"
 """`config["metadata"]["finops"]`: tags for this invocation (or any nested runnable)."""
@@ -283,14 +284,25 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
             or params.get("model_id")
         )
         own = self._own_tags(meta, parent) if parent else meta.get(METADATA_KEY)
+        provider = meta.get("ls_provider")
+        input_tokens, max_output = 0, None
+        if self.guard.enforcing:  # an upper bound of everything sent, and the output ceiling
+            input_tokens, max_output = reservation_tokens(
+                prompt,
+                params,
+                prices=self.tracker.prices,
+                model=model,
+                provider=provider,
+                metadata=meta,
+            )
         self.guard.before_model_call(
             str(run_id),
             parent_id=parent,
             name=_name(serialized, kwargs),
             model=model,
-            provider=meta.get("ls_provider"),
-            input_tokens=estimate_input_tokens(prompt) if self.guard.enforcing else 0,
-            max_output_tokens=_max_output_tokens(params),
+            provider=provider,
+            input_tokens=input_tokens,
+            max_output_tokens=max_output,
             tags=own,
             step_key=meta.get("langgraph_checkpoint_ns"),
         )
@@ -359,36 +371,6 @@ def _name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> st
         if isinstance(ids, Sequence) and ids:
             return str(ids[-1])[:200]
     return "unnamed"
-
-
-CHARS_PER_TOKEN = 3
-"""Conservative characters-per-token for estimating input before a call (real tokenizers
-average about 4 for English, so this over-reserves a little, never under)."""
-_PER_MESSAGE_OVERHEAD = 8
-
-
-def estimate_input_tokens(payload: Any) -> int:
-    """Worst-case input tokens of a prompt (chat messages or completion prompts)."""
-    if not payload:
-        return 0
-    total = 0
-    for item in payload:
-        for message in item if isinstance(item, list) else [item]:
-            content = getattr(message, "content", message)
-            text = content if isinstance(content, str) else str(content)
-            extra = getattr(message, "tool_calls", None)
-            if extra:
-                text += str(extra)
-            total += -(-len(text) // CHARS_PER_TOKEN) + _PER_MESSAGE_OVERHEAD
-    return total
-
-
-def _max_output_tokens(params: Mapping[str, Any]) -> int | None:
-    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens", "num_predict"):
-        value = params.get(key)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def usage_from_llm_result(response: LLMResult) -> tuple[TokenUsage | None, str | None, bool]:
