@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
 from agent_finops.attribution import current_tags, merge_tags, validate_tags
+from agent_finops.clock import utcnow
 from agent_finops.ledger import (
     CostEvent,
     DecisionRecord,
@@ -43,10 +43,6 @@ NO_FEE_SOURCE: Final = "no-fee"
 """`price_source` of a tool call whose tool has no configured fee (it cost nothing)."""
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class CostTracker:
     """Priced span trees for runs, written to a ledger in the background.
 
@@ -61,7 +57,7 @@ class CostTracker:
         tags: Mapping[str, str] | None = None,
         sinks: Sequence[RecordSink] = (),
         background: bool = True,
-        clock: Any = _utcnow,
+        clock: Any = utcnow,
     ) -> None:
         """Track into `ledger`.
 

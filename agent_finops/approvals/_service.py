@@ -21,6 +21,7 @@ from agent_finops.approvals._approvers import Approver, Approvers
 from agent_finops.approvals._channel import ApprovalChannel, ThresholdAlert
 from agent_finops.approvals._payload import default_extra
 from agent_finops.approvals._resume import ResumeTargets
+from agent_finops.clock import utcnow
 from agent_finops.exceptions import (
     AlreadyDecided,
     ApprovalNotFound,
@@ -38,10 +39,6 @@ MAX_EXTRA = Decimal(10) ** 12
 """Largest overspend one approval may grant (in the rule's unit)."""
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class ApprovalService:
     """Approval requests on one ledger: open, decide (once, by someone allowed), expire."""
 
@@ -53,7 +50,7 @@ class ApprovalService:
         approvers: Approvers | None = None,
         expire_after: timedelta | None = None,
         on_expiry: ExpiryOutcome = "deny",
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         """Serve approvals stored in `ledger`.
 
@@ -85,7 +82,7 @@ class ApprovalService:
         settings: Any,
         *,
         channels: Sequence[ApprovalChannel] = (),
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
     ) -> ApprovalService:
         """A service configured by a policy file's `approvals:` section."""
         rules = [(rule.scope.matches, rule.allow) for rule in settings.approvers]

@@ -28,11 +28,12 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 from agent_finops.approvals import ApprovalService, ThresholdAlert
+from agent_finops.clock import utcnow
 from agent_finops.exceptions import (
     ApprovalRequired,
     BudgetExceeded,
@@ -55,10 +56,6 @@ from agent_finops.tracker import CostTracker
 __all__ = ["Decision", "PolicyEngine"]
 
 Outcome = Literal["allow", "warn", "deny", "pause", "shadow"]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +95,7 @@ class PolicyEngine:
         approvals: ApprovalService | None = None,
         reservation_ttl: timedelta = DEFAULT_RESERVATION_TTL,
         resume_target: str | None = None,
-        clock: Any = _utcnow,
+        clock: Any = utcnow,
     ) -> None:
         """Enforce `policy` on the calls `tracker` sees.
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from agent_finops.approvals import approval_payload
 from agent_finops.exceptions import RunNotFound
 from agent_finops.ledger import (
     ApprovalRecord,
@@ -385,23 +386,10 @@ def _decision_dict(d: DecisionRecord) -> dict[str, Any]:
 
 
 def _approval_dict(a: ApprovalRecord) -> dict[str, Any]:
-    return {
-        "approval_id": a.approval_id,
-        "status": a.status,
-        "rule_id": a.rule_id,
-        "scope": dict(a.scope),
-        "unit": a.unit,
-        "spent": _money(a.spent),
-        "limit": _money(a.limit),
-        "estimated_extra": _money(a.estimate),
-        "approved_extra": _money(a.extra),
-        "decided_by": a.decided_by,
-        "decided_at": _iso(a.decided_at),
-        "reason": a.reason,
-        "thread_id": a.thread_id,
-        "trace_id": a.trace_id,
-        "requested_at": _iso(a.created_at),
-    }
+    payload = approval_payload(a)
+    for key in ("kind", "answer_with"):
+        del payload[key]
+    return payload
 
 
 def _agent_key(e: CostEvent) -> str:
