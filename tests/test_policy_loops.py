@@ -9,14 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agent_finops.exceptions import LoopDetected
-from agent_finops.policy import (
-    LoopDetector,
-    ModelCallBurstRule,
-    PingPongRule,
-    Policy,
-    RepeatedToolCallRule,
-    tool_call_signature,
-)
+from agent_finops.policy import ModelCallBurstRule, PingPongRule, Policy, RepeatedToolCallRule
+from agent_finops.policy.loops import LoopDetector, tool_call_signature
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agent_finops.exceptions import ConfigurationError
-from agent_finops.policy import (
+from agent_finops.policy.periods import (
     PeriodKind,
     counter_key,
     format_duration,

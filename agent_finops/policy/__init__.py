@@ -1,13 +1,13 @@
 """Cost policy: budgets, per-run and per-task cost caps, rate limits and loop guards.
 
 A `Policy` describes limits (usually loaded from YAML with `load_policy`); it never
-counts. `window_for` / `counter_key` name the bucket a call is charged to, and
-`LoopDetector` watches runs for repeated tool calls, model-call bursts and ping-pong.
+counts. The `PolicyEngine` turns it into decisions (the `RunGuard` drives it). The bucket
+arithmetic is in `agent_finops.policy.periods` and loop detection on its own in
+`agent_finops.policy.loops`.
 """
 
 from agent_finops.policy._engine import Decision, PolicyEngine
 from agent_finops.policy._load import load_policy
-from agent_finops.policy._loops import LoopDetector, LoopHit, tool_call_signature
 from agent_finops.policy._model import (
     CRITICAL_TAG,
     DEFAULT_FALLBACK_RESERVATION_USD,
@@ -15,6 +15,8 @@ from agent_finops.policy._model import (
     DEFAULT_TIMEZONE,
     POLICY_FORMAT_VERSION,
     Action,
+    ApprovalSettings,
+    ApproverRule,
     Budget,
     LoopKind,
     LoopRule,
@@ -29,13 +31,7 @@ from agent_finops.policy._model import (
     TagSelector,
     Unit,
 )
-from agent_finops.policy._periods import (
-    PeriodKind,
-    counter_key,
-    format_duration,
-    parse_duration,
-    window_for,
-)
+from agent_finops.policy._periods import PeriodKind
 
 __all__ = [
     # enforcement
@@ -51,6 +47,8 @@ __all__ = [
     "ModelCallBurstRule",
     "PingPongRule",
     "MandatoryTags",
+    "ApprovalSettings",
+    "ApproverRule",
     "TagSelector",
     "Rule",
     "Action",
@@ -64,13 +62,4 @@ __all__ = [
     "DEFAULT_FALLBACK_RESERVATION_USD",
     "DEFAULT_MAX_OUTPUT_TOKENS",
     "CRITICAL_TAG",
-    # periods and counter keys
-    "window_for",
-    "counter_key",
-    "parse_duration",
-    "format_duration",
-    # loop detection
-    "LoopDetector",
-    "LoopHit",
-    "tool_call_signature",
 ]

@@ -1,0 +1,16 @@
+"""Budget periods: which bucket a moment belongs to, and durations as the policy file writes them.
+
+Public for tooling that must agree with enforcement to the bucket (FinOps rollups,
+reconciliation): `window_for(period, now, tz)` is the period's window, `counter_key(...)` the
+key of the budget counter a call is charged to.
+"""
+
+from agent_finops.policy._periods import (
+    PeriodKind,
+    counter_key,
+    format_duration,
+    parse_duration,
+    window_for,
+)
+
+__all__ = ["PeriodKind", "counter_key", "format_duration", "parse_duration", "window_for"]
