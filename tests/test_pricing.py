@@ -192,9 +192,10 @@ def test_token_fast_path_matches_genai_prices_over_the_whole_catalog() -> None:
 
     from genai_prices import Usage, data_snapshot
 
-    from agent_finops.pricing._book import _token_price
+    from agent_finops.pricing import GenaiPricesCatalog
 
     at = datetime(2026, 1, 15, 12, tzinfo=UTC)
+    catalog = GenaiPricesCatalog(at=at)
     rnd = random.Random(7)
     fast = 0
     for provider in data_snapshot.get_snapshot().providers:
@@ -206,9 +207,10 @@ def test_token_fast_path_matches_genai_prices_over_the_whole_catalog() -> None:
                     cache_write_tokens=rnd.choice([0, rnd.randint(0, 20_000)]),
                     output_tokens=rnd.randint(0, 20_000),
                 )
-                amount = _token_price(provider.id, info.get_prices(at), usage)
-                if amount is None:
-                    continue
+                cost = catalog.price(info.id, provider.id, usage)
+                if cost is None or cost.model_ref != f"{provider.id}:{info.id}":
+                    continue  # the id resolves to another model of the catalog
+                amount = cost.amount
                 fast += 1
                 full = info.calc_price(
                     Usage(
@@ -287,9 +289,10 @@ def test_override_prices_one_hour_writes() -> None:
 def test_fast_path_matches_genai_prices_with_one_hour_writes() -> None:
     from genai_prices import Usage, data_snapshot
 
-    from agent_finops.pricing._book import _token_price
+    from agent_finops.pricing import GenaiPricesCatalog
 
     at = datetime(2026, 1, 15, 12, tzinfo=UTC)
+    catalog = GenaiPricesCatalog(at=at)
     usage = TokenUsage(
         uncached_input_tokens=1_234,
         cache_read_tokens=5_000,
@@ -303,9 +306,10 @@ def test_fast_path_matches_genai_prices_with_one_hour_writes() -> None:
             prices = info.get_prices(at)
             if getattr(prices, "cache_write_1h_mtok", None) is None:
                 continue
-            amount = _token_price(provider.id, prices, usage)
-            if amount is None:
+            cost = catalog.price(info.id, provider.id, usage)
+            if cost is None or cost.model_ref != f"{provider.id}:{info.id}":
                 continue
+            amount = cost.amount
             full = info.calc_price(
                 Usage(
                     input_tokens=usage.input_tokens,
