@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from agent_finops.approvals import ApprovalService, Approver, ResumeTargets, approval_payload
 from agent_finops.exceptions import ConfigurationError, FinOpsError
 from agent_finops.ledger import DEFAULT_URL, ApprovalRecord, SQLLedger
-from agent_finops.reports import load_run_report, money
+from agent_finops.reports import load_run_report, money, write_html
 
 ENV_URL = "AGENT_FINOPS_DB_URL"
 ENV_TARGETS = "AGENT_FINOPS_RESUME_TARGETS"
@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", parents=[common], help="cost tree and rollups of one run")
     report.add_argument("run_id", help="run (trace) id, or a unique prefix of one")
     report.add_argument("--json", action="store_true", help="print the report as JSON")
+    report.add_argument("--html", metavar="PATH", help="also write a self-contained HTML page")
 
     approvals = sub.add_parser(
         "approvals", parents=[common], help="list and decide paused runs' approval requests"
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _runs(ledger, args.limit, args.json)
             if args.command == "approvals":
                 return _approvals(ledger, args)
-            return _report(ledger, args.run_id, args.json)
+            return _report(ledger, args.run_id, args.json, args.html)
     except FinOpsError as exc:
         print(f"agent-finops: error: {exc}", file=sys.stderr)
         return 1
@@ -147,8 +148,13 @@ def _runs(ledger: SQLLedger, limit: int, as_json: bool) -> int:
     return 0
 
 
-def _report(ledger: SQLLedger, run_id: str, as_json: bool) -> int:
+def _report(ledger: SQLLedger, run_id: str, as_json: bool, html: str | None = None) -> int:
     report = load_run_report(ledger, run_id)
+    if html is not None:  # --html PATH writes the page; the JSON is printed too with --json
+        write_html(report, html)
+        print(f"wrote {html}", file=sys.stderr)
+        if not as_json:
+            return 0
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
