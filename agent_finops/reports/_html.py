@@ -143,6 +143,19 @@ def _int(path: str, value: Any) -> str:
     return _fig(path, value, "int")
 
 
+def _cost_cell(path: str, t: Mapping[str, Any]) -> str:
+    """The cost of a span or rollup, never an unknown cost shown as $0.
+
+    `unknown` when every call in it is unpriced, else the known cost with the unpriced calls
+    counted next to it.
+    """
+    unpriced = int(t["unpriced"])
+    count = f'<span class="unp">{_int(f"{path}.unpriced", unpriced)} unpriced</span>'
+    if unpriced and unpriced == int(t["model_calls"]) + int(t["tool_calls"]):
+        return f'<span class="unk">unknown</span> ({count})'
+    return _money(f"{path}.cost_usd", t["cost_usd"]) + (f" +{count}" if unpriced else "")
+
+
 def _amount(path: str, value: Any, unit: str) -> str:
     """A limit/observed/estimate in a rule's unit: money for usd, else a number and unit."""
     if unit == "usd":
@@ -321,7 +334,11 @@ def _unpriced(spans: Sequence[_Span], totals: Mapping[str, Any]) -> str:
             else ""
         )
         + f" — {_int(f'{s.path}.unpriced', s.data['unpriced'])} unpriced"
-        + (f" ({_e(s.data['price_source'])})" if s.data.get("price_source") else "")
+        + (
+            f" (price source {_e(s.data['price_source'])})"
+            if s.data.get("price_source") not in (None, "unpriced")
+            else ""
+        )
         + "</li>"
         for s in spans
         if s.own_unpriced
@@ -329,7 +346,7 @@ def _unpriced(spans: Sequence[_Span], totals: Mapping[str, Any]) -> str:
     return (
         '<section class="callout" role="alert" aria-labelledby="h-unp"><h2 id="h-unp">'
         f"{_int('totals.unpriced', totals['unpriced'])} call(s) could not be priced</h2>"
-        "<p>Their cost is unknown, not $0: every total on this page excludes them. Add a "
+        "<p>Their cost is unknown, not zero: every total on this page excludes them. Add a "
         f"price for the model (PricingConfig) or check the reported usage.</p><ul>{items}</ul>"
         "</section>"
     )
@@ -455,7 +472,7 @@ def _waterfall(data: Mapping[str, Any], spans: Sequence[_Span]) -> str:
         for b, text in (
             ("c1", "cheapest call"),
             (f"c{_BUCKETS}", "costliest call"),
-            ("c0", "$0 call"),
+            ("c0", "free call (no fee)"),
             ("unpriced", "unpriced call"),
             ("struct", "run / node (no cost of its own)"),
         )
@@ -510,12 +527,7 @@ def _tree_table(spans: Sequence[_Span]) -> str:
             _int(f"{p}.tokens.output", tok["output"]),
             _int(f"{p}.tokens.reasoning", tok["reasoning"]),
             _duration(p, d["started_at"], d["ended_at"]),
-            _money(f"{p}.cost_usd", d["cost_usd"])
-            + (
-                f' <span class="unp">+{_int(f"{p}.unpriced", d["unpriced"])} unpriced</span>'
-                if d["unpriced"]
-                else ""
-            ),
+            _cost_cell(p, d),
             _fig(f"{p}.share", d["share"], "pct"),
         )
         rows.append(
@@ -557,13 +569,7 @@ def _rollup(data: Mapping[str, Any], key: str, heading: str, label: str) -> str:
             f"{_int(f'{p}.tool_calls', r['tool_calls'])}</td>"
             f"<td>{_int(f'{p}.tokens.input', r['tokens']['input'])}</td>"
             f"<td>{_int(f'{p}.tokens.output', r['tokens']['output'])}</td>"
-            f"<td>{_money(f'{p}.cost_usd', r['cost_usd'])}"
-            + (
-                f' <span class="unp">+{_int(f"{p}.unpriced", r["unpriced"])} unpriced</span>'
-                if r["unpriced"]
-                else ""
-            )
-            + f"</td><td>{_fig(f'{p}.share', r['share'], 'pct')}</td></tr>"
+            f"<td>{_cost_cell(p, r)}</td><td>{_fig(f'{p}.share', r['share'], 'pct')}</td></tr>"
         )
     return (
         f'<section aria-labelledby="h-{key}"><h2 id="h-{key}">{heading}</h2><div class="scroll">'
