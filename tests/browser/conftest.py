@@ -16,9 +16,15 @@ if _HERE not in sys.path:
 from browser_harness import Browser  # noqa: E402
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Browser]:
-    """Headless Chromium, started once per test process."""
+    """Headless Chromium, started for each test.
+
+    Not once per session: while playwright's sync driver runs, its event loop counts as
+    running on the test thread, and the async tests that pytest-xdist schedules on the
+    same worker in between would fail ("Cannot run the event loop while another loop is
+    running").
+    """
     chromium = Browser()
     try:
         yield chromium
