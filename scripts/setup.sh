@@ -9,8 +9,11 @@ if [ ! -x .venv/bin/python ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
 fi
 core="." integration="integrations/langgraph"
+extras=()
 if [ "${1:-}" = "--dev" ]; then
     core=".[dev]" integration="integrations/langgraph[test]"
+    extras=(-e "integrations/otel[test]")  # the OpenTelemetry exporter and its test receiver
+    bash scripts/install-chromium.sh        # Debian's chromium for tests/browser
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-    -e "$core" -e "$integration"
+    -e "$core" -e "$integration" "${extras[@]}"

@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from agent_finops.approvals import ApprovalService, Approver, ResumeTargets, approval_payload
 from agent_finops.exceptions import ConfigurationError, FinOpsError
 from agent_finops.ledger import DEFAULT_URL, ApprovalRecord, RunSummary, SQLLedger
-from agent_finops.reports import load_run_report, money
+from agent_finops.reports import load_run_report, money, write_html
 
 ENV_URL = "AGENT_FINOPS_DB_URL"
 ENV_TARGETS = "AGENT_FINOPS_RESUME_TARGETS"
@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--run-only", action="store_true", help="only this invocation, not its whole thread"
     )
+    report.add_argument("--html", metavar="PATH", help="also write a self-contained HTML page")
 
     approvals = sub.add_parser(
         "approvals", parents=[common], help="list and decide paused runs' approval requests"
@@ -106,7 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _runs(ledger, args)
             if args.command == "approvals":
                 return _approvals(ledger, args)
-            return _report(ledger, args.run_id, args.json, whole_thread=not args.run_only)
+            return _report(
+                ledger, args.run_id, args.json, args.html, whole_thread=not args.run_only
+            )
     except FinOpsError as exc:
         print(f"agent-finops: error: {exc}", file=sys.stderr)
         return 1
@@ -171,8 +174,15 @@ def _noop_resume(s: RunSummary) -> bool:
     return bool(s.run.thread_id) and s.model_calls + s.tool_calls == 0 and s.run.status == "ok"
 
 
-def _report(ledger: SQLLedger, run_id: str, as_json: bool, *, whole_thread: bool) -> int:
+def _report(
+    ledger: SQLLedger, run_id: str, as_json: bool, html: str | None, *, whole_thread: bool
+) -> int:
     report = load_run_report(ledger, run_id, whole_thread=whole_thread)
+    if html is not None:  # --html PATH writes the page; the JSON is printed too with --json
+        write_html(report, html)
+        print(f"wrote {html}", file=sys.stderr)
+        if not as_json:
+            return 0
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
