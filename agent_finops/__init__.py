@@ -21,6 +21,7 @@ from agent_finops.exceptions import (
     HandlerError,
     HandlerWarning,
     LedgerError,
+    LedgerNotFound,
     LoopDetected,
     MissingDependencyError,
     MissingTags,
@@ -33,7 +34,15 @@ from agent_finops.exceptions import (
     UnknownResumeTarget,
     UnpricedWarning,
 )
-from agent_finops.ledger import CostEvent, RunRecord, SpanRecord, SQLLedger
+from agent_finops.ledger import (
+    BudgetStore,
+    CostEvent,
+    InMemoryLedger,
+    Ledger,
+    RunRecord,
+    SpanRecord,
+    SQLLedger,
+)
 from agent_finops.pricing import Cost, ModelPrice, PriceBook, PricingConfig, ToolFee
 from agent_finops.reports import RunReport, build_report
 from agent_finops.tracker import CostTracker
@@ -59,6 +68,9 @@ __all__ = [
     "ToolFee",
     "Cost",
     # ledger
+    "Ledger",
+    "BudgetStore",
+    "InMemoryLedger",
     "SQLLedger",
     "RunRecord",
     "SpanRecord",
@@ -75,6 +87,7 @@ __all__ = [
     "NotFound",
     "RunNotFound",
     "ApprovalNotFound",
+    "LedgerNotFound",
     "AlreadyDecided",
     "ApproverNotAllowed",
     "LedgerError",

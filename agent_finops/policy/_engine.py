@@ -39,11 +39,12 @@ from agent_finops.exceptions import (
     PolicyViolation,
     RateLimitExceeded,
 )
-from agent_finops.ledger import ApprovalRecord, DecisionRecord
-from agent_finops.ledger._reservations import (
+from agent_finops.ledger import (
     DEFAULT_RESERVATION_TTL,
+    ApprovalRecord,
     BudgetStore,
     Claim,
+    DecisionRecord,
     ReserveResult,
 )
 from agent_finops.policy._loops import LoopDetector, LoopHit
@@ -119,7 +120,7 @@ class PolicyEngine:
         self.tracker = tracker
         self.ledger = tracker.ledger
         self.ledger.setup()  # creates the reservation tables with the rest of the schema
-        self.budgets = budgets or BudgetStore(self.ledger.engine, clock=clock, auto_setup=False)
+        self.budgets = budgets or self.ledger.budget_store(clock=clock)
         self.loops = LoopDetector(policy.loops)
         self.resume_target = resume_target
         self.checkpoint_url = checkpoint_url
@@ -314,9 +315,8 @@ class PolicyEngine:
         if not self._has_limits:
             return False
         actual_tokens = None if tokens is None else Decimal(tokens)
-        return self.budgets.settle(
-            call_id, {"usd": cost, "tokens": actual_tokens, "calls": Decimal(1)}
-        )
+        actual = {"usd": cost, "tokens": actual_tokens, "calls": Decimal(1)}
+        return bool(self.budgets.settle(call_id, actual))
 
     def release(self, call_id: str) -> bool:
         """The call failed: give its reservation back."""
@@ -360,13 +360,13 @@ class PolicyEngine:
         """Settle a tool call's fee."""
         if not self._has_limits:
             return False
-        return self.budgets.settle(call_id, {"usd": cost})
+        return bool(self.budgets.settle(call_id, {"usd": cost}))
 
     # -- approvals ----------------------------------------------------------------------
 
     def approval(self, approval_id: str) -> ApprovalRecord | None:
         """The approval request, as the ledger has it now."""
-        return self.ledger.get_approval(approval_id)
+        return self.ledger.find_approval(approval_id)
 
     def decide(
         self,
@@ -697,7 +697,6 @@ class PolicyEngine:
                     created_at=self._clock(),
                     message=str(error),
                     resume_target=self.resume_target,
-                    checkpoint_url=self.checkpoint_url,
                     counter_key=counter_key,
                     tags=dict(tags),
                 )
