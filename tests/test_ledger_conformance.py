@@ -130,3 +130,12 @@ def test_capabilities_that_need_reopen_are_refused_without_it() -> None:
         ledger_backend("x", capabilities={"processes"})
     with pytest.raises(ValueError):
         ledger_backend("x", capabilities={"teleportation"})
+
+
+def test_the_backends_fit_the_protocols() -> None:
+    from agent_finops.ledger import BudgetStore
+
+    for ledger in (InMemoryLedger(), SQLLedger.from_url("sqlite://")):
+        with ledger, ledger.budget_store() as store:
+            assert isinstance(ledger, Ledger)
+            assert isinstance(store, BudgetStore)

@@ -28,7 +28,7 @@ from agent_finops.ledger._budget import (
     Settlement,
     exact_amount,
 )
-from agent_finops.ledger._protocol import BudgetStore, Clock
+from agent_finops.ledger._protocol import Clock
 from agent_finops.ledger._records import (
     ApprovalRecord,
     ApprovalStatus,
@@ -41,7 +41,7 @@ from agent_finops.ledger._records import (
     TraceData,
 )
 
-__all__ = ["BudgetStoreBase", "LedgerBase", "check_limit", "check_status", "utcnow"]
+__all__ = ["BudgetStoreBase", "LedgerBase", "as_utc", "check_limit", "check_status", "utcnow"]
 
 DECIDED_STATUSES = frozenset(("approved", "denied", "expired"))
 MAX_LIMIT = 100_000
@@ -50,6 +50,13 @@ MAX_LIMIT = 100_000
 def utcnow() -> datetime:
     """The current time, aware, in UTC (the default clock)."""
     return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Aware, in UTC; a naive datetime is taken to be UTC (budget stores always did)."""
+    if moment.tzinfo is UTC:
+        return moment
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def check_limit(limit: int) -> int:
@@ -245,7 +252,8 @@ class BudgetStoreBase(ABC):
 
     Subclasses implement the primitive operations (`_reserve`, `_settle`, `_release`,
     `_expire`) and the reads; the public methods here validate their arguments and fill in
-    "now" from the clock, so that every backend refuses and defaults alike.
+    "now" from the clock (always aware UTC: a naive moment is taken to be UTC), so that every
+    backend refuses and defaults alike.
     """
 
     def __init__(self, *, clock: Clock | None, default_ttl: timedelta) -> None:
@@ -311,7 +319,7 @@ class BudgetStoreBase(ABC):
         _check_call_id(call_id)
         if len({c.counter_key for c in claims}) != len(claims):
             raise ValueError(f"claims of call {call_id!r} name a counter more than once")
-        now = now or self._clock()
+        now = as_utc(now or self._clock())
         expires_at = now + (self._default_ttl if ttl is None else ttl)
         result = self._reserve(call_id, claims, trace_id, now, expires_at)
         if not result.granted and self._expire(now):
@@ -334,15 +342,15 @@ class BudgetStoreBase(ABC):
                 charges[unit] = exact_amount(value, f"actual[{unit!r}]")
             else:
                 raise TypeError(f"actual[{unit!r}] must be a Decimal or int, got {value!r}")
-        return self._settle(call_id, now or self._clock(), charges)
+        return self._settle(call_id, as_utc(now or self._clock()), charges)
 
     def release(self, call_id: str, *, now: datetime | None = None) -> bool:
         """See `BudgetStore.release`."""
-        return self._release(call_id, now or self._clock())
+        return self._release(call_id, as_utc(now or self._clock()))
 
     def expire(self, now: datetime | None = None) -> list[str]:
         """See `BudgetStore.expire`."""
-        return self._expire(now or self._clock())
+        return self._expire(as_utc(now or self._clock()))
 
     @contextmanager
     def reservation(
@@ -381,6 +389,3 @@ def _check_call_id(call_id: str) -> None:
     if not isinstance(call_id, str) or not call_id or len(call_id) > MAX_CALL_ID_LENGTH:
         raise ValueError(f"call_id must be 1-{MAX_CALL_ID_LENGTH} characters, got {call_id!r}")
 
-
-def _is_budget_store(store: BudgetStoreBase) -> BudgetStore:
-    return store  # mypy checks here that the base class satisfies the protocol

@@ -27,7 +27,7 @@ def exact_amount(value: object, what: str) -> Decimal:
     """A finite, non-negative, storable `Decimal` from a Decimal, int or decimal string.
 
     Floats are refused (inexact). More than 18 decimals are rounded half-even to 18, the
-    quantum every backend stores (see `agent_finops.ledger._money`).
+    quantum every backend stores (`MONEY_PLACES`).
     """
     if isinstance(value, float) or not isinstance(value, Decimal | int | str):
         raise TypeError(f"{what} must be a Decimal, not {value!r} (inexact)")

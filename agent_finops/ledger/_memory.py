@@ -25,6 +25,7 @@ from agent_finops.exceptions import (
 from agent_finops.ledger._base import (
     BudgetStoreBase,
     LedgerBase,
+    as_utc,
     check_limit,
     check_status,
 )
@@ -45,7 +46,7 @@ from agent_finops.ledger._planning import (
     plan_reserve,
     replayed,
 )
-from agent_finops.ledger._protocol import BudgetStore, Clock
+from agent_finops.ledger._protocol import BudgetStore, Clock, Ledger
 from agent_finops.ledger._records import (
     ApprovalRecord,
     ApprovalStatus,
@@ -319,7 +320,7 @@ class InMemoryLedger(LedgerBase):
         self, *, clock: Clock | None = None, default_ttl: timedelta = DEFAULT_RESERVATION_TTL
     ) -> BudgetStore:
         """A store on this ledger's budget counters (every store of the ledger shares them)."""
-        return InMemoryBudgetStore(self._book, clock=clock, default_ttl=default_ttl)
+        return InMemoryBudgetStore._sharing(self._book, clock=clock, default_ttl=default_ttl)
 
 
 # -- budgets ----------------------------------------------------------------------------------
@@ -356,15 +357,20 @@ class InMemoryBudgetStore(BudgetStoreBase):
     """
 
     def __init__(
-        self,
-        book: _BudgetBook | None = None,
-        *,
-        clock: Clock | None = None,
-        default_ttl: timedelta = DEFAULT_RESERVATION_TTL,
+        self, *, clock: Clock | None = None, default_ttl: timedelta = DEFAULT_RESERVATION_TTL
     ) -> None:
-        """A store on `book` (the ledger's), or on counters of its own."""
+        """A store with counters of its own."""
         super().__init__(clock=clock, default_ttl=default_ttl)
-        self._book = book or _BudgetBook()
+        self._book = _BudgetBook()
+
+    @classmethod
+    def _sharing(
+        cls, book: _BudgetBook, *, clock: Clock | None, default_ttl: timedelta
+    ) -> InMemoryBudgetStore:
+        """A store on a ledger's counters."""
+        store = cls(clock=clock, default_ttl=default_ttl)
+        store._book = book
+        return store
 
     def _reserve(
         self,
@@ -411,13 +417,12 @@ class InMemoryBudgetStore(BudgetStoreBase):
     def _settle(
         self, call_id: str, now: datetime, charges: Mapping[str, Decimal | None]
     ) -> Settlement:
-        return self._finish(call_id, _utc(now), "settled", charges)
+        return self._finish(call_id, now, "settled", charges)
 
     def _release(self, call_id: str, now: datetime) -> bool:
-        return self._finish(call_id, _utc(now), "released", {}).settled
+        return self._finish(call_id, now, "released", {}).settled
 
     def _expire(self, now: datetime) -> list[str]:
-        now = _utc(now)
         book = self._book
         with book.lock:
             due = sorted(
@@ -437,7 +442,7 @@ class InMemoryBudgetStore(BudgetStoreBase):
 
     def purge(self, finished_before: datetime) -> int:
         """See `BudgetStore.purge`."""
-        before = _utc(finished_before)
+        before = as_utc(finished_before)
         book = self._book
         with book.lock:
             done = [
@@ -480,11 +485,6 @@ def _one(prefix: str, ids: Iterable[str], error: Callable[..., Exception], what:
     raise error(
         f"{what} id prefix {prefix!r} is ambiguous", key=prefix, candidates=matches[:MAX_CANDIDATES]
     )
-
-
-def _utc(moment: datetime) -> datetime:
-    """Aware in UTC; a naive datetime is taken to be UTC (as the SQL budget stores do)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _aware(moment: datetime, name: str) -> datetime:
@@ -559,3 +559,7 @@ def _copy(record: _R) -> _R:
     shape = _shape(type(record))
     copies = {f: dict(getattr(record, f)) for f in shape.dicts}
     return cast(_R, replace(cast(Any, record), **copies))
+
+
+def _conforms(ledger: InMemoryLedger, store: InMemoryBudgetStore) -> tuple[Ledger, BudgetStore]:
+    return ledger, store  # the type checker proves here that the backend fits the protocols

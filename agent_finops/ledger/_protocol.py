@@ -192,7 +192,8 @@ class Ledger(Protocol):
     at once). Writes are idempotent: runs and spans are upserted by id (the latest state
     wins); events, decisions and approval requests are inserted once by id (a repeated id
     is ignored). Reads return fresh records; datetimes come back in UTC; money is exact to
-    18 decimal places on every backend (see `agent_finops.ledger._money`).
+    18 decimal places below 1e20 on every backend (`MONEY_PLACES`, `MONEY_LIMIT`; see
+    docs/ledger.md).
 
     Ids: `get_*`/`load_*`/`resolve_*` of one record raise a `NotFound` subclass when there is
     none, with `candidates` when a prefix is ambiguous; `find_*` return None instead. A

@@ -1,8 +1,7 @@
 """Plain records the tracker produces and every ledger stores (cheap to build on the hot path).
 
 Datetimes are timezone-aware; a ledger returns them in UTC. Money is `Decimal`, held to
-`MONEY_PLACES` (18) decimal places below `MONEY_LIMIT` (1e20) on every backend (see
-`agent_finops.ledger._money`).
+`MONEY_PLACES` (18) decimal places below `MONEY_LIMIT` (1e20) on every backend.
 """
 
 from __future__ import annotations

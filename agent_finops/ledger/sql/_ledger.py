@@ -29,7 +29,7 @@ from agent_finops.exceptions import (
 from agent_finops.ledger._base import LedgerBase, check_limit, check_status
 from agent_finops.ledger._budget import DEFAULT_RESERVATION_TTL
 from agent_finops.ledger._money import EXACT
-from agent_finops.ledger._protocol import Clock
+from agent_finops.ledger._protocol import BudgetStore, Clock, Ledger
 from agent_finops.ledger._records import (
     ApprovalRecord,
     ApprovalStatus,
@@ -550,3 +550,7 @@ def _event_row(e: CostEvent) -> dict[str, Any]:
     for tag in STANDARD_TAGS:
         row[tag] = e.tags.get(tag)
     return row
+
+
+def _conforms(ledger: SQLLedger, store: SQLBudgetStore) -> tuple[Ledger, BudgetStore]:
+    return ledger, store  # the type checker proves here that the backend fits the protocols
