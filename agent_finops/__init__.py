@@ -22,6 +22,7 @@ from agent_finops.exceptions import (
     HandlerError,
     HandlerWarning,
     LedgerError,
+    LedgerNotFound,
     LoopDetected,
     MissingDependencyError,
     MissingTags,
@@ -34,7 +35,15 @@ from agent_finops.exceptions import (
     UnknownResumeTarget,
     UnpricedWarning,
 )
-from agent_finops.ledger import CostEvent, RunRecord, SpanRecord, SQLLedger
+from agent_finops.ledger import (
+    BudgetStore,
+    CostEvent,
+    InMemoryLedger,
+    Ledger,
+    RunRecord,
+    SpanRecord,
+    SQLLedger,
+)
 from agent_finops.pricing import Cost, ModelPrice, PriceBook, PricingConfig, ToolFee
 from agent_finops.reports import RunReport, build_report
 from agent_finops.tracker import CostTracker
@@ -64,6 +73,9 @@ __all__ = [
     "utf8_bytes",
     "TokenCounter",
     # ledger
+    "Ledger",
+    "BudgetStore",
+    "InMemoryLedger",
     "SQLLedger",
     "RunRecord",
     "SpanRecord",
@@ -80,6 +92,7 @@ __all__ = [
     "NotFound",
     "RunNotFound",
     "ApprovalNotFound",
+    "LedgerNotFound",
     "AlreadyDecided",
     "ApproverNotAllowed",
     "LedgerError",

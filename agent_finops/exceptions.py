@@ -8,7 +8,8 @@ FinOpsError
 ├── PriceNotFound               strict pricing: a model or tool has no price
 ├── NotFound (LookupError)      no such record
 │   ├── RunNotFound             no run/thread with this id (or an ambiguous prefix)
-│   └── ApprovalNotFound        no approval request with this id (or an ambiguous prefix)
+│   ├── ApprovalNotFound        no approval request with this id (or an ambiguous prefix)
+│   └── LedgerNotFound          no ledger at this URL (opened with `create=False`)
 ├── AlreadyDecided              an approval request was decided before (first decision wins)
 ├── ApproverNotAllowed          someone not on the scope's approver list tried to decide
 ├── LedgerError                 a storage fault; `retryable` says whether a retry can help
@@ -52,6 +53,7 @@ __all__ = [
     "HandlerError",
     "HandlerWarning",
     "LedgerError",
+    "LedgerNotFound",
     "LoopDetected",
     "MissingDependencyError",
     "MissingTags",
@@ -162,6 +164,13 @@ class RunNotFound(NotFound):
 
 class ApprovalNotFound(NotFound):
     """No approval request with this id in the ledger."""
+
+
+class LedgerNotFound(NotFound):
+    """No ledger at this URL: opened with `create=False` (read commands), nothing was created.
+
+    `key` is the URL (password hidden) or the SQLite file path.
+    """
 
 
 class AlreadyDecided(FinOpsError):

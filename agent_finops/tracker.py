@@ -23,11 +23,11 @@ from agent_finops.clock import utcnow
 from agent_finops.ledger import (
     CostEvent,
     DecisionRecord,
+    Ledger,
     RunRecord,
     SpanKind,
     SpanRecord,
     SpanStatus,
-    SQLLedger,
 )
 from agent_finops.pricing import Cost, PriceBook
 from agent_finops.reports import RunReport, load_run_report
@@ -51,7 +51,7 @@ class CostTracker:
 
     def __init__(
         self,
-        ledger: SQLLedger,
+        ledger: Ledger,
         *,
         prices: PriceBook | None = None,
         tags: Mapping[str, str] | None = None,

@@ -25,7 +25,7 @@ Modes, interleaved in rounds so background load hits them all alike:
 - `write txn`: one pooled checkout, a one-row upsert and a commit (the durable-write floor;
   a decision needs two: reserve and settle);
 - PostgreSQL only, `engine, sync commit off`: the recording engine on a
-  `BudgetStore(durable_commits=False)` (budget commits do not wait for the WAL flush).
+  `ledger.budget_store(durable_commits=False)` (budget commits do not wait for the WAL flush).
 
 `--repeat N` runs everything N times (fresh database each time, backends alternating) and
 ends with the median over the runs of each figure. Targets (from the issue): P99 of `engine`
@@ -52,14 +52,12 @@ from pathlib import Path
 from typing import Any
 
 from agent_finops import CostTracker
-from agent_finops.ledger import DecisionRecord, SQLLedger
-from agent_finops.ledger._reservations import BudgetStore, Claim, Unit
+from agent_finops.ledger import BudgetStore, Claim, DecisionRecord, SQLLedger, Unit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_reservations import _postgres_schema
 
-from agent_finops.policy import PolicyEngine
-from agent_finops.policy._load import policy_from_mapping
+from agent_finops.policy import Policy, PolicyEngine
 
 TARGETS_MS = {"sqlite": 0.5, "postgresql": 2.0}
 """From the issue: P99 decision latency per guarded call on this machine."""
@@ -254,13 +252,13 @@ def bench_backend(
     modes: tuple[str, ...],
 ) -> BackendResult:
     """Warm up, then measure every mode in interleaved rounds."""
-    policy = policy_from_mapping(POLICY, source="bench")
+    policy = Policy.from_mapping(POLICY, source="bench")
     tracker = CostTracker(ledger, tags={"team": "support"})
     quiet = _QuietTracker(ledger, tags={"team": "support"}, background=False)
     recording = PolicyEngine(policy, tracker)
     silent = PolicyEngine(policy, quiet)
-    store = BudgetStore(ledger.engine, auto_setup=False)
-    lazy = BudgetStore(ledger.engine, auto_setup=False, durable_commits=False)
+    store = ledger.budget_store()
+    lazy = ledger.budget_store(durable_commits=False)
     no_sync = PolicyEngine(policy, tracker, budgets=lazy)
     live = _Calls(recording, per_run)
     steps: dict[str, Callable[[], float]] = {

@@ -6,7 +6,7 @@ runs in a throwaway schema that is dropped afterwards. Engines are made by
 `SQLLedger.from_url` (WAL SQLite file; pooled PostgreSQL with pre-ping), as in production.
 
 PostgreSQL is measured twice: with durable commits (the default: each commit waits for its
-WAL flush) and with `BudgetStore(durable_commits=False)` (`synchronous_commit=off`).
+WAL flush) and with `ledger.budget_store(durable_commits=False)` (`synchronous_commit=off`).
 
 Baselines measured in the same run, on the same engine and pool:
 - `SELECT 1`: one pooled checkout and one round trip, the floor for any database call;
@@ -28,8 +28,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
-from agent_finops.ledger import SQLLedger
-from agent_finops.ledger._reservations import BudgetStore, Claim
+from agent_finops.ledger import Claim, SQLLedger
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float, float]:
@@ -68,7 +67,7 @@ def bench(
     name: str, ledger: SQLLedger, iterations: int, n_claims: int, *, durable: bool = True
 ) -> None:
     """Print P50/P99 of reserve+settle, its parts and the baselines, for one backend."""
-    store = BudgetStore(ledger.engine, durable_commits=durable)
+    store = ledger.budget_store(durable_commits=durable)
     engine = ledger.engine
     claims = [
         Claim(f"bench|{name}|{k}", f"rule{k}", "usd", Decimal("1e12"), Decimal("0.0125"))

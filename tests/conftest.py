@@ -1,4 +1,8 @@
-"""Shared fixtures: ledgers on every backend (SQLite file, in-memory SQLite, PostgreSQL)."""
+"""Shared fixtures: SQL ledgers (SQLite file, PostgreSQL) for the tests of the ledger's users.
+
+The ledger itself is tested by the conformance suite (tests/test_ledger_conformance.py) and
+the SQL specifics (tests/test_sql_ledger.py).
+"""
 
 from __future__ import annotations
 
@@ -50,23 +54,6 @@ def drop_postgres_schema(url: str) -> None:
         pass  # left for the next run's cleanup; it never affects a test's outcome
     finally:
         engine.dispose()
-
-
-@pytest.fixture(
-    params=["sqlite-file", "sqlite-memory", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-def ledger(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterator[SQLLedger]:
-    """The same ledger API on every backend the conformance suite covers."""
-    if request.param == "sqlite-file":
-        url = f"sqlite:///{tmp_path}/ledger.sqlite"
-    elif request.param == "sqlite-memory":
-        url = "sqlite://"
-    else:
-        url = postgres_url_or_skip()
-    with SQLLedger.from_url(url) as led:
-        yield led
-    if request.param == "postgres":
-        drop_postgres_schema(url)
 
 
 @pytest.fixture

@@ -100,6 +100,7 @@ def test_every_error_pickles_with_message_and_attributes() -> None:
         ex.PriceNotFound("no price", model="m", provider="p"),
         ex.RunNotFound("no run", key="01", candidates=["01a", "01b"]),
         ex.ApprovalNotFound("no approval", key="ap"),
+        ex.LedgerNotFound("no ledger at missing.sqlite", key="missing.sqlite"),
         ex.AlreadyDecided("ap-1", status="approved", decided_by="console:alice"),
         ex.ApproverNotAllowed("ap-1", approver="slack:U1", scope={"team": "a"}),
         ex.MissingTags("missing", missing=["team"], trace_id="t"),
@@ -117,3 +118,32 @@ def test_every_error_pickles_with_message_and_attributes() -> None:
         assert vars(back) == vars(error)
     assert "01a, 01b" in str(samples[4])
     assert isinstance(samples[4], LookupError) and isinstance(samples[0], ValueError)
+
+
+def test_subpackages_export_only_public_names() -> None:
+    import agent_finops.conformance
+    import agent_finops.ledger
+    import agent_finops.ledger.sql
+
+    for module in (agent_finops.ledger, agent_finops.ledger.sql, agent_finops.conformance):
+        assert len(module.__all__) == len(set(module.__all__)), module.__name__
+        for name in module.__all__:
+            value = getattr(module, name)
+            assert not name.startswith("_"), (module.__name__, name)
+            assert type(value).__name__ != "module", (module.__name__, name)
+    for name in ("Ledger", "BudgetStore", "InMemoryLedger", "SQLLedger"):
+        assert name in agent_finops.__all__ and name in agent_finops.ledger.__all__
+
+
+def test_no_test_or_bench_imports_a_private_module_of_the_ledger() -> None:
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    private = re.compile(
+        r"^\s*(from|import)\s+agent_finops\.(ledger|conformance)[\w.]*\._\w+", re.MULTILINE
+    )
+    files = [*root.glob("tests/**/*.py"), *root.glob("bench/**/*.py"),
+             *root.glob("integrations/*/tests/**/*.py")]  # fmt: skip
+    offenders = [str(p.relative_to(root)) for p in files if private.search(p.read_text())]
+    assert offenders == []

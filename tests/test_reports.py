@@ -168,6 +168,7 @@ def test_cli_unknown_run_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"sqlite:///{tmp_path}/cli.sqlite"
+    SQLLedger.from_url(url).close()
     assert cli(["--db", url, "report", "nope"]) == 1
     assert "no run or thread 'nope'" in capsys.readouterr().err
 
@@ -176,6 +177,7 @@ def test_cli_env_url(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = f"sqlite:///{tmp_path}/env.sqlite"
+    SQLLedger.from_url(url).close()
     monkeypatch.setenv("AGENT_FINOPS_DB_URL", url)
     assert cli(["runs"]) == 0
     assert "no runs recorded yet" in capsys.readouterr().out

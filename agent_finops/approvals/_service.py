@@ -28,7 +28,7 @@ from agent_finops.exceptions import (
     ApproverNotAllowed,
     ConfigurationError,
 )
-from agent_finops.ledger import ApprovalRecord, DecisionRecord, SQLLedger
+from agent_finops.ledger import ApprovalRecord, DecisionRecord, Ledger
 
 __all__ = ["ApprovalService", "ExpiryOutcome"]
 
@@ -44,7 +44,7 @@ class ApprovalService:
 
     def __init__(
         self,
-        ledger: SQLLedger,
+        ledger: Ledger,
         *,
         channels: Sequence[ApprovalChannel] = (),
         approvers: Approvers | None = None,
@@ -78,7 +78,7 @@ class ApprovalService:
     @classmethod
     def from_settings(
         cls,
-        ledger: SQLLedger,
+        ledger: Ledger,
         settings: Any,
         *,
         channels: Sequence[ApprovalChannel] = (),

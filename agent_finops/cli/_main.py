@@ -11,7 +11,7 @@ from decimal import Decimal, InvalidOperation
 
 from agent_finops.approvals import ApprovalService, Approver, ResumeTargets, approval_payload
 from agent_finops.exceptions import ConfigurationError, FinOpsError
-from agent_finops.ledger import DEFAULT_URL, ApprovalRecord, RunSummary, SQLLedger
+from agent_finops.ledger import DEFAULT_URL, ApprovalRecord, Ledger, RunSummary, SQLLedger
 from agent_finops.reports import load_run_report, money, write_html
 
 ENV_URL = "AGENT_FINOPS_DB_URL"
@@ -102,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     url = args.db or os.environ.get(ENV_URL) or DEFAULT_URL
     try:
-        with SQLLedger.from_url(url) as ledger:
+        # Never creates a ledger: a mistyped path is an error, not an empty "no runs".
+        with SQLLedger.from_url(url, create=False) as ledger:
             if args.command == "runs":
                 return _runs(ledger, args)
             if args.command == "approvals":
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _runs(ledger: SQLLedger, args: argparse.Namespace) -> int:
+def _runs(ledger: Ledger, args: argparse.Namespace) -> int:
     summaries = ledger.list_runs(limit=args.limit, thread_id=args.thread)
     hidden = 0
     if not args.all:
@@ -175,7 +176,7 @@ def _noop_resume(s: RunSummary) -> bool:
 
 
 def _report(
-    ledger: SQLLedger, run_id: str, as_json: bool, html: str | None, *, whole_thread: bool
+    ledger: Ledger, run_id: str, as_json: bool, html: str | None, *, whole_thread: bool
 ) -> int:
     report = load_run_report(ledger, run_id, whole_thread=whole_thread)
     if html is not None:  # --html PATH writes the page; the JSON is printed too with --json
@@ -190,7 +191,7 @@ def _report(
     return 0
 
 
-def _approvals(ledger: SQLLedger, args: argparse.Namespace) -> int:
+def _approvals(ledger: Ledger, args: argparse.Namespace) -> int:
     if args.verb == "list":
         status = None if args.status == "all" else args.status
         requests = ApprovalService(ledger).requests(status=status, limit=args.limit)

@@ -1,55 +1,85 @@
-"""The ledger: every run, span and cost event, persisted with SQLModel.
+"""The ledger: every run, span, cost event, policy decision and approval request, and budgets.
 
-`SQLLedger.from_url()` opens SQLite (default, a WAL file) or any SQLAlchemy URL
-(PostgreSQL for many workers). Every backend must pass the conformance suite in
-`tests/ledger_conformance.py`.
+Two protocols: `Ledger` (records) and `BudgetStore` (atomic budget reservations; get one with
+`ledger.budget_store()`). Backends: `InMemoryLedger` (the reference, in this process) and
+`SQLLedger` (`SQLLedger.from_url()`: SQLite by default, or PostgreSQL). Every backend passes
+the conformance suite in `agent_finops.conformance`; a new one subclasses `LedgerBase` and
+`BudgetStoreBase`. See docs/ledger.md.
 """
 
+from agent_finops.ledger._base import BudgetStoreBase, LedgerBase
+from agent_finops.ledger._budget import (
+    DEFAULT_RESERVATION_TTL,
+    Claim,
+    ClaimUsage,
+    CounterState,
+    Overrun,
+    Refusal,
+    ReservationState,
+    ReserveResult,
+    Settlement,
+    Unit,
+)
+from agent_finops.ledger._memory import InMemoryBudgetStore, InMemoryLedger
+from agent_finops.ledger._money import MONEY_LIMIT, MONEY_PLACES
+from agent_finops.ledger._protocol import BudgetStore, Clock, Ledger
 from agent_finops.ledger._records import (
     ApprovalRecord,
     ApprovalStatus,
     CostEvent,
+    DecidedStatus,
     DecisionAction,
     DecisionRecord,
     EventKind,
     RunRecord,
+    RunSummary,
     SpanKind,
     SpanRecord,
     SpanStatus,
+    TraceData,
 )
-from agent_finops.ledger._reservations import (
-    DEFAULT_RESERVATION_TTL,
-    BudgetStore,
-    Claim,
-    ClaimUsage,
-    CounterState,
-    Refusal,
-    ReserveResult,
-)
-from agent_finops.ledger._schema import SCHEMA_VERSION
-from agent_finops.ledger._sql import DEFAULT_URL, RunSummary, SQLLedger, TraceData
+from agent_finops.ledger.sql import DEFAULT_URL, SCHEMA_VERSION, SQLBudgetStore, SQLLedger
 
 __all__ = [
-    "DEFAULT_RESERVATION_TTL",
-    "DEFAULT_URL",
+    # protocols
+    "Ledger",
     "BudgetStore",
+    "Clock",
+    # backends
+    "InMemoryLedger",
+    "InMemoryBudgetStore",
+    "SQLLedger",
+    "SQLBudgetStore",
+    "DEFAULT_URL",
+    "SCHEMA_VERSION",
+    # for backend implementers
+    "LedgerBase",
+    "BudgetStoreBase",
+    # records
+    "RunRecord",
+    "SpanRecord",
+    "CostEvent",
+    "DecisionRecord",
+    "ApprovalRecord",
+    "RunSummary",
+    "TraceData",
+    "SpanKind",
+    "SpanStatus",
+    "EventKind",
+    "DecisionAction",
+    "ApprovalStatus",
+    "DecidedStatus",
+    "MONEY_PLACES",
+    "MONEY_LIMIT",
+    # budget store values
     "Claim",
     "ClaimUsage",
-    "CounterState",
     "Refusal",
     "ReserveResult",
-    "SCHEMA_VERSION",
-    "ApprovalRecord",
-    "ApprovalStatus",
-    "CostEvent",
-    "DecisionAction",
-    "DecisionRecord",
-    "EventKind",
-    "RunRecord",
-    "RunSummary",
-    "SQLLedger",
-    "SpanKind",
-    "SpanRecord",
-    "SpanStatus",
-    "TraceData",
+    "Settlement",
+    "Overrun",
+    "CounterState",
+    "ReservationState",
+    "Unit",
+    "DEFAULT_RESERVATION_TTL",
 ]

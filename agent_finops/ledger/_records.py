@@ -1,4 +1,8 @@
-"""Plain records the tracker produces and the ledger stores (cheap to build on the hot path)."""
+"""Plain records the tracker produces and every ledger stores (cheap to build on the hot path).
+
+Datetimes are timezone-aware; a ledger returns them in UTC. Money is `Decimal`, held to
+`MONEY_PLACES` (18) decimal places below `MONEY_LIMIT` (1e20) on every backend.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-SpanKind = Literal["run", "node", "agent", "task", "crew", "chain", "model", "tool"]
+SpanKind = Literal["run", "node", "chain", "model", "tool", "agent", "task", "crew"]
+"""`agent`, `task`, `crew`: spans of agent frameworks (e.g. CrewAI) that have those notions."""
 EventKind = Literal["model", "tool"]
 SpanStatus = Literal["running", "ok", "error", "interrupted", "unfinished", "stopped"]
 """`stopped`: a cost policy ended the run cleanly (deny), its partial results kept."""
@@ -15,7 +20,7 @@ SpanStatus = Literal["running", "ok", "error", "interrupted", "unfinished", "sto
 
 @dataclass(slots=True, kw_only=True)
 class RunRecord:
-    """One traced run (a root LangGraph/LangChain invocation)."""
+    """One traced run (a root invocation of a graph, crew or agent)."""
 
     trace_id: str
     name: str
@@ -25,7 +30,8 @@ class RunRecord:
     error: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     thread_id: str | None = None
-    """The resumable thread this run belongs to (a LangGraph thread, a crew checkpoint)."""
+    """The thread (resume key) the run belongs to, e.g. LangGraph's `thread_id`: the runs of
+    a paused and resumed conversation share it. None for a run outside any thread."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -74,7 +80,7 @@ class CostEvent:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     cache_write_1h_tokens: int = 0
-    """Part of `cache_write_tokens` written for one hour (billed at its own rate)."""
+    """The part of `cache_write_tokens` billed at the 1-hour cache rate (Anthropic)."""
     output_tokens: int = 0
     reasoning_tokens: int = 0
     units: int = 0
@@ -95,7 +101,11 @@ DecisionAction = Literal[
     "refused",
     "overrun",
 ]
+"""`expired`: an approval request expired undecided; `refused`: someone not allowed to decide
+an approval tried to; `overrun`: a call's actual cost exceeded its reservation."""
 ApprovalStatus = Literal["pending", "approved", "denied", "expired"]
+DecidedStatus = Literal["approved", "denied", "expired"]
+"""The statuses `Ledger.decide_approval` can set (a decision, or an expiry)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -131,7 +141,7 @@ class ApprovalRecord:
     approval_id: str
     trace_id: str
     thread_id: str | None
-    """LangGraph thread id of the checkpointed run (needed to resume it)."""
+    """The paused run's thread (resume key), e.g. LangGraph's thread id (needed to resume it)."""
     rule_id: str
     scope: dict[str, str]
     unit: str
@@ -149,17 +159,18 @@ class ApprovalRecord:
     extra: Decimal | None = None
     """Approved overspend for this run on this rule (in the rule's unit)."""
     resume_target: str | None = None
-    """`module:function` building the graph, so a console approver can resume the run."""
-    checkpoint_url: str | None = None
-    """Where the run's checkpoints are (for resuming from another process)."""
+    """The *name* of a resume target the application registered (for example a named graph),
+    so an approver process can resume the run. Never an import path: the ledger only names
+    which registered target to use, and nothing named by a ledger row is imported."""
+    expires_at: datetime | None = None
+    """When an undecided request expires (None: never). `Ledger.due_approvals(now)` lists the
+    pending requests past it; the approval service decides them `expired`."""
     counter_key: str | None = None
     """The budget bucket that refused (rule, scope, period window): an approval raises that
     bucket for this run only, not the same rule's next day or another scope."""
     applied_at: datetime | None = None
     """When the paused run took up the decision (a decision is applied exactly once)."""
     tags: dict[str, str] = field(default_factory=dict)
-    expires_at: datetime | None = None
-    """When an undecided request expires to its configured outcome (None: never)."""
     on_expiry: str = "deny"
     """What expiry means for the run: `deny` (status `expired`) or `approve`."""
     approvers: list[str] | None = None
@@ -168,3 +179,25 @@ class ApprovalRecord:
     step: str | None = None
     """The step that paused (a LangGraph task's checkpoint namespace, a crew task id): on
     re-execution that step asks about its own request, not a parallel branch's."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """A run and its totals, as `agent-finops runs` lists it."""
+
+    run: RunRecord
+    cost: Decimal
+    """Sum of known costs."""
+    unpriced: int
+    """Number of cost events whose price is unknown."""
+    model_calls: int
+    tool_calls: int
+
+
+@dataclass(frozen=True, slots=True)
+class TraceData:
+    """Everything the ledger holds for one run."""
+
+    run: RunRecord
+    spans: list[SpanRecord]
+    events: list[CostEvent]

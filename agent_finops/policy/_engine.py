@@ -41,11 +41,12 @@ from agent_finops.exceptions import (
     PolicyViolation,
     RateLimitExceeded,
 )
-from agent_finops.ledger import ApprovalRecord, DecisionRecord
-from agent_finops.ledger._reservations import (
+from agent_finops.ledger import (
     DEFAULT_RESERVATION_TTL,
+    ApprovalRecord,
     BudgetStore,
     Claim,
+    DecisionRecord,
     ReserveResult,
 )
 from agent_finops.policy._loops import LoopDetector, LoopHit
@@ -118,7 +119,7 @@ class PolicyEngine:
         self.tracker = tracker
         self.ledger = tracker.ledger
         self.ledger.setup()  # creates the reservation tables with the rest of the schema
-        self.budgets = budgets or BudgetStore(self.ledger.engine, clock=clock, auto_setup=False)
+        self.budgets = budgets or self.ledger.budget_store(clock=clock)
         self.approvals = approvals or ApprovalService.from_settings(
             self.ledger, policy.approvals, clock=clock
         )

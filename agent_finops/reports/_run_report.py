@@ -19,6 +19,7 @@ from agent_finops.ledger import (
     ApprovalRecord,
     CostEvent,
     DecisionRecord,
+    Ledger,
     RunRecord,
     SpanRecord,
     TraceData,
@@ -450,7 +451,7 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def load_run_report(ledger: Any, run_id: str, *, whole_thread: bool = True) -> RunReport:
+def load_run_report(ledger: Ledger, run_id: str, *, whole_thread: bool = True) -> RunReport:
     """The report of a run or a thread from `ledger`.
 
     `run_id` is a run (trace) id, a thread id, or a unique prefix of either. A run that
@@ -459,19 +460,18 @@ def load_run_report(ledger: Any, run_id: str, *, whole_thread: bool = True) -> R
 
     Raises `RunNotFound` naming the id when there is no such run or thread.
     """
-    trace_id = ledger.resolve_run_id(run_id)
-    thread_id = None
+    try:
+        trace_id: str | None = ledger.resolve_run_id(run_id)
+    except RunNotFound as missing:
+        if missing.candidates:
+            raise  # an ambiguous run id prefix: the candidates are in the message
+        trace_id = None
     if trace_id is None:
-        thread_id = ledger.resolve_thread_id(run_id)
+        thread_id = ledger.resolve_thread_id(run_id)  # RunNotFound lists ambiguous threads
         if thread_id is None:
-            raise RunNotFound(
-                f"no run or thread {run_id!r} in the ledger (or the prefix is ambiguous)",
-                key=run_id,
-            )
+            raise RunNotFound(f"no run or thread {run_id!r} in the ledger", key=run_id)
     else:
         trace = ledger.load_trace(trace_id)
-        if trace is None:  # pragma: no cover - resolved ids exist
-            raise RunNotFound(f"no run {run_id!r} in the ledger", key=run_id)
         thread_id = trace.run.thread_id if whole_thread else None
         if thread_id is None:
             report = build_report(trace)
@@ -480,8 +480,7 @@ def load_run_report(ledger: Any, run_id: str, *, whole_thread: bool = True) -> R
                 ledger.list_approvals(trace_id=trace.run.trace_id), key=lambda a: a.created_at
             )
             return report
-    traces = [ledger.load_trace(r.trace_id) for r in ledger.thread_runs(thread_id)]
-    found = [t for t in traces if t is not None]
+    found = [ledger.load_trace(r.trace_id) for r in ledger.thread_runs(thread_id)]
     if len(found) == 1:  # a thread of one invocation is just that run
         return load_run_report(ledger, found[0].run.trace_id, whole_thread=False)
     decisions = {t.run.trace_id: ledger.decisions_for(t.run.trace_id) for t in found}

@@ -11,7 +11,7 @@ from collections import deque
 from typing import Any, Final
 
 from agent_finops.exceptions import LedgerError
-from agent_finops.ledger import CostEvent, DecisionRecord, RunRecord, SpanRecord, SQLLedger
+from agent_finops.ledger import CostEvent, DecisionRecord, Ledger, RunRecord, SpanRecord
 from agent_finops.sinks._base import Records
 
 __all__ = ["InlineLedgerSink", "LedgerWriter"]
@@ -29,7 +29,7 @@ _RETRY_DELAYS: Final = (0.05, 0.2, 1.0)
 class InlineLedgerSink:
     """Writes each group in its own transaction on the caller's thread (no background)."""
 
-    def __init__(self, ledger: SQLLedger) -> None:
+    def __init__(self, ledger: Ledger) -> None:
         """Write into `ledger`."""
         self.ledger = ledger
 
@@ -57,7 +57,7 @@ class LedgerWriter:
     written record by record so one poison record cannot block the others.
     """
 
-    def __init__(self, ledger: SQLLedger) -> None:
+    def __init__(self, ledger: Ledger) -> None:
         """Start the writer thread for `ledger`."""
         self.ledger = ledger
         self._cond = threading.Condition()

@@ -1,0 +1,190 @@
+"""The value types of the `BudgetStore` protocol: claims, reservation outcomes, settlements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Literal, NamedTuple
+
+from agent_finops.exceptions import BudgetExceeded
+from agent_finops.ledger._money import MONEY_LIMIT, stored_money
+
+Unit = Literal["usd", "tokens", "calls"]
+ReservationState = Literal["reserved", "settled", "released", "expired"]
+
+UNITS: frozenset[str] = frozenset(("usd", "tokens", "calls"))
+DEFAULT_RESERVATION_TTL = timedelta(minutes=30)
+"""How long a reservation holds budget before `expire` may give it back (crashed worker)."""
+MAX_COUNTER_KEY_LENGTH = 512
+MAX_CALL_ID_LENGTH = 128
+
+_ZERO = Decimal(0)
+_INFINITY = Decimal("Infinity")
+
+
+def exact_amount(value: object, what: str) -> Decimal:
+    """A finite, non-negative, storable `Decimal` from a Decimal, int or decimal string.
+
+    Floats are refused (inexact). More than 18 decimals are rounded half-even to 18, the
+    quantum every backend stores (`MONEY_PLACES`).
+    """
+    if isinstance(value, float) or not isinstance(value, Decimal | int | str):
+        raise TypeError(f"{what} must be a Decimal, not {value!r} (inexact)")
+    amount = value if isinstance(value, Decimal) else Decimal(value)
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"{what} must be a finite amount >= 0, got {value!r}")
+    if amount >= MONEY_LIMIT:
+        raise ValueError(f"{what} must be below {MONEY_LIMIT:.0e}, got {value!r}")
+    return stored_money(amount)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One budget a call counts against, and the call's worst-case amount in its unit."""
+
+    counter_key: str
+    """Identity of the counter: rule, scope values and window (e.g. `daily|team=a|2025-01-02`)."""
+    rule_id: str
+    """The policy rule that owns the budget (reported on refusal)."""
+    unit: Unit
+    """`usd`, `tokens` or `calls`."""
+    limit: Decimal
+    """The cap, in `unit`."""
+    amount: Decimal
+    """Worst-case estimate of this call, in `unit`."""
+    window_end: datetime | None = None
+    """End of the budget window the counter belongs to (None: no window)."""
+    enforce: bool = True
+    """False: shadow / warn only; counted but never refuses."""
+
+    def __post_init__(self) -> None:
+        """Validate, and accept `int` or `str` amounts as exact decimals."""
+        object.__setattr__(self, "limit", exact_amount(self.limit, "Claim.limit"))
+        object.__setattr__(self, "amount", exact_amount(self.amount, "Claim.amount"))
+        if self.unit not in UNITS:
+            raise ValueError(f"Claim.unit must be one of {sorted(UNITS)}, got {self.unit!r}")
+        if not self.counter_key or len(self.counter_key) > MAX_COUNTER_KEY_LENGTH:
+            raise ValueError(f"Claim.counter_key must be 1-{MAX_COUNTER_KEY_LENGTH} characters")
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimUsage:
+    """How full one counter is after the reservation (or now, when refused)."""
+
+    counter_key: str
+    rule_id: str
+    unit: Unit
+    limit: Decimal
+    used: Decimal
+    """spent + reserved on the counter, this call included when granted."""
+    enforce: bool
+
+    @property
+    def fraction(self) -> Decimal:
+        """`used / limit` (Infinity for a zero limit with use), for threshold notifications."""
+        if self.limit > 0:
+            return self.used / self.limit
+        return _INFINITY if self.used > 0 else _ZERO
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An enforced claim that the call would push over its limit."""
+
+    counter_key: str
+    rule_id: str
+    unit: Unit
+    limit: Decimal
+    observed: Decimal
+    """spent + reserved on the counter before this call."""
+    amount: Decimal
+    """The call's estimate that did not fit."""
+
+    def to_error(self, *, trace_id: str | None = None) -> BudgetExceeded:
+        """The `BudgetExceeded` to raise for this refusal."""
+        return BudgetExceeded(
+            f"budget {self.rule_id!r} ({self.counter_key}) would be exceeded: "
+            f"{self.observed} {self.unit} spent or reserved + {self.amount} estimated "
+            f"> limit {self.limit}",
+            rule_id=self.rule_id,
+            limit=self.limit,
+            observed=self.observed,
+            trace_id=trace_id,
+            unit=self.unit,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveResult:
+    """Outcome of `BudgetStore.reserve`."""
+
+    call_id: str
+    usage: tuple[ClaimUsage, ...]
+    """One entry per claim, in claim order."""
+    refusals: tuple[Refusal, ...] = ()
+    """Enforced claims that did not fit, in claim order; empty when granted."""
+    replayed: bool = False
+    """True when this call id had been reserved before: the original result is returned."""
+    state: ReservationState | None = "reserved"
+    """The reservation's state now (None when refused: nothing was reserved)."""
+
+    @property
+    def granted(self) -> bool:
+        """True when every claim was reserved."""
+        return not self.refusals
+
+    @property
+    def refused(self) -> Refusal | None:
+        """The first refusal, if any."""
+        return self.refusals[0] if self.refusals else None
+
+    def raise_if_refused(self, *, trace_id: str | None = None) -> None:
+        """Raise `BudgetExceeded` (limit, observed, rule_id as attributes) if refused."""
+        if self.refusals:
+            raise self.refusals[0].to_error(trace_id=trace_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Overrun:
+    """A claim whose settled actual amount exceeded the amount reserved for it."""
+
+    counter_key: str
+    rule_id: str
+    unit: Unit
+    reserved: Decimal
+    """The call's estimate on this counter."""
+    actual: Decimal
+    """What was charged (more than `reserved`)."""
+
+    @property
+    def excess(self) -> Decimal:
+        """`actual - reserved` (> 0)."""
+        return self.actual - self.reserved
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """Outcome of `BudgetStore.settle`: truthy iff this call recorded the spend now.
+
+    Falsy when the reservation was already settled, was released, or never existed (every
+    settle after the first is a no-op), so `if store.settle(...):` reads as before.
+    """
+
+    call_id: str
+    settled: bool
+    overruns: tuple[Overrun, ...] = ()
+    """Claims whose actual amount exceeded their reservation, in claim order (the policy
+    engine records an `overrun` decision for each). Empty when not settled now."""
+
+    def __bool__(self) -> bool:
+        """Whether the spend was recorded by this call."""
+        return self.settled
+
+
+class CounterState(NamedTuple):
+    """A counter as stored."""
+
+    spent: Decimal
+    reserved: Decimal
+    limit: Decimal

@@ -1,0 +1,418 @@
+"""The storage interfaces: `Ledger` (runs, spans, costs, decisions, approvals) and `BudgetStore`.
+
+Callers (tracker, policy engine, approval service, CLI, reports, integrations) are typed to
+these protocols, never to a backend. Backends: `InMemoryLedger` (the reference), `SQLLedger`
+(SQLite, PostgreSQL). Every backend must pass the conformance suite in
+`agent_finops.conformance`; a new backend usually subclasses `LedgerBase`, which provides the
+async twins and the context manager.
+
+Errors, the same on every backend: a missing record raises a `NotFound` subclass
+(`RunNotFound`, `ApprovalNotFound`, `LedgerNotFound`), a second decision `AlreadyDecided`,
+and a storage fault `LedgerError` whose `retryable` says whether trying again can help. No
+driver exception (SQLAlchemy, DBAPI) escapes a public call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from decimal import Decimal
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from agent_finops.ledger._budget import (
+    DEFAULT_RESERVATION_TTL,
+    Claim,
+    CounterState,
+    ReservationState,
+    ReserveResult,
+    Settlement,
+)
+from agent_finops.ledger._records import (
+    ApprovalRecord,
+    ApprovalStatus,
+    CostEvent,
+    DecidedStatus,
+    DecisionRecord,
+    RunRecord,
+    RunSummary,
+    SpanRecord,
+    TraceData,
+)
+
+__all__ = ["BudgetStore", "Clock", "Ledger"]
+
+Clock = Callable[[], datetime]
+"""Returns the current time as an aware datetime."""
+
+
+@runtime_checkable
+class BudgetStore(Protocol):
+    """Atomic budget reservations: hold a call's worst case on all its budgets, then settle it.
+
+    Never check-then-charge. `reserve` checks *and* reserves on every claim of a call, all or
+    none, serialized against every other caller of the same budgets (threads and processes);
+    `settle` moves the reservation into `spent` at the actual amounts; `release` gives it
+    back when the call failed; `expire` gives back reservations whose worker died. Every
+    operation is idempotent by call id. A store never falls back to a local counter when its
+    database is unreachable (that would split one budget into several): it raises
+    `LedgerError`. Reservation states::
+
+        reserved ──settle──▶ settled
+           │  └───release──▶ released ◀──release── expired
+           └──────expire───▶ expired ──settle──▶ settled   (a late answer's spend is real)
+
+    Designed for budget leases (issue 12). A later store may let each process take a
+    *lease*, a slice of a budget's remaining headroom reserved in the database in one
+    transaction, and decide `reserve` calls locally until the slice is used up (slices
+    shrinking as the budget nears its limit, so the sum of leases never exceeds it). That
+    store fits behind this interface unchanged, because callers only ever:
+
+    - ask for a decision (`reserve`) and get an outcome value, never read a counter to
+      decide for themselves, and never assume one round trip per call: a lease store
+      answers from its slice and goes to the database only to refill it;
+    - learn how full a budget is from `ReserveResult.usage` (for thresholds), which a lease
+      store computes from its own view (spent + reserved as last seen, plus its leases);
+    - hand back what they did not use through `settle`/`release` (returned to the slice,
+      settled in batches), and `close()` the store (or leave its `with` block) when the
+      process is done, which is where a lease store returns unused slices and flushes
+      pending settlements; `expire` reclaims the leases of dead workers as it reclaims
+      their reservations today;
+    - read `counter()` for reports and tests only: a lease is itself a reservation on the
+      counter, so `spent + reserved <= limit` (what the conformance races check) still
+      holds, with leased headroom counted as reserved.
+
+    `Settlement` is a value rather than a bool for the same reason: it can carry more (what
+    was charged, overruns) without changing callers that test its truth.
+    """
+
+    def reserve(
+        self,
+        call_id: str,
+        claims: Sequence[Claim],
+        *,
+        trace_id: str | None,
+        now: datetime | None = None,
+        ttl: timedelta | None = None,
+    ) -> ReserveResult:
+        """Reserve `amount` on every claim's counter, all or none.
+
+        Refused when, for any enforced claim, spent + reserved + amount > limit; nothing is
+        reserved then, and a later retry with the same call id is evaluated afresh.
+        Reserving a granted call id again returns the original result (`replayed=True`).
+        Before refusing, expired reservations are given back and the call is tried again.
+        Raises ValueError for an empty or too long call id or a counter named twice, and
+        `ConfigurationError` when a counter already counts another unit.
+        """
+        ...
+
+    def settle(
+        self,
+        call_id: str,
+        actual: Mapping[str, Decimal | int | None],
+        *,
+        now: datetime | None = None,
+    ) -> Settlement:
+        """Charge the actual amounts (by unit: `usd`, `tokens`, `calls`) and free the estimate.
+
+        The actual amount is recorded even when above the estimate (reported in
+        `Settlement.overruns`). A unit missing from `actual`, or None (unknown cost), is
+        charged its reserved estimate, never zero. The result is truthy iff this call
+        recorded the spend; settling again, or after a release, is a no-op. A reservation
+        that expired is still settled: the spend is real.
+        """
+        ...
+
+    def release(self, call_id: str, *, now: datetime | None = None) -> bool:
+        """Give the reservation back (the call failed or never ran); idempotent.
+
+        Returns True if reserved amounts were returned now. Settling afterwards is a no-op.
+        """
+        ...
+
+    def expire(self, now: datetime | None = None) -> list[str]:
+        """Give back every reservation past its expiry (its worker died); their call ids."""
+        ...
+
+    def purge(self, finished_before: datetime) -> int:
+        """Delete settled, released and expired reservations finished before a moment.
+
+        Idempotency holds for as long as a reservation is kept: purge only what no retry
+        can still reach. Counters are untouched. Returns the number of reservations deleted.
+        """
+        ...
+
+    def reservation(
+        self,
+        call_id: str,
+        claims: Sequence[Claim],
+        *,
+        trace_id: str | None,
+        ttl: timedelta | None = None,
+    ) -> AbstractContextManager[ReserveResult]:
+        """Reserve around a block: raise `BudgetExceeded` if refused, release on error.
+
+        Settle inside the block with the actual amounts; if the block ends without settling,
+        the call is charged its estimates (an unknown cost is never recorded as zero).
+        """
+        ...
+
+    def counter(self, counter_key: str) -> CounterState | None:
+        """(spent, reserved, limit) of a counter, or None if it was never claimed."""
+        ...
+
+    def reservation_state(self, call_id: str) -> ReservationState | None:
+        """State of a call's reservation, or None if there is none (or it was purged)."""
+        ...
+
+    def close(self) -> None:
+        """Return what the store holds (connections; with leases, unused headroom)."""
+        ...
+
+    def __enter__(self) -> Self:
+        """Return the store; it closes on exit."""
+        ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the store."""
+        ...
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """Where runs, spans, cost events, policy decisions and approval requests are kept.
+
+    Thread-safe. `setup()` is safe to call any number of times (and from several processes
+    at once). Writes are idempotent: runs and spans are upserted by id (the latest state
+    wins); events, decisions and approval requests are inserted once by id (a repeated id
+    is ignored). Reads return fresh records; datetimes come back in UTC; money is exact to
+    18 decimal places below 1e20 on every backend (`MONEY_PLACES`, `MONEY_LIMIT`; see
+    docs/ledger.md).
+
+    Ids: `get_*`/`load_*`/`resolve_*` of one record raise a `NotFound` subclass when there is
+    none, with `candidates` when a prefix is ambiguous; `find_*` return None instead. A
+    human-typed id may be a unique prefix wherever the parameter is named `id_or_prefix`.
+
+    Async twins (`a...`) exist for the calls integrations make from async code (LangGraph
+    `ainvoke`, CrewAI `kickoff_async`); `LedgerBase` implements them once, by running the
+    sync method in a worker thread.
+    """
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create or migrate the storage; safe to call any number of times."""
+        ...
+
+    def close(self) -> None:
+        """Release connections (budget stores from `budget_store()` are closed separately)."""
+        ...
+
+    def __enter__(self) -> Self:
+        """Return the ledger; it closes on exit."""
+        ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the ledger."""
+        ...
+
+    # -- runs, spans, events, decisions -----------------------------------------------------
+
+    def write(
+        self,
+        *,
+        runs: Sequence[RunRecord] = (),
+        spans: Sequence[SpanRecord] = (),
+        events: Sequence[CostEvent] = (),
+        decisions: Sequence[DecisionRecord] = (),
+    ) -> None:
+        """Write records in one transaction: all of them or none (idempotent, see above).
+
+        A record the ledger cannot store (a required field missing, a naive datetime, money
+        out of range) raises `LedgerError` with `retryable=False` and nothing is written.
+        """
+        ...
+
+    def list_runs(self, *, limit: int = 20, thread_id: str | None = None) -> list[RunSummary]:
+        """The most recent runs (of one thread, if given) with their totals, newest first."""
+        ...
+
+    def thread_runs(self, thread_id: str) -> list[RunRecord]:
+        """Every run of a thread, oldest first (empty if the thread has none)."""
+        ...
+
+    def resolve_run_id(self, id_or_prefix: str) -> str:
+        """The full trace id of a run from its id or a unique prefix.
+
+        Raises `RunNotFound` when no run matches, with `candidates` (the matching ids) when
+        the prefix matches several (uuid7 ids of runs started close together share long
+        prefixes).
+        """
+        ...
+
+    def resolve_thread_id(self, id_or_prefix: str) -> str | None:
+        """The full thread id from an id or a unique prefix of one; None if no run has it.
+
+        Raises `RunNotFound` with `candidates` when the prefix matches several threads.
+        (None, not an error, so that a command taking "a run or a thread" can try both.)
+        """
+        ...
+
+    def load_trace(self, trace_id: str) -> TraceData:
+        """The run, its spans (by start) and its cost events (by time); `RunNotFound` if none."""
+        ...
+
+    def decisions_for(self, trace_id: str) -> list[DecisionRecord]:
+        """Every policy decision recorded for a run, oldest first."""
+        ...
+
+    # -- approvals ------------------------------------------------------------------------
+
+    def add_approval(self, approval: ApprovalRecord) -> ApprovalRecord:
+        """Persist a new approval request (idempotent by `approval_id`); the stored record."""
+        ...
+
+    def get_approval(self, id_or_prefix: str) -> ApprovalRecord:
+        """An approval request by id or unique prefix; `ApprovalNotFound` if none matches."""
+        ...
+
+    def find_approval(self, approval_id: str) -> ApprovalRecord | None:
+        """An approval request by its full id, or None."""
+        ...
+
+    def list_approvals(
+        self,
+        *,
+        status: ApprovalStatus | None = None,
+        trace_id: str | None = None,
+        thread_id: str | None = None,
+        limit: int = 50,
+    ) -> list[ApprovalRecord]:
+        """Approval requests, newest first, optionally filtered."""
+        ...
+
+    def due_approvals(self, now: datetime, *, limit: int = 100) -> list[ApprovalRecord]:
+        """Pending requests whose `expires_at` is at or before `now`, soonest expiry first."""
+        ...
+
+    def decide_approval(
+        self,
+        approval_id: str,
+        *,
+        status: DecidedStatus,
+        by: str,
+        at: datetime,
+        reason: str | None = None,
+        extra: Decimal | None = None,
+    ) -> ApprovalRecord:
+        """Decide a *pending* request (id or unique prefix), atomically: first decision wins.
+
+        `status` is `approved`, `denied` or `expired` (an expiry is decided like any other
+        decision, e.g. `by="expiry"`). Raises `ApprovalNotFound` for an unknown id and
+        `AlreadyDecided` if the request was decided (or expired) before.
+        """
+        ...
+
+    def take_decision(
+        self, *, thread_id: str | None, trace_id: str | None, at: datetime
+    ) -> ApprovalRecord | None:
+        """The oldest decided (or expired), not yet applied request of a run, marked applied.
+
+        The run is its thread when `thread_id` is given, else its trace. Atomic: several
+        workers resuming the same thread take each decision exactly once between them.
+        """
+        ...
+
+    def has_open_requests(self, *, thread_id: str | None, trace_id: str | None) -> bool:
+        """Whether a run has a pending request or a decision it has not taken up yet."""
+        ...
+
+    def mark_applied(self, approval_id: str, *, at: datetime) -> None:
+        """Record that the run took up this request's decision (no-op if it was already)."""
+        ...
+
+    # -- budgets --------------------------------------------------------------------------
+
+    def budget_store(
+        self, *, clock: Clock | None = None, default_ttl: timedelta = DEFAULT_RESERVATION_TTL
+    ) -> BudgetStore:
+        """A budget store on the same database (close it before the ledger).
+
+        `clock` gives "now" when an operation is not given one; `default_ttl` is how long
+        a reservation holds budget before `expire` may give it back.
+        """
+        ...
+
+    # -- async twins ----------------------------------------------------------------------
+
+    async def awrite(
+        self,
+        *,
+        runs: Sequence[RunRecord] = (),
+        spans: Sequence[SpanRecord] = (),
+        events: Sequence[CostEvent] = (),
+        decisions: Sequence[DecisionRecord] = (),
+    ) -> None:
+        """Async twin of `write`."""
+        ...
+
+    async def aload_trace(self, trace_id: str) -> TraceData:
+        """Async twin of `load_trace`."""
+        ...
+
+    async def aget_approval(self, id_or_prefix: str) -> ApprovalRecord:
+        """Async twin of `get_approval`."""
+        ...
+
+    async def afind_approval(self, approval_id: str) -> ApprovalRecord | None:
+        """Async twin of `find_approval`."""
+        ...
+
+    async def alist_approvals(
+        self,
+        *,
+        status: ApprovalStatus | None = None,
+        trace_id: str | None = None,
+        thread_id: str | None = None,
+        limit: int = 50,
+    ) -> list[ApprovalRecord]:
+        """Async twin of `list_approvals`."""
+        ...
+
+    async def adecide_approval(
+        self,
+        approval_id: str,
+        *,
+        status: DecidedStatus,
+        by: str,
+        at: datetime,
+        reason: str | None = None,
+        extra: Decimal | None = None,
+    ) -> ApprovalRecord:
+        """Async twin of `decide_approval`."""
+        ...
+
+    async def atake_decision(
+        self, *, thread_id: str | None, trace_id: str | None, at: datetime
+    ) -> ApprovalRecord | None:
+        """Async twin of `take_decision`."""
+        ...
+
+    async def ahas_open_requests(self, *, thread_id: str | None, trace_id: str | None) -> bool:
+        """Async twin of `has_open_requests`."""
+        ...
+
+    async def amark_applied(self, approval_id: str, *, at: datetime) -> None:
+        """Async twin of `mark_applied`."""
+        ...

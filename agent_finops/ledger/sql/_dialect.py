@@ -1,0 +1,139 @@
+"""What the SQL backend asks of a database dialect; `dialect_named` picks SQLite or PostgreSQL.
+
+The ledger and the budget store are written once against `SQLDialect` and `BudgetBackend`;
+everything that differs between databases (engine options, upsert constructs, schema locks,
+migration SQL, the budget hot path) is a method of a dialect, implemented in `_sqlite.py` and
+`_postgres.py`. No other module tests a dialect's name.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from sqlalchemy import Table
+from sqlalchemy.engine import URL, Connection, Engine
+
+from agent_finops.exceptions import ConfigurationError
+from agent_finops.ledger._budget import (
+    Claim,
+    CounterState,
+    ReservationState,
+    ReserveResult,
+    Settlement,
+)
+from agent_finops.ledger.sql._connections import KeptConnections
+
+__all__ = ["SUPPORTED", "BudgetBackend", "SQLDialect", "dialect_named"]
+
+SUPPORTED = ("sqlite", "postgresql")
+
+
+class BudgetBackend(ABC):
+    """A budget store's operations on one database (arguments already validated)."""
+
+    def __init__(self, connections: KeptConnections) -> None:
+        """Run on `connections`."""
+        self.connections = connections
+
+    @abstractmethod
+    def reserve(
+        self,
+        call_id: str,
+        claims: Sequence[Claim],
+        trace_id: str | None,
+        now: datetime,
+        expires_at: datetime,
+    ) -> ReserveResult:
+        """Reserve once (no expire-and-retry)."""
+
+    @abstractmethod
+    def finish(
+        self,
+        call_id: str,
+        now: datetime,
+        target: ReservationState,
+        charges: Mapping[str, Decimal | None],
+    ) -> Settlement:
+        """Settle or release; `settled` of the result: whether anything changed now."""
+
+    @abstractmethod
+    def expire(self, now: datetime) -> list[str]:
+        """Expire the reservations due at `now`; their call ids, sorted."""
+
+    @abstractmethod
+    def purge(self, finished_before: datetime) -> int:
+        """Delete finished reservations; how many."""
+
+    @abstractmethod
+    def counter(self, counter_key: str) -> CounterState | None:
+        """A counter's values."""
+
+    @abstractmethod
+    def reservation_state(self, call_id: str) -> ReservationState | None:
+        """A reservation's state."""
+
+    def close(self) -> None:
+        """Return the kept connections."""
+        self.connections.close()
+
+
+class SQLDialect(ABC):
+    """The database-specific parts of the SQL ledger."""
+
+    name: ClassVar[str]
+    money_as_text: ClassVar[bool]
+    """True: money is stored as canonical decimal text (no exact decimal type); False:
+    NUMERIC(38, 18)."""
+
+    @abstractmethod
+    def create_engine(self, url: URL, *, create: bool, engine_kwargs: dict[str, Any]) -> Engine:
+        """An engine for `url`; with `create=False`, `LedgerNotFound` rather than a new file."""
+
+    @abstractmethod
+    def insert(self, table: Table) -> Any:
+        """The dialect's INSERT construct (with `on_conflict_do_update` / `_do_nothing`)."""
+
+    @abstractmethod
+    def begin_schema_change(self, conn: Connection) -> None:
+        """Start the transaction of `setup()`, holding a lock other processes' setups wait on."""
+
+    @abstractmethod
+    def backfill_thread_ids(self, conn: Connection) -> None:
+        """Schema v3: copy the thread id v2 kept in a run's `thread_id` tag into its column."""
+
+    @abstractmethod
+    def drop_column(self, conn: Connection, table: str, column: str) -> None:
+        """Drop a column if the database can (a column left in place must be nullable)."""
+
+    @abstractmethod
+    def budget_backend(
+        self, engine: Engine, *, durable_commits: bool, max_idle_connections: int
+    ) -> BudgetBackend:
+        """The budget store's hot path on this database."""
+
+
+_DIALECTS: dict[str, SQLDialect] = {}
+
+
+def dialect_named(name: str, *, url: str | None = None) -> SQLDialect:
+    """The dialect serving databases of this SQLAlchemy backend name (`url`: for the error)."""
+    found = _DIALECTS.get(name)
+    if found is not None:
+        return found
+    from agent_finops.ledger.sql import _postgres, _sqlite  # they build on this module
+
+    _DIALECTS.update(sqlite=_sqlite.SQLITE, postgresql=_postgres.POSTGRES)
+    found = _DIALECTS.get(name)
+    if found is None:
+        where = f"cannot open ledger URL {url}: " if url else ""
+        raise ConfigurationError(
+            where + "the SQL ledger supports SQLite and PostgreSQL",
+            field="url",
+            value=name,
+            expected=" or ".join(SUPPORTED),
+        )
+    return found

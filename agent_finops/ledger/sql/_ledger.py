@@ -1,0 +1,556 @@
+"""`SQLLedger`: the `Ledger` protocol on SQLite (default, a WAL file) or PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Self, TypeVar
+
+from sqlalchemy import Engine, Table, select
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError
+
+from agent_finops.attribution import STANDARD_TAGS
+from agent_finops.exceptions import (
+    AlreadyDecided,
+    ApprovalNotFound,
+    ConfigurationError,
+    FinOpsError,
+    LedgerError,
+    LedgerNotFound,
+    MissingDependencyError,
+    NotFound,
+    RunNotFound,
+)
+from agent_finops.ledger._base import LedgerBase, check_limit, check_status
+from agent_finops.ledger._budget import DEFAULT_RESERVATION_TTL
+from agent_finops.ledger._money import EXACT
+from agent_finops.ledger._protocol import BudgetStore, Clock, Ledger
+from agent_finops.ledger._records import (
+    ApprovalRecord,
+    ApprovalStatus,
+    CostEvent,
+    DecidedStatus,
+    DecisionRecord,
+    RunRecord,
+    RunSummary,
+    SpanRecord,
+    TraceData,
+)
+from agent_finops.ledger.sql._budget_store import DEFAULT_MAX_IDLE_CONNECTIONS, SQLBudgetStore
+from agent_finops.ledger.sql._dialect import SQLDialect, dialect_named
+from agent_finops.ledger.sql._faults import faults, shown_url
+from agent_finops.ledger.sql._migrations import set_up, stored_version
+from agent_finops.ledger.sql._tables import approvals as _approvals
+from agent_finops.ledger.sql._tables import cost_events as _events
+from agent_finops.ledger.sql._tables import decisions as _decisions
+from agent_finops.ledger.sql._tables import runs as _runs
+from agent_finops.ledger.sql._tables import spans as _spans
+
+__all__ = ["DEFAULT_URL", "SQLLedger"]
+
+DEFAULT_URL = "sqlite:///agent-finops.sqlite"
+"""Used when neither an argument nor `AGENT_FINOPS_DB_URL` gives a URL."""
+MAX_CANDIDATES = 20
+"""How many matching ids a `NotFound` for an ambiguous prefix carries."""
+_DECIDED = ("approved", "denied", "expired")
+_R = TypeVar("_R")
+
+
+def _columns(table: Table, record: Any) -> list[Any]:
+    """The table's columns that are fields of `record`, in field order."""
+    return [table.c[f.name] for f in dataclasses.fields(record)]
+
+
+_RUN_COLUMNS = _columns(_runs, RunRecord)
+_SPAN_COLUMNS = _columns(_spans, SpanRecord)
+_EVENT_COLUMNS = _columns(_events, CostEvent)
+_DECISION_COLUMNS = _columns(_decisions, DecisionRecord)
+_APPROVAL_COLUMNS = _columns(_approvals, ApprovalRecord)
+
+
+class SQLLedger(LedgerBase):
+    """A `Ledger` on SQLite or PostgreSQL, through SQLAlchemy Core; thread-safe.
+
+    `SQLLedger.from_url(url)` opens one; `budget_store()` gives a `BudgetStore` on the same
+    database. `engine` is the SQLAlchemy engine (for your own queries and for tests).
+    """
+
+    def __init__(self, engine: Engine, *, auto_setup: bool = True) -> None:
+        """Wrap an engine (SQLite or PostgreSQL). Prefer `SQLLedger.from_url`."""
+        self.engine = engine
+        self.dialect: str = engine.dialect.name
+        """The database's SQLAlchemy dialect name: `sqlite` or `postgresql`."""
+        self._sql: SQLDialect = dialect_named(self.dialect)
+        self._setup_lock = threading.Lock()
+        self._ready = False
+        self._statements: dict[tuple[str, str], Any] = {}
+        if auto_setup:
+            self.setup()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | None = None,
+        *,
+        create: bool = True,
+        auto_setup: bool = True,
+        **engine_kwargs: Any,
+    ) -> Self:
+        """Open a ledger; also usable as `with SQLLedger.from_url(url) as ledger:`.
+
+        SQLite files get WAL journaling, `synchronous=NORMAL` and a busy timeout so several
+        processes can share one file; `sqlite://` (no path) is a private in-memory ledger.
+        `postgresql+psycopg://...` opens PostgreSQL (`pip install 'agent-finops[postgres]'`).
+
+        With `create=False` (read-only commands) nothing is created: a SQLite path that does
+        not exist, or a database without ledger tables, raises `LedgerNotFound`. A malformed
+        or unsupported URL raises `ConfigurationError` naming it; a database that cannot be
+        reached raises `LedgerError`.
+        """
+        text = url or DEFAULT_URL
+        parsed = _parse(text)
+        dialect = dialect_named(parsed.get_backend_name(), url=shown_url(text))
+        try:
+            engine = dialect.create_engine(parsed, create=create, engine_kwargs=engine_kwargs)
+        except FinOpsError:
+            raise
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"cannot open {shown_url(text)}: {exc} (for PostgreSQL: "
+                "pip install 'agent-finops[postgres]')"
+            ) from exc
+        except (ArgumentError, TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"cannot open ledger URL {shown_url(text)}: {exc}", field="url"
+            ) from exc
+        ledger = cls(engine, auto_setup=False)
+        try:
+            if not create:
+                ledger._require_ledger()
+            if auto_setup:
+                ledger.setup()
+        except BaseException:
+            engine.dispose()
+            raise
+        return ledger
+
+    @property
+    def url(self) -> str:
+        """The database URL, password hidden."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        """Release connections (budget stores hold their own: close them first)."""
+        self.engine.dispose()
+
+    # -- schema -------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create tables or migrate them to `SCHEMA_VERSION`; safe to call any number of times."""
+        if self._ready:
+            return
+        with self._setup_lock:
+            if self._ready:
+                return
+            with faults(f"cannot set up the ledger at {self.url}"):
+                set_up(self.engine, self._sql)
+            self._ready = True
+
+    def schema_version(self) -> int:
+        """The schema version stored in the database (0 before `setup()`)."""
+        with faults("cannot read the ledger's schema version"), self.engine.connect() as conn:
+            return stored_version(conn) or 0
+
+    def _require_ledger(self) -> None:
+        with faults(f"cannot open the ledger at {self.url}"), self.engine.connect() as conn:
+            if stored_version(conn) is None:
+                raise LedgerNotFound(f"no agent-finops ledger at {self.url}", key=self.url)
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[Connection]:
+        with faults(f"cannot read {what} from the ledger"), self.engine.connect() as conn:
+            yield conn
+
+    # -- writes -------------------------------------------------------------------------
+
+    def write(
+        self,
+        *,
+        runs: Sequence[RunRecord] = (),
+        spans: Sequence[SpanRecord] = (),
+        events: Sequence[CostEvent] = (),
+        decisions: Sequence[DecisionRecord] = (),
+    ) -> None:
+        """Write records in one transaction: all of them or none (see `Ledger.write`)."""
+        if not (runs or spans or events or decisions):
+            return
+        # Runs and spans (upserted, and the rows concurrent writers share) go in key order,
+        # so writers of overlapping batches lock them in one order; one given twice in a batch
+        # is written in its last state (one statement cannot upsert a row twice). Events and
+        # decisions keep their order: it breaks ties of their timestamps when read back.
+        with faults("ledger write failed, nothing written"), self.engine.begin() as conn:
+            if runs:
+                latest = {r.trace_id: r for r in runs}
+                rows = [_row(latest[key]) for key in sorted(latest)]
+                conn.execute(self._upsert(_runs, "trace_id"), rows)
+            if spans:
+                last = {s.span_id: s for s in spans}
+                conn.execute(self._upsert(_spans, "span_id"), [_row(last[k]) for k in sorted(last)])
+            if events:
+                conn.execute(self._insert_ignore(_events), [_event_row(e) for e in events])
+            if decisions:
+                conn.execute(self._insert_ignore(_decisions), [_row(d) for d in decisions])
+
+    def _upsert(self, table: Table, key: str) -> Any:
+        # Built once per table: building `on_conflict_do_update` (its `excluded` column
+        # proxies) on every batch cost more than executing it.
+        stmt = self._statements.get((table.name, key))
+        if stmt is None:
+            insert = self._sql.insert(table)
+            updates = {c.name: insert.excluded[c.name] for c in table.columns if c.name != key}
+            stmt = insert.on_conflict_do_update(index_elements=[key], set_=updates)
+            self._statements[table.name, key] = stmt
+        return stmt
+
+    def _insert_ignore(self, table: Table) -> Any:
+        stmt = self._statements.get((table.name, ""))
+        if stmt is None:
+            stmt = self._sql.insert(table).on_conflict_do_nothing()
+            self._statements[table.name, ""] = stmt
+        return stmt
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def list_runs(self, *, limit: int = 20, thread_id: str | None = None) -> list[RunSummary]:
+        """See `Ledger.list_runs`."""
+        check_limit(limit)
+        query = select(*_RUN_COLUMNS).order_by(_runs.c.started_at.desc()).limit(limit)
+        if thread_id is not None:
+            query = query.where(_runs.c.thread_id == thread_id)
+        with self._reading("runs") as conn:
+            found = [RunRecord(**row._mapping) for row in conn.execute(query)]
+            ids = [r.trace_id for r in found]
+            rows = (
+                conn.execute(
+                    select(_events.c.trace_id, _events.c.kind, _events.c.cost).where(
+                        _events.c.trace_id.in_(ids)
+                    )
+                ).all()
+                if ids
+                else []
+            )
+        cost: dict[str, Decimal] = {i: Decimal(0) for i in ids}
+        counts: dict[str, list[int]] = {i: [0, 0, 0] for i in ids}  # unpriced, model, tool
+        for trace_id, kind, amount in rows:
+            if amount is None:
+                counts[trace_id][0] += 1
+            else:
+                cost[trace_id] = EXACT.add(cost[trace_id], amount)
+            counts[trace_id][1 if kind == "model" else 2] += 1
+        return [RunSummary(r, cost[r.trace_id], *counts[r.trace_id]) for r in found]
+
+    def thread_runs(self, thread_id: str) -> list[RunRecord]:
+        """See `Ledger.thread_runs`."""
+        query = (
+            select(*_RUN_COLUMNS)
+            .where(_runs.c.thread_id == thread_id)
+            .order_by(_runs.c.started_at, _runs.c.trace_id)
+        )
+        with self._reading("runs") as conn:
+            return [RunRecord(**row._mapping) for row in conn.execute(query)]
+
+    def resolve_run_id(self, id_or_prefix: str) -> str:
+        """See `Ledger.resolve_run_id`."""
+        key = _runs.c.trace_id
+        with self._reading("runs") as conn:
+            if conn.execute(select(key).where(key == id_or_prefix)).first() is not None:
+                return id_or_prefix
+            matches = _prefixed(conn, key, id_or_prefix)
+        return _one(id_or_prefix, matches, RunNotFound, "run")
+
+    def resolve_thread_id(self, id_or_prefix: str) -> str | None:
+        """See `Ledger.resolve_thread_id`."""
+        key = _runs.c.thread_id
+        with self._reading("threads") as conn:
+            if conn.execute(select(key).where(key == id_or_prefix).limit(1)).first() is not None:
+                return id_or_prefix
+            matches = _prefixed(conn, key, id_or_prefix)
+        if not matches:
+            return None
+        return _one(id_or_prefix, matches, RunNotFound, "thread")
+
+    def load_trace(self, trace_id: str) -> TraceData:
+        """See `Ledger.load_trace`."""
+        with self._reading("a trace") as conn:
+            run = conn.execute(select(*_RUN_COLUMNS).where(_runs.c.trace_id == trace_id)).first()
+            if run is None:
+                raise RunNotFound(f"no run {trace_id!r} in the ledger", key=trace_id)
+            found_spans = conn.execute(
+                select(*_SPAN_COLUMNS)
+                .where(_spans.c.trace_id == trace_id)
+                .order_by(_spans.c.started_at)
+            )
+            spans = [SpanRecord(**row._mapping) for row in found_spans]
+            found_events = conn.execute(
+                select(*_EVENT_COLUMNS)
+                .where(_events.c.trace_id == trace_id)
+                .order_by(_events.c.created_at)
+            )
+            events = [CostEvent(**row._mapping) for row in found_events]
+        return TraceData(run=RunRecord(**run._mapping), spans=spans, events=events)
+
+    def decisions_for(self, trace_id: str) -> list[DecisionRecord]:
+        """See `Ledger.decisions_for`."""
+        query = (
+            select(*_DECISION_COLUMNS)
+            .where(_decisions.c.trace_id == trace_id)
+            .order_by(_decisions.c.created_at)
+        )
+        with self._reading("decisions") as conn:
+            return [DecisionRecord(**row._mapping) for row in conn.execute(query)]
+
+    # -- approvals ----------------------------------------------------------------------
+
+    def add_approval(self, approval: ApprovalRecord) -> ApprovalRecord:
+        """See `Ledger.add_approval`."""
+        with faults("cannot record approval request"), self.engine.begin() as conn:
+            conn.execute(self._insert_ignore(_approvals), [_row(approval)])
+        stored = self.find_approval(approval.approval_id)
+        if stored is None:  # pragma: no cover - deleted by hand between the two statements
+            raise LedgerError(f"approval request {approval.approval_id} vanished after insert")
+        return stored
+
+    def get_approval(self, id_or_prefix: str) -> ApprovalRecord:
+        """See `Ledger.get_approval`."""
+        key = _approvals.c.approval_id
+        with self._reading("approval requests") as conn:
+            row = conn.execute(select(*_APPROVAL_COLUMNS).where(key == id_or_prefix)).first()
+            if row is None:
+                matches = _prefixed(conn, key, id_or_prefix)
+                found = _one(id_or_prefix, matches, ApprovalNotFound, "approval request")
+                row = conn.execute(select(*_APPROVAL_COLUMNS).where(key == found)).first()
+        if row is None:  # pragma: no cover - deleted by hand between the two statements
+            raise ApprovalNotFound(f"no approval request {id_or_prefix!r}", key=id_or_prefix)
+        return ApprovalRecord(**row._mapping)
+
+    def find_approval(self, approval_id: str) -> ApprovalRecord | None:
+        """See `Ledger.find_approval`."""
+        query = select(*_APPROVAL_COLUMNS).where(_approvals.c.approval_id == approval_id)
+        with self._reading("approval requests") as conn:
+            row = conn.execute(query).first()
+        return None if row is None else ApprovalRecord(**row._mapping)
+
+    def list_approvals(
+        self,
+        *,
+        status: ApprovalStatus | None = None,
+        trace_id: str | None = None,
+        thread_id: str | None = None,
+        limit: int = 50,
+    ) -> list[ApprovalRecord]:
+        """See `Ledger.list_approvals`."""
+        check_limit(limit)
+        query = select(*_APPROVAL_COLUMNS).order_by(_approvals.c.created_at.desc()).limit(limit)
+        if status is not None:
+            query = query.where(_approvals.c.status == status)
+        if trace_id is not None:
+            query = query.where(_approvals.c.trace_id == trace_id)
+        if thread_id is not None:
+            query = query.where(_approvals.c.thread_id == thread_id)
+        with self._reading("approval requests") as conn:
+            return [ApprovalRecord(**row._mapping) for row in conn.execute(query)]
+
+    def due_approvals(self, now: datetime, *, limit: int = 100) -> list[ApprovalRecord]:
+        """See `Ledger.due_approvals`."""
+        check_limit(limit)
+        query = (
+            select(*_APPROVAL_COLUMNS)
+            .where(
+                _approvals.c.status == "pending",
+                _approvals.c.expires_at.is_not(None),
+                _approvals.c.expires_at <= _aware(now, "now"),
+            )
+            .order_by(_approvals.c.expires_at, _approvals.c.approval_id)
+            .limit(limit)
+        )
+        with self._reading("approval requests") as conn:
+            return [ApprovalRecord(**row._mapping) for row in conn.execute(query)]
+
+    def decide_approval(
+        self,
+        approval_id: str,
+        *,
+        status: DecidedStatus,
+        by: str,
+        at: datetime,
+        reason: str | None = None,
+        extra: Decimal | None = None,
+    ) -> ApprovalRecord:
+        """See `Ledger.decide_approval`."""
+        check_status(status)
+        at = _aware(at, "at")
+        found = self.get_approval(approval_id)
+        table = _approvals
+        with faults("cannot record the approval decision"), self.engine.begin() as conn:
+            result = conn.execute(
+                table.update()
+                .where(table.c.approval_id == found.approval_id, table.c.status == "pending")
+                .values(status=status, decided_by=by, decided_at=at, reason=reason, extra=extra)
+            )
+        current = self.find_approval(found.approval_id) or found
+        if result.rowcount != 1:
+            raise AlreadyDecided(
+                found.approval_id,
+                status=current.status,
+                decided_by=current.decided_by,
+                decided_at=current.decided_at,
+            )
+        return current
+
+    def take_decision(
+        self, *, thread_id: str | None, trace_id: str | None, at: datetime
+    ) -> ApprovalRecord | None:
+        """See `Ledger.take_decision`."""
+        at = _aware(at, "at")
+        table = _approvals
+        query = (
+            select(*_APPROVAL_COLUMNS)
+            .where(table.c.status.in_(_DECIDED), table.c.applied_at.is_(None))
+            .order_by(table.c.created_at)
+        )
+        query = query.where(_of_run(thread_id, trace_id))
+        with self._reading("approval requests") as conn:
+            candidates = [ApprovalRecord(**row._mapping) for row in conn.execute(query)]
+        for request in candidates:
+            with faults("cannot take up an approval decision"), self.engine.begin() as conn:
+                won = conn.execute(
+                    table.update()
+                    .where(table.c.approval_id == request.approval_id, table.c.applied_at.is_(None))
+                    .values(applied_at=at)
+                ).rowcount
+            if won == 1:
+                request.applied_at = at.astimezone(UTC)
+                return request
+        return None
+
+    def has_open_requests(self, *, thread_id: str | None, trace_id: str | None) -> bool:
+        """See `Ledger.has_open_requests`."""
+        table = _approvals
+        query = (
+            select(table.c.approval_id)
+            .where(
+                (table.c.status == "pending")
+                | (table.c.status.in_(_DECIDED) & table.c.applied_at.is_(None))
+            )
+            .where(_of_run(thread_id, trace_id))
+            .limit(1)
+        )
+        with self._reading("approval requests") as conn:
+            return conn.execute(query).first() is not None
+
+    def mark_applied(self, approval_id: str, *, at: datetime) -> None:
+        """See `Ledger.mark_applied`."""
+        at = _aware(at, "at")
+        table = _approvals
+        with faults("cannot mark an approval applied"), self.engine.begin() as conn:
+            conn.execute(
+                table.update()
+                .where(table.c.approval_id == approval_id, table.c.applied_at.is_(None))
+                .values(applied_at=at)
+            )
+
+    # -- budgets ------------------------------------------------------------------------
+
+    def budget_store(
+        self,
+        *,
+        clock: Clock | None = None,
+        default_ttl: timedelta = DEFAULT_RESERVATION_TTL,
+        durable_commits: bool = True,
+        max_idle_connections: int = DEFAULT_MAX_IDLE_CONNECTIONS,
+    ) -> SQLBudgetStore:
+        """A budget store on this ledger's database (see `SQLBudgetStore` for the options)."""
+        self.setup()
+        return SQLBudgetStore(
+            self.engine,
+            auto_setup=False,
+            clock=clock,
+            default_ttl=default_ttl,
+            durable_commits=durable_commits,
+            max_idle_connections=max_idle_connections,
+        )
+
+
+def _parse(url: str) -> URL:
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError, TypeError) as exc:
+        raise ConfigurationError(
+            f"malformed ledger URL {shown_url(str(url))}",
+            field="url",
+            expected="a SQLAlchemy URL such as sqlite:///agent-finops.sqlite or "
+            "postgresql+psycopg://user@host/db",
+        ) from exc
+
+
+def _aware(moment: datetime, name: str) -> datetime:
+    if not isinstance(moment, datetime) or moment.utcoffset() is None:
+        raise ConfigurationError(
+            "a ledger needs timezone-aware datetimes",
+            field=name,
+            value=moment,
+            expected="an aware datetime, e.g. datetime.now(UTC)",
+        )
+    return moment
+
+
+def _of_run(thread_id: str | None, trace_id: str | None) -> Any:
+    if thread_id is not None:
+        return _approvals.c.thread_id == thread_id
+    return _approvals.c.trace_id == trace_id
+
+
+def _prefixed(conn: Connection, key: Any, prefix: str) -> list[str]:
+    """Distinct values of `key` starting with `prefix` (LIKE wildcards escaped), sorted."""
+    query = (
+        select(key)
+        .where(key.startswith(prefix, autoescape=True))
+        .distinct()
+        .order_by(key)
+        .limit(MAX_CANDIDATES + 1)
+    )
+    return [value for (value,) in conn.execute(query)]
+
+
+def _one(prefix: str, matches: list[str], error: type[NotFound], what: str) -> str:
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise error(f"no {what} {prefix!r} in the ledger", key=prefix)
+    raise error(
+        f"{what} id prefix {prefix!r} is ambiguous",
+        key=prefix,
+        candidates=matches[:MAX_CANDIDATES],
+    )
+
+
+def _row(record: Any) -> dict[str, Any]:
+    # Not `dataclasses.asdict`: it deep-copies every tag dict, datetime and Decimal, which
+    # was most of the writer's time. The values are only read while the statement runs.
+    return {name: getattr(record, name) for name in record.__dataclass_fields__}
+
+
+def _event_row(e: CostEvent) -> dict[str, Any]:
+    row = _row(e)
+    for tag in STANDARD_TAGS:
+        row[tag] = e.tags.get(tag)
+    return row
+
+
+def _conforms(ledger: SQLLedger, store: SQLBudgetStore) -> tuple[Ledger, BudgetStore]:
+    return ledger, store  # the type checker proves here that the backend fits the protocols

@@ -1,0 +1,140 @@
+"""Schema versions and `setup()`: create a new ledger, or bring an older one up to this version.
+
+`finops_schema` holds one row: the version the database was written with. `set_up` first
+reads it without a lock; if it is current there is nothing to do. Otherwise, in one
+transaction holding the dialect's schema lock (SQLite `BEGIN IMMEDIATE`; a PostgreSQL advisory
+lock), so that processes starting together take turns, it reads the version again, runs every
+step above it, creates the tables still missing (new tables are additive), and stores
+`SCHEMA_VERSION`. A database written by a *newer* agent-finops is refused, never written to.
+
+Steps look at the database before changing it (a column is added only if missing), so a
+ledger whose tables were partly created by a later version (a version-1 database gets the
+version-3 approvals table from `create_all`) upgrades cleanly.
+
+Versions:
+1. runs, spans, cost events.
+2. decisions, approvals, budget counters, reservations (new tables only).
+3. `finops_runs.thread_id` (indexed; filled from v2's `thread_id` tag),
+   `finops_approvals.expires_at` (with an index of pending requests by expiry),
+   `finops_cost_events.cache_write_1h_tokens`; `finops_approvals.checkpoint_url` dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Index, Table, inspect, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.schema import CreateColumn
+
+from agent_finops.exceptions import LedgerError
+from agent_finops.ledger.sql._dialect import SQLDialect
+from agent_finops.ledger.sql._tables import approvals, cost_events, metadata, runs, schema
+
+__all__ = ["SCHEMA_VERSION", "set_up", "stored_version"]
+
+SCHEMA_VERSION = 3
+
+Step = Callable[[Connection, SQLDialect], None]
+
+
+def _columns(conn: Connection, table: Table) -> set[str] | None:
+    """Column names of `table` in the database, or None if it does not exist."""
+    inspector = inspect(conn)
+    if not inspector.has_table(table.name):
+        return None
+    return {c["name"] for c in inspector.get_columns(table.name)}
+
+
+def _add_column(conn: Connection, table: Table, name: str) -> bool:
+    """Add `table.c[name]` as this code defines it, if the table lacks it; whether it did."""
+    present = _columns(conn, table)
+    if present is None or name in present:
+        return False
+    column = CreateColumn(table.c[name]).compile(dialect=conn.dialect)
+    conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column}")
+    return True
+
+
+def _add_index(conn: Connection, index: Index) -> None:
+    assert index.table is not None
+    existing = {i["name"] for i in inspect(conn).get_indexes(index.table.name)}
+    if index.name not in existing:
+        index.create(conn)
+
+
+def _index(table: Table, name: str) -> Index:
+    return next(i for i in table.indexes if i.name == name)
+
+
+def _to_v2(conn: Connection, dialect: SQLDialect) -> None:
+    """Version 2 only added tables: `create_all` makes them."""
+
+
+def _to_v3(conn: Connection, dialect: SQLDialect) -> None:
+    if _add_column(conn, runs, "thread_id"):
+        dialect.backfill_thread_ids(conn)
+    if _columns(conn, runs) is not None:
+        _add_index(conn, _index(runs, "ix_finops_runs_thread_id"))
+    _add_column(conn, cost_events, "cache_write_1h_tokens")
+    for column in ("expires_at", "on_expiry", "approvers", "step"):
+        _add_column(conn, approvals, column)
+    present = _columns(conn, approvals)
+    if present is not None:
+        _add_index(conn, _index(approvals, "ix_finops_approvals_due"))
+        if "checkpoint_url" in present:
+            dialect.drop_column(conn, approvals.name, "checkpoint_url")
+
+
+STEPS: dict[int, Step] = {2: _to_v2, 3: _to_v3}
+"""version -> the step that brings a database from version - 1 up to it."""
+
+
+def stored_version(conn: Connection) -> int | None:
+    """The version in `finops_schema`, or None for a database that is not a ledger (yet).
+
+    Ledger tables without a version row are taken to be version 1.
+    """
+    inspector = inspect(conn)
+    if not inspector.has_table(schema.name):
+        return 1 if inspector.has_table(runs.name) else None
+    found = conn.execute(select(schema.c.version).where(schema.c.id == 1)).scalar()
+    if found is None:
+        return 1 if inspector.has_table(runs.name) else None
+    return int(found)
+
+
+def _refuse_newer(version: int) -> None:
+    if version > SCHEMA_VERSION:
+        raise LedgerError(
+            f"ledger schema version {version} is newer than this agent-finops (supports "
+            f"{SCHEMA_VERSION}); upgrade agent-finops",
+            retryable=False,
+        )
+
+
+def set_up(engine: Engine, dialect: SQLDialect) -> None:
+    """Create or migrate the ledger's tables (SQLAlchemy errors are the caller's to wrap)."""
+    with engine.connect() as conn:
+        version = stored_version(conn)
+        conn.rollback()
+    if version is not None:
+        _refuse_newer(version)
+        if version == SCHEMA_VERSION:
+            return
+    with engine.connect() as conn:
+        dialect.begin_schema_change(conn)
+        try:
+            version = stored_version(conn)  # again, under the lock
+            if version is not None:
+                _refuse_newer(version)
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    STEPS[step](conn, dialect)
+            metadata.create_all(conn, checkfirst=True)
+            if version != SCHEMA_VERSION:
+                conn.execute(schema.delete())
+                conn.execute(schema.insert().values(id=1, version=SCHEMA_VERSION))
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()

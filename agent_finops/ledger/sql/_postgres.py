@@ -1,0 +1,401 @@
+"""PostgreSQL: engine options, schema locks, and the budget store's hot path in single statements.
+
+Reserve, settle, release and expire are each one statement (one round trip, its own
+transaction, autocommit). A `MATERIALIZED` CTE runs `SELECT ... ORDER BY counter_key FOR
+UPDATE`, so counter rows are always locked in one global order (no deadlocks), before the
+decision and the updates, which are gated on it. Missing counter rows are first created in
+their own short transaction with `INSERT ... ON CONFLICT DO NOTHING`. Money is
+`NUMERIC(38, 18)`; times are `timestamptz`, bound as aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, cast
+
+from sqlalchemy import Table, create_engine
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import URL, Connection, Engine
+
+from agent_finops.exceptions import LedgerError
+from agent_finops.ledger._budget import (
+    Claim,
+    CounterState,
+    Overrun,
+    ReservationState,
+    ReserveResult,
+    Settlement,
+    Unit,
+)
+from agent_finops.ledger._money import tidy
+from agent_finops.ledger._planning import CounterRow, claim_record, plan_reserve, replayed
+from agent_finops.ledger.sql._connections import KeptConnections
+from agent_finops.ledger.sql._dialect import BudgetBackend, SQLDialect
+
+__all__ = ["POSTGRES", "PostgresBudgets", "PostgresDialect"]
+
+SCHEMA_LOCK = 0x61_67_65_6E_74_66_69_6E  # "agentfin": the advisory lock of `setup()`
+
+_SQL_COUNTER = 'SELECT spent, reserved, "limit" FROM finops_budget_counters WHERE counter_key = %s'
+_SQL_RESERVATION = "SELECT state, claims FROM finops_reservations WHERE call_id = %s"
+_SQL_CREATE_COUNTER = (
+    'INSERT INTO finops_budget_counters (counter_key, unit, "limit", spent, reserved,'
+    " window_end, updated_at) VALUES (%s, %s, %s, 0, 0, %s, %s)"
+    " ON CONFLICT (counter_key) DO NOTHING"
+)
+_SQL_PURGE = "DELETE FROM finops_reservations WHERE state <> 'reserved' AND finished_at < %s"
+
+# One statement per reserve: lock the counters in key order, decide, insert the reservation,
+# update the counters. The decision is only true if every counter exists (else the caller
+# creates them and retries), units match, every enforced claim fits, and the call id is new;
+# the counters are only updated if the reservation row was inserted (ON CONFLICT guards a
+# concurrent reservation of the same call id). `locked` runs first: `ins` needs `go`, which
+# needs `decision`, which needs `locked`; `upd` is gated on `ins` by a one-time filter.
+_RESERVE = """
+WITH input AS MATERIALIZED (
+    SELECT * FROM json_to_recordset(%(claims)s::json) AS i(
+        counter_key text, rule_id text, unit text, "limit" numeric, amount numeric,
+        enforce bool, window_end timestamptz, ord int)
+),
+locked AS MATERIALIZED (
+    SELECT counter_key, unit, spent, reserved FROM finops_budget_counters
+    WHERE counter_key IN (SELECT counter_key FROM input) ORDER BY counter_key FOR UPDATE
+),
+existing AS MATERIALIZED (
+    SELECT state, claims FROM finops_reservations WHERE call_id = %(call_id)s
+),
+decision AS MATERIALIZED (
+    SELECT count(l.counter_key) = count(i.counter_key)
+           AND coalesce(bool_and(l.unit = i.unit), true)
+           AND coalesce(bool_and(NOT i.enforce OR l.spent + l.reserved + i.amount <= i."limit"),
+                        true)
+           AND NOT EXISTS (SELECT 1 FROM existing) AS ok,
+           coalesce(json_agg(json_build_object(
+               'counter_key', i.counter_key, 'rule_id', i.rule_id, 'unit', i.unit,
+               'limit', i."limit"::text, 'amount', i.amount::text, 'enforce', i.enforce,
+               'used', (l.spent + l.reserved + i.amount)::text) ORDER BY i.ord)
+               FILTER (WHERE i.counter_key IS NOT NULL), '[]'::json) AS claims
+    FROM input i LEFT JOIN locked l ON l.counter_key = i.counter_key
+),
+ins AS (
+    INSERT INTO finops_reservations (call_id, trace_id, state, claims, created_at, expires_at)
+    SELECT %(call_id)s, %(trace_id)s, 'reserved', d.claims, %(now)s, %(expires_at)s
+    FROM decision d WHERE d.ok
+    ON CONFLICT (call_id) DO NOTHING
+    RETURNING claims
+),
+upd AS (
+    UPDATE finops_budget_counters c SET reserved = c.reserved + i.amount, "limit" = i."limit",
+        window_end = i.window_end, updated_at = %(now)s
+    FROM input i
+    WHERE c.counter_key = i.counter_key AND EXISTS (SELECT 1 FROM ins)
+    RETURNING 1
+)
+SELECT (SELECT claims FROM ins), (SELECT count(*) FROM upd), e.state, e.claims,
+       l.counter_key, l.unit, l.spent, l.reserved
+FROM (SELECT 1) AS one
+LEFT JOIN existing e ON true
+LEFT JOIN locked l ON true
+"""
+
+# One statement per settle or release: lock the reservation row, then its counters in key
+# order; charge and/or give back; mark the reservation. Returns the state found, whether the
+# reservation was finished now, and (settling) the claims charged more than their estimate.
+_FINISH = """
+WITH res AS MATERIALIZED (
+    SELECT state, claims FROM finops_reservations WHERE call_id = %(call_id)s FOR UPDATE
+),
+items AS MATERIALIZED (
+    SELECT e ->> 'counter_key' AS k, e ->> 'rule_id' AS rule_id, e ->> 'unit' AS unit,
+           (e ->> 'amount')::numeric AS amount,
+           CASE WHEN %(settling)s THEN coalesce(
+               CASE e ->> 'unit' WHEN 'usd' THEN %(usd)s::numeric
+                   WHEN 'tokens' THEN %(tokens)s::numeric WHEN 'calls' THEN %(calls)s::numeric
+               END, (e ->> 'amount')::numeric) ELSE 0 END AS charge,
+           CASE WHEN res.state = 'reserved' THEN (e ->> 'amount')::numeric ELSE 0 END AS give_back,
+           ord
+    FROM res, json_array_elements(res.claims) WITH ORDINALITY AS claim(e, ord)
+    WHERE res.state IN ('reserved', 'expired')
+),
+locked AS MATERIALIZED (
+    SELECT counter_key FROM finops_budget_counters WHERE counter_key IN (SELECT k FROM items)
+    ORDER BY counter_key FOR UPDATE
+),
+upd AS (
+    UPDATE finops_budget_counters c SET spent = c.spent + i.charge,
+        reserved = c.reserved - i.give_back, updated_at = %(now)s
+    FROM items i
+    WHERE c.counter_key = i.k AND (SELECT count(*) FROM locked) >= 0
+    RETURNING 1
+),
+fin AS (
+    UPDATE finops_reservations r SET state = %(target)s, finished_at = %(now)s,
+        actual = CASE WHEN %(settling)s
+            THEN (SELECT json_object_agg(k, charge::text) FROM items) END
+    WHERE r.call_id = %(call_id)s AND r.state IN ('reserved', 'expired')
+    RETURNING 1
+)
+SELECT (SELECT state FROM res), (SELECT count(*) FROM fin), (SELECT count(*) FROM upd),
+       (SELECT json_agg(json_build_array(k, rule_id, unit, amount::text, charge::text)
+                        ORDER BY ord)
+        FROM items WHERE %(settling)s AND charge > amount)
+"""
+
+# One statement per expiry: lock the due reservations (skipping those another transaction is
+# finishing), then their counters in key order; give the estimates back; mark them expired.
+_EXPIRE = """
+WITH due AS MATERIALIZED (
+    SELECT call_id, claims FROM finops_reservations
+    WHERE state = 'reserved' AND expires_at <= %(now)s
+    ORDER BY call_id FOR UPDATE SKIP LOCKED
+),
+back AS MATERIALIZED (
+    SELECT e ->> 'counter_key' AS k, sum((e ->> 'amount')::numeric) AS amount
+    FROM due, json_array_elements(due.claims) AS e
+    GROUP BY 1
+),
+locked AS MATERIALIZED (
+    SELECT counter_key FROM finops_budget_counters WHERE counter_key IN (SELECT k FROM back)
+    ORDER BY counter_key FOR UPDATE
+),
+upd AS (
+    UPDATE finops_budget_counters c SET reserved = c.reserved - b.amount, updated_at = %(now)s
+    FROM back b
+    WHERE c.counter_key = b.k AND (SELECT count(*) FROM locked) >= 0
+    RETURNING 1
+),
+fin AS (
+    UPDATE finops_reservations r SET state = 'expired', finished_at = %(now)s
+    FROM due d
+    WHERE r.call_id = d.call_id
+    RETURNING r.call_id
+)
+SELECT call_id FROM fin ORDER BY call_id
+"""
+
+
+def _utc(moment: datetime) -> datetime:
+    """Aware UTC (a naive datetime is taken to be UTC)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class PostgresDialect(SQLDialect):
+    """PostgreSQL through psycopg 3 (`postgresql+psycopg://`), pooled with pre-ping."""
+
+    name = "postgresql"
+    money_as_text = False
+
+    def create_engine(self, url: URL, *, create: bool, engine_kwargs: dict[str, Any]) -> Engine:
+        """A pooled engine that checks a connection before handing it out."""
+        engine_kwargs.setdefault("pool_pre_ping", True)
+        return create_engine(url, **engine_kwargs)
+
+    def insert(self, table: Table) -> Any:
+        """PostgreSQL's INSERT (ON CONFLICT ... DO UPDATE / DO NOTHING)."""
+        return postgresql.insert(table)
+
+    def begin_schema_change(self, conn: Connection) -> None:
+        """A transaction-scoped advisory lock: concurrent `setup()`s run one after another."""
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+
+    def backfill_thread_ids(self, conn: Connection) -> None:
+        """Copy `tags ->> 'thread_id'` into the new column."""
+        conn.exec_driver_sql(
+            "UPDATE finops_runs SET thread_id = tags ->> 'thread_id'"
+            " WHERE thread_id IS NULL AND json_typeof(tags -> 'thread_id') = 'string'"
+        )
+
+    def drop_column(self, conn: Connection, table: str, column: str) -> None:
+        """`ALTER TABLE ... DROP COLUMN IF EXISTS`."""
+        conn.exec_driver_sql(f'ALTER TABLE {table} DROP COLUMN IF EXISTS "{column}"')
+
+    def budget_backend(
+        self, engine: Engine, *, durable_commits: bool, max_idle_connections: int
+    ) -> BudgetBackend:
+        """The single-statement budget backend."""
+        return PostgresBudgets(engine, durable=durable_commits, max_idle=max_idle_connections)
+
+
+POSTGRES = PostgresDialect()
+
+
+class PostgresBudgets(BudgetBackend):
+    """Reserve, settle, release and expire are one statement and one round trip each."""
+
+    def __init__(self, engine: Engine, *, durable: bool, max_idle: int) -> None:
+        """Budget operations on a PostgreSQL engine.
+
+        `durable=False` runs them with `synchronous_commit = off`: no WAL flush wait at
+        commit; a server crash may lose the last fraction of a second of budget updates but
+        never corrupts or half-applies one.
+        """
+        prepare = _prepare if durable else _prepare_lazy
+        super().__init__(
+            KeptConnections(engine, max_idle=max_idle, prepare=prepare, release=_release)
+        )
+
+    def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        def attempt() -> list[Any]:
+            with self.connections.connection() as conn:
+                rows: list[Any] = conn.execute(sql, params).fetchall()
+                return rows
+
+        return self.connections.run("read", attempt)
+
+    def reserve(
+        self,
+        call_id: str,
+        claims: Sequence[Claim],
+        trace_id: str | None,
+        now: datetime,
+        expires_at: datetime,
+    ) -> ReserveResult:
+        """Check and reserve in one statement (creating missing counters first)."""
+        rows = []
+        for ordinal, claim in enumerate(claims):
+            row = claim_record(claim, Decimal(0))
+            row["ord"] = ordinal
+            end = claim.window_end
+            row["window_end"] = None if end is None else _utc(end).isoformat()
+            rows.append(row)
+        params = {
+            "claims": json.dumps(rows),
+            "call_id": call_id,
+            "trace_id": trace_id,
+            "now": _utc(now),
+            "expires_at": _utc(expires_at),
+        }
+
+        def attempt() -> ReserveResult:
+            for _ in range(3):
+                with self.connections.connection() as conn:
+                    found = conn.execute(_RESERVE, params).fetchall()
+                inserted, _updated, state, stored = found[0][:4]
+                counters = {
+                    key: CounterRow(unit, Decimal(0), tidy(spent), tidy(reserved), None)
+                    for *_, key, unit, spent, reserved in found
+                    if key is not None
+                }
+                if inserted is not None:  # granted, and written
+                    return replace(replayed(call_id, "reserved", inserted), replayed=False)
+                if state is not None:
+                    return replayed(call_id, state, stored)
+                if len(counters) < len(claims):
+                    self._create_counters(claims, now)
+                    continue
+                result, _writes, _records = plan_reserve(call_id, claims, counters)
+                if not result.granted:
+                    return result
+                # It fits but nothing was inserted: the same call id was reserved meanwhile.
+                again = self._read(_SQL_RESERVATION, (call_id,))
+                if again:
+                    return replayed(call_id, again[0][0], again[0][1])
+            raise LedgerError(f"budget counters of {call_id!r} keep disappearing")
+
+        return self.connections.run("reservation", attempt)
+
+    def _create_counters(self, claims: Sequence[Claim], now: datetime) -> None:
+        """Create missing counter rows in their own short transaction, in key order."""
+        stamp = _utc(now)
+        params = [
+            (c.counter_key, c.unit, c.limit, c.window_end and _utc(c.window_end), stamp)
+            for c in sorted(claims, key=lambda c: c.counter_key)
+        ]
+        with self.connections.connection() as conn, conn.transaction():
+            conn.cursor().executemany(_SQL_CREATE_COUNTER, params)
+
+    def finish(
+        self,
+        call_id: str,
+        now: datetime,
+        target: ReservationState,
+        charges: Mapping[str, Decimal | None],
+    ) -> Settlement:
+        """Settle or release in one statement."""
+        settling = target == "settled"
+        params = {
+            "call_id": call_id,
+            "settling": settling,
+            "target": target,
+            "now": _utc(now),
+            "usd": charges.get("usd"),
+            "tokens": charges.get("tokens"),
+            "calls": charges.get("calls"),
+        }
+
+        def attempt() -> Settlement:
+            with self.connections.connection() as conn:
+                state, finished, _updated, over = conn.execute(_FINISH, params).fetchone()
+            if settling:
+                if not finished:
+                    return Settlement(call_id, False)
+                overruns = tuple(
+                    Overrun(key, rule, cast(Unit, unit), tidy(Decimal(r)), tidy(Decimal(a)))
+                    for key, rule, unit, r, a in over or ()
+                )
+                return Settlement(call_id, True, overruns)
+            return Settlement(call_id, bool(finished) and state == "reserved")
+
+        return self.connections.run("settlement" if settling else "release", attempt)
+
+    def expire(self, now: datetime) -> list[str]:
+        """Give back every due reservation in one statement."""
+
+        def attempt() -> list[str]:
+            with self.connections.connection() as conn:
+                rows = conn.execute(_EXPIRE, {"now": _utc(now)}).fetchall()
+            return [row[0] for row in rows]
+
+        return self.connections.run("expiry", attempt)
+
+    def purge(self, finished_before: datetime) -> int:
+        """Delete finished reservations."""
+
+        def attempt() -> int:
+            with self.connections.connection() as conn:
+                deleted: int = conn.execute(_SQL_PURGE, (_utc(finished_before),)).rowcount
+                return deleted
+
+        return self.connections.run("purge", attempt)
+
+    def counter(self, counter_key: str) -> CounterState | None:
+        """A counter's values, without NUMERIC's padding zeros."""
+        rows = self._read(_SQL_COUNTER, (counter_key,))
+        if not rows:
+            return None
+        spent, reserved, limit = rows[0]
+        return CounterState(tidy(spent), tidy(reserved), tidy(limit))
+
+    def reservation_state(self, call_id: str) -> ReservationState | None:
+        """A reservation's state."""
+        rows = self._read(_SQL_RESERVATION, (call_id,))
+        return cast(ReservationState, rows[0][0]) if rows else None
+
+
+# Module functions, not methods: what the kept connections hold must not refer back to the
+# backend, so that a store dropped without `close()` is freed (and its connections returned
+# to the pool) at once by reference counting, not later by the cycle collector.
+
+
+def _prepare(fairy: Any) -> None:
+    """Autocommit: each budget statement is its own transaction."""
+    conn = fairy.driver_connection
+    conn.rollback()
+    conn.autocommit = True
+
+
+def _prepare_lazy(fairy: Any) -> None:
+    """Autocommit, and commits that do not wait for the WAL flush."""
+    _prepare(fairy)
+    fairy.driver_connection.execute("SET synchronous_commit TO off")
+
+
+def _release(fairy: Any) -> None:
+    """Undo `_prepare` before a connection goes back to the engine's pool."""
+    conn = fairy.driver_connection
+    conn.execute("RESET synchronous_commit")
+    conn.autocommit = False

@@ -1,0 +1,444 @@
+"""SQLite: engine options (WAL, busy timeout), schema locks, and the budget store's hot path.
+
+Budget operations run in `BEGIN IMMEDIATE` transactions: SQLite's write lock is taken before
+the counters are read, so the check and the update are one transaction across threads and
+processes (WAL, busy timeout). Money is text here, so the arithmetic is done in Python with
+`Decimal` inside the transaction, by the shared planning functions. Threads of one process
+also queue on an in-process lock, which hands the write lock over faster than SQLite's
+sleeping busy handler. WAL checkpoints (their fsyncs) run on a background thread, not inside
+a caller's commit (see `_checkpointer.py`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import Table, create_engine, event
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.pool import StaticPool
+
+from agent_finops.exceptions import LedgerNotFound
+from agent_finops.ledger._budget import (
+    Claim,
+    CounterState,
+    ReservationState,
+    ReserveResult,
+    Settlement,
+)
+from agent_finops.ledger._money import EXACT, tidy
+from agent_finops.ledger._planning import (
+    CounterRow,
+    given_back,
+    plan_finish,
+    plan_reserve,
+    replayed,
+)
+from agent_finops.ledger.sql._checkpointer import (
+    CHECKPOINT_EVERY,
+    WAL_BACKSTOP_PAGES,
+    Checkpointer,
+)
+from agent_finops.ledger.sql._connections import KeptConnections
+from agent_finops.ledger.sql._dialect import BudgetBackend, SQLDialect
+
+__all__ = ["SQLITE", "SQLiteBudgets", "SQLiteDialect"]
+
+BUSY_TIMEOUT_MS = 30_000
+_COUNTERS = "finops_budget_counters"
+_RESERVATIONS = "finops_reservations"
+_COLUMNS = 'counter_key, unit, "limit", spent, reserved, window_end'
+
+_SQL_COUNTER = f'SELECT spent, reserved, "limit" FROM {_COUNTERS} WHERE counter_key = ?'
+_SQL_RESERVATION = f"SELECT state, claims FROM {_RESERVATIONS} WHERE call_id = ?"
+_SQL_INSERT_RESERVATION = (
+    f"INSERT INTO {_RESERVATIONS} (call_id, trace_id, state, claims, created_at, expires_at)"
+    " VALUES (?, ?, 'reserved', ?, ?, ?)"
+)
+_SQL_FINISH = f"UPDATE {_RESERVATIONS} SET state = ?, actual = ?, finished_at = ? WHERE call_id = ?"
+_SQL_ANY_EXPIRED = (
+    f"SELECT 1 FROM {_RESERVATIONS} WHERE state = 'reserved' AND expires_at <= ? LIMIT 1"
+)
+_SQL_EXPIRED = (
+    f"SELECT call_id, claims FROM {_RESERVATIONS} WHERE state = 'reserved' AND expires_at <= ?"
+    " ORDER BY call_id"
+)
+_SQL_PURGE = f"DELETE FROM {_RESERVATIONS} WHERE state <> 'reserved' AND finished_at < ?"
+
+_AUTOCHECKPOINT = "agent_finops_wal_autocheckpoint"
+"""Key in a pooled connection's `info`: its `wal_autocheckpoint` before the store changed it."""
+
+_WRITER_LOCKS: dict[str, threading.Lock] = {}
+"""One lock per SQLite database and process: the process's threads take turns writing."""
+
+
+def _fresh_locks_in_child() -> None:
+    # A lock held by another thread at fork time would never be released in the child.
+    for key in _WRITER_LOCKS:
+        _WRITER_LOCKS[key] = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
+
+
+def _text_time(moment: datetime | None) -> str | None:
+    """SQLAlchemy's storage format for DateTime on SQLite (UTC); it sorts as text."""
+    if moment is None:
+        return None
+    if moment.tzinfo is not None:
+        if moment.tzinfo is not UTC:
+            moment = moment.astimezone(UTC)
+        moment = moment.replace(tzinfo=None)
+    return moment.isoformat(" ", "microseconds")
+
+
+class SQLiteDialect(SQLDialect):
+    """SQLite files (WAL, `synchronous=NORMAL`, 30 s busy timeout) and in-memory databases."""
+
+    name = "sqlite"
+    money_as_text = True
+
+    def create_engine(self, url: URL, *, create: bool, engine_kwargs: dict[str, Any]) -> Engine:
+        """A WAL engine on a file (its directory made if `create`), or a private in-memory one."""
+        database = url.database or ""
+        in_memory = database in ("", ":memory:")
+        if in_memory:
+            if not create:
+                raise LedgerNotFound(
+                    "an in-memory SQLite ledger never exists before it is opened", key=str(url)
+                )
+            engine_kwargs.setdefault("poolclass", StaticPool)
+        else:
+            path = Path(database).expanduser()
+            if not create and not path.is_file():
+                raise LedgerNotFound(f"no ledger file at {path}", key=str(path))
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs.setdefault(
+            "connect_args", {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
+        )
+        engine = create_engine(url, **engine_kwargs)
+        wal = not in_memory
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            if wal:
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cur.close()
+
+        return engine
+
+    def insert(self, table: Table) -> Any:
+        """SQLite's INSERT (ON CONFLICT ... DO UPDATE / DO NOTHING)."""
+        return sqlite.insert(table)
+
+    def begin_schema_change(self, conn: Connection) -> None:
+        """`BEGIN IMMEDIATE`: the database write lock, so DDL is one transaction, one at a time.
+
+        (pysqlite starts no transaction before DDL by itself.)
+        """
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def backfill_thread_ids(self, conn: Connection) -> None:
+        """Copy `tags.thread_id` into the new column."""
+        conn.exec_driver_sql(
+            "UPDATE finops_runs SET thread_id = json_extract(tags, '$.thread_id')"
+            " WHERE thread_id IS NULL AND json_type(tags, '$.thread_id') = 'text'"
+        )
+
+    def drop_column(self, conn: Connection, table: str, column: str) -> None:
+        """`ALTER TABLE ... DROP COLUMN` (SQLite 3.35+; older ones keep the nullable column)."""
+        if sqlite3.sqlite_version_info >= (3, 35, 0):
+            conn.exec_driver_sql(f'ALTER TABLE {table} DROP COLUMN "{column}"')
+
+    def budget_backend(
+        self, engine: Engine, *, durable_commits: bool, max_idle_connections: int
+    ) -> BudgetBackend:
+        """The SQLite budget backend (one kept connection; `durable_commits` is PostgreSQL's)."""
+        return SQLiteBudgets(engine)
+
+
+SQLITE = SQLiteDialect()
+
+
+class SQLiteBudgets(BudgetBackend):
+    """One kept connection per process; threads queue on an in-process writer lock."""
+
+    def __init__(self, engine: Engine) -> None:
+        """Budget operations on a SQLite engine."""
+        super().__init__(KeptConnections(engine, max_idle=1, prepare=_prepare, release=_release))
+        self.engine = engine
+        self._lock_key = str(engine.url)
+        _WRITER_LOCKS.setdefault(self._lock_key, threading.Lock())  # atomic under the GIL
+        self._wal: bool | None = None  # known at the first connection
+        self._commits = 0
+        self._writer_lock = functools.partial(_writer_lock, self._lock_key)
+        self._checkpointer = Checkpointer(engine, self._writer_lock)
+        # Not waiting: a finalizer may run on a thread that holds the lock a checkpoint needs.
+        self._stop_checkpointer = weakref.finalize(self, self._checkpointer.close, False)
+        self._upserts: dict[int, str] = {}
+
+    def close(self) -> None:
+        """Stop the checkpointer and return the connection."""
+        self._stop_checkpointer.detach()
+        self._checkpointer.close()
+        super().close()
+
+    def _checkpoint_soon(self) -> None:
+        checkpointer = self._checkpointer
+        if checkpointer.pid != os.getpid():  # forked: the parent's thread does not exist here
+            self._stop_checkpointer.detach()
+            checkpointer = self._checkpointer = Checkpointer(self.engine, self._writer_lock)
+            self._stop_checkpointer = weakref.finalize(self, checkpointer.close, False)
+        checkpointer.poke()
+
+    def _connection(self) -> Any:
+        """The kept connection (call with the lock held); SQLite connections do not go stale."""
+        connections = self.connections
+        idle = connections.kept.idle
+        if idle and connections.pid == os.getpid():
+            return idle[0].driver_connection
+        with connections.connection() as conn:  # checks out (or, after a fork, replaces) it
+            if self._wal is None:
+                self._wal = _in_wal_mode(conn)
+            return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        with _WRITER_LOCKS[self._lock_key]:
+            conn = self._connection()
+            if conn.in_transaction:
+                conn.rollback()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+            if self._wal:
+                self._commits += 1
+                if self._commits % CHECKPOINT_EVERY == 0:
+                    self._checkpoint_soon()
+
+    def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        def attempt() -> list[Any]:
+            with _WRITER_LOCKS[self._lock_key]:
+                rows: list[Any] = self._connection().execute(sql, params).fetchall()
+                return rows
+
+        return self.connections.run("read", attempt)
+
+    @staticmethod
+    def _counters(cursor: Any) -> dict[str, CounterRow]:
+        return {
+            key: CounterRow(unit, Decimal(limit), Decimal(spent), Decimal(reserved), end)
+            for key, unit, limit, spent, reserved, end in cursor.fetchall()
+        }
+
+    @staticmethod
+    def _query_counters(conn: Any, keys: list[str]) -> Any:
+        marks = ", ".join("?" * len(keys))
+        return conn.execute(
+            f"SELECT {_COLUMNS} FROM {_COUNTERS} WHERE counter_key IN ({marks})", keys
+        )
+
+    @staticmethod
+    def _read_for_reserve(
+        conn: Any, keys: list[str], call_id: str
+    ) -> tuple[dict[str, CounterRow], Any]:
+        """The counters, and the call's stored reservation (state, claims) if any: one query."""
+        marks = ", ".join("?" * len(keys))
+        rows = conn.execute(
+            f"SELECT 0, {_COLUMNS} FROM {_COUNTERS} WHERE counter_key IN ({marks})"
+            f" UNION ALL SELECT 1, state, claims, NULL, NULL, NULL, NULL FROM {_RESERVATIONS}"
+            " WHERE call_id = ?",
+            (*keys, call_id),
+        ).fetchall()
+        counters: dict[str, CounterRow] = {}
+        existing = None
+        for is_reservation, key, unit, limit, spent, reserved, end in rows:
+            if is_reservation:
+                existing = (key, unit)
+            else:
+                limit, spent, reserved = Decimal(limit), Decimal(spent), Decimal(reserved)
+                counters[key] = CounterRow(unit, limit, spent, reserved, end)
+        return counters, existing
+
+    def _write_counters(self, conn: Any, counters: Mapping[str, CounterRow], now: str) -> None:
+        """Upsert counters, in key order, with one statement."""
+        if not counters:
+            return
+        params: list[Any] = []
+        for key, c in sorted(counters.items()):
+            end = c.window_end  # as read back (text), or a claim's datetime
+            if end is not None and not isinstance(end, str):
+                end = _text_time(end)
+            limit, spent = format(c.limit, "f"), format(c.spent, "f")
+            params += (key, c.unit, limit, spent, format(c.reserved, "f"), end, now)
+        sql = self._upserts.get(len(counters))
+        if sql is None:
+            row = "(?, ?, ?, ?, ?, ?, ?)"
+            sql = self._upserts[len(counters)] = (
+                f"INSERT INTO {_COUNTERS} ({_COLUMNS}, updated_at) VALUES "
+                + ", ".join([row] * len(counters))
+                + ' ON CONFLICT (counter_key) DO UPDATE SET "limit" = excluded."limit",'
+                " spent = excluded.spent, reserved = excluded.reserved,"
+                " window_end = excluded.window_end, updated_at = excluded.updated_at"
+            )
+        conn.execute(sql, params)
+
+    # -- operations ---------------------------------------------------------------------
+
+    def reserve(
+        self,
+        call_id: str,
+        claims: Sequence[Claim],
+        trace_id: str | None,
+        now: datetime,
+        expires_at: datetime,
+    ) -> ReserveResult:
+        """Check and reserve in one `BEGIN IMMEDIATE` transaction."""
+        keys = sorted(c.counter_key for c in claims)
+
+        def attempt() -> ReserveResult:
+            with self._transaction() as conn:
+                counters, existing = self._read_for_reserve(conn, keys, call_id)
+                if existing is not None:
+                    return replayed(call_id, existing[0], json.loads(existing[1]))
+                result, writes, records = plan_reserve(call_id, claims, counters)
+                if result.granted:
+                    stamp = _text_time(now)
+                    assert stamp is not None
+                    self._write_counters(conn, writes, stamp)
+                    conn.execute(
+                        _SQL_INSERT_RESERVATION,
+                        (call_id, trace_id, json.dumps(records), stamp, _text_time(expires_at)),
+                    )
+                return result
+
+        return self.connections.run("reservation", attempt)
+
+    def finish(
+        self,
+        call_id: str,
+        now: datetime,
+        target: ReservationState,
+        charges: Mapping[str, Decimal | None],
+    ) -> Settlement:
+        """Settle or release in one `BEGIN IMMEDIATE` transaction."""
+
+        def attempt() -> Settlement:
+            with self._transaction() as conn:
+                found = conn.execute(_SQL_RESERVATION, (call_id,)).fetchone()
+                if found is None:
+                    return Settlement(call_id, False)
+                records = json.loads(found[1])
+                keys = sorted(r["counter_key"] for r in records)
+                counters = self._counters(self._query_counters(conn, keys)) if keys else {}
+                plan = plan_finish(found[0], records, counters, target, charges)
+                if plan is None:
+                    return Settlement(call_id, False)
+                stamp = _text_time(now)
+                assert stamp is not None
+                self._write_counters(conn, plan.counters, stamp)
+                charged = None if plan.actual is None else json.dumps(plan.actual)
+                conn.execute(_SQL_FINISH, (target, charged, stamp, call_id))
+                return Settlement(call_id, plan.changed, plan.overruns)
+
+        return self.connections.run("settlement" if target == "settled" else "release", attempt)
+
+    def expire(self, now: datetime) -> list[str]:
+        """Give back expired reservations in one transaction (after a cheap unlocked look)."""
+        stamp = _text_time(now)
+        assert stamp is not None
+
+        def attempt() -> list[str]:
+            with self._transaction() as conn:
+                expired = [
+                    (call_id, json.loads(claims))
+                    for call_id, claims in conn.execute(_SQL_EXPIRED, (stamp,)).fetchall()
+                ]
+                if not expired:
+                    return []
+                back = given_back([records for _, records in expired])
+                counters = self._counters(self._query_counters(conn, sorted(back)))
+                for key, counter in counters.items():
+                    counter.reserved = EXACT.subtract(counter.reserved, back[key])
+                self._write_counters(conn, counters, stamp)
+                for call_id, _ in expired:
+                    conn.execute(_SQL_FINISH, ("expired", None, stamp, call_id))
+                return [call_id for call_id, _ in expired]
+
+        # A cheap look first: there is usually nothing to expire.
+        if not self._read(_SQL_ANY_EXPIRED, (stamp,)):
+            return []
+        return self.connections.run("expiry", attempt)
+
+    def purge(self, finished_before: datetime) -> int:
+        """Delete finished reservations in one transaction."""
+
+        def attempt() -> int:
+            with self._transaction() as conn:
+                deleted: int = conn.execute(_SQL_PURGE, (_text_time(finished_before),)).rowcount
+                return deleted
+
+        return self.connections.run("purge", attempt)
+
+    def counter(self, counter_key: str) -> CounterState | None:
+        """A counter's values, tidied."""
+        rows = self._read(_SQL_COUNTER, (counter_key,))
+        if not rows:
+            return None
+        spent, reserved, limit = rows[0]
+        return CounterState(tidy(Decimal(spent)), tidy(Decimal(reserved)), tidy(Decimal(limit)))
+
+    def reservation_state(self, call_id: str) -> ReservationState | None:
+        """A reservation's state."""
+        rows = self._read(_SQL_RESERVATION, (call_id,))
+        return cast(ReservationState, rows[0][0]) if rows else None
+
+
+# Module functions, not methods: what the kept connections and the checkpointer hold must not
+# refer back to the backend, so that a store dropped without `close()` is freed (and its
+# connection returned to the pool) at once by reference counting, not by the cycle collector.
+
+
+def _writer_lock(key: str) -> threading.Lock:
+    return _WRITER_LOCKS[key]
+
+
+def _in_wal_mode(conn: Any) -> bool:
+    return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+
+
+def _prepare(fairy: Any) -> None:
+    """In WAL mode, move the inline checkpoint to the backstop (see `_checkpointer.py`)."""
+    conn = fairy.driver_connection
+    if not _in_wal_mode(conn):
+        return
+    pages = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+    if 0 < pages < WAL_BACKSTOP_PAGES:  # 0: the application checkpoints; leave it alone
+        fairy.info[_AUTOCHECKPOINT] = pages
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
+
+
+def _release(fairy: Any) -> None:
+    """Undo `_prepare` before a connection goes back to the engine's pool."""
+    pages = fairy.info.pop(_AUTOCHECKPOINT, None)
+    if pages is not None:
+        fairy.driver_connection.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
