@@ -147,3 +147,19 @@ def test_no_test_or_bench_imports_a_private_module_of_the_ledger() -> None:
              *root.glob("integrations/*/tests/**/*.py")]  # fmt: skip
     offenders = [str(p.relative_to(root)) for p in files if private.search(p.read_text())]
     assert offenders == []
+
+
+def test_no_test_bench_or_example_reaches_into_a_private_module() -> None:
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    private = re.compile(r"^\s*(from|import)\s+agent_finops\w*(\.\w+)*\._\w+", re.M)
+    offenders = []
+    for folder in ("tests", "bench", "examples", "integrations"):
+        for path in (root / folder).rglob("*.py"):
+            if "/src/" in path.as_posix() or ".venv" in path.parts:
+                continue  # a package's own modules may import its private ones
+            for match in private.finditer(path.read_text()):
+                offenders.append(f"{path.relative_to(root)}: {match.group(0).strip()}")
+    assert offenders == []

@@ -13,8 +13,7 @@ import pytest
 
 from agent_finops import CostTracker, SQLLedger, TokenUsage
 from agent_finops.cli import main as cli
-from agent_finops.reports import render_html
-from agent_finops.reports._html import money_text
+from agent_finops.reports import money_text, render_html
 
 EVIL = '<script>alert("x")</script>'
 

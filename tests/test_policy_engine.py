@@ -424,3 +424,25 @@ def test_non_finite_extra_is_refused(tracker: CostTracker) -> None:
     for bad in ("Infinity", "NaN", "-1"):
         with pytest.raises(ConfigurationError, match="finite amount"):
             e.approvals.decide(paused.approval_id or "", approve=True, by="x", extra=Decimal(bad))
+
+
+def test_a_call_that_costs_more_than_it_reserved_is_charged_logged_and_seen(
+    tracker: CostTracker,
+) -> None:
+    cap = worst(1000, 100) * 3
+    e = engine(tracker, {"budgets": [{"id": "cap", "limit": str(cap), "period": "run"}]})
+    assert call(e, 0).action == "allow"
+    # The provider reported far more than the worst case we reserved (a wrong estimate).
+    actual = worst(1000, 100) * 2 + Decimal("0.000001")
+    assert e.check_after_model_call(
+        "run-1-call-0", cost=actual, tokens=5000, trace_id="run-1", tags={"team": "support"}
+    )
+    tracker.flush()
+    (overrun,) = [d for d in tracker.ledger.decisions_for("run-1") if d.action == "overrun"]
+    assert overrun.rule_id == "cap" and overrun.call_id == "run-1-call-0"
+    assert (overrun.estimate, overrun.observed) == (worst(1000, 100), actual)
+    assert "more than the" in overrun.message
+    # The budget holds the actual spend, so the next call sees it: one more worst case
+    # no longer fits (2 x worst + epsilon spent + worst > 3 x worst).
+    refused = call(e, 1)
+    assert refused.action == "deny" and refused.observed == actual

@@ -48,6 +48,7 @@ from agent_finops.ledger import (
     Claim,
     DecisionRecord,
     ReserveResult,
+    Settlement,
 )
 from agent_finops.policy._loops import LoopDetector, LoopHit
 from agent_finops.policy._model import Budget, Policy, RateLimit
@@ -356,12 +357,12 @@ class PolicyEngine:
 
     def _record_overruns(
         self,
-        settled: Any,
+        settled: Settlement,
         call_id: str,
         trace_id: str | None,
         tags: Mapping[str, str] | None,
     ) -> None:
-        for overrun in getattr(settled, "overruns", ()):
+        for overrun in settled.overruns:
             self._record(
                 Decision(
                     action="warn",

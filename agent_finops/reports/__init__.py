@@ -1,6 +1,6 @@
 """Reports built from the ledger: the per-run cost report (tree and rollups)."""
 
-from agent_finops.reports._html import render_html, write_html
+from agent_finops.reports._html import money_text, render_html, write_html
 from agent_finops.reports._render import money, render_policy, render_text
 from agent_finops.reports._run_report import (
     REPORT_SCHEMA_VERSION,
@@ -25,6 +25,7 @@ __all__ = [
     "build_thread_report",
     "load_run_report",
     "money",
+    "money_text",
     "render_html",
     "render_policy",
     "render_text",

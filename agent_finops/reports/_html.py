@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from agent_finops.exceptions import ConfigurationError
 
-__all__ = ["render_html", "write_html"]
+__all__ = ["money_text", "render_html", "write_html"]
 
 _ROW: Final = 24
 """Height of one waterfall row in CSS pixels (the SVG and the label column share it)."""
