@@ -177,7 +177,7 @@ class ApprovalService:
                 decided_by=request.decided_by,
                 decided_at=request.decided_at,
             )
-        if not _may_decide(approver, request):
+        if not self.may_decide(approver, request):
             self._audit(request, "refused", approver.id, now, reason="not on the approvers list")
             raise ApproverNotAllowed(request.approval_id, approver=approver.id, scope=request.scope)
         if extra is not None and (not extra.is_finite() or extra < 0 or extra > MAX_EXTRA):
@@ -200,6 +200,18 @@ class ApprovalService:
         self._audit(decided, decided.status, approver.id, now, reason=reason)
         self._notify("request_decided", decided)
         return decided
+
+    def may_decide(self, approver: Approver | str, request: ApprovalRecord) -> bool:
+        """Whether `approver` may decide `request`.
+
+        The list stored with the request when it was filed rules, whichever process or
+        channel decides; a request filed without one (its app had no allow-list) is checked
+        against this service's own list, so an approver service can be stricter.
+        """
+        approver = Approver.of(approver)
+        if request.approvers is not None:
+            return _may_decide(approver, request)
+        return self.approvers.allows(approver, request.tags)
 
     def expire_due(self, now: datetime | None = None) -> list[ApprovalRecord]:
         """Give every request past its `expires_at` its configured outcome; the expired ones."""
