@@ -450,7 +450,7 @@ class SlackChannel(ApprovalChannel):
         delay = (
             timedelta(seconds=wait)
             if wait is not None
-            else min(timedelta(minutes=2 ** min(attempts - 1, 6)), MAX_BACKOFF)
+            else min(self.settings.retry_backoff * 2 ** min(attempts - 1, 12), MAX_BACKOFF)
         )
         retry_at = now + delay
         self.store.post_failed(key, error=f"{code}: {exc}", retry_at=retry_at, now=now)

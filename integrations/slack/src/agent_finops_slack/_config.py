@@ -64,6 +64,8 @@ DEFAULT_MAX_RETRY_WAIT: Final = timedelta(seconds=30)
 """The longest `Retry-After` waited for inline; longer ones are retried by the sweep."""
 DEFAULT_GROUP_CACHE: Final = timedelta(seconds=60)
 """How long a Slack user group's members are remembered."""
+DEFAULT_RETRY_BACKOFF: Final = timedelta(seconds=60)
+"""The first wait before a failed post is tried again (then doubling, up to an hour)."""
 _CHANNEL: Final = re.compile(r"^(#[a-z0-9][a-z0-9._-]{0,79}|[CGD][A-Z0-9]{2,30})$")
 _ENV_NAME: Final = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 
@@ -152,6 +154,8 @@ class SlackSettings(_Strict):
     """The longest `Retry-After` waited for inline; a longer one is retried by the sweep."""
     group_cache: Seconds = DEFAULT_GROUP_CACHE
     """How long a user group's members are remembered."""
+    retry_backoff: Seconds = DEFAULT_RETRY_BACKOFF
+    """Wait before retrying a failed post (doubling per try, at most an hour)."""
 
     def channel_for(self, tags: Mapping[str, str]) -> str:
         """The channel for a run with these tags: the first matching route, else the default."""

@@ -194,9 +194,7 @@ class SlackStore:
             "created_at": now,
             "updated_at": now,
         }
-        return bool(
-            self._run(lambda conn: conn.execute(self._insert_ignore(posts), [row]).rowcount) == 1
-        )
+        return self._inserted(posts, row)
 
     def reclaim_post(self, post: SlackPost, *, owner: str, now: datetime) -> bool:
         """Claim a failed (or abandoned) post to try again; False if another process did."""
@@ -277,9 +275,7 @@ class SlackStore:
     def first_sight(self, key: str, *, now: datetime) -> bool:
         """Record an interaction; False if it was seen before (a replay or a retry)."""
         row = {"key": key[:200], "seen_at": now}
-        return bool(
-            self._run(lambda conn: conn.execute(self._insert_ignore(seen), [row]).rowcount) == 1
-        )
+        return self._inserted(seen, row)
 
     def forget_seen(self, before: datetime) -> int:
         """Drop interactions seen before `before` (older ones fail the signature window)."""
@@ -298,10 +294,7 @@ class SlackStore:
             "finished_at": None,
             "error": None,
         }
-        inserted = self._run(
-            lambda conn: conn.execute(self._insert_ignore(resumes), [row]).rowcount
-        )
-        return bool(inserted == 1)
+        return self._inserted(resumes, row)
 
     def resume_finished(self, approval_id: str, *, now: datetime, error: str | None) -> None:
         """The resume returned (`done`) or raised (`failed`, with the error)."""
@@ -348,12 +341,22 @@ class SlackStore:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _insert_ignore(self, table: Table) -> Any:
+    def _inserted(self, table: Table, row: dict[str, Any]) -> bool:
+        """Insert `row` unless its key exists; whether it was inserted (atomic).
+
+        `RETURNING` says it on every backend (psycopg reports no rowcount for an
+        `ON CONFLICT DO NOTHING`).
+        """
+        key = next(iter(table.primary_key.columns))
+        stmt: Any
         if self.dialect == "sqlite":
-            return sqlite.insert(table).on_conflict_do_nothing()
-        if self.dialect == "postgresql":
-            return postgresql.insert(table).on_conflict_do_nothing()
-        return insert(table)  # pragma: no cover - other databases: a duplicate raises
+            stmt = sqlite.insert(table).on_conflict_do_nothing()
+        elif self.dialect == "postgresql":
+            stmt = postgresql.insert(table).on_conflict_do_nothing()
+        else:  # pragma: no cover - other databases: a duplicate raises
+            stmt = insert(table)
+        stmt = stmt.returning(key)
+        return bool(self._run(lambda conn: conn.execute(stmt, row).first() is not None))
 
     def _run(self, work: Callable[[Any], Any]) -> Any:
         self.setup()
