@@ -248,7 +248,7 @@ class ApprovalService:
         key = thread_id or trace_id
         found = self.ledger.has_open_requests(
             thread_id=thread_id, trace_id=None if thread_id else trace_id
-        )
+        ) or bool(self._expired_unapplied(thread_id=thread_id, trace_id=trace_id))
         with self._lock:
             if found:
                 self._open_runs.add(key)
@@ -268,9 +268,27 @@ class ApprovalService:
         if not self.has_open(thread_id=thread_id, trace_id=trace_id):
             return None
         self.expire_due()
-        return self.ledger.take_decision(
+        decided = self.ledger.take_decision(
             thread_id=thread_id, trace_id=None if thread_id else trace_id, at=self._clock()
         )
+        if decided is not None:
+            return decided
+        # An expiry to `deny` leaves status `expired`, which the run must take up too (it
+        # stops), also when another process (the approver service's sweep) expired it.
+        for expired in self._expired_unapplied(thread_id=thread_id, trace_id=trace_id):
+            self.ledger.mark_applied(expired.approval_id, at=self._clock())
+            expired.applied_at = self._clock()
+            return expired
+        return None
+
+    def _expired_unapplied(self, *, thread_id: str | None, trace_id: str) -> list[ApprovalRecord]:
+        found = self.ledger.list_approvals(
+            status="expired",
+            thread_id=thread_id,
+            trace_id=None if thread_id else trace_id,
+            limit=100,
+        )
+        return [r for r in reversed(found) if r.applied_at is None]
 
     def mark_applied(self, approval_id: str) -> None:
         """The run took up this decision (through its resume value)."""

@@ -391,7 +391,12 @@ class SlackApprover:
             if environ.get("PATH_INFO") == "/healthz" and environ.get("REQUEST_METHOD") == "GET":
                 start_response("200 OK", [("Content-Type", "text/plain")])
                 return [b"ok"]
-            return handler(environ, start_response)
+            try:
+                return handler(environ, start_response)
+            except Exception as exc:  # a body Bolt cannot parse (it raises before answering)
+                log.warning("agent-finops-slack: refused a malformed request: %s", exc)
+                start_response("400 Bad Request", [("Content-Type", "text/plain")])
+                return [b"malformed request"]
 
         return application
 

@@ -21,6 +21,7 @@ with SlackEmulator(channels={"C0APPROVALS"}) as slack:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import itertools
@@ -42,6 +43,7 @@ __all__ = [
     "BOT_TOKEN",
     "SIGNING_SECRET",
     "ApiCall",
+    "Message",
     "SlackEmulator",
     "block_actions",
     "post_interaction",
@@ -239,7 +241,9 @@ class SlackEmulator:
             fault = self._take_fault(method)
             revoked = token in self._revoked
         if fault is not None:
-            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+            headers = {}
+            if fault.retry_after is not None:
+                headers["Retry-After"] = str(fault.retry_after)
             return fault.status, {"ok": False, "error": fault.error}, headers
         if method == "apps.connections.open":
             if token != self.app_token or self._socket is None:
@@ -349,10 +353,8 @@ def _handler_for(emulator: SlackEmulator) -> type[BaseHTTPRequestHandler]:
             params: dict[str, Any] = dict(parse_qsl(query))
             if raw:
                 if (self.headers.get("Content-Type") or "").startswith("application/json"):
-                    try:
+                    with contextlib.suppress(ValueError):
                         params.update(json.loads(raw))
-                    except ValueError:
-                        pass
                 else:
                     params.update(parse_qsl(raw))
             auth = self.headers.get("Authorization") or ""
@@ -382,9 +384,7 @@ class _SocketModeServer:
         self._acks: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._server = serve(self._handle, "127.0.0.1", 0)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
     @property
