@@ -36,10 +36,11 @@ def add_plugin_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         try:
             point.load()(sub, common)
         except Exception as exc:  # a broken plugin must not break `runs` and `report`
+            # Takes any arguments (no option is known: prefix "+" is never typed).
             cmd = sub.add_parser(
-                point.name, parents=[common], help=f"(unavailable: {_first_line(exc)})"
+                point.name, prefix_chars="+", help=f"(unavailable: {_first_line(exc)})"
             )
-            cmd.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            cmd.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
             cmd.set_defaults(plugin=_unavailable(point, exc))
 
 
