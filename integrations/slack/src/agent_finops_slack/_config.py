@@ -130,7 +130,7 @@ class ChannelRoute(_Strict):
     scope: TagSelector
     """Which runs, by tags (`{team: search}`, `{tenant: acme, project: "*"}`)."""
     channel: ChannelId
-    """Slack channel id (`C0123ABCD`; a `#name` works for posting but not for updates)."""
+    """Slack channel id (`C0123ABCD`) or name (`#finops`)."""
 
 
 class SlackSettings(_Strict):
