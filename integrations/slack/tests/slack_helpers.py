@@ -127,7 +127,19 @@ class World:
         return path
 
     def pause(self, thread_id: str) -> list[str]:
-        """Run the app until it pauses (in its own process); the approval ids."""
+        """Run the app until it pauses (in this process; the service is another); the ids."""
+        import slack_app  # imported once per test process (langgraph takes seconds)
+
+        saved = dict(os.environ)
+        os.environ.update(self.env())
+        try:
+            return slack_app.start(thread_id)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def pause_in_subprocess(self, thread_id: str) -> list[str]:
+        """Run the app until it pauses, in a process of its own that then exits."""
         result = subprocess.run(
             [sys.executable, str(APP), thread_id],
             env=self.env(),

@@ -224,7 +224,7 @@ def test_create_agent_with_the_middleware_pauses_and_completes_after_the_click(
 
 def test_a_restart_between_pause_and_click_loses_nothing(world: World) -> None:
     world.write()
-    (approval_id,) = world.pause("chain-5")
+    (approval_id,) = world.pause_in_subprocess("chain-5")  # that process has exited too
     first = serve(world)
     assert first.stop(kill=True) != 0  # killed, not stopped: nothing was flushed on exit
     with serve(world) as second:

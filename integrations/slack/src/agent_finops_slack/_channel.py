@@ -26,6 +26,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from agent_finops.approvals import ApprovalChannel, Approver, ThresholdAlert
+from agent_finops.exceptions import ConfigurationError
 from agent_finops.ledger import ApprovalRecord
 from agent_finops_slack._client import error_code, retry_after, web_client
 from agent_finops_slack._config import SlackSettings
@@ -135,8 +136,6 @@ class SlackChannel(ApprovalChannel):
         **kwargs: Any,
     ) -> SlackChannel:
         """A channel whose bot token comes from `settings.token_env` (`SLACK_BOT_TOKEN`)."""
-        from agent_finops.exceptions import ConfigurationError
-
         token = os.environ.get(settings.token_env, "").strip()
         if not token:
             raise ConfigurationError(

@@ -86,6 +86,8 @@ class Resumer:
 
     def submit(self, request: ApprovalRecord) -> bool:
         """Resume this decided request's run in the background; False if it is not ours to."""
+        if not self.store.claim_resume(request.approval_id, owner=self.owner, now=self._clock()):
+            return False  # resumed (or being resumed) already
         if not request.thread_id or not request.resume_target:
             log.warning(
                 "agent-finops-slack: approval %s is %s but its run cannot be resumed from "
@@ -94,9 +96,12 @@ class Resumer:
                 request.approval_id,
                 request.status,
             )
+            self.store.resume_finished(
+                request.approval_id,
+                now=self._clock(),
+                error="not resumable: no thread id or target",
+            )
             return False
-        if not self.store.claim_resume(request.approval_id, owner=self.owner, now=self._clock()):
-            return False  # resumed (or being resumed) already
         self._start(request.approval_id)
         return True
 
