@@ -129,7 +129,7 @@ def test_requests_expired_elsewhere_are_resumed_once_and_unresumable_ones_noted_
     assert len(warnings) == 1
 
 
-def test_wsgi_health_and_malformed_bodies(harness: Harness) -> None:
+def test_wsgi_health_endpoint(harness: Harness) -> None:
     app = harness.approver.wsgi()
     seen: list[Any] = []
 
