@@ -56,7 +56,7 @@ def test_approve_resumes_the_run_and_it_completes_with_the_right_total(world: Wo
     with serve(world) as server:  # started after the pause: nothing in memory carries over
         # Approve: the default extra (the paused call's estimate) lets b run; c pauses again.
         status, _, seconds = world.click(server, approval_id, ALICE, action_id="finops_approve")
-        assert status == 200 and seconds < 1.5
+        assert status == 200 and seconds < 3.0  # Slack waits 3 s for the ack
         (outcome,) = world.wait_outcomes("chain-1", 1)
         assert outcome == {**outcome, "decision": "approve", "messages": 3, "interrupted": True}
         assert world.slack.wait(lambda: "Approved by <@U0ALICE>" in str(message.blocks), 10)
@@ -286,6 +286,6 @@ def test_socket_mode_acks_and_resumes(tmp_path: Path) -> None:
             seconds = slack.send_interactive(
                 block_actions(approval_id, user=ALICE, action_id=RAISE, message_ts=message.ts)
             )
-            assert seconds < 1.5
+            assert seconds < 3.0
             (outcome,) = world.wait_outcomes("chain-8", 1)
             assert outcome["messages"] == 4
