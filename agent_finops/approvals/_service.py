@@ -282,12 +282,12 @@ class ApprovalService:
         return None
 
     def _expired_unapplied(self, *, thread_id: str | None, trace_id: str) -> list[ApprovalRecord]:
-        found = self.ledger.list_approvals(
-            status="expired",
-            thread_id=thread_id,
-            trace_id=None if thread_id else trace_id,
-            limit=100,
-        )
+        # Only a thread can be resumed after an expiry; a run without one has ended.
+        # (One more query per invocation of a thread: fold it into the ledger's
+        # `has_open_requests` when its protocol allows.)
+        if thread_id is None:
+            return []
+        found = self.ledger.list_approvals(status="expired", thread_id=thread_id, limit=100)
         return [r for r in reversed(found) if r.applied_at is None]
 
     def mark_applied(self, approval_id: str) -> None:
