@@ -99,9 +99,10 @@ def pause(thread_id: str) -> str:
     try:
         out = graph.invoke({"messages": [HumanMessage("find it")]}, config(handler, thread_id))
     finally:
-        handler.tracker.close()
-        slack.close()  # wait for the message to be posted
+        handler.guard.close()  # flushes the tracker
+        slack.close()  # waits for the message to be posted
         conn.close()
+        handler.tracker.ledger.close()
     (interrupt,) = out["__interrupt__"]
     return str(interrupt.value["approval_id"])
 
@@ -121,9 +122,10 @@ def resume(request: ResumeRequest) -> str:
         out = graph.invoke(Command(resume={waiting[0]: request.answer}), cfg)
         return f"messages={len(out['messages'])} interrupted={'__interrupt__' in out}"
     finally:
-        handler.tracker.close()
+        handler.guard.close()
         slack.close()
         conn.close()
+        handler.tracker.ledger.close()
 
 
 targets = ResumeTargets({"slack-demo": resume})

@@ -55,7 +55,7 @@ class App:
     """One process's view of the app: tracker, Slack channel, handler, checkpointer."""
 
     def __init__(self) -> None:
-        ledger = SQLLedger.from_url(os.environ["AGENT_FINOPS_DB_URL"])
+        self.ledger = ledger = SQLLedger.from_url(os.environ["AGENT_FINOPS_DB_URL"])
         prices = PriceBook(
             PricingConfig(tools=(ToolFee(name="fetch", tool="fetch", per_call=FETCH_FEE),))
         )
@@ -107,9 +107,10 @@ class App:
         }
 
     def close(self) -> None:
-        self.tracker.close()
+        self.handler.guard.close()  # the tracker (flushed) and the budget store
         self.slack.close()
         self.conn.close()
+        self.ledger.close()
 
 
 def agent_script(messages: list[Any]) -> AIMessage:

@@ -76,10 +76,12 @@ class World:
     on_expiry: str = "deny"
     sweep_every: float = 0.2
     extra_config: dict[str, Any] = field(default_factory=dict)
+    ledger_url: str | None = None
+    """Default: a SQLite file under `root`."""
 
     @property
     def db_url(self) -> str:
-        return f"sqlite:///{self.root}/ledger.sqlite"
+        return self.ledger_url or f"sqlite:///{self.root}/ledger.sqlite"
 
     @property
     def results(self) -> Path:

@@ -18,7 +18,9 @@ import pytest
 from slack_helpers import ALICE, BOB, CHANNEL, LEAD, MALLORY, ServeProcess, World
 
 from agent_finops import SQLLedger
+from agent_finops_slack import SlackStore
 from agent_finops_slack.testing import SlackEmulator, block_actions, post_interaction
+from tests.conftest import drop_postgres_schema, postgres_url_or_skip
 
 pytestmark = pytest.mark.slow
 CALL = Decimal("0.00021")
@@ -78,6 +80,24 @@ def test_approve_resumes_the_run_and_it_completes_with_the_right_total(world: Wo
         assert [r.run.status for r in runs] == ["interrupted", "interrupted", "ok"]
         assert sum(r.model_calls for r in runs) == 3
         assert thread_cost(ledger) == 3 * CALL  # every call priced once, nothing lost
+
+
+@pytest.mark.postgres
+def test_the_ledger_on_postgresql(world: World) -> None:
+    world.ledger_url = postgres_url_or_skip()
+    try:
+        world.write()
+        (approval_id,) = world.pause("chain-9")
+        with serve(world) as server:
+            assert world.click(server, approval_id, ALICE)[0] == 200
+            (outcome,) = world.wait_outcomes("chain-9", 1)
+            assert outcome["messages"] == 4
+        with ledger_of(world) as ledger:
+            assert thread_cost(ledger) == 3 * CALL
+            post = SlackStore.for_ledger(ledger).get_post(f"request:{approval_id}")
+            assert post is not None and post.shown == "approved"
+    finally:
+        drop_postgres_schema(world.db_url)
 
 
 def test_deny_stops_the_run_cleanly(world: World) -> None:
