@@ -114,3 +114,30 @@ def test_missing_secrets_and_targets_are_named(
     with pytest.raises(ConfigurationError) as info:
         build_service(path)
     assert info.value.field == "SLACK_SIGNING_SECRET"
+
+
+def test_serve_check_validates_secrets_targets_and_the_token(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from agent_finops.cli import main as cli
+    from agent_finops_slack.testing import SIGNING_SECRET, SlackEmulator
+
+    (tmp_path / "app.py").write_text("targets = {'app': print}\n")
+    with SlackEmulator() as slack:
+        path = write(
+            tmp_path,
+            f"targets: app.py:targets\nledger: sqlite:///{tmp_path}/l.sqlite\n"
+            f"slack: {{default_channel: C0A, base_url: '{slack.base_url}'}}",
+        )
+        monkeypatch.setenv("SLACK_BOT_TOKEN", slack.bot_token)
+        monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
+        assert cli(["serve", "--config", str(path), "--check"]) == 0
+        assert "is valid (http mode)" in capsys.readouterr().out
+        slack.revoke()
+        assert cli(["serve", "--config", str(path), "--check"]) == 1
+        assert "Slack refused the bot token" in capsys.readouterr().err
+        assert [c.method for c in slack.calls] == ["auth.test", "auth.test"]
+    assert cli(["serve", "--config", str(tmp_path / "nope.yaml")]) == 1
+    assert "cannot read config" in capsys.readouterr().err

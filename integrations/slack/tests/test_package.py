@@ -7,7 +7,6 @@ import sys
 import textwrap
 
 import agent_finops_slack
-from agent_finops.cli import main as cli
 
 
 def test_public_names_resolve() -> None:
@@ -80,7 +79,3 @@ assert "slack_sdk" not in sys.modules and "slack_bolt" not in sys.modules, "impo
     )
     assert result.returncode == 0, result.stderr
     assert "approver service" in result.stdout
-
-
-def test_serve_check_validates_and_exits(tmp_path: object, capsys: object) -> None:
-    assert cli(["serve", "--config", "/nonexistent/slack.yaml"]) == 1
