@@ -252,3 +252,23 @@ def test_store_tables_live_beside_the_ledger_and_setup_twice_is_fine(ledger: SQL
     assert not store.claim_post("k", kind="alert", owner="b", now=now)
     assert store.first_sight("x", now=now) and not store.first_sight("x", now=now)
     assert store.forget_seen(now + timedelta(seconds=1)) == 1
+
+
+def test_the_sweep_does_not_flood_the_channel_with_old_requests(
+    ledger: SQLLedger,
+    slack: SlackEmulator,
+    settings: SlackSettings,
+    make_request: Callable[..., ApprovalRecord],
+) -> None:
+    quiet = ApprovalService(ledger)
+    quiet.open(make_request(created_at=datetime.now(UTC) - timedelta(days=3)))
+    recent = quiet.open(make_request(rule_id="other"))
+    channel = SlackChannel(
+        ledger,
+        client=web_client(slack.bot_token, base_url=slack.base_url),
+        settings=settings,
+        background=False,
+    )
+    channel.catch_up()
+    (post,) = slack.calls_to("chat.postMessage", ok=True)
+    assert recent.approval_id in post.params["text"]  # the old one stays in `approvals list`

@@ -350,8 +350,12 @@ class SlackChannel(ApprovalChannel):
         now = now or self._clock()
         pending = self.ledger.list_approvals(status="pending", limit=500)
         have = self.store.request_keys([r.approval_id for r in pending])
+        since = now - self.settings.catch_up_within
         for request in reversed(pending):  # oldest first
-            if request_key(request.approval_id) not in have:
+            created = request.created_at
+            if created.tzinfo is None:  # stored naive (SQLite): UTC
+                created = created.replace(tzinfo=UTC)
+            if request_key(request.approval_id) not in have and created >= since:
                 self._safely(partial(self.post_request, request.approval_id))
         for post in self.store.posts_due(now):
             if self.store.reclaim_post(post, owner=self.owner, now=now):

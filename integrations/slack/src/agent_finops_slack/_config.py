@@ -64,6 +64,8 @@ DEFAULT_MAX_RETRY_WAIT: Final = timedelta(seconds=30)
 """The longest `Retry-After` waited for inline; longer ones are retried by the sweep."""
 DEFAULT_GROUP_CACHE: Final = timedelta(seconds=60)
 """How long a Slack user group's members are remembered."""
+DEFAULT_CATCH_UP: Final = timedelta(days=1)
+"""How old a pending request nobody posted may be for the sweep to post it."""
 DEFAULT_RETRY_BACKOFF: Final = timedelta(seconds=60)
 """The first wait before a failed post is tried again (then doubling, up to an hour)."""
 _CHANNEL: Final = re.compile(r"^(#[a-z0-9][a-z0-9._-]{0,79}|[CGD][A-Z0-9]{2,30})$")
@@ -156,6 +158,9 @@ class SlackSettings(_Strict):
     """How long a user group's members are remembered."""
     retry_backoff: Seconds = DEFAULT_RETRY_BACKOFF
     """Wait before retrying a failed post (doubling per try, at most an hour)."""
+    catch_up_within: Seconds = DEFAULT_CATCH_UP
+    """The sweep posts pending requests nobody posted if filed within this (older ones
+    stay in `agent-finops approvals list`, so a first start does not flood the channel)."""
 
     def channel_for(self, tags: Mapping[str, str]) -> str:
         """The channel for a run with these tags: the first matching route, else the default."""
