@@ -180,7 +180,7 @@ class ApprovalService:
                 decided_by=request.decided_by,
                 decided_at=request.decided_at,
             )
-        if not _may_decide(approver, request):
+        if not self.may_decide(approver, request):
             self._audit(request, "refused", approver.id, now, reason="not on the approvers list")
             raise ApproverNotAllowed(request.approval_id, approver=approver.id, scope=request.scope)
         if extra is not None and (not extra.is_finite() or extra < 0 or extra > MAX_EXTRA):
@@ -203,6 +203,18 @@ class ApprovalService:
         self._audit(decided, decided.status, approver.id, now, reason=reason)
         self._notify("request_decided", decided)
         return decided
+
+    def may_decide(self, approver: Approver | str, request: ApprovalRecord) -> bool:
+        """Whether `approver` may decide `request`.
+
+        The list stored with the request when it was filed rules, whichever process or
+        channel decides; a request filed without one (its app had no allow-list) is checked
+        against this service's own list, so an approver service can be stricter.
+        """
+        approver = Approver.of(approver)
+        if request.approvers is not None:
+            return _may_decide(approver, request)
+        return self.approvers.allows(approver, request.tags)
 
     def expire_due(self, now: datetime | None = None) -> list[ApprovalRecord]:
         """Give every request past its `expires_at` its configured outcome; the expired ones."""
@@ -239,7 +251,7 @@ class ApprovalService:
         key = thread_id or trace_id
         found = self.ledger.has_open_requests(
             thread_id=thread_id, trace_id=None if thread_id else trace_id
-        )
+        ) or bool(self._expired_unapplied(thread_id=thread_id, trace_id=trace_id))
         with self._lock:
             if found:
                 self._open_runs.add(key)
@@ -259,9 +271,27 @@ class ApprovalService:
         if not self.has_open(thread_id=thread_id, trace_id=trace_id):
             return None
         self.expire_due()
-        return self.ledger.take_decision(
+        decided = self.ledger.take_decision(
             thread_id=thread_id, trace_id=None if thread_id else trace_id, at=self._clock()
         )
+        if decided is not None:
+            return decided
+        # An expiry to `deny` leaves status `expired`, which the run must take up too (it
+        # stops), also when another process (the approver service's sweep) expired it.
+        for expired in self._expired_unapplied(thread_id=thread_id, trace_id=trace_id):
+            self.ledger.mark_applied(expired.approval_id, at=self._clock())
+            expired.applied_at = self._clock()
+            return expired
+        return None
+
+    def _expired_unapplied(self, *, thread_id: str | None, trace_id: str) -> list[ApprovalRecord]:
+        # Only a thread can be resumed after an expiry; a run without one has ended.
+        # (One more query per invocation of a thread: fold it into the ledger's
+        # `has_open_requests` when its protocol allows.)
+        if thread_id is None:
+            return []
+        found = self.ledger.list_approvals(status="expired", thread_id=thread_id, limit=100)
+        return [r for r in reversed(found) if r.applied_at is None]
 
     def mark_applied(self, approval_id: str) -> None:
         """The run took up this decision (through its resume value)."""

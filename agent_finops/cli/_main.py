@@ -1,4 +1,4 @@
-"""`agent-finops runs`, `report RUN_ID [--json]` and `approvals list|approve|deny`."""
+"""`agent-finops runs`, `report RUN_ID [--json]`, `approvals list|approve|deny`, and plugins."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 
 from agent_finops.approvals import ApprovalService, Approver, ResumeTargets, approval_payload
+from agent_finops.cli._plugins import add_plugin_commands
 from agent_finops.exceptions import ConfigurationError, FinOpsError
 from agent_finops.ledger import DEFAULT_URL, ApprovalRecord, Ledger, RunSummary, SQLLedger
 from agent_finops.reports import load_run_report, money, write_html
@@ -94,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
             help="your app's ResumeTargets, as module:attr or file.py:attr "
             f"(default: ${ENV_TARGETS})",
         )
+    add_plugin_commands(sub, common)  # e.g. `serve` from agent-finops-slack
     return parser
 
 
@@ -101,7 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
     url = args.db or os.environ.get(ENV_URL) or DEFAULT_URL
+    plugin = getattr(args, "plugin", None)
     try:
+        if plugin is not None:  # a sub-command from another package opens what it needs
+            return int(plugin(args))
         # Never creates a ledger: a mistyped path is an error, not an empty "no runs".
         with SQLLedger.from_url(url, create=False) as ledger:
             if args.command == "runs":
