@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from crewai.events.event_bus import crewai_event_bus
 from crewai.events.event_context import get_current_parent_id
+from crewai.tools.agent_tools.base_agent_tools import BaseAgentTool
 from crewai.hooks import (
     HookAborted,
     InterceptionPoint,
@@ -46,6 +47,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ApprovalWait", "CallHooks", "estimate_input_tokens"]
 
+DELEGATION_TOOLS: Final = frozenset({"delegate_work_to_coworker", "ask_question_to_coworker"})
+"""CrewAI's coworker tools (sanitized names): using one hands control to another agent."""
+AGENT_SCOPES: Final = frozenset({"agent_execution_started", "lite_agent_execution_started"})
 POLL_SECONDS: Final = (0.05, 0.1, 0.2, 0.5, 1.0)
 """How often a waiting hook looks the decision up (backing off to the last value)."""
 PER_MESSAGE_TOKENS: Final = 8
@@ -180,6 +184,7 @@ class CallHooks:
             try:  # records the refused run and its decision, then raises MissingTags
                 guard.start_run(uuid.uuid4().hex, name=name, tags=own, node=name)
             except PolicyViolation as refused:
+                guard.flush()
                 raise CrewStopped(refused) from None
 
     def _start_resumed(self, crew: Any, kickoff_id: str) -> None:
@@ -232,7 +237,7 @@ class CallHooks:
             raise CrewStopped(scope.dead, outputs=finished_outputs(ctx))
         # The LLM layer dispatches inside the call's own scope; an executor, before it.
         inside = scope is not None and scope.kind == "llm_call_started" and scope.span is None
-        parent = scope.anchor if scope is not None else None
+        parent = self._turn(scope.anchor) if scope is not None else None
         step_key = scope.step_key if scope is not None else None
         llm = ctx.llm
         model = getattr(llm, "model", None) if llm is not None else None
@@ -260,6 +265,17 @@ class CallHooks:
             )
 
         self._guarded(ctx, parent, step, step_key, check_first=True)
+
+    def _turn(self, parent: str | None) -> str | None:
+        """Control comes back to a delegating agent when its coworker answers.
+
+        That hand-over is a step again for ping-pong detection (A asks B, B answers, A asks
+        B...): the guard re-observes the agent at its next model call.
+        """
+        agent = self.listener.scopes.get(parent)
+        if agent is not None and agent.info.pop("handed_over", False) and parent is not None:
+            self.listener.guard.step_reentered(parent)
+        return parent
 
     def _guarded(
         self,
@@ -314,6 +330,12 @@ class CallHooks:
         step_key = scope.step_key if scope is not None else None
         name = str(ctx.tool_name)
         args = dict(ctx.tool_input) if isinstance(ctx.tool_input, Mapping) else ctx.tool_input
+        if name in DELEGATION_TOOLS or isinstance(
+            getattr(ctx.tool, "_original_tool", None), BaseAgentTool
+        ):
+            delegator = listener.scopes.get(parent)
+            if delegator is not None and delegator.kind in AGENT_SCOPES:
+                delegator.info["handed_over"] = True
         pending: list[PendingCall] = []
 
         def step() -> None:

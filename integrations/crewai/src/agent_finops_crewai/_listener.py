@@ -234,6 +234,7 @@ class FinOpsListener(BaseEventListener):
             # A delegated agent stays at its task's level (no node of its own), so
             # delegation ping-pong between two agents is judged at one level.
             node = None if delegated else role
+            scope.name = role
             self._span(scope, scope_id, role, "agent", node=node, tags={"agent": role})
         elif kind == "llm_call_started":
             scope.name = getattr(event, "model", None) or "llm"
