@@ -33,9 +33,10 @@ for _path in (_HERE, _REPO_ROOT):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from crews import PRICES  # noqa: E402
+
 from agent_finops import CostTracker, SQLLedger  # noqa: E402
 from agent_finops_crewai import FinOpsListener  # noqa: E402
-from crews import PRICES  # noqa: E402
 
 
 @pytest.fixture

@@ -214,7 +214,7 @@ def test_pause_approved_while_the_hook_waits_completes_the_crew(
     tracker: CostTracker, make_listener: Callable[..., FinOpsListener]
 ) -> None:
     listener = make_listener(tracker, policy=policy(PAUSE_WRITER), approval_wait=20)
-    crew, writer = pausing_team()
+    crew, _writer = pausing_team()
     human = decide_when_asked(tracker, listener, approve=True)
     output = crew.kickoff()
     human.join(5)
@@ -246,7 +246,7 @@ def test_undecided_pause_ends_the_crew_resumably(
     tracker: CostTracker, make_listener: Callable[..., FinOpsListener]
 ) -> None:
     make_listener(tracker, policy=policy(PAUSE_WRITER), approval_wait=0)
-    crew, writer = pausing_team()
+    crew, _writer = pausing_team()
     with pytest.raises(CrewPaused) as paused:
         crew.kickoff()
     assert paused.value.approval.status == "pending"

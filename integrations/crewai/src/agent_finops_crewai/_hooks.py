@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from crewai.events.event_bus import crewai_event_bus
 from crewai.events.event_context import get_current_parent_id
-from crewai.tools.agent_tools.base_agent_tools import BaseAgentTool
 from crewai.hooks import (
     HookAborted,
     InterceptionPoint,
@@ -34,6 +33,7 @@ from crewai.hooks import (
     register_hook,
     unregister_hook,
 )
+from crewai.tools.agent_tools.base_agent_tools import BaseAgentTool
 
 from agent_finops.attribution import current_tags, merge_tags
 from agent_finops.exceptions import ApprovalRequired, PolicyViolation

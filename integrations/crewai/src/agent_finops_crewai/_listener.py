@@ -46,7 +46,7 @@ from agent_finops.ledger import SpanKind, SpanStatus
 from agent_finops.policy import Policy, PolicyEngine
 from agent_finops_crewai._hooks import CallHooks
 from agent_finops_crewai._outcome import CrewPaused, CrewStopped
-from agent_finops_crewai._scopes import Scope, Scopes, pending_call, pending_tool
+from agent_finops_crewai._scopes import CALL_KINDS, Scope, Scopes, pending_call, pending_tool
 
 __all__ = ["FinOpsListener"]
 
@@ -307,13 +307,15 @@ class FinOpsListener(BaseEventListener):
             self._model_done(scope, event)
         elif kind == "llm_call_failed":
             if scope.span is not None:
-                self.guard.model_call_failed(scope.span, RuntimeError(str(event.error)))  # type: ignore[attr-defined]
+                failure = RuntimeError(str(getattr(event, "error", kind)))
+                self.guard.model_call_failed(scope.span, failure)
         elif kind == "tool_usage_finished":
             self._tool_done(scope, event)
         elif kind == "tool_usage_error":
             if scope.span is not None:
-                self.guard.tool_call_failed(scope.span, RuntimeError(str(event.error)))  # type: ignore[attr-defined]
-        elif scope.span is not None and scope.kind not in ("llm_call_started", "tool_usage_started"):
+                failure = RuntimeError(str(getattr(event, "error", kind)))
+                self.guard.tool_call_failed(scope.span, failure)
+        elif scope.span is not None and scope.kind not in CALL_KINDS:
             status, error = _ending(event)
             self.guard.close_step(scope.span, status=status, error=error)
             if scope.span == scope.root:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from crewai.events.types.llm_events import LLMCallType
 from crewai.llms.base_llm import BaseLLM, llm_call_context
+from crewai.utilities.types import LLMMessage
 from pydantic import ConfigDict, PrivateAttr
 
 __all__ = ["Reply", "ScriptedLLM", "crewai_usage"]
@@ -86,7 +87,10 @@ class ScriptedLLM(BaseLLM):
         response_model: Any | None = None,
     ) -> str | Any:
         """Answer the next scripted reply, with the events a native provider emits."""
-        chat = [{"role": "user", "content": messages}] if isinstance(messages, str) else messages
+        chat = cast(
+            list[LLMMessage],
+            [{"role": "user", "content": messages}] if isinstance(messages, str) else messages,
+        )
         with llm_call_context():
             self._emit_call_started_event(
                 messages=chat,
@@ -97,7 +101,7 @@ class ScriptedLLM(BaseLLM):
                 from_agent=from_agent,
             )
             self._invoke_before_llm_call_hooks(chat, from_agent)
-            reply = self._next(chat)
+            reply = self._next(cast(list[dict[str, Any]], chat))
             self._emit_call_completed_event(
                 response=reply.text,
                 call_type=LLMCallType.LLM_CALL,
