@@ -12,8 +12,8 @@ is swallowed (fail-open). So every policy outcome leaves these hooks as a `HookA
   agent, and the crew stops at its next model call (the run is marked stopped).
 * `EXECUTION_START`: a run missing mandatory tags is refused before its first request; a
   kickoff resumed from a checkpoint (it emits no start event) starts its run here.
-* `EXECUTION_END` (failed): wait for the bus, then end the run, so the ledger is final
-  when `kickoff()` raises. The successful path ends through an after-kickoff callback.
+* `EXECUTION_END`: wait for the bus, then end the run, so the ledger is final when
+  `kickoff()` returns or raises.
 """
 
 from __future__ import annotations
@@ -164,9 +164,6 @@ class CallHooks:
             return
         crew, flow = getattr(ctx, "crew", None), getattr(ctx, "flow", None)
         if crew is not None:
-            callbacks = crew.after_kickoff_callbacks
-            if self.kickoff_done not in callbacks:
-                callbacks.append(self.kickoff_done)
             resumed = getattr(crew, "checkpoint_kickoff_event_id", None)
             if resumed and listener.scopes.get(resumed) is None:
                 self._start_resumed(crew, resumed)
@@ -199,29 +196,34 @@ class CallHooks:
         self.listener.register_resumed_run(crew, root, kickoff_id)
 
     def execution_end(self, ctx: Any) -> None:
-        """A kickoff raised: deliver its events, then end its run before the error escapes."""
+        """A root kickoff ends: deliver all its events, then end its run, inline.
+
+        Called before `kickoff()` returns or raises, so the report read right after is
+        final. The background memory writes CrewAI drains next are drained first (their
+        extraction calls belong to the run).
+        """
         listener = self.listener
         crew = getattr(ctx, "crew", None)
-        if not listener.attached or crew is None or getattr(ctx, "status", None) != "failed":
+        if not listener.attached or crew is None:
             return
         root = listener.root_of(crew)
         if root is None:
             return
-        crewai_event_bus.flush()
+        status: SpanStatus = "ok"
         error = getattr(ctx, "error", None)
-        status: SpanStatus = "error"
-        if isinstance(error, CrewPaused):
-            status, error = "interrupted", None
-        elif isinstance(error, CrewStopped):
-            status = "stopped"
+        if getattr(ctx, "status", None) == "failed":
+            status = "error"
+            if isinstance(error, CrewPaused):
+                status, error = "interrupted", None
+            elif isinstance(error, CrewStopped):
+                status = "stopped"
+        else:
+            drain = getattr(crew, "_drain_memory_writes", None)
+            if callable(drain):
+                drain()
+        crewai_event_bus.flush()
         listener.close_run(root, status, error)
         listener.guard.flush()
-
-    def kickoff_done(self, result: Any) -> Any:
-        """An after-kickoff callback: the report read right after `kickoff()` is final."""
-        if self.listener.attached:
-            self.listener.flush()
-        return result
 
     # -- model calls ------------------------------------------------------------------------
 
