@@ -320,6 +320,7 @@ class FinOpsListener(BaseEventListener):
             self.guard.close_step(scope.span, status=status, error=error)
             if scope.span == scope.root:
                 self._run_ended(scope.root)
+                self.guard.flush()  # a flow awaits this handler: its run is final on return
 
     def _run_ended(self, root: str) -> None:
         self.scopes.forget_run(root)
