@@ -86,7 +86,7 @@ def test_pause_in_a_flow_resumes_through_its_persistence(
         @start()
         def research(self) -> None:
             if not self.state.research:  # done in an earlier invocation: kept in the state
-                crew, writer = pausing_team()
+                crew, _ = pausing_team()
                 crew.tasks = crew.tasks[:1]
                 self.state.research = str(crew.kickoff().raw)
 
