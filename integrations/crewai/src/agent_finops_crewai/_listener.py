@@ -145,6 +145,11 @@ class FinOpsListener(BaseEventListener):
             crewai_event_bus.on(cls)(handler)
             self._handlers.append((cls, handler))
 
+    @staticmethod
+    def subscribed_events() -> list[type[BaseEvent]]:
+        """The event classes the listener handles: every CrewAI scope's start and end."""
+        return list(_scope_event_classes())
+
     def detach(self) -> None:
         """Stop listening and unregister the hooks (runs in progress are left as they are)."""
         self.attached = False
