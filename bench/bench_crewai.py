@@ -15,7 +15,8 @@ different order each round:
     before it is sent and settled after it.
 
 The median round is reported as milliseconds per kickoff and, subtracting (a), the
-overhead per model call (tool calls included in it). After each round of (b) and (c) the
+overhead per model call (its tool call included), in wall time and in process CPU time (all
+threads: the machine is shared, and CPU time is what load on other cores does not inflate). After each round of (b) and (c) the
 ledger is checked: every model call recorded, priced at what genai-prices gives.
 
     HOME=$(mktemp -d) CREWAI_DISABLE_TELEMETRY=true CREWAI_TRACING_ENABLED=false
@@ -87,16 +88,20 @@ def crew() -> Crew:
     return Crew(name="bench-crew", agents=[agent], tasks=[task])
 
 
-def kickoffs() -> float:
+Timing = tuple[float, float]
+"""(wall seconds, process CPU seconds: every thread, the bus loop and ledger writer included)."""
+
+
+def kickoffs() -> Timing:
     crews = [crew() for _ in range(KICKOFFS)]  # built outside the timed region
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for c in crews:
         c.kickoff()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def with_listener(tmp: Path, policy: Policy | None) -> Callable[[], float]:
-    def run() -> float:
+def with_listener(tmp: Path, policy: Policy | None) -> Callable[[], Timing]:
+    def run() -> Timing:
         ledger = SQLLedger.from_url(f"sqlite:///{tmp / f'{time.monotonic_ns()}.sqlite'}")
         tracker = CostTracker(ledger, prices=PriceBook())
         listener = FinOpsListener(tracker, policy=policy)
@@ -112,7 +117,7 @@ def with_listener(tmp: Path, policy: Policy | None) -> Callable[[], float]:
     return run
 
 
-def with_noop_handlers() -> float:
+def with_noop_handlers() -> Timing:
     from crewai.events import crewai_event_bus
 
     async def noop(source: object, event: object) -> None:
@@ -146,33 +151,38 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp())
-    modes: dict[str, Callable[[], float]] = {
+    modes: dict[str, Callable[[], Timing]] = {
         "bare": kickoffs,
         "no-op": with_noop_handlers,
         "tracking": with_listener(tmp, None),
         "enforcing": with_listener(tmp, Policy.from_mapping(POLICY)),
     }
     kickoffs()  # warm up crewai's lazy imports and the bus
-    times: dict[str, list[float]] = {name: [] for name in modes}
+    times: dict[str, list[Timing]] = {name: [] for name in modes}
     names = list(modes)
     for round_ in range(args.rounds):
         order = names[round_ % len(names) :] + names[: round_ % len(names)]
         for name in order:
             times[name].append(modes[name]())
     calls = KICKOFFS * CALLS_PER_KICKOFF
-    bare = statistics.median(times["bare"])
+    bare_wall = statistics.median(t[0] for t in times["bare"])
+    bare_cpu = statistics.median(t[1] for t in times["bare"])
     print(
         f"crewai {crewai.__version__}, Python {platform.python_version()}, "
         f"{platform.machine()}; {args.rounds} rounds x {KICKOFFS} kickoffs x "
         f"{CALLS_PER_KICKOFF} model calls (+{CALLS_PER_KICKOFF - 1} tool calls each)"
     )
-    print(f"{'mode':<10} {'ms/kickoff':>11} {'ratio':>6} {'overhead/model call':>20}")
+    print(
+        f"{'mode':<10} {'wall ms/kickoff':>15} {'ratio':>6} {'wall us/call':>13} "
+        f"{'cpu ms/kickoff':>15} {'ratio':>6} {'cpu us/call':>12}"
+    )
     for name in names:
-        median = statistics.median(times[name])
-        extra = (median - bare) / calls * 1e6
+        wall = statistics.median(t[0] for t in times[name])
+        cpu = statistics.median(t[1] for t in times[name])
         print(
-            f"{name:<10} {median / KICKOFFS * 1e3:>11.2f} {median / bare:>6.2f} "
-            f"{extra:>17.0f} us"
+            f"{name:<10} {wall / KICKOFFS * 1e3:>15.2f} {wall / bare_wall:>6.2f} "
+            f"{(wall - bare_wall) / calls * 1e6:>13.0f} {cpu / KICKOFFS * 1e3:>15.2f} "
+            f"{cpu / bare_cpu:>6.2f} {(cpu - bare_cpu) / calls * 1e6:>12.0f}"
         )
     return 0
 

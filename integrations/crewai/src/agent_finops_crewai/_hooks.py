@@ -206,9 +206,14 @@ class CallHooks:
         crew = getattr(ctx, "crew", None)
         if not listener.attached or crew is None:
             return
+        if getattr(ctx, "status", None) != "failed":
+            drain = getattr(crew, "_drain_memory_writes", None)
+            if callable(drain):
+                drain()
+        crewai_event_bus.flush()  # the kickoff's start is registered, its calls are priced
         root = listener.root_of(crew)
         if root is None:
-            return
+            return  # a crew inside a flow: the flow's run goes on
         status: SpanStatus = "ok"
         error = getattr(ctx, "error", None)
         if getattr(ctx, "status", None) == "failed":
@@ -217,11 +222,6 @@ class CallHooks:
                 status, error = "interrupted", None
             elif isinstance(error, CrewStopped):
                 status = "stopped"
-        else:
-            drain = getattr(crew, "_drain_memory_writes", None)
-            if callable(drain):
-                drain()
-        crewai_event_bus.flush()
         listener.close_run(root, status, error)
         listener.guard.flush()
 
