@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -40,6 +41,11 @@ def pause_in_first_process(
     crew.checkpoint = CheckpointConfig(location=str(checkpoints))
     with pytest.raises(CrewPaused) as paused:
         crew.kickoff()
+    # CrewAI writes checkpoints from its event bus's thread pool: wait for the research one.
+    deadline = time.monotonic() + 15
+    while not glob.glob(str(checkpoints / "**" / "*.json"), recursive=True):
+        assert time.monotonic() < deadline, "no checkpoint written"
+        time.sleep(0.05)
     listener.detach()  # the process "exits"
     tracker.close()
     return paused.value
