@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,11 +14,13 @@ from crewai import LLM
 from crews import DELEGATE, RESEARCHER_SCRIPT, SEARCH, WRITER_SCRIPT, final, team
 
 from agent_finops import CostTracker, SQLLedger
+from agent_finops.approvals import ApprovalService, ConsoleChannel
 from agent_finops.exceptions import (
     ApprovalDenied,
     BudgetExceeded,
     LoopDetected,
     MissingTags,
+    RateLimitExceeded,
 )
 from agent_finops.policy import Policy
 from agent_finops_crewai import STOPPED_KIND, CrewPaused, CrewStopped, FinOpsListener
@@ -102,6 +105,30 @@ def test_task_cap_stops_before_the_crossing_request_reaches_the_server(
     assert report.decision_counts().get("deny") == 1
     by_task = {r.key: r.totals.cost for r in report.by_task}
     assert by_task["write"] > Decimal("0.005") > by_task["research"]
+
+
+def test_rate_limit_and_daily_budget_from_the_same_policy_file(
+    tracker: CostTracker, make_listener: Callable[..., FinOpsListener]
+) -> None:
+    limits = policy(
+        """
+version: 1
+budgets:
+  - {id: team-daily, scope: {team: research}, limit: '100', period: daily}
+rate_limits:
+  - {id: agent-rpm, scope: {agent: "*"}, window: 1m, max_calls: 2}
+"""
+    )
+    make_listener(tracker, policy=limits)
+    researcher = ScriptedLLM(model="gpt-4o-mini", script=RESEARCHER_SCRIPT)
+    with pytest.raises(CrewStopped) as stopped:
+        team(researcher, ScriptedLLM(model="gpt-4o-mini", script=WRITER_SCRIPT)).kickoff()
+    assert isinstance(stopped.value.error, RateLimitExceeded)
+    assert stopped.value.error.scope == {"agent": "Researcher"}
+    assert researcher.calls == 2  # the researcher's third call in the minute was not sent
+    report = last_run(tracker)
+    assert report.decision_counts()["deny"] == 1
+    assert report.decision_counts()["allow"] >= 3  # the daily budget reserved every call
 
 
 # -- loops --------------------------------------------------------------------------------------
@@ -213,11 +240,17 @@ def decide_when_asked(tracker: CostTracker, listener: FinOpsListener, approve: b
 def test_pause_approved_while_the_hook_waits_completes_the_crew(
     tracker: CostTracker, make_listener: Callable[..., FinOpsListener]
 ) -> None:
-    listener = make_listener(tracker, policy=policy(PAUSE_WRITER), approval_wait=20)
+    console = io.StringIO()
+    service = ApprovalService(tracker.ledger, channels=[ConsoleChannel(console)])
+    listener = make_listener(
+        tracker, policy=policy(PAUSE_WRITER), approvals=service, approval_wait=20
+    )
     crew, _writer = pausing_team()
     human = decide_when_asked(tracker, listener, approve=True)
     output = crew.kickoff()
     human.join(5)
+    said = console.getvalue()
+    assert "needed: cost cap 'writer-cap'" in said and "approved by alice" in said
     assert output.raw == "Summary: GPUs are 8% cheaper."
     report = last_run(tracker)
     assert report.run.status == "ok"

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from crews import EXPECTED_TOTAL, RESEARCHER_SCRIPT, SEARCH_FEE, WRITER_SCRIPT, team
 
-from agent_finops import CostTracker, attribute
+from agent_finops import CostTracker, attribute, cli
 from agent_finops.reports import RunReport
 from agent_finops_crewai import FinOpsListener
 from agent_finops_crewai.testing import ScriptedLLM
@@ -80,6 +82,27 @@ def test_kickoff_is_one_priced_trace(
         "market-team > write > Writer",
     ]
     assert not listener.scopes.snapshot()  # nothing kept once the run ended
+
+
+def test_cli_shows_a_crew_run_like_a_graph_run(
+    tracker: CostTracker,
+    make_listener: Callable[..., FinOpsListener],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    make_listener(tracker)
+    scripted_team().kickoff()
+    (summary,) = tracker.ledger.list_runs(limit=1)
+    url = str(tracker.ledger.engine.url)
+    assert cli.main(["--db", url, "runs"]) == 0
+    assert cli.main(["--db", url, "report", summary.run.trace_id[:8]]) == 0
+    out = capsys.readouterr().out
+    assert "market-team" in out and "ok" in out
+    for shown in ("research [task]", "Researcher [agent]", "search [tool]", "By task", "By agent"):
+        assert shown in out, shown
+    assert cli.main(["--db", url, "report", summary.run.trace_id, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {r["key"] for r in data["by_task"]} == {"research", "write"}
+    assert data["totals"]["cost_usd"] == format(EXPECTED_TOTAL, "f")
 
 
 def test_attribute_tags_reach_every_event(
