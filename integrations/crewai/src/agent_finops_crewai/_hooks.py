@@ -18,6 +18,7 @@ is swallowed (fail-open). So every policy outcome leaves these hooks as a `HookA
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -105,7 +106,7 @@ class ApprovalWait:
         service = self.hooks.listener.guard.approvals
         assert service is not None
         deadline = None if self.seconds is None else time.monotonic() + self.seconds
-        for attempt in range(1 << 62):
+        for attempt in itertools.count():
             current = service.get(request.approval_id)
             if current.status != "pending":
                 return None

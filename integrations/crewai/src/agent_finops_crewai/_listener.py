@@ -28,8 +28,7 @@ import inspect
 import logging
 import pkgutil
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import crewai.events.types as event_types
@@ -168,13 +167,13 @@ class FinOpsListener(BaseEventListener):
         """Internal errors swallowed so far (each is logged)."""
         return self.guard.errors
 
-    @contextmanager
-    def attached_to_bus(self) -> Iterator[FinOpsListener]:
-        """`with listener.attached_to_bus(): ...` detaches the listener at the end."""
-        try:
-            yield self
-        finally:
-            self.detach()
+    def __enter__(self) -> FinOpsListener:
+        """`with FinOpsListener(tracker) as listener:` detaches it at the end of the block."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Detach."""
+        self.detach()
 
     # -- scope starts -------------------------------------------------------------------------
 
@@ -203,9 +202,11 @@ class FinOpsListener(BaseEventListener):
             step_key=parent.step_key if parent else None,
             dead=parent.dead if parent else None,
         )
-        if scope.dead is None:
-            self._open(source, event, scope, parent)
-        self.scopes.add(scope_id, scope)
+        try:
+            if scope.dead is None:
+                self._open(source, event, scope, parent)
+        finally:  # a refused run is registered too: its children are dropped, not orphaned
+            self.scopes.add(scope_id, scope)
 
     def _open(self, source: Any, event: BaseEvent, scope: Scope, parent: Scope | None) -> None:
         kind, scope_id = event.type, event.event_id
@@ -243,7 +244,6 @@ class FinOpsListener(BaseEventListener):
             self._span(scope, scope_id, role, "agent", node=node, tags={"agent": role})
         elif kind == "llm_call_started":
             scope.name = getattr(event, "model", None) or "llm"
-            scope.provider = getattr(source, "provider", None)
             scope.span = self.scopes.claim(pending_call.get(), event.parent_event_id)
         elif kind == "tool_usage_started":
             scope.name = _clip(str(getattr(event, "tool_name", "tool")))

@@ -47,8 +47,7 @@ class Scope:
     step_key: str | None = None
     """Which crew task (or flow method) this scope is part of: approvals are per step."""
     name: str = ""
-    """The call's name (a tool) or model, for calls opened late from their end event."""
-    provider: str | None = None
+    """An agent's role; a tool's name or an LLM call's model, for calls opened late."""
     dead: PolicyViolation | None = None
     """The run was refused at its start (mandatory tags): nothing under it is tracked."""
     info: dict[str, Any] = field(default_factory=dict)
