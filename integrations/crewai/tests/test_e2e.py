@@ -138,3 +138,22 @@ def test_anthropic_server_cache_reads_and_writes(
     assert report.totals.cache_read_tokens == 4000 + 5000 + 5200
     assert report.totals.cache_write_tokens == 1000
     assert report.totals.uncached_input_tokens == 50 + 300 + 60 + 70 + 600
+
+
+def test_streamed_usage_with_kickoff_async_is_not_lost(
+    tracker: CostTracker, make_listener: Callable[..., FinOpsListener]
+) -> None:
+    """crewAIInc/crewAI#4056: streaming with kickoff_async reported zero usage."""
+    import asyncio
+
+    make_listener(tracker)
+    with FakeOpenAIServer(OPENAI_SCRIPT) as server:
+
+        def llm() -> LLM:
+            return LLM(model="gpt-4o-mini", base_url=server.base_url, api_key="test", stream=True)
+
+        output = asyncio.run(team(llm(), llm()).kickoff_async())
+    assert output.raw == "Summary: GPUs are 8% cheaper."
+    (summary,) = tracker.ledger.list_runs(limit=1)
+    report = tracker.report(summary.run.trace_id)
+    assert report.total_cost == OPENAI_TOTAL and report.unpriced == 0

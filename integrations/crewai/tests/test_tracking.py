@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from crews import EXPECTED_TOTAL, RESEARCHER_SCRIPT, SEARCH_FEE, WRITER_SCRIPT, team
+from crews import EXPECTED_TOTAL, RESEARCHER_SCRIPT, SEARCH_FEE, WRITER_SCRIPT, gpt4o_mini, team
 
 from agent_finops import CostTracker, attribute, cli
 from agent_finops.reports import RunReport
@@ -168,3 +168,53 @@ def test_concurrent_crews_are_attributed_separately_and_exactly(
         assert {e.tags["crew"] for e in events} == {name}
         total += report.total_cost
     assert total == 6 * EXPECTED_TOTAL
+
+
+class _NoHookLLM(ScriptedLLM):
+    """A custom LLM that emits its events but never runs the model-call hooks."""
+
+    def _invoke_before_llm_call_hooks(self, messages: Any, from_agent: Any = None) -> bool:
+        return True
+
+
+def test_direct_llm_calls_are_runs_of_their_own_hooked_or_not(
+    tracker: CostTracker, make_listener: Callable[..., FinOpsListener]
+) -> None:
+    listener = make_listener(tracker)
+    hooked = ScriptedLLM(model="gpt-4o-mini", script=[RESEARCHER_SCRIPT[2]])
+    unhooked = _NoHookLLM(model="gpt-4o-mini", script=[RESEARCHER_SCRIPT[2]])
+    assert hooked.call("What happened to gpu prices?").startswith("Thought")
+    assert unhooked.call("And now?").startswith("Thought")
+    listener.flush()
+    runs = tracker.ledger.list_runs(limit=5)
+    assert len(runs) == 2
+    assert all(s.model_calls == 1 and s.cost == gpt4o_mini(1100, 120) for s in runs)
+    assert {s.run.status for s in runs} == {"ok"}
+    assert listener.errors == 0
+
+
+def test_a_failing_tool_is_recorded_as_failed_without_a_fee(
+    tracker: CostTracker,
+    make_listener: Callable[..., FinOpsListener],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import crews
+
+    def broken(self: Any, query: str) -> str:
+        raise RuntimeError("search API down")
+
+    monkeypatch.setattr(crews.Search, "_run", broken)
+    make_listener(tracker)
+    researcher = ScriptedLLM(
+        model="gpt-4o-mini",
+        script=[RESEARCHER_SCRIPT[1], RESEARCHER_SCRIPT[2]],
+    )
+    crew = team(researcher, ScriptedLLM(model="gpt-4o-mini", script=[WRITER_SCRIPT[1]]))
+    crew.kickoff()
+    (summary,) = tracker.ledger.list_runs(limit=1)
+    trace = tracker.ledger.load_trace(summary.run.trace_id)
+    tools = [s for s in trace.spans if s.kind == "tool"]
+    assert tools and {(s.name, s.status) for s in tools} == {("search", "error")}
+    assert "search API down" in (tools[0].error or "")
+    assert not [e for e in trace.events if e.kind == "tool"]  # no fee for a call that failed
+    assert summary.model_calls == 3

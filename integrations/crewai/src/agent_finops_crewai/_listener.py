@@ -360,6 +360,11 @@ class FinOpsListener(BaseEventListener):
             span = event.started_event_id
             self.guard.open_step(span, parent_id=scope.anchor, name=scope.name, kind="tool")
             scope.span = span
+        failure = getattr(event, "failure", None)
+        if failure is not None:  # the tool raised (or said it failed): no fee, span failed
+            message = getattr(failure, "message", None) or str(failure)
+            self.guard.tool_call_failed(span, RuntimeError(message))
+            return
         self.guard.after_tool_call(span, output=getattr(event, "output", None))
 
 
