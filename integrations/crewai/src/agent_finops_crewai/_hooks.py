@@ -58,10 +58,12 @@ PER_MESSAGE_TOKENS: Final = 8
 
 
 def estimate_input_tokens(messages: Any) -> int:
-    """An upper bound of a request's input tokens: UTF-8 bytes of every message, plus framing.
+    """A bound of a request's input tokens: UTF-8 bytes of every message, plus framing.
 
-    Byte-level BPE tokenizers never produce more tokens than a text has bytes, so the
-    reservation made from this bound is never below the call's real input cost.
+    Byte-level BPE tokenizers never produce more tokens than a text has bytes, so this
+    bounds the messages' tokens (text-protocol tool descriptions are in the messages).
+    Native tool schemas go to the provider beside the messages and are not seen by the
+    hook: their tokens are not in this bound.
     """
     if not messages:
         return 0
