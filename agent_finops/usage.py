@@ -35,6 +35,7 @@ __all__ = [
     "MAX_TOKEN_COUNT",
     "TokenUsage",
     "from_anthropic",
+    "from_crewai",
     "from_openai",
     "from_usage_metadata",
     "normalize_usage",
@@ -292,13 +293,44 @@ def from_anthropic(usage: Mapping[str, Any]) -> TokenUsage:
     )
 
 
+# -- CrewAI (agent_finops_crewai) -------------------------------------------------------
+CREWAI_KEYS = frozenset({"cached_prompt_tokens", "cache_creation_tokens", "reasoning_tokens"})
+"""Top-level keys only CrewAI's usage dicts have (`LLMCallCompletedEvent.usage`)."""
+
+
+def from_crewai(usage: Mapping[str, Any]) -> TokenUsage:
+    """CrewAI's usage dict (inclusive: cache reads and writes inside the input count).
+
+    Its native providers report `prompt_tokens` / `completion_tokens` (OpenAI) or
+    `input_tokens` / `output_tokens` (Anthropic, where CrewAI has already added the cache
+    tokens to `input_tokens`), with `cached_prompt_tokens`, `cache_creation_tokens` and
+    `reasoning_tokens` beside them.
+    """
+    in_key = "prompt_tokens" if "prompt_tokens" in usage else "input_tokens"
+    out_key = "completion_tokens" if "completion_tokens" in usage else "output_tokens"
+    cache_read = _int(usage, "cached_prompt_tokens")
+    cache_write = _int(usage, "cache_creation_tokens")
+    return TokenUsage(
+        uncached_input_tokens=_split_inclusive(
+            _int(usage, in_key), cache_read, cache_write, in_key
+        ),
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        output_tokens=_int(usage, out_key),
+        reasoning_tokens=_int(usage, "reasoning_tokens"),
+    )
+
+
+# ----------------------------------------------------------------------------------------
+
+
 def normalize_usage(usage: Any) -> TokenUsage:
     """Recognise the usage shape and normalise it.
 
     Accepts a `TokenUsage`, a LangChain `usage_metadata` dict, a raw OpenAI or Anthropic
-    usage dict, or an SDK object with `model_dump()`. Unrecognised shapes and bad values
-    raise `ConfigurationError` rather than guessing (a guess here is a wrong bill); no other
-    exception type escapes.
+    usage dict, CrewAI's usage dict, or an SDK object with `model_dump()`. Unrecognised
+    shapes and bad values raise `ConfigurationError` rather than guessing (a guess here is a
+    wrong bill); no other exception type escapes.
     """
     if isinstance(usage, TokenUsage):
         return usage
@@ -338,6 +370,8 @@ def _normalize(usage: Any) -> TokenUsage:
         return from_anthropic(usage)
     if "input_token_details" in usage or "output_token_details" in usage:
         return from_usage_metadata(usage)
+    if not CREWAI_KEYS.isdisjoint(usage) and "prompt_tokens_details" not in usage:
+        return from_crewai(usage)  # CrewAI's own shape (agent_finops_crewai)
     if (
         "prompt_tokens" in usage
         or "completion_tokens" in usage

@@ -32,5 +32,7 @@ try:
 except ImportError:
     pass
 PY
+echo "== CrewAI integration (its own venv: crewai pins pydantic<2.13 and adds about 1 GB)"
+bash scripts/test-crewai.sh -q -p no:cacheprovider
 echo "== pytest"
 .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" "$@"

@@ -268,6 +268,15 @@ class RunGuard:
         except Exception as exc:
             self._failed("close_step", exc)
 
+    def step_reentered(self, span_id: str) -> None:
+        """Control came back to an open step (a CrewAI agent got its coworker's answer).
+
+        Its next model call is a hand-over again for the ping-pong rules, as a new node
+        span is in LangGraph: A asks B, B answers, A asks B again is A, B, A, B.
+        """
+        with self._lock:
+            self._observed.discard(span_id)
+
     def set_outcome(self, trace_id: str, status: SpanStatus, message: str) -> None:
         """How the run ended when it ends without an exception (e.g. `stopped` cleanly)."""
         self.tracker.set_outcome(trace_id, status, message)

@@ -44,7 +44,7 @@ def _label(node: SpanNode) -> str:
     if s.kind == "model":
         model = next((e.name for e in node.events if e.kind == "model"), None)
         return f"{s.name} [model {model}]" if model and model != s.name else f"{s.name} [model]"
-    if s.kind in ("node", "tool"):
+    if s.kind in ("node", "tool", "agent", "task", "crew"):
         return f"{s.name} [{s.kind}]"
     return s.name
 
@@ -110,6 +110,7 @@ def render_text(report: RunReport) -> str:
     for title, rollups in (
         ("By node", report.by_node),
         ("By agent", report.by_agent),
+        ("By task", report.by_task),
         ("By model", report.by_model),
         ("By tool", report.by_tool),
     ):

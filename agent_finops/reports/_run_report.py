@@ -30,7 +30,7 @@ REPORT_SCHEMA_VERSION = 2
 
 2: `thread` (the thread id and one segment per invocation) and `run.thread_id`."""
 
-_SHOWN_KINDS = frozenset({"run", "node", "model", "tool"})
+_SHOWN_KINDS = frozenset({"run", "node", "agent", "task", "crew", "model", "tool"})
 
 
 @dataclass(slots=True)
@@ -189,6 +189,8 @@ class RunReport:
     by_model: list[Rollup]
     by_tool: list[Rollup]
     price_versions: list[str]
+    by_task: list[Rollup] = field(default_factory=list)
+    """Events grouped by their `task` tag (CrewAI tasks, per-task caps); untagged left out."""
     decisions: list[DecisionRecord] = field(default_factory=list)
     """Every policy decision of the run (allow included), oldest first."""
     approvals: list[ApprovalRecord] = field(default_factory=list)
@@ -246,6 +248,7 @@ class RunReport:
             "by_agent": [r.to_dict(total) for r in self.by_agent],
             "by_model": [r.to_dict(total) for r in self.by_model],
             "by_tool": [r.to_dict(total) for r in self.by_tool],
+            "by_task": [r.to_dict(total) for r in self.by_task],
             "decision_counts": self.decision_counts(),
             "decisions": [_decision_dict(d) for d in self.decisions if d.action != "allow"],
             "approvals": [_approval_dict(a) for a in self.approvals],
@@ -361,6 +364,7 @@ def _rollups(events: list[CostEvent]) -> dict[str, Any]:
         "by_agent": _group(events, _agent_key),
         "by_model": _group((e for e in events if e.kind == "model"), lambda e: e.name),
         "by_tool": _group((e for e in events if e.kind == "tool"), lambda e: e.name),
+        "by_task": _group((e for e in events if e.tags.get("task")), lambda e: e.tags["task"]),
         "price_versions": sorted({f"{e.price_source} ({e.price_version})" for e in events}),
     }
 

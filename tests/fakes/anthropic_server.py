@@ -33,6 +33,8 @@ class AnthropicUsage:
     `ephemeral_1h_input_tokens`), sent as `usage.cache_creation` when given."""
     text: str = "Hello from the fake Anthropic API."
     model: str = "claude-sonnet-4-6"
+    tool_use: tuple[str, dict[str, Any]] | None = None
+    """`(name, input)`: answer with a `tool_use` block instead of text (non-streamed)."""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -44,6 +46,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         owner = self.server.owner
+        if self.path == "/v1/messages/count_tokens":  # free token counting: no reply used
+            with owner.lock:
+                owner.count_requests.append(body)
+            self._json(200, {"input_tokens": len(json.dumps(body.get("messages", []))) // 4})
+            return
         with owner.lock:
             owner.requests.append(body)
             reply = owner.replies.popleft() if owner.replies else None
@@ -56,13 +63,17 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
             return
+        content: list[dict[str, Any]] = [{"type": "text", "text": reply.text}]
+        if reply.tool_use is not None:
+            name, arguments = reply.tool_use
+            content = [{"type": "tool_use", "id": "toolu_fake", "name": name, "input": arguments}]
         message = {
             "id": "msg_fake",
             "type": "message",
             "role": "assistant",
             "model": reply.model,
-            "content": [{"type": "text", "text": reply.text}],
-            "stop_reason": "end_turn",
+            "content": content,
+            "stop_reason": "tool_use" if reply.tool_use is not None else "end_turn",
             "stop_sequence": None,
             "usage": {
                 "input_tokens": reply.input_tokens,
@@ -143,6 +154,8 @@ class FakeAnthropicServer:
     def __init__(self, replies: list[AnthropicUsage]) -> None:
         self.replies: deque[AnthropicUsage] = deque(replies)
         self.requests: list[dict[str, Any]] = []
+        self.count_requests: list[dict[str, Any]] = []
+        """Bodies of `POST /v1/messages/count_tokens` (answered without using a reply)."""
         self.lock = threading.Lock()
         self._server = _Server(self)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
