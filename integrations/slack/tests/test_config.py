@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent_finops.exceptions import ConfigurationError
-from agent_finops_slack import load_config
-from agent_finops_slack._serve import build_service
+from agent_finops_slack import build_service, load_config
 
 GOOD = """
 targets: app.py:targets

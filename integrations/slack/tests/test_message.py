@@ -8,8 +8,7 @@ from decimal import Decimal
 
 from agent_finops.approvals import ThresholdAlert
 from agent_finops.ledger import ApprovalRecord
-from agent_finops_slack import alert_message, decided_message, request_message
-from agent_finops_slack._message import amount, who
+from agent_finops_slack import alert_message, amount, decided_message, request_message, who
 
 
 def test_amounts_and_people() -> None:

@@ -46,9 +46,11 @@ if TYPE_CHECKING:
         RAISE_ACTION,
         CostDriver,
         alert_message,
+        amount,
         cost_drivers,
         decided_message,
         request_message,
+        who,
     )
     from agent_finops_slack._serve import Service, build_service, run_service
     from agent_finops_slack._service import Resumer, SlackApprover
@@ -83,6 +85,8 @@ __all__ = [
     "APPROVE_ACTION",
     "DENY_ACTION",
     "RAISE_ACTION",
+    "amount",
+    "who",
 ]
 
 _HOME = {
@@ -110,6 +114,8 @@ _HOME = {
     "APPROVE_ACTION": "_message",
     "DENY_ACTION": "_message",
     "RAISE_ACTION": "_message",
+    "amount": "_message",
+    "who": "_message",
 }
 
 
