@@ -1,0 +1,209 @@
+"""Bad input at every boundary raises a clear `ConfigurationError`, and nothing is half-written.
+
+Each test pins one class of input the fuzz tests (`tests/test_fuzz_input.py`) found or could
+find: tags, counter keys, policy files and numbers, approval answers, CLI arguments.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from agent_finops import ConfigurationError, CostTracker, InMemoryLedger, attribute
+from agent_finops.attribution import validate_tags
+from agent_finops.policy import Policy
+from agent_finops.policy.periods import MAX_COUNTER_KEY_LENGTH, counter_key, parse_duration
+
+NOW = datetime(2026, 11, 22, 14, 30, tzinfo=UTC)
+
+# -- tags ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("a\ud800b", "lone surrogate"),
+        ("\udfff", "lone surrogate"),
+        ("a\x00b", "control character"),
+        ("line\nbreak", "control character"),
+        ("x" * 257, "too long"),
+        (10**300, "too long"),
+        pytest.param(10**5000, "too long", id="int-of-5000-digits"),  # str() of it raises
+    ],
+)
+def test_bad_tag_values_name_the_tag(value: object, why: str) -> None:
+    with pytest.raises(ConfigurationError, match=why) as info:
+        validate_tags({"team": value})
+    assert info.value.field == "tags.team"
+    str(info.value).encode("utf-8")  # the message itself is printable
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["team\n", "", "1team", "t" * 65, "tëam", pytest.param(10**5000, id="huge-int"), ("a",)],
+)
+def test_bad_tag_keys(key: object) -> None:
+    with pytest.raises(ConfigurationError, match="invalid tag key") as info:
+        validate_tags({key: "x"})  # type: ignore[dict-item]
+    str(info.value).encode("utf-8")
+
+
+def test_good_tags_pass_unchanged() -> None:
+    tags = {"team": "support", "task": "ticket\t42 ✓", "n": 3, "x": 1.5, "gone": None}
+    assert validate_tags(tags) == {"team": "support", "task": "ticket\t42 ✓", "n": "3", "x": "1.5"}
+    assert validate_tags({"v": "x" * 256}) == {"v": "x" * 256}
+
+
+def test_bad_tags_are_refused_before_anything_is_recorded() -> None:
+    ledger = InMemoryLedger()
+    with pytest.raises(ConfigurationError):
+        CostTracker(ledger, tags={"team": "\ud800"})
+    tracker = CostTracker(ledger)
+    try:
+        with pytest.raises(ConfigurationError, match=r"tags\.team"):
+            tracker.start_span(
+                "r", parent_span_id=None, name="g", kind="run", tags={"team": "\x00"}
+            )
+        with pytest.raises(ConfigurationError), attribute(team="a\ud800"):
+            pass
+        tracker.flush()
+        assert ledger.list_runs() == []
+        assert tracker.write_errors == 0
+    finally:
+        tracker.close()
+
+
+# -- counter keys --------------------------------------------------------------------------
+
+
+def test_long_counter_keys_are_hashed_deterministically() -> None:
+    tz = ZoneInfo("UTC")
+    scope = "team=" + "%7C" * 256
+    key = counter_key("rule", scope, "daily", NOW, tz)
+    assert len(key) <= MAX_COUNTER_KEY_LENGTH
+    assert key.startswith("rule|sha256=")
+    assert key == counter_key("rule", scope, "daily", NOW, tz)
+    assert key != counter_key("rule", scope, "daily", NOW + timedelta(days=1), tz)
+    assert key != counter_key("rule", scope + "x", "daily", NOW, tz)
+    long_task = counter_key("cap", "*", "task", NOW, tz, task="|" * 256)
+    assert len(long_task) <= MAX_COUNTER_KEY_LENGTH
+    assert counter_key("rule", "team=a", "daily", NOW, tz) == "rule|team=a|2026-11-22"
+
+
+def test_long_tag_values_in_a_star_scope_give_a_storable_key() -> None:
+    policy = Policy.from_mapping(
+        {
+            "budgets": [
+                {
+                    "id": "per-user",
+                    "scope": {"team": "*", "user": "*", "task": "*"},
+                    "limit": "5",
+                    "period": "task",
+                }
+            ]
+        }
+    )
+    tags = validate_tags({"team": "|" * 256, "user": "=" * 256, "task": "," * 256})
+    key = policy.budgets[0].counter_key(tags, now=NOW, tz=policy.tz, run_id="run-1")
+    assert key is not None and len(key) <= MAX_COUNTER_KEY_LENGTH
+
+
+# -- policy numbers and durations ----------------------------------------------------------
+
+
+def _budget(**fields: object) -> dict[str, object]:
+    return {"budgets": [{"id": "b", "limit": "5", "period": "daily", **fields}]}
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "expected"),
+    [
+        (_budget(limit="1e400"), "budgets[0].limit", "at most 1e15"),
+        (_budget(limit="NaN"), "budgets[0].limit", "finite"),
+        (_budget(limit="Infinity"), "budgets[0].limit", "finite"),
+        (_budget(limit="-Infinity"), "budgets[0].limit", "finite"),
+        (_budget(limit=1e400), "budgets[0].limit", "finite"),
+        (_budget(limit="1e-400"), "budgets[0].limit", "18 decimal places"),
+        (_budget(period="rolling", window="99999999d"), "budgets[0].window", "at most 3660d"),
+        (_budget(period="rolling", window="9" * 5000 + "d"), "budgets[0].window", "3660d"),
+        (_budget(period="rolling", window=timedelta(days=10**6)), "budgets[0].window", "3660d"),
+        ({"fallback_reservation_usd": "1e30"}, "fallback_reservation_usd", "at most 1e15"),
+        ({"default_max_output_tokens": 10**30}, "default_max_output_tokens", "at most"),
+        (
+            {"rate_limits": [{"id": "r", "window": "1m", "max_calls": 10**20}]},
+            "rate_limits[0].max_calls",
+            "at most",
+        ),
+        (
+            {"loops": [{"id": "l", "kind": "ping_pong", "max_cycles": 10**12}]},
+            "loops[0].max_cycles",
+            "at most",
+        ),
+        (
+            {"loops": [{"id": "l", "kind": "repeated_tool_call", "max_repeats": 10**9}]},
+            "loops[0].max_repeats",
+            "at most",
+        ),
+        (
+            {
+                "loops": [
+                    {"id": "l", "kind": "model_call_burst", "max_calls": 10**9, "window": "1m"}
+                ]
+            },
+            "loops[0].max_calls",
+            "at most",
+        ),
+        ({"approvals": {"expire_after": "10000000d"}}, "approvals.expire_after", "3660d"),
+    ],
+)
+def test_unbounded_numbers_are_refused_at_load(
+    data: dict[str, object], field: str, expected: str
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Policy.from_mapping(data, source="p.yaml")
+    assert info.value.field == field
+    assert expected in str(info.value)
+    assert str(info.value).startswith("p.yaml:")
+    assert len(str(info.value)) < 1000
+
+
+def test_largest_accepted_window_works_at_the_first_call() -> None:
+    policy = Policy.from_mapping(_budget(period="rolling", window="3660d"))
+    key = policy.budgets[0].counter_key({}, now=NOW, tz=policy.tz)
+    assert key is not None and key.endswith("/3660d")
+    assert parse_duration("3660d") == timedelta(days=3660)
+
+
+# -- policy files --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"budgets: [\xff\xfe]\n", "not UTF-8"),
+        (b"a: " + b"[" * 200 + b"]" * 200 + b"\n", "nested deeper"),
+        (
+            b'a: &a ["x","x","x","x","x","x","x","x","x"]\n'
+            + b"".join(
+                f"{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n".encode()
+                for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+            ),
+            "aliases are expanded",
+        ),
+        (b"budgets: []\nbudgets: []\n", "key repeated on line 2"),
+        (b"x" * (2 << 20), "too large"),
+        (b"budgets: [\n", "invalid YAML"),
+    ],
+)
+def test_hostile_policy_files_give_a_short_clear_error(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigurationError, match=message) as info:
+        Policy.from_yaml(path)
+    assert str(info.value).startswith(str(path))
+    assert len(str(info.value)) < 1000
