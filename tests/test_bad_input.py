@@ -7,13 +7,16 @@ find: tags, counter keys, policy files and numbers, approval answers, CLI argume
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent_finops import ConfigurationError, CostTracker, InMemoryLedger, attribute
+from agent_finops import ConfigurationError, CostTracker, InMemoryLedger, SQLLedger, attribute
+from agent_finops.approvals import parse_answer
 from agent_finops.attribution import validate_tags
+from agent_finops.cli import main as cli
 from agent_finops.policy import Policy
 from agent_finops.policy.periods import MAX_COUNTER_KEY_LENGTH, counter_key, parse_duration
 
@@ -207,3 +210,129 @@ def test_hostile_policy_files_give_a_short_clear_error(
         Policy.from_yaml(path)
     assert str(info.value).startswith(str(path))
     assert len(str(info.value)) < 1000
+
+
+# -- approval answers ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "field"),
+    [
+        ({"decision": "approve", "extra": "NaN"}, "extra"),
+        ({"decision": "approve", "extra": "-1"}, "extra"),
+        ({"decision": "approve", "extra": "1e13"}, "extra"),
+        ({"decision": "approve", "extra": "1e-400"}, "extra"),
+        ({"decision": "approve", "extra": 2.5}, "extra"),
+        pytest.param({"decision": "approve", "extra": 10**5000}, "extra", id="huge-int-extra"),
+        pytest.param({"decision": 10**5000}, "decision", id="huge-int-decision"),
+        ({"decision": "approve", "by": "a\ud800"}, "by"),
+        ({"decision": "approve", "reason": "a\x00b"}, "reason"),
+        ({"decision": "approve", "approval_id": "a\nb"}, "approval_id"),
+        ({"decision": "approve", "reason": "x" * 2001}, "reason"),
+    ],
+)
+def test_bad_approval_answers(answer: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigurationError, match="bad approval answer") as info:
+        parse_answer(answer)
+    assert info.value.field == field
+    assert len(str(info.value)) < 1000
+    str(info.value).encode("utf-8")
+
+
+def test_good_approval_answers() -> None:
+    answer = parse_answer({"decision": "approve", "extra": "2.50", "reason": "ok\nthanks"})
+    assert answer is not None and answer.extra == Decimal("2.50")
+    zero = parse_answer({"decision": "approve", "extra": "0"})
+    assert zero is not None and zero.extra == 0
+    three = parse_answer({"decision": "approve", "extra": 3})
+    assert three is not None and three.extra == 3
+
+
+# -- CLI arguments -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    ledger_url = f"sqlite:///{tmp_path}/ledger.sqlite"
+    with SQLLedger.from_url(ledger_url):
+        pass
+    return ledger_url
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    try:
+        code = cli(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["report", "\x00"],
+        ["report", "a\udcff"],  # argv bytes that were not UTF-8
+        ["runs", "--thread", "a\x00"],
+        ["runs", "--limit", "9" * 5000],
+        ["runs", "--limit", "-1"],
+        ["approvals", "approve", "\udc80"],
+        ["approvals", "deny", "x", "--reason", "\x00"],
+        ["approvals", "approve", "x", "--targets", "\x00", "--resume"],
+        ["report", "x" * 3000],
+    ],
+)
+def test_bad_cli_arguments_are_usage_errors(
+    url: str, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = _cli(["--db", url, *argv], capsys)
+    assert code == 2
+    assert "error: argument" in err
+    assert len(err) < 2000
+
+
+@pytest.mark.parametrize("extra", ["NaN", "-1", "1e400", "9" * 5000, "1e-30", "Infinity"])
+def test_unbounded_extra_is_refused(
+    url: str, extra: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = _cli(["--db", url, "approvals", "approve", "x", "--extra", extra], capsys)
+    assert code == 1
+    assert "bad --extra" in err and "1e12" in err
+
+
+@pytest.mark.parametrize(
+    ("db", "message"),
+    [
+        ("bogus://x", "supports SQLite and PostgreSQL"),
+        ("mysql://a/b", "supports SQLite and PostgreSQL"),
+        ("not a url", "malformed ledger URL"),
+        ("http://[::1", "malformed ledger URL"),
+        ("postgresql+nodriver://a/b", "cannot open ledger URL"),
+        ("sqlite:///:memory:", "in-memory"),
+        ("sqlite:////nonexistent/dir/l.sqlite", "no ledger file"),
+        ("sqlite:///" + "a" * 300 + ".sqlite", "error"),  # file name too long (OSError)
+        ("sqlite:///" + "a" * 3000, "longer than"),
+        ("sqlite:///\x00", "control characters"),
+    ],
+)
+def test_bad_db_urls_are_clear_errors(
+    db: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = _cli(["--db", db, "runs"], capsys)
+    assert code in (1, 2)
+    assert message in err
+    assert len(err) < 2000
+
+
+def test_cli_html_to_an_unwritable_path_is_an_error(
+    url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with SQLLedger.from_url(url) as ledger:
+        tracker = CostTracker(ledger)
+        tracker.start_span("run-1", parent_span_id=None, name="g", kind="run")
+        tracker.end_span("run-1")
+        tracker.close()
+    code, err = _cli(["--db", url, "report", "run-1", "--html", "/nonexistent/d/x.html"], capsys)
+    assert code == 1
+    assert "error" in err
