@@ -13,7 +13,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent_finops import ConfigurationError, CostTracker, InMemoryLedger, SQLLedger, attribute
+from agent_finops import (
+    ConfigurationError,
+    CostTracker,
+    InMemoryLedger,
+    SQLLedger,
+    UnpricedWarning,
+    attribute,
+)
 from agent_finops.approvals import parse_answer
 from agent_finops.attribution import validate_tags
 from agent_finops.cli import main as cli
@@ -77,6 +84,34 @@ def test_bad_tags_are_refused_before_anything_is_recorded() -> None:
         assert tracker.write_errors == 0
     finally:
         tracker.close()
+
+
+def test_ids_names_and_errors_that_cannot_be_stored_are_escaped_not_wedging(
+    tmp_path: Path,
+) -> None:
+    with SQLLedger.from_url(f"sqlite:///{tmp_path}/l.sqlite") as ledger:
+        tracker = CostTracker(ledger)
+        try:
+            tracker.start_span(
+                "r\ud800", parent_span_id=None, name="g\x00", kind="run", thread_id="t\udcff"
+            )
+            tracker.start_span(
+                "m", parent_span_id="r\ud800", name="llm", kind="model", node="n\x00"
+            )
+            with pytest.warns(UnpricedWarning):
+                tracker.record_model_call("m", model="gpt\ud800", provider="x\x00", usage=None)
+            tracker.end_span("m")
+            tracker.end_span("r\ud800", error=RuntimeError("boom \udc80"))
+            tracker.start_span("later", parent_span_id=None, name="ok", kind="run")
+            tracker.end_span("later")
+            tracker.flush(timeout=10)
+            assert tracker.write_errors == 0
+        finally:
+            tracker.close()
+        runs = {summary.run.trace_id: summary for summary in ledger.list_runs()}
+        assert set(runs) == {"r\\ud800", "later"}
+        assert runs["r\\ud800"].run.error == "RuntimeError: boom \\udc80"
+        assert runs["r\\ud800"].model_calls == 1
 
 
 # -- counter keys --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -26,6 +27,7 @@ from agent_finops import (
     ConfigurationError,
     CostTracker,
     SQLLedger,
+    UnpricedWarning,
 )
 from agent_finops.approvals import ApprovalAnswer, parse_answer
 from agent_finops.attribution import validate_tags
@@ -214,18 +216,28 @@ _span_ids = iter(range(10**9))
 
 
 @FUZZ
-@given(tag_maps, tag_maps)
-def test_a_tracker_given_bad_tags_writes_nothing_and_never_wedges(
-    sqlite_url: str, base: dict[Any, Any], own: dict[Any, Any]
+@given(tag_maps, tag_maps, nasty_text, nasty_text, st.one_of(st.none(), nasty_text))
+def test_a_tracker_given_bad_input_writes_nothing_half_and_never_wedges(
+    sqlite_url: str,
+    base: dict[Any, Any],
+    own: dict[Any, Any],
+    name: str,
+    model: str,
+    error: str | None,
 ) -> None:
     with SQLLedger.from_url(sqlite_url, create=False) as ledger:
         before = len(ledger.list_runs(limit=100_000))
-        span = f"run-{next(_span_ids)}"
+        span = f"run-{next(_span_ids)}{name[:50]}"
         tracker: CostTracker | None = None
         try:
             tracker = CostTracker(ledger, tags=base)
-            tracker.start_span(span, parent_span_id=None, name="g", kind="run", tags=own)
-            tracker.end_span(span)
+            tracker.start_span(span, parent_span_id=None, name=name, kind="run", tags=own)
+            tracker.start_span(span + "/m", parent_span_id=span, name="llm", kind="model")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UnpricedWarning)
+                tracker.record_model_call(span + "/m", model=model, provider=name, usage=None)
+            tracker.end_span(span + "/m")
+            tracker.end_span(span, error=error)
             accepted = True
         except ConfigurationError as exc:
             _assert_printable(exc)
@@ -234,7 +246,7 @@ def test_a_tracker_given_bad_tags_writes_nothing_and_never_wedges(
             if tracker is not None:
                 tracker.close()
         if tracker is not None:
-            assert tracker.write_errors == 0  # an accepted tag never poisons the writer
+            assert tracker.write_errors == 0  # accepted input never poisons the writer
         after = ledger.list_runs(limit=100_000)
         assert len(after) == before + (1 if accepted else 0)
 
