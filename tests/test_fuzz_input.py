@@ -215,40 +215,46 @@ def sqlite_url() -> Iterator[str]:
 _span_ids = iter(range(10**9))
 
 
-@FUZZ
+@pytest.fixture(scope="module")
+def shared_ledger(sqlite_url: str) -> Iterator[SQLLedger]:
+    with SQLLedger.from_url(sqlite_url, create=False) as ledger:
+        yield ledger
+
+
+@settings(FUZZ, max_examples=30)  # each example starts a writer thread and flushes to SQLite
 @given(tag_maps, tag_maps, nasty_text, nasty_text, st.one_of(st.none(), nasty_text))
 def test_a_tracker_given_bad_input_writes_nothing_half_and_never_wedges(
-    sqlite_url: str,
+    shared_ledger: SQLLedger,
     base: dict[Any, Any],
     own: dict[Any, Any],
     name: str,
     model: str,
     error: str | None,
 ) -> None:
-    with SQLLedger.from_url(sqlite_url, create=False) as ledger:
-        before = len(ledger.list_runs(limit=100_000))
-        span = f"run-{next(_span_ids)}{name[:50]}"
-        tracker: CostTracker | None = None
-        try:
-            tracker = CostTracker(ledger, tags=base)
-            tracker.start_span(span, parent_span_id=None, name=name, kind="run", tags=own)
-            tracker.start_span(span + "/m", parent_span_id=span, name="llm", kind="model")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UnpricedWarning)
-                tracker.record_model_call(span + "/m", model=model, provider=name, usage=None)
-            tracker.end_span(span + "/m")
-            tracker.end_span(span, error=error)
-            accepted = True
-        except ConfigurationError as exc:
-            _assert_printable(exc)
-            accepted = False
-        finally:
-            if tracker is not None:
-                tracker.close()
+    ledger = shared_ledger
+    before = len(ledger.list_runs(limit=100_000))
+    span = f"run-{next(_span_ids)}{name[:50]}"
+    tracker: CostTracker | None = None
+    try:
+        tracker = CostTracker(ledger, tags=base)
+        tracker.start_span(span, parent_span_id=None, name=name, kind="run", tags=own)
+        tracker.start_span(span + "/m", parent_span_id=span, name="llm", kind="model")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnpricedWarning)
+            tracker.record_model_call(span + "/m", model=model, provider=name, usage=None)
+        tracker.end_span(span + "/m")
+        tracker.end_span(span, error=error)
+        accepted = True
+    except ConfigurationError as exc:
+        _assert_printable(exc)
+        accepted = False
+    finally:
         if tracker is not None:
-            assert tracker.write_errors == 0  # accepted input never poisons the writer
-        after = ledger.list_runs(limit=100_000)
-        assert len(after) == before + (1 if accepted else 0)
+            tracker.close()
+    if tracker is not None:
+        assert tracker.write_errors == 0  # accepted input never poisons the writer
+    after = ledger.list_runs(limit=100_000)
+    assert len(after) == before + (1 if accepted else 0)
 
 
 # -- policies ------------------------------------------------------------------------------
