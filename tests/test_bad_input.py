@@ -208,6 +208,33 @@ def test_unbounded_numbers_are_refused_at_load(
     assert len(str(info.value)) < 1000
 
 
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (_budget(scope={"team": "\ud800"}), "budgets[0].scope.team"),
+        (_budget(scope={"team": "a\x00"}), "budgets[0].scope.team"),
+        (_budget(scope={"team": "x" * 300}), "budgets[0].scope.team"),
+        (_budget(scope={"\ud800": "x"}), "budgets[0].scope.\\ud800"),
+        (
+            {"approvals": {"approvers": [{"allow": ["console:\ud800"]}]}},
+            "approvals.approvers[0].allow[0]",
+        ),
+        (
+            {"approvals": {"approvers": [{"allow": ["console:a\x00"]}]}},
+            "approvals.approvers[0].allow[0]",
+        ),
+        ({"\ud800": 1}, "<policy>"),
+    ],
+)
+def test_unstorable_text_in_a_policy_is_refused_at_load(
+    data: dict[str, object], field: str
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Policy.from_mapping(data)
+    assert info.value.field == field
+    str(info.value).encode("utf-8")
+
+
 def test_largest_accepted_window_works_at_the_first_call() -> None:
     policy = Policy.from_mapping(_budget(period="rolling", window="3660d"))
     key = policy.budgets[0].counter_key({}, now=NOW, tz=policy.tz)

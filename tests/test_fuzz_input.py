@@ -266,10 +266,15 @@ def _exercise(policy: Policy, tags: dict[str, str], now: datetime) -> None:
     for budget in policy.budgets:
         key = budget.counter_key(tags, now=now, tz=policy.tz, run_id="run-1")
         assert key is None or 0 < len(key) <= MAX_COUNTER_KEY_LENGTH
+        assert key is None or ("\x00" not in key and key.encode("utf-8"))
         budget.crossed_thresholds(Decimal(0), budget.limit)
     for limit in policy.rate_limits:
         key = limit.counter_key(tags, now=now, tz=policy.tz)
         assert key is None or 0 < len(key) <= MAX_COUNTER_KEY_LENGTH
+        assert key is None or ("\x00" not in key and key.encode("utf-8"))
+    for rule in policy.approvals.approvers:
+        for approver in rule.allow:
+            approver.encode("utf-8")
 
 
 @FUZZ

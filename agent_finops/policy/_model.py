@@ -206,11 +206,18 @@ def _check_selector(value: dict[str, str]) -> dict[str, str]:
             validate_tags({key: ""})
         except ConfigurationError as exc:
             expected = exc.expected or "a tag name"
-            raise _problem("tag_key", expected, subfield=key, value=key) from None
+            shown = key.encode("utf-8", "backslashreplace").decode("utf-8")
+            raise _problem("tag_key", expected, subfield=shown, value=shown) from None
         if not wanted:
             raise _problem(
                 "tag_selector", "a tag value, or '*' for any value", subfield=key, value=wanted
             )
+        try:
+            validate_tags({key: wanted})  # a value no call can carry is a mistake (and unstorable)
+        except ConfigurationError as exc:
+            expected = exc.expected or "a tag value"
+            shown = str(exc.value).encode("utf-8", "backslashreplace").decode("utf-8")
+            raise _problem("tag_selector", expected, subfield=key, value=shown) from None
     return value
 
 
@@ -499,7 +506,9 @@ Rule: TypeAlias = Budget | RateLimit | RepeatedToolCallRule | ModelCallBurstRule
 
 
 def _approver_id(value: str) -> str:
-    if value == "*" or re.fullmatch(r"[a-z][a-z0-9-]{0,31}:[^\s]{1,200}", value):
+    if value == "*" or (
+        re.fullmatch(r"[a-z][a-z0-9-]{0,31}:[^\s\x00-\x1f\x7f\ud800-\udfff]{1,200}", value)
+    ):
         return value
     raise _problem(
         "approver",
