@@ -235,6 +235,16 @@ def test_unstorable_text_in_a_policy_is_refused_at_load(
     str(info.value).encode("utf-8")
 
 
+def test_unprintable_values_do_not_hide_the_policy_error() -> None:
+    deep: list[object] = []
+    for _ in range(100_000):
+        deep = [deep]
+    for data in ({"budgets": deep}, deep, _budget(limit=10**5000)):
+        with pytest.raises(ConfigurationError) as info:
+            Policy.from_mapping(data)
+        assert len(str(info.value)) < 1000
+
+
 def test_largest_accepted_window_works_at_the_first_call() -> None:
     policy = Policy.from_mapping(_budget(period="rolling", window="3660d"))
     key = policy.budgets[0].counter_key({}, now=NOW, tz=policy.tz)

@@ -115,6 +115,7 @@ def _configuration_error(err: ErrorDetails, data: Any, source: str) -> Configura
     rule_id = ctx.get("rule_id", rule_id)
     if kind == "missing" or isinstance(value, Mapping):
         value = None
+    value = _printable(value)
     message = _MESSAGES.get(kind, "invalid value")
     if rule_id is not None:
         message = f"rule {rule_id!r}: {message}"
@@ -183,3 +184,21 @@ def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     if len(loc) == 3 and loc[0] == "loops" and isinstance(loc[2], str):
         return _LOOP_KINDS.get(loc[2])
     return None
+
+
+def _printable(value: object) -> object:
+    """`value` if its repr is short and safe; else a stand-in naming its type.
+
+    A deeply nested list overflows `repr` and a huge int refuses to print: neither may hide
+    the real error behind a `RecursionError` or `ValueError`.
+    """
+    if isinstance(value, str):
+        return value  # repr (in the message) escapes lone surrogates; long text is cut there
+    if isinstance(value, int) and value.bit_length() > 1000:
+        return f"<int of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):
+        return f"<{type(value).__name__}>"
+    return value if len(text) <= 200 else f"<{type(value).__name__} of {len(text)} characters>"
+
