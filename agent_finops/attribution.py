@@ -32,8 +32,9 @@ STANDARD_TAGS: Final = (
 
 Tags = Mapping[str, str]
 
-_TAG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
+_TAG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
 _MAX_VALUE = 256
+_MAX_INT_DIGITS = _MAX_VALUE  # an int tag longer than a value may be is refused unprinted
 _EMPTY: Final[Mapping[str, str]] = {}
 _current: ContextVar[Mapping[str, str]] = ContextVar("agent_finops_tags", default=_EMPTY)
 
@@ -41,46 +42,99 @@ _current: ContextVar[Mapping[str, str]] = ContextVar("agent_finops_tags", defaul
 def validate_tags(tags: Mapping[str, object] | None, *, source: str = "tags") -> dict[str, str]:
     """Check tag keys and values; return a plain `dict[str, str]`.
 
-    Values must be strings (numbers are accepted and turned into strings); None drops the
-    tag, which lets a nested scope clear an inherited tag.
+    Values must be strings (numbers are accepted and turned into strings) of at most 256
+    characters, encodable as UTF-8 (no lone surrogates) and without NUL or other control
+    characters except tab; None drops the tag, which lets a nested scope clear an inherited
+    tag. Keys are 1-64 characters of letters, digits, `_`, `.`, `:` and `-`. Anything else
+    raises `ConfigurationError` naming the tag and the value, before anything is recorded.
     """
     if not tags:
         return {}
     if not isinstance(tags, Mapping):
         raise ConfigurationError(
-            "tags must be a mapping", source=source, field="tags", value=tags, expected="dict"
+            "tags must be a mapping",
+            source=source,
+            field="tags",
+            value=_shown(tags),
+            expected="dict",
         )
     out: dict[str, str] = {}
     for key, value in tags.items():
-        if not isinstance(key, str) or not _TAG_KEY.match(key):
+        if not isinstance(key, str) or not _TAG_KEY.fullmatch(key):
             raise ConfigurationError(
                 "invalid tag key",
                 source=source,
                 field="tags",
-                value=key,
+                value=_shown(key),
                 expected="a name of letters, digits, '_', '.', ':' or '-' (max 64)",
             )
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise ConfigurationError(
-                "invalid tag value",
-                source=source,
-                field=f"tags.{key}",
-                value=value,
-                expected="a string",
-            )
-        text = str(value)
-        if len(text) > _MAX_VALUE:
-            raise ConfigurationError(
-                "tag value too long",
-                source=source,
-                field=f"tags.{key}",
-                value=text[:40] + "...",
-                expected=f"at most {_MAX_VALUE} characters",
-            )
-        out[key] = text
+        out[key] = _tag_value(key, value, source)
     return out
+
+
+def _tag_value(key: str, value: object, source: str) -> str:
+    field = f"tags.{key}"
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigurationError(
+            "invalid tag value",
+            source=source,
+            field=field,
+            value=_shown(value),
+            expected="a string",
+        )
+    if isinstance(value, int) and value.bit_length() > _MAX_INT_DIGITS * 10 // 3:
+        raise ConfigurationError(
+            "tag value too long",
+            source=source,
+            field=field,
+            value=f"<int of {value.bit_length()} bits>",
+            expected=f"at most {_MAX_VALUE} characters",
+        )
+    text = str(value)
+    if len(text) > _MAX_VALUE:
+        raise ConfigurationError(
+            "tag value too long",
+            source=source,
+            field=field,
+            value=text[:40] + "...",
+            expected=f"at most {_MAX_VALUE} characters",
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigurationError(
+            f"tag value is not valid text (lone surrogate at position {exc.start})",
+            source=source,
+            field=field,
+            value=text,
+            expected="text encodable as UTF-8",
+        ) from None
+    bad = _CONTROL.search(text)
+    if bad is not None:
+        raise ConfigurationError(
+            f"tag value has a control character {bad.group()!r} at position {bad.start()}",
+            source=source,
+            field=field,
+            value=text,
+            expected="text without NUL or other control characters",
+        )
+    return text
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _shown(value: object) -> object:
+    """`value` safe to put in an error message (repr of a huge int raises; cut long text)."""
+    if isinstance(value, str):
+        return value if len(value) <= 100 else value[:100] + "..."
+    if isinstance(value, int) and value.bit_length() > 1000:
+        return f"<int of {value.bit_length()} bits>"
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return f"<{type(value).__name__}>"
 
 
 def merge_tags(*layers: Mapping[str, str] | None) -> dict[str, str]:

@@ -115,10 +115,13 @@ class CostTracker:
             persist: False for plumbing steps that add nothing to a report: they are not
                 stored and their children hang from the nearest stored ancestor.
         """
+        own = validate_tags(tags) if tags else None  # refused before anything is kept
+        span_id, name = _storable(span_id), _storable(name)
+        parent_span_id, node = _storable_or_none(parent_span_id), _storable_or_none(node)
+        thread_id = _storable_or_none(thread_id)
         now = self._clock()
         with self._lock:
             parent = self._open.get(parent_span_id) if parent_span_id else None
-            own = validate_tags(tags) if tags else None
             if parent is None:
                 span = SpanRecord(
                     span_id=span_id,
@@ -162,22 +165,24 @@ class CostTracker:
 
     def run(self, trace_id: str) -> RunRecord | None:
         """The open run with this trace id, if any."""
-        return self._runs.get(trace_id)
+        return self._runs.get(_storable(trace_id))
 
     def set_outcome(self, trace_id: str, status: SpanStatus, message: str) -> None:
         """Record how a run ended when it ends without an exception (e.g. `stopped`)."""
         with self._lock:
+            trace_id = _storable(trace_id)
             if trace_id in self._runs:
-                self._outcomes.setdefault(trace_id, (status, message[:2000]))
+                self._outcomes.setdefault(trace_id, (status, _storable(message[:2000])))
 
     def span(self, span_id: str) -> SpanRecord | None:
         """The open span with this id, if any."""
-        return self._open.get(span_id)
+        return self._open.get(_storable(span_id))
 
     def end_span(
         self, span_id: str, *, status: SpanStatus = "ok", error: BaseException | str | None = None
     ) -> SpanRecord | None:
         """Close a span; closing a run's root span closes the run."""
+        span_id = _storable(span_id)
         now = self._clock()
         with self._lock:
             span = self._open.pop(span_id, None)
@@ -230,6 +235,8 @@ class CostTracker:
         response served from a cache cost nothing); its tokens are kept for the record.
         `event_id` defaults to the span id: recording it twice counts once.
         """
+        span_id, event_id = _storable(span_id), _storable_or_none(event_id)
+        model, provider = _storable_or_none(model), _storable_or_none(provider)
         if cost is None:
             cost = self.prices.price_model_call(model, usage, provider=provider)
         u = usage or TokenUsage()
@@ -268,6 +275,7 @@ class CostTracker:
         event_id: str | None = None,
     ) -> CostEvent:
         """Record one tool call with its fee ($0, source `no-fee`, for a tool without one)."""
+        span_id, event_id, tool = _storable(span_id), _storable_or_none(event_id), _storable(tool)
         cost = self.prices.price_tool_call(tool, output=output, units=units)
         if cost is None:
             cost = Cost(amount=Decimal(0), source=NO_FEE_SOURCE, version="-")
@@ -356,5 +364,30 @@ def _error_text(error: BaseException | str | None) -> str | None:
     if error is None:
         return None
     if isinstance(error, BaseException):
-        return f"{type(error).__name__}: {error}"[:2000]
-    return error[:2000]
+        return _storable(f"{type(error).__name__}: {error}"[:2000])
+    return _storable(error[:2000])
+
+
+def _storable(text: str) -> str:
+    r"""`text` as every ledger backend can store it: lone surrogates and NUL escaped.
+
+    A lone surrogate (argv or file names that were not UTF-8, a broken decoder) cannot be
+    encoded and would fail every retry of the batch holding it; PostgreSQL refuses NUL in
+    text. Ids, names and error texts come from frameworks and exceptions, so they are
+    escaped (`\ud800`, `\x00`), deterministically, rather than refused mid-run. Tags are
+    the user's own input and are refused instead (`validate_tags`).
+    """
+    if "\x00" not in text:
+        if text.isascii():
+            return text
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            pass
+        else:
+            return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def _storable_or_none(text: str | None) -> str | None:
+    return None if text is None else _storable(text)

@@ -2,19 +2,75 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from agent_finops.exceptions import ConfigurationError
 
-__all__ = ["ApprovalAnswer", "parse_answer"]
+__all__ = ["MAX_EXTRA", "ApprovalAnswer", "check_text", "parse_answer", "to_extra"]
 
 _APPROVE = frozenset({"approve", "approved", "yes", "allow", "true"})
 _DENY = frozenset({"deny", "denied", "no", "reject", "false"})
 MAX_REASON = 2000
+MAX_EXTRA: Final = Decimal(10) ** 12
+"""Largest overspend an approval may allow (the same bound `ApprovalService.decide` keeps)."""
+MAX_EXTRA_PLACES: Final = 18
+"""Most decimal places of an extra: what every ledger backend stores exactly."""
+_EXTRA_EXPECTED: Final = (
+    f"a decimal amount between 0 and 1e12 with at most {MAX_EXTRA_PLACES} decimal places"
+)
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL_OR_LINE: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def to_extra(value: object) -> Decimal:
+    """An approved extra from text, an int or a Decimal; `ValueError` says what was expected.
+
+    Floats and bools are refused (inexact); so are NaN, infinities, negative amounts, amounts
+    over 1e12 and more than 18 decimal places.
+    """
+    if isinstance(value, bool | float) or not isinstance(value, str | int | Decimal):
+        raise ValueError(_EXTRA_EXPECTED + " (as text or an int, not a float or bool)")
+    if isinstance(value, int) and value.bit_length() > 64:
+        raise ValueError(_EXTRA_EXPECTED)
+    try:
+        amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise ValueError(_EXTRA_EXPECTED) from None
+    if not amount.is_finite() or amount < 0 or amount > MAX_EXTRA:
+        raise ValueError(_EXTRA_EXPECTED)
+    _, digits, exponent = amount.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    trailing = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    if -(exponent + trailing) > MAX_EXTRA_PLACES:
+        raise ValueError(_EXTRA_EXPECTED)
+    return amount
+
+
+def check_text(value: str, *, multiline: bool = False) -> str:
+    """`value` if it is storable text: UTF-8 encodable, no NUL or control characters.
+
+    Tabs are allowed; newlines only when `multiline`. Raises `ValueError` otherwise.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"text encodable as UTF-8 (lone surrogate at {exc.start})") from None
+    bad = (_CONTROL if multiline else _CONTROL_OR_LINE).search(value.replace("\t", " "))
+    if bad is not None:
+        raise ValueError(f"text without control characters ({bad.group()!r} at {bad.start()})")
+    return value
 
 
 class ApprovalAnswer(BaseModel):
@@ -51,6 +107,8 @@ class ApprovalAnswer(BaseModel):
     def _decision(cls, value: Any) -> bool:
         if isinstance(value, bool):
             return value
+        if not isinstance(value, str | int) or (isinstance(value, int) and abs(value) > 1):
+            raise ValueError('expected "approve" or "deny"')
         text = str(value).strip().lower()
         if text in _APPROVE:
             return True
@@ -63,21 +121,15 @@ class ApprovalAnswer(BaseModel):
     def _extra(cls, value: Any) -> Decimal | None:
         if value is None:
             return None
-        if isinstance(value, bool | float):
-            raise ValueError("expected a decimal amount as text or int, not a float or bool")
-        try:
-            amount = Decimal(str(value))
-        except InvalidOperation:
-            raise ValueError("expected a decimal amount") from None
-        if not amount.is_finite() or amount < 0 or amount > Decimal(10) ** 12:
-            raise ValueError("expected a finite amount between 0 and 1e12")
-        return amount
+        return to_extra(value)
 
     @field_validator("by", "reason", "approval_id", mode="before")
     @classmethod
-    def _text(cls, value: Any) -> Any:
-        if isinstance(value, str) and len(value) > MAX_REASON:
-            raise ValueError(f"at most {MAX_REASON} characters")
+    def _text(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            if len(value) > MAX_REASON:
+                raise ValueError(f"at most {MAX_REASON} characters")
+            check_text(value, multiline=info.field_name == "reason")
         return value
 
     @property
@@ -100,12 +152,23 @@ def parse_answer(value: Any, *, source: str = "resume value") -> ApprovalAnswer 
     try:
         return ApprovalAnswer.model_validate(value)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "resume"
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(_shown(p)) for p in first["loc"]) or "resume"
         raise ConfigurationError(
             "bad approval answer",
             source=source,
             field=field,
-            value=first.get("input", value),
-            expected=first["msg"],
+            value=_shown(first.get("input", value)),
+            expected=first["msg"].removeprefix("Value error, ").removeprefix("expected "),
         ) from None
+
+
+def _shown(value: object) -> object:
+    """A bad value safe to show: repr of a huge int raises, long text is cut."""
+    if isinstance(value, int) and value.bit_length() > 1000:
+        return f"<int of {value.bit_length()} bits>"
+    if isinstance(value, str):
+        return value if len(value) <= 100 else value[:100] + "..."
+    if isinstance(value, bool | int | float | Decimal | bytes) or value is None:
+        return value if len(repr(value)) <= 200 else f"<{type(value).__name__}>"
+    return f"<{type(value).__name__}>"

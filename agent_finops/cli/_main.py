@@ -7,9 +7,9 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
 
 from agent_finops.approvals import ApprovalService, Approver, ResumeTargets, approval_payload
+from agent_finops.approvals._answer import check_text, to_extra
 from agent_finops.cli._plugins import add_plugin_commands
 from agent_finops.exceptions import ConfigurationError, FinOpsError
 from agent_finops.ledger import DEFAULT_URL, ApprovalRecord, Ledger, RunSummary, SQLLedger
@@ -18,16 +18,32 @@ from agent_finops.reports import load_run_report, money, write_html
 ENV_URL = "AGENT_FINOPS_DB_URL"
 ENV_TARGETS = "AGENT_FINOPS_RESUME_TARGETS"
 MAX_LIMIT = 100_000
+MAX_ARGUMENT = 2000
+"""Longest id, thread, reason or path argument accepted."""
 
 
 def _limit(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        raise argparse.ArgumentTypeError(f"{ascii(text)[:40]} is not a whole number") from None
     if not 1 <= value <= MAX_LIMIT:
         raise argparse.ArgumentTypeError(f"{value} is not between 1 and {MAX_LIMIT}")
     return value
+
+
+def _text(text: str) -> str:
+    """A text argument, else a usage error (exit 2).
+
+    Bounded, UTF-8 encodable (argv bytes that were not UTF-8 arrive as lone surrogates) and
+    free of NUL and control characters.
+    """
+    if len(text) > MAX_ARGUMENT:
+        raise argparse.ArgumentTypeError(f"longer than {MAX_ARGUMENT} characters")
+    try:
+        return check_text(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{ascii(text)[:100]} is not {exc}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,22 +51,23 @@ def _parser() -> argparse.ArgumentParser:
         prog="agent-finops", description="Cost reports for AI-agent runs."
     )
     db_help = f"ledger URL (default: ${ENV_URL} or {DEFAULT_URL})"
-    parser.add_argument("--db", default=None, help=db_help)
+    parser.add_argument("--db", type=_text, default=None, help=db_help)
     # `--db` is also accepted after the sub-command (`agent-finops runs --db URL`, the order
     # people type); SUPPRESS keeps a value given before the sub-command from being reset.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", default=argparse.SUPPRESS, help=db_help)
+    common.add_argument("--db", type=_text, default=argparse.SUPPRESS, help=db_help)
     sub = parser.add_subparsers(dest="command", required=True)
     runs = sub.add_parser("runs", parents=[common], help="list recent runs with their totals")
     runs.add_argument("--limit", type=_limit, default=20, help="how many runs (default 20)")
     runs.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    runs.add_argument("--thread", default=None, help="only the runs of this thread")
+    runs.add_argument("--thread", type=_text, default=None, help="only the runs of this thread")
     runs.add_argument(
         "--all", action="store_true", help="also list resumes that did nothing (hidden by default)"
     )
     report = sub.add_parser("report", parents=[common], help="cost tree and rollups of one run")
     report.add_argument(
         "run_id",
+        type=_text,
         help="run (trace) id or thread id, or a unique prefix; a run of a thread shows the "
         "whole thread",
     )
@@ -58,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--run-only", action="store_true", help="only this invocation, not its whole thread"
     )
-    report.add_argument("--html", metavar="PATH", help="also write a self-contained HTML page")
+    report.add_argument(
+        "--html", metavar="PATH", type=_text, help="also write a self-contained HTML page"
+    )
 
     approvals = sub.add_parser(
         "approvals", parents=[common], help="list and decide paused runs' approval requests"
@@ -75,8 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     for verb, text in (("approve", "approve a request"), ("deny", "deny a request")):
         cmd = verbs.add_parser(verb, parents=[common], help=text)
-        cmd.add_argument("approval_id", help="approval id, or a unique prefix of one")
-        cmd.add_argument("--reason", default=None, help="why (kept in the audit trail)")
+        cmd.add_argument("approval_id", type=_text, help="approval id, or a unique prefix of one")
+        cmd.add_argument("--reason", type=_text, default=None, help="why (kept in the audit trail)")
         if verb == "approve":
             cmd.add_argument(
                 "--extra",
@@ -91,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
         )
         cmd.add_argument(
             "--targets",
+            type=_text,
             default=None,
             help="your app's ResumeTargets, as module:attr or file.py:attr "
             f"(default: ${ENV_TARGETS})",
@@ -118,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     except FinOpsError as exc:
         print(f"agent-finops: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the ledger file or --html path cannot be opened (name too long, ...)
+        print(f"agent-finops: error: {exc.strerror or exc}: {exc.filename!r}", file=sys.stderr)
         return 1
 
 
@@ -218,10 +241,10 @@ def _approvals(ledger: Ledger, args: argparse.Namespace) -> int:
     extra = None
     if getattr(args, "extra", None) is not None:
         try:
-            extra = Decimal(args.extra)
-        except InvalidOperation:
+            extra = to_extra(args.extra)
+        except ValueError as exc:
             raise ConfigurationError(
-                "bad --extra", field="--extra", value=args.extra, expected="a decimal amount"
+                "bad --extra", field="--extra", value=args.extra[:100], expected=str(exc)
             ) from None
     targets = None
     if args.resume:  # load the app's targets first: a bad spec must not half-do the job

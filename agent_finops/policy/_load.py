@@ -11,14 +11,14 @@ expected a positive decimal)
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from agent_finops._safe_yaml import MAX_YAML_BYTES, load_yaml
 from agent_finops.exceptions import ConfigurationError
 from agent_finops.policy._model import (
     Budget,
@@ -72,29 +72,22 @@ _MESSAGES: Final[Mapping[str, str]] = {
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy YAML file.
 
-    Raises `ConfigurationError` when the file cannot be read, is not valid YAML (a key
-    repeated in one mapping counts as invalid: YAML would silently keep only the last), or
-    does not describe a valid policy.
+    Raises `ConfigurationError` when the file cannot be read, is not UTF-8 or not valid YAML
+    (a key repeated in one mapping counts as invalid: YAML would silently keep only the
+    last), is over the bounded loader's limits (1 MiB, 32 levels of nesting, 100 aliases,
+    100,000 nodes once aliases are expanded: see `agent_finops._safe_yaml`), or does not
+    describe a valid policy.
     """
     path = Path(path)
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_YAML_BYTES + 1)  # never read past the limit
     except OSError as exc:
         raise ConfigurationError(
             f"cannot read policy file: {exc.strerror or exc}", source=source
         ) from exc
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except _DuplicateKey as exc:
-        raise ConfigurationError(
-            f"key repeated on line {exc.line}",
-            source=source,
-            field=str(exc.key),
-            expected="each key once per mapping",
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigurationError(f"invalid YAML: {exc}", source=source) from exc
+    data = load_yaml(raw, source=source)
     return policy_from_mapping({} if data is None else data, source=source)
 
 
@@ -122,6 +115,7 @@ def _configuration_error(err: ErrorDetails, data: Any, source: str) -> Configura
     rule_id = ctx.get("rule_id", rule_id)
     if kind == "missing" or isinstance(value, Mapping):
         value = None
+    value = _printable(value)
     message = _MESSAGES.get(kind, "invalid value")
     if rule_id is not None:
         message = f"rule {rule_id!r}: {message}"
@@ -173,6 +167,8 @@ def _expected(kind: str, ctx: Mapping[str, Any], loc: tuple[str | int, ...], msg
         return "a loop kind: " + ", ".join(repr(k) for k in _LOOP_KINDS)
     if kind == "greater_than":
         return f"a number greater than {ctx['gt']}"
+    if kind == "less_than_equal":
+        return f"a number of at most {ctx['le']}"
     if kind == "greater_than_equal":
         return f"a number of at least {ctx['ge']}"
     if kind == "too_short":
@@ -190,24 +186,19 @@ def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     return None
 
 
-class _DuplicateKey(yaml.YAMLError):
-    def __init__(self, key: Hashable, line: int) -> None:
-        super().__init__(f"duplicate key {key!r} on line {line}")
-        self.key = key
-        self.line = line
+def _printable(value: object) -> object:
+    """`value` if its repr is short and safe; else a stand-in naming its type.
 
+    A deeply nested list overflows `repr` and a huge int refuses to print: neither may hide
+    the real error behind a `RecursionError` or `ValueError`.
+    """
+    if isinstance(value, str):
+        return value  # repr (in the message) escapes lone surrogates; long text is cut there
+    if isinstance(value, int) and value.bit_length() > 1000:
+        return f"<int of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):
+        return f"<{type(value).__name__}>"
+    return value if len(text) <= 200 else f"<{type(value).__name__} of {len(text)} characters>"
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses a key repeated in one mapping instead of keeping the last."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        seen: set[Hashable] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, Hashable):
-                if key in seen:
-                    raise _DuplicateKey(key, key_node.start_mark.line + 1)
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)

@@ -47,6 +47,7 @@ from pydantic_core import PydanticCustomError
 from agent_finops.attribution import validate_tags
 from agent_finops.exceptions import ConfigurationError
 from agent_finops.policy._periods import (
+    MAX_WINDOW,
     PeriodKind,
     counter_key,
     escape_key_part,
@@ -110,10 +111,34 @@ def _problem(kind: str, expected: str, **ctx: object) -> PydanticCustomError:
     return PydanticCustomError(kind, "{expected}", {"expected": expected, **ctx})
 
 
+MAX_LIMIT: Final = Decimal(10) ** 15
+"""Largest limit, price or reservation a policy may name (USD, tokens or calls)."""
+MAX_DECIMAL_PLACES: Final = 18
+"""Most decimal places a policy amount may have: what every ledger backend stores exactly."""
+MAX_COUNT: Final = 10**9
+"""Largest whole-number setting (calls per window, output tokens)."""
+MAX_LOOP_COUNT: Final = 10_000
+"""Largest `max_repeats`, `max_cycles` or burst `max_calls`: loop state is kept per step."""
+
+
 def _positive_decimal(value: Decimal) -> Decimal:
     if not value > 0:
         raise _problem("positive_decimal", "a positive decimal")
+    if value > MAX_LIMIT:
+        raise _problem("decimal_too_large", "a decimal of at most 1e15")
+    if _decimal_places(value) > MAX_DECIMAL_PLACES:
+        raise _problem(
+            "decimal_places", f"a decimal with at most {MAX_DECIMAL_PLACES} decimal places"
+        )
     return value
+
+
+def _decimal_places(value: Decimal) -> int:
+    """Decimal places of a finite `value`, trailing zeros not counted (no context rounding)."""
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite: pydantic refused NaN and Infinity
+    trailing = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -(exponent + trailing))
 
 
 def _percent(value: Decimal) -> Decimal:
@@ -140,6 +165,8 @@ def _duration(value: object) -> object:
     if isinstance(value, timedelta):
         if value <= timedelta(0) or value.microseconds:
             raise _problem("duration", "a positive whole number of seconds")
+        if value > MAX_WINDOW:
+            raise _problem("duration", f"at most {format_duration(MAX_WINDOW)}")
         return value
     if not isinstance(value, str):
         raise _problem("duration", "a duration such as '90s', '30m', '2h' or '7d'")
@@ -157,8 +184,9 @@ def _no_pause(value: object) -> object:
 
 PositiveDecimal: TypeAlias = Annotated[Decimal, AfterValidator(_positive_decimal)]
 Percent: TypeAlias = Annotated[Decimal, AfterValidator(_percent)]
-Count: TypeAlias = Annotated[int, Field(strict=True, gt=0)]
-RepeatCount: TypeAlias = Annotated[int, Field(strict=True, ge=2)]
+Count: TypeAlias = Annotated[int, Field(strict=True, gt=0, le=MAX_COUNT)]
+LoopCount: TypeAlias = Annotated[int, Field(strict=True, gt=0, le=MAX_LOOP_COUNT)]
+RepeatCount: TypeAlias = Annotated[int, Field(strict=True, ge=2, le=MAX_LOOP_COUNT)]
 RuleId: TypeAlias = Annotated[str, AfterValidator(_rule_id)]
 TagKey: TypeAlias = Annotated[str, AfterValidator(_tag_key)]
 Duration: TypeAlias = Annotated[
@@ -178,11 +206,18 @@ def _check_selector(value: dict[str, str]) -> dict[str, str]:
             validate_tags({key: ""})
         except ConfigurationError as exc:
             expected = exc.expected or "a tag name"
-            raise _problem("tag_key", expected, subfield=key, value=key) from None
+            shown = key.encode("utf-8", "backslashreplace").decode("utf-8")
+            raise _problem("tag_key", expected, subfield=shown, value=shown) from None
         if not wanted:
             raise _problem(
                 "tag_selector", "a tag value, or '*' for any value", subfield=key, value=wanted
             )
+        try:
+            validate_tags({key: wanted})  # a value no call can carry is a mistake (and unstorable)
+        except ConfigurationError as exc:
+            expected = exc.expected or "a tag value"
+            shown = str(exc.value).encode("utf-8", "backslashreplace").decode("utf-8")
+            raise _problem("tag_selector", expected, subfield=key, value=shown) from None
     return value
 
 
@@ -437,7 +472,7 @@ class ModelCallBurstRule(_Strict):
     kind: Literal["model_call_burst"] = "model_call_burst"
     id: RuleId
     """Unique across the whole policy file."""
-    max_calls: Count
+    max_calls: LoopCount
     """Calls allowed within the window; call `max_calls + 1` trips the rule."""
     window: Duration
     """Sliding window length (`10s`, `1m`); exact, not bucketed."""
@@ -471,12 +506,13 @@ Rule: TypeAlias = Budget | RateLimit | RepeatedToolCallRule | ModelCallBurstRule
 
 
 def _approver_id(value: str) -> str:
-    if value == "*" or re.fullmatch(r"[a-z][a-z0-9-]{0,31}:[^\s]{1,200}", value):
+    if value == "*" or (
+        re.fullmatch(r"[a-z][a-z0-9-]{0,31}:[^\s\x00-\x1f\x7f\ud800-\udfff]{1,200}", value)
+    ):
         return value
     raise _problem(
         "approver",
-        "an approver id such as 'console:alice', 'slack:U012AB3CD', 'slack-group:S0614TZR7' "
-        "or '*'",
+        "an approver id such as 'console:alice', 'slack:U012AB3CD', 'slack-group:S0614TZR7' or '*'",
     )
 
 

@@ -17,10 +17,17 @@ interval that straddles a bucket edge. Windows of whole days are UTC days, not l
 
 `run` and `task` periods are not time windows: they are per-run and per-task cost caps,
 keyed by the run id and by the call's `task` tag.
+
+Counter keys are at most `MAX_COUNTER_KEY_LENGTH` (512) characters, what every budget store
+accepts. A key that would be longer (long tag values in a `"*"` scope, a long task tag) is
+**hashed deterministically**: `rule|sha256=<hex digest of the full key>`. The same inputs
+give the same hashed key in every process, distinct full keys give distinct digests, and a
+hashed key cannot equal a readable one (readable keys always have three `|` parts).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final, Literal, get_args
@@ -31,6 +38,8 @@ from agent_finops.exceptions import ConfigurationError
 __all__ = [
     "CALENDAR_PERIODS",
     "EPOCH",
+    "MAX_COUNTER_KEY_LENGTH",
+    "MAX_WINDOW",
     "PeriodKind",
     "counter_key",
     "escape_key_part",
@@ -49,11 +58,17 @@ EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 """Origin of the fixed buckets that approximate rolling windows."""
 
 KEY_SEPARATOR: Final = "|"
+MAX_COUNTER_KEY_LENGTH: Final = 512
+"""Longest counter key (what budget stores accept); longer keys are hashed to fit."""
+_HASHED_RULE_PREFIX: Final = 128
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+MAX_WINDOW: Final = timedelta(days=3660)
+"""Longest window or duration accepted (about ten years): longer ones overflow dates."""
+
+_DURATION = re.compile(r"\s*(\d{1,12})\s*([smhd])\s*")
 _UNIT_SECONDS: Final = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
 _DURATION_EXPECTED: Final = (
-    "a whole number followed by s, m, h or d, such as '90s', '30m', '2h' or '7d'"
+    "a whole number followed by s, m, h or d, such as '90s', '30m', '2h' or '7d' (at most 3660d)"
 )
 _PERIODS: Final[tuple[str, ...]] = get_args(PeriodKind)
 
@@ -63,7 +78,7 @@ def parse_duration(text: str) -> timedelta:
 
     Raises `ConfigurationError` naming the bad value and the expected form.
     """
-    match = _DURATION.match(text) if isinstance(text, str) else None
+    match = _DURATION.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise ConfigurationError(
             "invalid duration", field="window", value=text, expected=_DURATION_EXPECTED
@@ -75,6 +90,13 @@ def parse_duration(text: str) -> timedelta:
             field="window",
             value=text,
             expected=_DURATION_EXPECTED,
+        )
+    if seconds > MAX_WINDOW.days * 86_400:
+        raise ConfigurationError(
+            "duration too long",
+            field="window",
+            value=text,
+            expected=f"at most {format_duration(MAX_WINDOW)}",
         )
     return timedelta(seconds=seconds)
 
@@ -131,7 +153,8 @@ def counter_key(
     `spend-2h|team=support|2026-11-22T14:00:00Z/2h`, `run-cap|*|run=<run id>`,
     `task-cap|team=support|task=ticket-42`. The same inputs always give the same key, so a
     counter store can reserve against it. `run` needs `run_id`, `task` needs `task`,
-    `rolling` needs `window`.
+    `rolling` needs `window`. A key longer than `MAX_COUNTER_KEY_LENGTH` is replaced by
+    `rule|sha256=<digest of the full key>` (deterministic, see the module docstring).
     """
     _require_aware(now)
     if period == "run":
@@ -151,7 +174,11 @@ def counter_key(
         bucket = _calendar_label(period, start.astimezone(tz))
     else:
         raise ValueError(f"unknown period {period!r} (one of {_PERIODS})")
-    return KEY_SEPARATOR.join((rule_id, scope_key, bucket))
+    key = KEY_SEPARATOR.join((rule_id, scope_key, bucket))
+    if len(key) <= MAX_COUNTER_KEY_LENGTH:
+        return key
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{rule_id[:_HASHED_RULE_PREFIX]}{KEY_SEPARATOR}sha256={digest}"
 
 
 def escape_key_part(text: str) -> str:
