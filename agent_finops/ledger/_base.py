@@ -18,7 +18,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Self
 
-from agent_finops.exceptions import ConfigurationError
+from agent_finops.exceptions import ConfigurationError, NotFound
 from agent_finops.ledger._budget import (
     MAX_CALL_ID_LENGTH,
     Claim,
@@ -41,10 +41,22 @@ from agent_finops.ledger._records import (
     TraceData,
 )
 
-__all__ = ["BudgetStoreBase", "LedgerBase", "as_utc", "check_limit", "check_status", "utcnow"]
+__all__ = [
+    "MAX_CANDIDATES",
+    "BudgetStoreBase",
+    "LedgerBase",
+    "as_utc",
+    "check_aware",
+    "check_limit",
+    "check_status",
+    "one_match",
+    "utcnow",
+]
 
 DECIDED_STATUSES = frozenset(("approved", "denied", "expired"))
 MAX_LIMIT = 100_000
+MAX_CANDIDATES = 20
+"""How many matching ids a `NotFound` for an ambiguous prefix carries."""
 
 
 def utcnow() -> datetime:
@@ -66,6 +78,34 @@ def check_limit(limit: int) -> int:
             "bad row limit", field="limit", value=limit, expected=f"an integer 1-{MAX_LIMIT}"
         )
     return limit
+
+
+def check_aware(moment: datetime, name: str) -> datetime:
+    """A moment given to a ledger call: it must be timezone-aware (the ledger stores UTC)."""
+    if not isinstance(moment, datetime) or moment.utcoffset() is None:
+        raise ConfigurationError(
+            "a ledger needs timezone-aware datetimes",
+            field=name,
+            value=moment,
+            expected="an aware datetime, e.g. datetime.now(UTC)",
+        )
+    return moment
+
+
+def one_match(prefix: str, matches: Sequence[str], error: type[NotFound], what: str) -> str:
+    """The one id of sorted `matches` (ids starting with `prefix`), else `error`.
+
+    Ambiguous: the error carries the first `MAX_CANDIDATES` matches as `candidates`.
+    """
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise error(f"no {what} {prefix!r} in the ledger", key=prefix)
+    raise error(
+        f"{what} id prefix {prefix!r} is ambiguous",
+        key=prefix,
+        candidates=list(matches[:MAX_CANDIDATES]),
+    )
 
 
 def check_status(status: str) -> None:
@@ -339,7 +379,7 @@ class BudgetStoreBase(ABC):
             if value is None:
                 charges[unit] = None
             elif isinstance(value, Decimal | int) and not isinstance(value, bool):
-                charges[unit] = exact_amount(value, f"actual[{unit!r}]")
+                charges[unit] = exact_amount(value, "actual", unit)
             else:
                 raise TypeError(f"actual[{unit!r}] must be a Decimal or int, got {value!r}")
         return self._settle(call_id, as_utc(now or self._clock()), charges)

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Literal, NamedTuple
 
 from agent_finops.exceptions import BudgetExceeded
-from agent_finops.ledger._money import MONEY_LIMIT, stored_money
+from agent_finops.ledger._money import MONEY_LIMIT, MONEY_PLACES, stored_money
 
 Unit = Literal["usd", "tokens", "calls"]
 ReservationState = Literal["reserved", "settled", "released", "expired"]
@@ -23,19 +23,27 @@ _ZERO = Decimal(0)
 _INFINITY = Decimal("Infinity")
 
 
-def exact_amount(value: object, what: str) -> Decimal:
+def exact_amount(value: object, what: str, key: str | None = None) -> Decimal:
     """A finite, non-negative, storable `Decimal` from a Decimal, int or decimal string.
 
     Floats are refused (inexact). More than 18 decimals are rounded half-even to 18, the
-    quantum every backend stores (`MONEY_PLACES`).
+    quantum every backend stores (`MONEY_PLACES`). `what` (and `key`: `what[key]`) names the
+    value in errors. On the hot path of every reservation: a plain Decimal in range costs
+    three comparisons.
     """
-    if isinstance(value, float) or not isinstance(value, Decimal | int | str):
-        raise TypeError(f"{what} must be a Decimal, not {value!r} (inexact)")
+    if type(value) is Decimal and value.is_finite() and _ZERO <= value < MONEY_LIMIT:
+        exponent = value.as_tuple().exponent
+        if isinstance(exponent, int) and exponent >= -MONEY_PLACES:
+            return value
+        return stored_money(value)
+    name = what if key is None else f"{what}[{key!r}]"
+    if isinstance(value, float | bool) or not isinstance(value, Decimal | int | str):
+        raise TypeError(f"{name} must be a Decimal, not {value!r} (inexact)")
     amount = value if isinstance(value, Decimal) else Decimal(value)
     if not amount.is_finite() or amount < 0:
-        raise ValueError(f"{what} must be a finite amount >= 0, got {value!r}")
+        raise ValueError(f"{name} must be a finite amount >= 0, got {value!r}")
     if amount >= MONEY_LIMIT:
-        raise ValueError(f"{what} must be below {MONEY_LIMIT:.0e}, got {value!r}")
+        raise ValueError(f"{name} must be below {MONEY_LIMIT:.0e}, got {value!r}")
     return stored_money(amount)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -18,7 +18,6 @@ from typing import Any, TypeVar, cast
 from agent_finops.exceptions import (
     AlreadyDecided,
     ApprovalNotFound,
-    ConfigurationError,
     LedgerError,
     RunNotFound,
 )
@@ -26,8 +25,10 @@ from agent_finops.ledger._base import (
     BudgetStoreBase,
     LedgerBase,
     as_utc,
+    check_aware,
     check_limit,
     check_status,
+    one_match,
 )
 from agent_finops.ledger._budget import (
     DEFAULT_RESERVATION_TTL,
@@ -61,8 +62,6 @@ from agent_finops.ledger._records import (
 
 __all__ = ["InMemoryBudgetStore", "InMemoryLedger"]
 
-MAX_CANDIDATES = 20
-"""How many matching ids a `NotFound` for an ambiguous prefix carries."""
 _DECIDED = ("approved", "denied", "expired")
 _R = TypeVar("_R")
 
@@ -153,8 +152,8 @@ class InMemoryLedger(LedgerBase):
         with self._lock:
             if id_or_prefix in self._runs:
                 return id_or_prefix
-            ids = list(self._runs)
-        return _one(id_or_prefix, ids, RunNotFound, "run")
+            matches = sorted(i for i in self._runs if i.startswith(id_or_prefix))
+        return one_match(id_or_prefix, matches, RunNotFound, "run")
 
     def resolve_thread_id(self, id_or_prefix: str) -> str | None:
         """See `Ledger.resolve_thread_id`."""
@@ -165,7 +164,7 @@ class InMemoryLedger(LedgerBase):
         matches = sorted(t for t in threads if t.startswith(id_or_prefix))
         if not matches:
             return None
-        return _one(id_or_prefix, matches, RunNotFound, "thread")
+        return one_match(id_or_prefix, matches, RunNotFound, "thread")
 
     def load_trace(self, trace_id: str) -> TraceData:
         """See `Ledger.load_trace`."""
@@ -203,8 +202,10 @@ class InMemoryLedger(LedgerBase):
         with self._lock:
             found = self._approvals.get(id_or_prefix)
             if found is None:
-                ids = list(self._approvals)
-                found = self._approvals[_one(id_or_prefix, ids, ApprovalNotFound, "approval")]
+                ids = sorted(i for i in self._approvals if i.startswith(id_or_prefix))
+                found = self._approvals[
+                    one_match(id_or_prefix, ids, ApprovalNotFound, "approval request")
+                ]
             return _copy(found)
 
     def find_approval(self, approval_id: str) -> ApprovalRecord | None:
@@ -237,7 +238,7 @@ class InMemoryLedger(LedgerBase):
     def due_approvals(self, now: datetime, *, limit: int = 100) -> list[ApprovalRecord]:
         """See `Ledger.due_approvals`."""
         check_limit(limit)
-        now = _aware(now, "now")
+        now = check_aware(now, "now").astimezone(UTC)
         with self._lock:
             due = [
                 a
@@ -259,7 +260,7 @@ class InMemoryLedger(LedgerBase):
     ) -> ApprovalRecord:
         """See `Ledger.decide_approval`."""
         check_status(status)
-        at = _aware(at, "at")
+        at = check_aware(at, "at").astimezone(UTC)
         extra = None if extra is None else _money(extra, "extra")
         with self._lock:
             request = self._approvals[self.get_approval(approval_id).approval_id]
@@ -280,7 +281,7 @@ class InMemoryLedger(LedgerBase):
         self, *, thread_id: str | None, trace_id: str | None, at: datetime
     ) -> ApprovalRecord | None:
         """See `Ledger.take_decision`."""
-        at = _aware(at, "at")
+        at = check_aware(at, "at").astimezone(UTC)
         with self._lock:
             ready = [
                 a
@@ -303,7 +304,7 @@ class InMemoryLedger(LedgerBase):
 
     def mark_applied(self, approval_id: str, *, at: datetime) -> None:
         """See `Ledger.mark_applied`."""
-        at = _aware(at, "at")
+        at = check_aware(at, "at").astimezone(UTC)
         with self._lock:
             found = self._approvals.get(approval_id)
             if found is not None and found.applied_at is None:
@@ -473,29 +474,6 @@ class InMemoryBudgetStore(BudgetStoreBase):
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def _one(prefix: str, ids: Iterable[str], error: Callable[..., Exception], what: str) -> str:
-    """The one id starting with `prefix`, else `error` (with candidates when ambiguous)."""
-    matches = sorted(i for i in ids if i.startswith(prefix))
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise error(f"no {what} {prefix!r} in the ledger", key=prefix)
-    raise error(
-        f"{what} id prefix {prefix!r} is ambiguous", key=prefix, candidates=matches[:MAX_CANDIDATES]
-    )
-
-
-def _aware(moment: datetime, name: str) -> datetime:
-    if not isinstance(moment, datetime) or moment.utcoffset() is None:
-        raise ConfigurationError(
-            "a ledger needs timezone-aware datetimes",
-            field=name,
-            value=moment,
-            expected="an aware datetime, e.g. datetime.now(UTC)",
-        )
-    return moment.astimezone(UTC)
 
 
 def _money(value: Decimal, name: str) -> Decimal:

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 from sqlalchemy import Engine, Table, select
 from sqlalchemy.engine import URL, Connection, make_url
@@ -23,10 +23,16 @@ from agent_finops.exceptions import (
     LedgerError,
     LedgerNotFound,
     MissingDependencyError,
-    NotFound,
     RunNotFound,
 )
-from agent_finops.ledger._base import LedgerBase, check_limit, check_status
+from agent_finops.ledger._base import (
+    MAX_CANDIDATES,
+    LedgerBase,
+    check_aware,
+    check_limit,
+    check_status,
+    one_match,
+)
 from agent_finops.ledger._budget import DEFAULT_RESERVATION_TTL
 from agent_finops.ledger._money import EXACT
 from agent_finops.ledger._protocol import BudgetStore, Clock, Ledger
@@ -55,10 +61,7 @@ __all__ = ["DEFAULT_URL", "SQLLedger"]
 
 DEFAULT_URL = "sqlite:///agent-finops.sqlite"
 """Used when neither an argument nor `AGENT_FINOPS_DB_URL` gives a URL."""
-MAX_CANDIDATES = 20
-"""How many matching ids a `NotFound` for an ambiguous prefix carries."""
 _DECIDED = ("approved", "denied", "expired")
-_R = TypeVar("_R")
 
 
 def _columns(table: Table, record: Any) -> list[Any]:
@@ -271,7 +274,7 @@ class SQLLedger(LedgerBase):
             if conn.execute(select(key).where(key == id_or_prefix)).first() is not None:
                 return id_or_prefix
             matches = _prefixed(conn, key, id_or_prefix)
-        return _one(id_or_prefix, matches, RunNotFound, "run")
+        return one_match(id_or_prefix, matches, RunNotFound, "run")
 
     def resolve_thread_id(self, id_or_prefix: str) -> str | None:
         """See `Ledger.resolve_thread_id`."""
@@ -282,7 +285,7 @@ class SQLLedger(LedgerBase):
             matches = _prefixed(conn, key, id_or_prefix)
         if not matches:
             return None
-        return _one(id_or_prefix, matches, RunNotFound, "thread")
+        return one_match(id_or_prefix, matches, RunNotFound, "thread")
 
     def load_trace(self, trace_id: str) -> TraceData:
         """See `Ledger.load_trace`."""
@@ -332,7 +335,7 @@ class SQLLedger(LedgerBase):
             row = conn.execute(select(*_APPROVAL_COLUMNS).where(key == id_or_prefix)).first()
             if row is None:
                 matches = _prefixed(conn, key, id_or_prefix)
-                found = _one(id_or_prefix, matches, ApprovalNotFound, "approval request")
+                found = one_match(id_or_prefix, matches, ApprovalNotFound, "approval request")
                 row = conn.execute(select(*_APPROVAL_COLUMNS).where(key == found)).first()
         if row is None:  # pragma: no cover - deleted by hand between the two statements
             raise ApprovalNotFound(f"no approval request {id_or_prefix!r}", key=id_or_prefix)
@@ -373,7 +376,7 @@ class SQLLedger(LedgerBase):
             .where(
                 _approvals.c.status == "pending",
                 _approvals.c.expires_at.is_not(None),
-                _approvals.c.expires_at <= _aware(now, "now"),
+                _approvals.c.expires_at <= check_aware(now, "now"),
             )
             .order_by(_approvals.c.expires_at, _approvals.c.approval_id)
             .limit(limit)
@@ -393,7 +396,7 @@ class SQLLedger(LedgerBase):
     ) -> ApprovalRecord:
         """See `Ledger.decide_approval`."""
         check_status(status)
-        at = _aware(at, "at")
+        at = check_aware(at, "at")
         found = self.get_approval(approval_id)
         table = _approvals
         with faults("cannot record the approval decision"), self.engine.begin() as conn:
@@ -416,7 +419,7 @@ class SQLLedger(LedgerBase):
         self, *, thread_id: str | None, trace_id: str | None, at: datetime
     ) -> ApprovalRecord | None:
         """See `Ledger.take_decision`."""
-        at = _aware(at, "at")
+        at = check_aware(at, "at")
         table = _approvals
         query = (
             select(*_APPROVAL_COLUMNS)
@@ -455,7 +458,7 @@ class SQLLedger(LedgerBase):
 
     def mark_applied(self, approval_id: str, *, at: datetime) -> None:
         """See `Ledger.mark_applied`."""
-        at = _aware(at, "at")
+        at = check_aware(at, "at")
         table = _approvals
         with faults("cannot mark an approval applied"), self.engine.begin() as conn:
             conn.execute(
@@ -498,17 +501,6 @@ def _parse(url: str) -> URL:
         ) from exc
 
 
-def _aware(moment: datetime, name: str) -> datetime:
-    if not isinstance(moment, datetime) or moment.utcoffset() is None:
-        raise ConfigurationError(
-            "a ledger needs timezone-aware datetimes",
-            field=name,
-            value=moment,
-            expected="an aware datetime, e.g. datetime.now(UTC)",
-        )
-    return moment
-
-
 def _of_run(thread_id: str | None, trace_id: str | None) -> Any:
     if thread_id is not None:
         return _approvals.c.thread_id == thread_id
@@ -525,18 +517,6 @@ def _prefixed(conn: Connection, key: Any, prefix: str) -> list[str]:
         .limit(MAX_CANDIDATES + 1)
     )
     return [value for (value,) in conn.execute(query)]
-
-
-def _one(prefix: str, matches: list[str], error: type[NotFound], what: str) -> str:
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise error(f"no {what} {prefix!r} in the ledger", key=prefix)
-    raise error(
-        f"{what} id prefix {prefix!r} is ambiguous",
-        key=prefix,
-        candidates=matches[:MAX_CANDIDATES],
-    )
 
 
 def _row(record: Any) -> dict[str, Any]:

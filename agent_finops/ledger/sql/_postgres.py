@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, Connection, Engine
 
 from agent_finops.exceptions import LedgerError
+from agent_finops.ledger._base import as_utc
 from agent_finops.ledger._budget import (
     Claim,
     CounterState,
@@ -178,11 +179,6 @@ SELECT call_id FROM fin ORDER BY call_id
 """
 
 
-def _utc(moment: datetime) -> datetime:
-    """Aware UTC (a naive datetime is taken to be UTC)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 class PostgresDialect(SQLDialect):
     """PostgreSQL through psycopg 3 (`postgresql+psycopg://`), pooled with pre-ping."""
 
@@ -260,14 +256,14 @@ class PostgresBudgets(BudgetBackend):
             row = claim_record(claim, Decimal(0))
             row["ord"] = ordinal
             end = claim.window_end
-            row["window_end"] = None if end is None else _utc(end).isoformat()
+            row["window_end"] = None if end is None else as_utc(end).isoformat()
             rows.append(row)
         params = {
             "claims": json.dumps(rows),
             "call_id": call_id,
             "trace_id": trace_id,
-            "now": _utc(now),
-            "expires_at": _utc(expires_at),
+            "now": as_utc(now),
+            "expires_at": as_utc(expires_at),
         }
 
         def attempt() -> ReserveResult:
@@ -300,9 +296,9 @@ class PostgresBudgets(BudgetBackend):
 
     def _create_counters(self, claims: Sequence[Claim], now: datetime) -> None:
         """Create missing counter rows in their own short transaction, in key order."""
-        stamp = _utc(now)
+        stamp = as_utc(now)
         params = [
-            (c.counter_key, c.unit, c.limit, c.window_end and _utc(c.window_end), stamp)
+            (c.counter_key, c.unit, c.limit, c.window_end and as_utc(c.window_end), stamp)
             for c in sorted(claims, key=lambda c: c.counter_key)
         ]
         with self.connections.connection() as conn, conn.transaction():
@@ -321,7 +317,7 @@ class PostgresBudgets(BudgetBackend):
             "call_id": call_id,
             "settling": settling,
             "target": target,
-            "now": _utc(now),
+            "now": as_utc(now),
             "usd": charges.get("usd"),
             "tokens": charges.get("tokens"),
             "calls": charges.get("calls"),
@@ -347,7 +343,7 @@ class PostgresBudgets(BudgetBackend):
 
         def attempt() -> list[str]:
             with self.connections.connection() as conn:
-                rows = conn.execute(_EXPIRE, {"now": _utc(now)}).fetchall()
+                rows = conn.execute(_EXPIRE, {"now": as_utc(now)}).fetchall()
             return [row[0] for row in rows]
 
         return self.connections.run("expiry", attempt)
@@ -357,7 +353,7 @@ class PostgresBudgets(BudgetBackend):
 
         def attempt() -> int:
             with self.connections.connection() as conn:
-                deleted: int = conn.execute(_SQL_PURGE, (_utc(finished_before),)).rowcount
+                deleted: int = conn.execute(_SQL_PURGE, (as_utc(finished_before),)).rowcount
                 return deleted
 
         return self.connections.run("purge", attempt)
