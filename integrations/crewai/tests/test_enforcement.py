@@ -196,7 +196,7 @@ def test_missing_mandatory_tags_refuse_the_crew_before_any_request(
 PAUSE_WRITER = """
 version: 1
 budgets:
-  - {id: writer-cap, scope: {task: write}, limit: '0.005', period: run, action: pause}
+  - {id: writer-cap, scope: {task: write}, limit: '0.012', period: run, action: pause}
 """
 
 
