@@ -156,8 +156,19 @@ def _policy_lines(report: RunReport) -> list[str]:
     counts = report.decision_counts()
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none in this run"
     lines = ["", "Policy decisions: " + summary]
+    overruns = [d for d in report.decisions if d.action == "overrun"]
+    if overruns:  # one line: a loose estimate makes them frequent, and each says the same
+        excess = sum(
+            ((d.observed or Decimal(0)) - (d.estimate or Decimal(0)) for d in overruns),
+            Decimal(0),
+        )
+        lines.append(
+            f"  {len(overruns)} call(s) cost more than they reserved (overrun), "
+            f"{excess} {overruns[0].unit} over their reservations in all; budgets are "
+            "charged the actual amounts (details: --json)"
+        )
     for d in report.decisions:
-        if d.action == "allow":
+        if d.action in ("allow", "overrun"):
             continue
         who = f" by {d.actor}" if d.actor != "policy" else ""
         why = f": {d.message}" if d.message else ""
