@@ -18,6 +18,6 @@ failure break the user's run.
 """
 
 from agent_finops.guard._outcome import STOPPED_KIND, stop_payload
-from agent_finops.guard._run_guard import Asker, RunGuard, RunRef
+from agent_finops.guard._run_guard import Asker, RunGuard, RunRef, undecided
 
-__all__ = ["STOPPED_KIND", "Asker", "RunGuard", "RunRef", "stop_payload"]
+__all__ = ["STOPPED_KIND", "Asker", "RunGuard", "RunRef", "stop_payload", "undecided"]

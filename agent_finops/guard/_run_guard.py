@@ -24,7 +24,7 @@ from agent_finops.pricing import Cost
 from agent_finops.tracker import NODE_SEPARATOR, CostTracker
 from agent_finops.usage import TokenUsage
 
-__all__ = ["Asker", "RunGuard", "RunRef"]
+__all__ = ["Asker", "RunGuard", "RunRef", "undecided"]
 
 log = logging.getLogger("agent_finops")
 
@@ -125,6 +125,30 @@ class RunGuard:
         self._calls: dict[str, tuple[str | None, str | None]] = {}  # call -> (model, provider)
         self._inflight: dict[str, set[str]] = {}  # trace id -> calls holding a reservation
         self._observed: set[str] = set()  # step spans already seen by the ping-pong rules
+
+    @classmethod
+    def of(
+        cls,
+        tracker: CostTracker | RunGuard,
+        *,
+        policy: Policy | PolicyEngine | None = None,
+        approvals: ApprovalService | None = None,
+        resume_target: str | None = None,
+        strict: bool = False,
+        source: str = "RunGuard",
+    ) -> RunGuard:
+        """A guard for an integration given a tracker (and a policy), or a guard to share."""
+        if isinstance(tracker, RunGuard):
+            if policy is not None or approvals is not None or resume_target is not None:
+                raise ConfigurationError(
+                    "a RunGuard already has its policy; pass a CostTracker to give one here",
+                    source=source,
+                    field="policy",
+                )
+            return tracker
+        return cls(
+            tracker, policy=policy, approvals=approvals, resume_target=resume_target, strict=strict
+        )
 
     @property
     def enforcing(self) -> bool:
@@ -627,18 +651,7 @@ class RunGuard:
                 ask(request)  # no decision in the answer: ask again (LangGraph: re-pauses)
                 request = service.get(request.approval_id)
                 if request.status == "pending":  # a channel that waits, and timed out
-                    return ApprovalRequired(
-                        f"approval {request.approval_id} is still undecided: {request.message}",
-                        approval_id=request.approval_id,
-                        rule_id=request.rule_id,
-                        scope=request.scope,
-                        limit=request.limit,
-                        observed=request.spent,
-                        trace_id=run.trace_id,
-                        unit=request.unit,
-                        estimate=request.estimate,
-                        thread_id=request.thread_id,
-                    )
+                    return undecided(request, trace_id=run.trace_id)
         service.mark_applied(request.approval_id)
         if request.status == "approved":
             return None
@@ -779,6 +792,22 @@ def _answer_for(request: ApprovalRecord, value: Any) -> Any:
     if answer is not None and answer.approval_id not in (None, request.approval_id):
         return _OTHER
     return answer
+
+
+def undecided(request: ApprovalRecord, *, trace_id: str) -> ApprovalRequired:
+    """The pause of a run whose request is still undecided (it stays resumable)."""
+    return ApprovalRequired(
+        f"approval {request.approval_id} is still undecided: {request.message}",
+        approval_id=request.approval_id,
+        rule_id=request.rule_id,
+        scope=request.scope,
+        limit=request.limit,
+        observed=request.spent,
+        trace_id=trace_id,
+        unit=request.unit,
+        estimate=request.estimate,
+        thread_id=request.thread_id,
+    )
 
 
 def _denied(run: RunRef, request: ApprovalRecord) -> ApprovalDenied:

@@ -37,8 +37,8 @@ from crewai.hooks import (
 from crewai.tools.agent_tools.base_agent_tools import BaseAgentTool
 
 from agent_finops.attribution import current_tags, merge_tags
-from agent_finops.exceptions import ApprovalRequired, PolicyViolation
-from agent_finops.guard import RunRef
+from agent_finops.exceptions import PolicyViolation
+from agent_finops.guard import RunRef, undecided
 from agent_finops.ledger import ApprovalRecord, SpanStatus
 from agent_finops_crewai._outcome import SOURCE, CrewPaused, CrewStopped
 from agent_finops_crewai._scopes import PendingCall, Scope, pending_call, pending_tool
@@ -118,18 +118,7 @@ class ApprovalWait:
             if deadline is not None:
                 pause = min(pause, max(deadline - time.monotonic(), 0.0))
             self._sleep(pause)
-        error = ApprovalRequired(
-            f"approval {request.approval_id} is still undecided: {request.message}",
-            approval_id=request.approval_id,
-            rule_id=request.rule_id,
-            scope=request.scope,
-            limit=request.limit,
-            observed=request.spent,
-            trace_id=self.run.trace_id,
-            unit=request.unit,
-            estimate=request.estimate,
-            thread_id=request.thread_id,
-        )
+        error = undecided(request, trace_id=self.run.trace_id)
         self.hooks.listener.guard.set_outcome(self.run.trace_id, "interrupted", str(error))
         raise CrewPaused(error, request, outputs=finished_outputs(self.context))
 

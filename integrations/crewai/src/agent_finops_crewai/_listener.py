@@ -101,22 +101,14 @@ class FinOpsListener(BaseEventListener):
                 wait as long as it takes; 0: end the crew at once, resumable).
             strict: re-raise internal errors (as `HandlerError`) and unknown prices.
         """
-        if isinstance(tracker, RunGuard):
-            if policy is not None or approvals is not None or resume_target is not None:
-                raise ConfigurationError(
-                    "a RunGuard already has its policy; pass a CostTracker to give one here",
-                    source="FinOpsListener",
-                    field="policy",
-                )
-            self.guard = tracker
-        else:
-            self.guard = RunGuard(
-                tracker,
-                policy=policy,
-                approvals=approvals,
-                resume_target=resume_target,
-                strict=strict,
-            )
+        self.guard = RunGuard.of(
+            tracker,
+            policy=policy,
+            approvals=approvals,
+            resume_target=resume_target,
+            strict=strict,
+            source="FinOpsListener",
+        )
         if approval_wait is not None and approval_wait < 0:
             raise ConfigurationError(
                 "approval_wait must be >= 0 seconds (or None to wait indefinitely)",

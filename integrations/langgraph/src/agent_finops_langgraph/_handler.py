@@ -78,22 +78,14 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
             strict: re-raise internal errors (as `HandlerError`) and unknown prices.
         """
         super().__init__()
-        if isinstance(tracker, RunGuard):
-            if policy is not None or approvals is not None or resume_target is not None:
-                raise ConfigurationError(
-                    "a RunGuard already has its policy; pass a CostTracker to give one here",
-                    source="FinOpsCallbackHandler",
-                    field="policy",
-                )
-            self.guard = tracker
-        else:
-            self.guard = RunGuard(
-                tracker,
-                policy=policy,
-                approvals=approvals,
-                resume_target=resume_target,
-                strict=strict,
-            )
+        self.guard = RunGuard.of(
+            tracker,
+            policy=policy,
+            approvals=approvals,
+            resume_target=resume_target,
+            strict=strict,
+            source="FinOpsCallbackHandler",
+        )
         self.tracker = self.guard.tracker
         # Policy violations must reach the caller; our own internal errors are caught
         # before LangChain sees them unless strict.
