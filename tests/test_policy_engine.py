@@ -446,3 +446,31 @@ def test_a_call_that_costs_more_than_it_reserved_is_charged_logged_and_seen(
     # no longer fits (2 x worst + epsilon spent + worst > 3 x worst).
     refused = call(e, 1)
     assert refused.action == "deny" and refused.observed == actual
+
+
+def test_an_overrun_that_crosses_a_threshold_alerts_once(tracker: CostTracker) -> None:
+    from agent_finops.approvals import ApprovalChannel, ApprovalService, ThresholdAlert
+
+    alerts: list[ThresholdAlert] = []
+
+    class Alerts(ApprovalChannel):
+        def threshold_crossed(self, alert: ThresholdAlert) -> None:
+            alerts.append(alert)
+
+    w = worst(1000, 100)
+    e = PolicyEngine(
+        Policy.from_mapping(
+            {"budgets": [{"id": "b", "limit": str(w * 10), "period": "run", "thresholds": [50, 90]}]}
+        ),
+        tracker,
+        approvals=ApprovalService(tracker.ledger, channels=[Alerts()]),
+        clock=Clock(),
+    )
+    assert call(e, 0).action == "allow"
+    assert alerts == []  # 10% reserved
+    e.check_after_model_call("run-1-call-0", cost=w * 6, tokens=1, trace_id="run-1", tags={})
+    assert [(a.rule_id, a.percent) for a in alerts] == [("b", Decimal(50))]
+    assert alerts[0].used == w * 6
+    tracker.flush()
+    kinds = [d.action for d in tracker.ledger.decisions_for("run-1")]
+    assert kinds.count("overrun") == 1 and kinds.count("threshold") == 1

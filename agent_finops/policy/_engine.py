@@ -47,6 +47,7 @@ from agent_finops.ledger import (
     BudgetStore,
     Claim,
     DecisionRecord,
+    Overrun,
     ReserveResult,
     Settlement,
 )
@@ -380,6 +381,31 @@ class PolicyEngine:
                 tags or {},
                 kind="overrun",
             )
+            self._thresholds_after_overrun(overrun, trace_id or "?", tags or {})
+
+    def _thresholds_after_overrun(
+        self, overrun: Overrun, trace_id: str, tags: Mapping[str, str]
+    ) -> None:
+        """Thresholds are judged when a call reserves; an overrun's excess can cross one."""
+        rule = next((b for b in self.policy.budgets if b.id == overrun.rule_id), None)
+        if rule is None or not rule.thresholds:
+            return
+        state = self.budgets.counter(overrun.counter_key)
+        if state is None:
+            return
+        used = state.spent + state.reserved
+        limit = state.limit
+        scope = rule.scope.scope(tags) or {}
+        for pct in rule.crossed_thresholds(used - overrun.excess, used):
+            claim = Claim(
+                counter_key=overrun.counter_key,
+                rule_id=rule.id,
+                unit=rule.unit,
+                limit=limit,
+                amount=overrun.excess,
+            )
+            call = _Call(trace_id, trace_id, None, tags, None, None)
+            self._threshold(call, rule, claim, scope, pct, used)
 
     def _blocked_before(self, call: _Call, observe: Callable[[], list[LoopHit]]) -> Decision | None:
         """Before any call: a blocked step still pending, then the loop rules it trips."""
