@@ -109,7 +109,10 @@ class ConfigurationError(FinOpsError, ValueError):
 
 
 def _shown(value: object, limit: int = 200) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError, MemoryError):  # huge ints, deep nesting
+        return f"<{type(value).__name__}>"
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 

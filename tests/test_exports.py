@@ -163,3 +163,14 @@ def test_no_test_bench_or_example_reaches_into_a_private_module() -> None:
             for match in private.finditer(path.read_text()):
                 offenders.append(f"{path.relative_to(root)}: {match.group(0).strip()}")
     assert offenders == []
+
+
+def test_an_error_about_an_unprintable_value_still_has_a_message() -> None:
+    from agent_finops import ConfigurationError
+
+    nested: list[object] = []
+    for _ in range(100_000):
+        nested = [nested]
+    for value, shown in ((10**5000, "<int>"), (nested, "<list>")):
+        error = ConfigurationError("bad", field="f", value=value, expected="small")
+        assert shown in str(error)

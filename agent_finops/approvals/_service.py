@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+from agent_finops.approvals._answer import to_extra
 from agent_finops.approvals._approvers import Approver, Approvers
 from agent_finops.approvals._channel import ApprovalChannel, ThresholdAlert
 from agent_finops.approvals._payload import default_extra
@@ -35,8 +36,6 @@ __all__ = ["ApprovalService", "ExpiryOutcome"]
 log = logging.getLogger("agent_finops")
 
 ExpiryOutcome = Literal["deny", "approve"]
-MAX_EXTRA = Decimal(10) ** 12
-"""Largest overspend one approval may grant (in the rule's unit)."""
 
 
 class ApprovalService:
@@ -183,13 +182,13 @@ class ApprovalService:
         if not self.may_decide(approver, request):
             self._audit(request, "refused", approver.id, now, reason="not on the approvers list")
             raise ApproverNotAllowed(request.approval_id, approver=approver.id, scope=request.scope)
-        if extra is not None and (not extra.is_finite() or extra < 0 or extra > MAX_EXTRA):
-            raise ConfigurationError(
-                "bad approved extra",
-                field="extra",
-                value=extra,
-                expected=f"a finite amount between 0 and {MAX_EXTRA}",
-            )
+        if extra is not None:  # the same bounds as an answer's (one rule for every channel)
+            try:
+                extra = to_extra(extra)
+            except ValueError as exc:
+                raise ConfigurationError(
+                    "bad approved extra", field="extra", value=extra, expected=str(exc)
+                ) from None
         if approve and extra is None:
             extra = default_extra(request)
         decided = self.ledger.decide_approval(
