@@ -345,3 +345,17 @@ def test_naive_moments_given_to_a_ledger_call_are_refused(shared_ledger: SQLLedg
     with pytest.raises(ConfigurationError, match="timezone-aware"):
         shared_ledger.take_decision(thread_id="t", trace_id=None, at=datetime(2026, 1, 1))
     assert shared_ledger.due_approvals(T0 + timedelta(days=1)) == []
+
+
+def test_closing_the_ledger_gives_back_the_connections_its_budget_stores_keep(
+    tmp_path: Path,
+) -> None:
+    ledger = SQLLedger.from_url(f"sqlite:///{tmp_path}/close.sqlite")
+    store = ledger.budget_store()
+    claim = Claim(counter_key="b|*|run=r", rule_id="b", unit="usd", limit=Decimal(1), amount=Decimal("0.1"))
+    assert store.reserve("call-1", [claim], trace_id="r").granted
+    pool: Any = ledger.engine.pool
+    assert pool.checkedout() >= 1  # the store keeps its connection between calls
+    ledger.close()  # the owner forgot store.close(): nothing may leak
+    assert pool.checkedout() == 0
+    store.close()  # closing again later is harmless

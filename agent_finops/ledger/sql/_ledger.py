@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -90,6 +91,7 @@ class SQLLedger(LedgerBase):
         """The database's SQLAlchemy dialect name: `sqlite` or `postgresql`."""
         self._sql: SQLDialect = dialect_named(self.dialect)
         self._setup_lock = threading.Lock()
+        self._stores: weakref.WeakSet[SQLBudgetStore] = weakref.WeakSet()
         self._ready = False
         self._statements: dict[tuple[str, str], Any] = {}
         if auto_setup:
@@ -148,7 +150,9 @@ class SQLLedger(LedgerBase):
         return self.engine.url.render_as_string(hide_password=True)
 
     def close(self) -> None:
-        """Release connections (budget stores hold their own: close them first)."""
+        """Release connections, those the budget stores it gave out keep included."""
+        for store in list(self._stores):
+            store.close()  # idempotent: a store already closed by its owner stays closed
         self.engine.dispose()
 
     # -- schema -------------------------------------------------------------------------
@@ -479,7 +483,7 @@ class SQLLedger(LedgerBase):
     ) -> SQLBudgetStore:
         """A budget store on this ledger's database (see `SQLBudgetStore` for the options)."""
         self.setup()
-        return SQLBudgetStore(
+        store = SQLBudgetStore(
             self.engine,
             auto_setup=False,
             clock=clock,
@@ -487,6 +491,8 @@ class SQLLedger(LedgerBase):
             durable_commits=durable_commits,
             max_idle_connections=max_idle_connections,
         )
+        self._stores.add(store)
+        return store
 
 
 def _parse(url: str) -> URL:
