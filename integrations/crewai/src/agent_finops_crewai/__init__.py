@@ -24,7 +24,7 @@ except ImportError as exc:  # pragma: no cover - exercised by tests/test_exports
 
 from agent_finops.approvals import APPROVAL_KIND, approval_payload
 from agent_finops.guard import STOPPED_KIND
-from agent_finops_crewai._hooks import ApprovalWait, estimate_input_tokens
+from agent_finops_crewai._hooks import ApprovalWait
 from agent_finops_crewai._listener import FinOpsListener, usage_of
 from agent_finops_crewai._outcome import CrewPaused, CrewStopped
 
@@ -36,6 +36,5 @@ __all__ = [
     "CrewStopped",
     "FinOpsListener",
     "approval_payload",
-    "estimate_input_tokens",
     "usage_of",
 ]

@@ -37,6 +37,7 @@ from crewai.hooks import (
 from crewai.tools.agent_tools.base_agent_tools import BaseAgentTool
 
 from agent_finops.attribution import current_tags, merge_tags
+from agent_finops.estimate import estimate_input_tokens
 from agent_finops.exceptions import PolicyViolation
 from agent_finops.guard import RunRef, undecided
 from agent_finops.ledger import ApprovalRecord, SpanStatus
@@ -46,37 +47,13 @@ from agent_finops_crewai._scopes import PendingCall, Scope, pending_call, pendin
 if TYPE_CHECKING:
     from agent_finops_crewai._listener import FinOpsListener
 
-__all__ = ["ApprovalWait", "CallHooks", "estimate_input_tokens"]
+__all__ = ["ApprovalWait", "CallHooks"]
 
 DELEGATION_TOOLS: Final = frozenset({"delegate_work_to_coworker", "ask_question_to_coworker"})
 """CrewAI's coworker tools (sanitized names): using one hands control to another agent."""
 AGENT_SCOPES: Final = frozenset({"agent_execution_started", "lite_agent_execution_started"})
 POLL_SECONDS: Final = (0.05, 0.1, 0.2, 0.5, 1.0)
 """How often a waiting hook looks the decision up (backing off to the last value)."""
-PER_MESSAGE_TOKENS: Final = 8
-"""Framing per message (role markers, separators) added to its content's bound."""
-
-
-def estimate_input_tokens(messages: Any) -> int:
-    """A bound of a request's input tokens: UTF-8 bytes of every message, plus framing.
-
-    Byte-level BPE tokenizers never produce more tokens than a text has bytes, so this
-    bounds the messages' tokens (text-protocol tool descriptions are in the messages).
-    Native tool schemas go to the provider beside the messages and are not seen by the
-    hook: their tokens are not in this bound.
-    """
-    if not messages:
-        return 0
-    if isinstance(messages, str):
-        return len(messages.encode("utf-8", "surrogatepass")) + PER_MESSAGE_TOKENS
-    total = 0
-    for message in messages:
-        content = message.get("content", "") if isinstance(message, Mapping) else message
-        text = content if isinstance(content, str) else str(content)
-        if isinstance(message, Mapping) and message.get("tool_calls"):
-            text += str(message["tool_calls"])
-        total += len(text.encode("utf-8", "surrogatepass")) + PER_MESSAGE_TOKENS
-    return total
 
 
 class ApprovalWait:
@@ -238,7 +215,9 @@ class CallHooks:
         model = model if isinstance(model, str) else None
         provider = getattr(llm, "provider", None)
         max_tokens = getattr(llm, "max_tokens", None)
-        input_tokens = estimate_input_tokens(ctx.messages) if guard.enforcing else 0
+        # The core's upper bound (UTF-8 bytes of every message plus framing). Native tool
+        # schemas go to the provider beside the messages and are not visible to the hook.
+        input_tokens = estimate_input_tokens(ctx.messages or ()) if guard.enforcing else 0
 
         def step() -> None:
             call_id = uuid.uuid4().hex

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -90,7 +89,6 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         # Policy violations must reach the caller; our own internal errors are caught
         # before LangChain sees them unless strict.
         self.raise_error = self.guard.strict or self.guard.enforcing
-        self._lock = threading.Lock()
 
     @classmethod
     def from_url(
