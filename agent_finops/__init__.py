@@ -10,6 +10,7 @@ from importlib.metadata import version as _version
 from agent_finops.attribution import STANDARD_TAGS, attribute, current_tags
 from agent_finops.estimate import TokenCounter, estimate_input_tokens, utf8_bytes
 from agent_finops.exceptions import (
+    AlertNotFound,
     AlreadyDecided,
     ApprovalDenied,
     ApprovalNotFound,
@@ -91,6 +92,7 @@ __all__ = [
     "PriceNotFound",
     "NotFound",
     "RunNotFound",
+    "AlertNotFound",
     "ApprovalNotFound",
     "LedgerNotFound",
     "AlreadyDecided",

@@ -16,7 +16,15 @@ from typing import Final
 
 from agent_finops.exceptions import ConfigurationError
 
-__all__ = ["STANDARD_TAGS", "Tags", "attribute", "current_tags", "merge_tags", "validate_tags"]
+__all__ = [
+    "STANDARD_TAGS",
+    "Tags",
+    "attribute",
+    "current_tags",
+    "merge_tags",
+    "validate_tag_key",
+    "validate_tags",
+]
 
 STANDARD_TAGS: Final = (
     "team",
@@ -72,6 +80,19 @@ def validate_tags(tags: Mapping[str, object] | None, *, source: str = "tags") ->
             continue
         out[key] = _tag_value(key, value, source)
     return out
+
+
+def validate_tag_key(key: object, *, source: str = "tags") -> str:
+    """Check one tag name (as `validate_tags` does); `ConfigurationError` naming it if bad."""
+    if not isinstance(key, str) or not _TAG_KEY.fullmatch(key):
+        raise ConfigurationError(
+            "invalid tag name",
+            source=source,
+            field=source,
+            value=_shown(key),
+            expected="a name of letters, digits, '_', '.', ':' or '-' (max 64)",
+        )
+    return key
 
 
 def _tag_value(key: str, value: object, source: str) -> str:

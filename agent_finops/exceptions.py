@@ -9,6 +9,7 @@ FinOpsError
 ├── NotFound (LookupError)      no such record
 │   ├── RunNotFound             no run/thread with this id (or an ambiguous prefix)
 │   ├── ApprovalNotFound        no approval request with this id (or an ambiguous prefix)
+│   ├── AlertNotFound           no alert with this id
 │   └── LedgerNotFound          no ledger at this URL (opened with `create=False`)
 ├── AlreadyDecided              an approval request was decided before (first decision wins)
 ├── ApproverNotAllowed          someone not on the scope's approver list tried to decide
@@ -43,6 +44,7 @@ from typing import Any
 __all__ = [
     "AlreadyDecided",
     "ApprovalDenied",
+    "AlertNotFound",
     "ApprovalNotFound",
     "ApprovalRequired",
     "ApproverNotAllowed",
@@ -167,6 +169,10 @@ class RunNotFound(NotFound):
 
 class ApprovalNotFound(NotFound):
     """No approval request with this id in the ledger."""
+
+
+class AlertNotFound(NotFound):
+    """No alert with this id in the ledger."""
 
 
 class LedgerNotFound(NotFound):

@@ -84,7 +84,9 @@ def crew() -> Crew:
         tools=[Lookup()],
         max_iter=CALLS_PER_KICKOFF + 5,
     )
-    task = Task(name="lookups", description="Look up ten keys.", expected_output="values", agent=agent)
+    task = Task(
+        name="lookups", description="Look up ten keys.", expected_output="values", agent=agent
+    )
     return Crew(name="bench-crew", agents=[agent], tasks=[task])
 
 
@@ -189,4 +191,3 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

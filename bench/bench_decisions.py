@@ -349,8 +349,6 @@ def report(result: BackendResult, url: str) -> None:
     print(f"   decisions in the ledger: {result.decisions}, write errors: {result.write_errors}")
 
 
-
-
 def _medians(results: list[BackendResult]) -> dict[str, dict[str, float]]:
     """Per mode, the median over runs of each figure."""
     per_run = [{mode: summary(x) for mode, x in r.samples.items()} for r in results]

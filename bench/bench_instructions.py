@@ -111,7 +111,9 @@ def main() -> None:
         sys.exit("valgrind is not installed (apt-get install valgrind)")
     base = None
     for mode in args.modes.split(","):
-        per_call = (instructions(mode, 2 * args.calls) - instructions(mode, args.calls)) // args.calls
+        per_call = (
+            instructions(mode, 2 * args.calls) - instructions(mode, args.calls)
+        ) // args.calls
         extra = "" if base is None else f"  (+{per_call - base:,} over no callback)"
         print(f"{mode:<7} {per_call:>12,} instructions per model call{extra}", flush=True)
         if mode == "none":

@@ -142,8 +142,10 @@ def bench(
     w50, w99, _ = _percentiles(results["write"])
     r50, r99, _ = _percentiles(reserve_only)
     t50, t99, _ = _percentiles(settle_only)
-    commits = "" if engine.dialect.name == "sqlite" else (
-        ", durable commits" if durable else ", synchronous_commit=off"
+    commits = (
+        ""
+        if engine.dialect.name == "sqlite"
+        else (", durable commits" if durable else ", synchronous_commit=off")
     )
     print(f"\n== {name}{commits}: {engine.url.render_as_string(hide_password=True)}")
     print(f"   {len(results['cycle'])} reserve+settle cycles, {n_claims} claim(s) per call")

@@ -82,13 +82,23 @@ def main() -> None:
     config = {
         "targets": f"{EXAMPLE}:targets",
         "approvals": example.POLICY["approvals"],
-        "slack": {"default_channel": "C0APPROVALS", "base_url": emulator.base_url, "raise_options": ["1"]},
+        "slack": {
+            "default_channel": "C0APPROVALS",
+            "base_url": emulator.base_url,
+            "raise_options": ["1"],
+        },
         "serve": {"port": 0, "sweep_every": 5, "threads": 8, "workers": 4},
     }
     (workdir / "slack.yaml").write_text(yaml.safe_dump(config))
     server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("agent-finops")), "serve", "--config",
-         str(workdir / "slack.yaml"), "--log-level", "WARNING"],
+        [
+            str(Path(sys.executable).with_name("agent-finops")),
+            "serve",
+            "--config",
+            str(workdir / "slack.yaml"),
+            "--log-level",
+            "WARNING",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -98,8 +108,10 @@ def main() -> None:
         total = args.sequential + args.runs
         started = time.perf_counter()
         ids = {f"bench-{i}": example.pause(f"bench-{i}") for i in range(total)}
-        print(f"paused {total} runs in {time.perf_counter() - started:.1f} s "
-              f"({len(emulator.messages)} Slack messages)")
+        print(
+            f"paused {total} runs in {time.perf_counter() - started:.1f} s "
+            f"({len(emulator.messages)} Slack messages)"
+        )
         by_id = {}
         for message in emulator.messages.values():
             for thread, approval_id in ids.items():
@@ -108,8 +120,13 @@ def main() -> None:
 
         def click(thread: str) -> float:
             message = by_id[thread]
-            payload = block_actions(ids[thread], user="U0BENCH", action_id="finops_approve_raise:1",
-                                    channel=message.channel, message_ts=message.ts)
+            payload = block_actions(
+                ids[thread],
+                user="U0BENCH",
+                action_id="finops_approve_raise:1",
+                channel=message.channel,
+                message_ts=message.ts,
+            )
             status, _, seconds = post_interaction(url, payload)
             assert status == 200, status
             return seconds
@@ -125,8 +142,12 @@ def main() -> None:
                 time.sleep(0.005)
             resumed.append(time.perf_counter() - t0)
         print(f"\none click at a time ({args.sequential} runs):")
-        print(f"  ack               median {statistics.median(acks) * 1000:7.1f} ms   max {max(acks) * 1000:7.1f} ms")
-        print(f"  click -> finished median {statistics.median(resumed) * 1000:7.1f} ms   max {max(resumed) * 1000:7.1f} ms")
+        print(
+            f"  ack               median {statistics.median(acks) * 1000:7.1f} ms   max {max(acks) * 1000:7.1f} ms"
+        )
+        print(
+            f"  click -> finished median {statistics.median(resumed) * 1000:7.1f} ms   max {max(resumed) * 1000:7.1f} ms"
+        )
 
         threads = [f"bench-{i}" for i in range(args.sequential, total)]
         gate = threading.Barrier(len(threads))
@@ -152,8 +173,10 @@ def main() -> None:
             time.sleep(0.01)
         all_done = time.perf_counter() - t0
         print(f"\n{len(threads)} simultaneous clicks (8 HTTP threads, 4 workers):")
-        print(f"  ack P50 {percentile(lat, 50) * 1000:7.1f} ms   P99 {percentile(lat, 99) * 1000:7.1f} ms   "
-              f"max {max(lat) * 1000:7.1f} ms   (all acked in {acked * 1000:.0f} ms)")
+        print(
+            f"  ack P50 {percentile(lat, 50) * 1000:7.1f} ms   P99 {percentile(lat, 99) * 1000:7.1f} ms   "
+            f"max {max(lat) * 1000:7.1f} ms   (all acked in {acked * 1000:.0f} ms)"
+        )
         print(f"  all {len(threads)} runs finished {all_done:.2f} s after the clicks")
         decided = [ledger.get_approval(a) for a in ids.values()]
         assert all(r is not None and r.status == "approved" for r in decided)

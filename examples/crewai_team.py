@@ -89,17 +89,28 @@ def build_crew() -> Crew:
         allow_delegation=True,
     )
     writer = Agent(
-        role="Writer", goal="Write clearly", backstory="A columnist.", llm=writer_llm,
+        role="Writer",
+        goal="Write clearly",
+        backstory="A columnist.",
+        llm=writer_llm,
         tools=[Notes()],
     )
     return Crew(
         name="market-team",
         agents=[researcher, writer],
         tasks=[
-            Task(name="research", description="Research gpu prices.", expected_output="notes",
-                 agent=researcher),
-            Task(name="write", description="Write the summary.", expected_output="a summary",
-                 agent=writer),
+            Task(
+                name="research",
+                description="Research gpu prices.",
+                expected_output="notes",
+                agent=researcher,
+            ),
+            Task(
+                name="write",
+                description="Write the summary.",
+                expected_output="a summary",
+                agent=writer,
+            ),
         ],
     )
 

@@ -127,7 +127,10 @@ def test_racing_deciders_get_exactly_one_decision(ledger: SQLLedger) -> None:
         except AlreadyDecided:
             results.append("lost")
 
-    threads = [threading.Thread(target=click, args=(f"slack:U{i}{'a' if i % 2 else 'b'}",)) for i in range(6)]
+    threads = [
+        threading.Thread(target=click, args=(f"slack:U{i}{'a' if i % 2 else 'b'}",))
+        for i in range(6)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -230,7 +233,9 @@ def test_the_same_step_asks_once(ledger: SQLLedger) -> None:
     assert again.approval_id == first.approval_id and other.approval_id == "ap-3"
     nested = service.pending(thread_id="thread-1", trace_id="trace-1", step="node")
     assert nested == []  # "node" is not "node:a"'s parent step
-    assert [r.approval_id for r in service.pending(thread_id="thread-1", trace_id="x", step="node:a")] == ["ap-1"]
+    assert [
+        r.approval_id for r in service.pending(thread_id="thread-1", trace_id="x", step="node:a")
+    ] == ["ap-1"]
 
 
 def test_resume_runs_only_registered_targets(ledger: SQLLedger) -> None:

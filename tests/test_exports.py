@@ -100,6 +100,7 @@ def test_every_error_pickles_with_message_and_attributes() -> None:
         ex.PriceNotFound("no price", model="m", provider="p"),
         ex.RunNotFound("no run", key="01", candidates=["01a", "01b"]),
         ex.ApprovalNotFound("no approval", key="ap"),
+        ex.AlertNotFound("no alert", key="al"),
         ex.LedgerNotFound("no ledger at missing.sqlite", key="missing.sqlite"),
         ex.AlreadyDecided("ap-1", status="approved", decided_by="console:alice"),
         ex.ApproverNotAllowed("ap-1", approver="slack:U1", scope={"team": "a"}),
@@ -108,8 +109,15 @@ def test_every_error_pickles_with_message_and_attributes() -> None:
     ]
     names = {n for n in ex.__all__ if issubclass(getattr(ex, n), ex.FinOpsError)}
     assert names - {type(e).__name__ for e in samples} <= {
-        "FinOpsError", "NotFound", "LedgerError", "HandlerError", "PolicyViolation",
-        "BudgetExceeded", "RateLimitExceeded", "LoopDetected", "ApprovalRequired",
+        "FinOpsError",
+        "NotFound",
+        "LedgerError",
+        "HandlerError",
+        "PolicyViolation",
+        "BudgetExceeded",
+        "RateLimitExceeded",
+        "LoopDetected",
+        "ApprovalRequired",
     }
     for error in samples:
         back = pickle.loads(pickle.dumps(error))

@@ -174,7 +174,9 @@ def test_deny_decision_by_a_human(tracker: CostTracker) -> None:
         {"budgets": [{"id": "cap", "limit": "0.000001", "period": "run", "action": "pause"}]},
     )
     paused = call(e, 0)
-    decided = e.approvals.decide(paused.approval_id or "", approve=False, by="bob", reason="too dear")
+    decided = e.approvals.decide(
+        paused.approval_id or "", approve=False, by="bob", reason="too dear"
+    )
     assert decided.status == "denied" and decided.extra is None
     assert call(e, 1).action == "pause"  # a denial grants nothing
 
@@ -460,7 +462,11 @@ def test_an_overrun_that_crosses_a_threshold_alerts_once(tracker: CostTracker) -
     w = worst(1000, 100)
     e = PolicyEngine(
         Policy.from_mapping(
-            {"budgets": [{"id": "b", "limit": str(w * 10), "period": "run", "thresholds": [50, 90]}]}
+            {
+                "budgets": [
+                    {"id": "b", "limit": str(w * 10), "period": "run", "thresholds": [50, 90]}
+                ]
+            }
         ),
         tracker,
         approvals=ApprovalService(tracker.ledger, channels=[Alerts()]),

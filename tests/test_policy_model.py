@@ -701,7 +701,9 @@ def test_task_cap_without_a_task_tag_caps_the_run_or_skips_it() -> None:
         "task-cap|team=support|run=r1"
     )
     tags = {"team": "support", "task": "ticket-42"}
-    assert cap.counter_key(tags, now=now, tz=tz, run_id="r1") == "task-cap|team=support|task=ticket-42"
+    assert (
+        cap.counter_key(tags, now=now, tz=tz, run_id="r1") == "task-cap|team=support|task=ticket-42"
+    )
     skip = cap.model_copy(update={"without_task": "skip"})
     assert skip.scope_key({"team": "support"}) is None
     assert skip.counter_key({"team": "support"}, now=now, tz=tz, run_id="r1") is None

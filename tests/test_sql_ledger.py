@@ -44,6 +44,8 @@ FINOPS_TABLES = {
     "finops_approvals",
     "finops_budget_counters",
     "finops_reservations",
+    "finops_alerts",
+    "finops_alert_deliveries",
 }
 
 
@@ -90,7 +92,7 @@ def _event(event_id: str, **kw: Any) -> CostEvent:
 
 
 def test_a_new_ledger_is_at_the_current_version(shared_ledger: SQLLedger) -> None:
-    assert shared_ledger.schema_version() == SCHEMA_VERSION == 3
+    assert shared_ledger.schema_version() == SCHEMA_VERSION == 4
     assert set(inspect(shared_ledger.engine).get_table_names()) >= FINOPS_TABLES
 
 
@@ -138,7 +140,7 @@ def _v2_rows(dialect: str) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def test_a_v2_ledger_is_migrated_to_v3(empty_url: str) -> None:
+def test_a_v2_ledger_is_migrated_to_the_current_version(empty_url: str) -> None:
     engine = create_engine(empty_url)
     dialect = engine.dialect.name
     ddl = (DATA / f"ledger_v2_{dialect}.sql").read_text()
@@ -152,7 +154,7 @@ def test_a_v2_ledger_is_migrated_to_v3(empty_url: str) -> None:
     engine.dispose()
 
     with SQLLedger.from_url(empty_url) as ledger:
-        assert ledger.schema_version() == 3
+        assert ledger.schema_version() == SCHEMA_VERSION
         old = ledger.load_trace("r-old")
         assert old.run.thread_id == "th-old"  # filled from v2's magic tag
         assert ledger.load_trace("r-plain").run.thread_id is None
@@ -163,6 +165,13 @@ def test_a_v2_ledger_is_migrated_to_v3(empty_url: str) -> None:
             3,
             0,
         )
+        assert event.bucket == "tokens"  # v4: filled from the kind
+        # v4: the old event's cost is summed in SQL (its integer parts were backfilled)
+        (total,) = ledger.aggregate(windows=[(event.created_at, event.created_at + timedelta(1))])
+        assert total.totals.cost == D("0.5")
+        with ledger.engine.connect() as conn:
+            parts = conn.execute(text("select cost_nano, cost_rest from finops_cost_events")).all()
+        assert parts == [(500_000_000, 0)]
         request = ledger.get_approval("ap-old")
         assert (request.expires_at, request.thread_id, request.spent) == (None, "th-old", D("0.5"))
         inspector = inspect(ledger.engine)
@@ -185,7 +194,7 @@ def test_a_v2_ledger_is_migrated_to_v3(empty_url: str) -> None:
         with ledger.budget_store(clock=lambda: T0) as store:
             assert store.reserve("c1", [Claim("k", "r", "usd", D(1), D("0.2"))], trace_id="t")
     with SQLLedger.from_url(empty_url) as again:  # and again: nothing left to migrate
-        assert again.schema_version() == 3
+        assert again.schema_version() == SCHEMA_VERSION
         assert again.resolve_thread_id("th-n") == "th-new"
 
 
@@ -352,7 +361,9 @@ def test_closing_the_ledger_gives_back_the_connections_its_budget_stores_keep(
 ) -> None:
     ledger = SQLLedger.from_url(f"sqlite:///{tmp_path}/close.sqlite")
     store = ledger.budget_store()
-    claim = Claim(counter_key="b|*|run=r", rule_id="b", unit="usd", limit=Decimal(1), amount=Decimal("0.1"))
+    claim = Claim(
+        counter_key="b|*|run=r", rule_id="b", unit="usd", limit=Decimal(1), amount=Decimal("0.1")
+    )
     assert store.reserve("call-1", [claim], trace_id="r").granted
     pool: Any = ledger.engine.pool
     assert pool.checkedout() >= 1  # the store keeps its connection between calls

@@ -16,6 +16,8 @@ class Capability(StrEnum):
     """Approval requests: decided once, expiry, taken up once, async twins."""
     BUDGETS = "budgets"
     """The budget store: reserve, settle, release, expire, purge, overruns."""
+    FINANCE = "finance"
+    """Aggregates by tags and windows (exact sums), event streams, alerts raised once."""
     THREADS = "threads"
     """Safe under concurrent threads of one process (races on approvals and budgets)."""
     PROCESSES = "processes"
@@ -26,7 +28,9 @@ class Capability(StrEnum):
     """The ledger reports `schema_version()`; `setup()` on an existing ledger keeps it."""
 
 
-BASE_CAPABILITIES = frozenset({Capability.RECORDS, Capability.APPROVALS, Capability.BUDGETS})
+BASE_CAPABILITIES = frozenset(
+    {Capability.RECORDS, Capability.APPROVALS, Capability.BUDGETS, Capability.FINANCE}
+)
 """Every backend must pass these."""
 EXTENDED_CAPABILITIES = frozenset(
     {Capability.THREADS, Capability.PROCESSES, Capability.PERSISTENT, Capability.MIGRATIONS}

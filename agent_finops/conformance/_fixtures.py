@@ -10,7 +10,14 @@ from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from agent_finops.conformance._registry import T0
-from agent_finops.ledger import ApprovalRecord, Claim, CostEvent, RunRecord, SpanRecord
+from agent_finops.ledger import (
+    DEFAULT_BUCKETS,
+    ApprovalRecord,
+    Claim,
+    CostEvent,
+    RunRecord,
+    SpanRecord,
+)
 
 __all__ = ["D", "Raised", "approval", "event", "raises", "run", "span", "usd"]
 
@@ -78,6 +85,7 @@ def event(event_id: str, cost: str | None, trace: str = "trace-1", **kw: Any) ->
         "reasoning_tokens": 20,
     }
     fields.update(kw)
+    fields.setdefault("bucket", DEFAULT_BUCKETS[fields["kind"]])  # as a ledger returns it
     return CostEvent(event_id=event_id, trace_id=trace, **fields)
 
 

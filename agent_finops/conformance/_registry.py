@@ -31,6 +31,7 @@ SPEC_MODULES = (
     "agent_finops.conformance._spec_records",
     "agent_finops.conformance._spec_approvals",
     "agent_finops.conformance._spec_budgets",
+    "agent_finops.conformance._spec_finance",
     "agent_finops.conformance._spec_threads",
     "agent_finops.conformance._spec_processes",
     "agent_finops.conformance._spec_persistence",

@@ -7,6 +7,14 @@ the conformance suite in `agent_finops.conformance`; a new one subclasses `Ledge
 `BudgetStoreBase`. See docs/ledger.md.
 """
 
+from agent_finops.ledger._aggregates import (
+    BUCKETS,
+    MAX_DIMENSIONS,
+    MAX_WINDOWS,
+    Aggregate,
+    EventTotals,
+    Window,
+)
 from agent_finops.ledger._base import BudgetStoreBase, LedgerBase
 from agent_finops.ledger._budget import (
     DEFAULT_RESERVATION_TTL,
@@ -24,8 +32,12 @@ from agent_finops.ledger._memory import InMemoryBudgetStore, InMemoryLedger
 from agent_finops.ledger._money import MONEY_LIMIT, MONEY_PLACES
 from agent_finops.ledger._protocol import BudgetStore, Clock, Ledger
 from agent_finops.ledger._records import (
+    DEFAULT_BUCKETS,
+    AlertKind,
+    AlertRecord,
     ApprovalRecord,
     ApprovalStatus,
+    CostBucket,
     CostEvent,
     DecidedStatus,
     DecisionAction,
@@ -37,6 +49,7 @@ from agent_finops.ledger._records import (
     SpanRecord,
     SpanStatus,
     TraceData,
+    bucket_of,
 )
 from agent_finops.ledger.sql import DEFAULT_URL, SCHEMA_VERSION, SQLBudgetStore, SQLLedger
 
@@ -71,6 +84,18 @@ __all__ = [
     "DecidedStatus",
     "MONEY_PLACES",
     "MONEY_LIMIT",
+    # finance: aggregates and alerts
+    "Aggregate",
+    "EventTotals",
+    "Window",
+    "BUCKETS",
+    "MAX_DIMENSIONS",
+    "MAX_WINDOWS",
+    "AlertRecord",
+    "AlertKind",
+    "CostBucket",
+    "DEFAULT_BUCKETS",
+    "bucket_of",
     # budget store values
     "Claim",
     "ClaimUsage",

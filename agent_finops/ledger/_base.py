@@ -428,4 +428,3 @@ class BudgetStoreBase(ABC):
 def _check_call_id(call_id: str) -> None:
     if not isinstance(call_id, str) or not call_id or len(call_id) > MAX_CALL_ID_LENGTH:
         raise ValueError(f"call_id must be 1-{MAX_CALL_ID_LENGTH} characters, got {call_id!r}")
-

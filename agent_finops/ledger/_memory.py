@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
 from agent_finops.exceptions import (
+    AlertNotFound,
     AlreadyDecided,
     ApprovalNotFound,
     LedgerError,
     RunNotFound,
+)
+from agent_finops.ledger._aggregates import (
+    Aggregate,
+    Window,
+    aggregate_events,
+    check_query,
 )
 from agent_finops.ledger._base import (
     BudgetStoreBase,
@@ -49,6 +56,7 @@ from agent_finops.ledger._planning import (
 )
 from agent_finops.ledger._protocol import BudgetStore, Clock, Ledger
 from agent_finops.ledger._records import (
+    AlertRecord,
     ApprovalRecord,
     ApprovalStatus,
     CostEvent,
@@ -58,6 +66,7 @@ from agent_finops.ledger._records import (
     RunSummary,
     SpanRecord,
     TraceData,
+    bucket_of,
 )
 
 __all__ = ["InMemoryBudgetStore", "InMemoryLedger"]
@@ -82,6 +91,7 @@ class InMemoryLedger(LedgerBase):
         self._events: dict[str, CostEvent] = {}
         self._decisions: dict[str, DecisionRecord] = {}
         self._approvals: dict[str, ApprovalRecord] = {}
+        self._alerts: dict[str, AlertRecord] = {}
         self._book = _BudgetBook()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -315,6 +325,79 @@ class InMemoryLedger(LedgerBase):
             return [a for a in self._approvals.values() if a.thread_id == thread_id]
         return [a for a in self._approvals.values() if a.trace_id == trace_id]
 
+    # -- finance ------------------------------------------------------------------------
+
+    def aggregate(
+        self,
+        *,
+        by: Sequence[str] = (),
+        windows: Sequence[Window],
+        where: Mapping[str, Sequence[str]] | None = None,
+    ) -> list[Aggregate]:
+        """See `Ledger.aggregate`."""
+        dims, spans, filters = check_query(by, windows, where)
+        with self._lock:
+            events = list(self._events.values())
+            seconds = {
+                r.trace_id: (r.ended_at - r.started_at).total_seconds()
+                for r in self._runs.values()
+                if r.ended_at is not None
+            }
+        return aggregate_events(events, seconds, dims, spans, filters)
+
+    def iter_events(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        where: Mapping[str, Sequence[str]] | None = None,
+        batch_size: int = 1000,
+    ) -> Iterator[CostEvent]:
+        """See `Ledger.iter_events`."""
+        check_limit(batch_size)
+        _, _, filters = check_query((), [(start, end)], where)
+        with self._lock:
+            found = [
+                e
+                for e in self._events.values()
+                if start <= e.created_at < end
+                and all(e.tags.get(k) in v for k, v in filters.items())
+            ]
+        found.sort(key=lambda e: (e.created_at, e.event_id))
+        return (_copy(e) for e in found)
+
+    def add_alert(self, alert: AlertRecord) -> bool:
+        """See `Ledger.add_alert`."""
+        try:
+            stored = _stored(alert)
+        except (TypeError, ValueError) as exc:
+            raise LedgerError(f"cannot record alert: {exc}", retryable=False) from exc
+        stored.drivers = [dict(d) for d in alert.drivers]
+        stored.delivered = list(alert.delivered)
+        with self._lock:
+            if stored.alert_id in self._alerts:
+                return False
+            self._alerts[stored.alert_id] = stored
+            return True
+
+    def mark_alert_delivered(self, alert_id: str, channel: str) -> None:
+        """See `Ledger.mark_alert_delivered`."""
+        with self._lock:
+            found = self._alerts.get(alert_id)
+            if found is None:
+                raise AlertNotFound(f"no alert {alert_id!r}", key=alert_id)
+            if channel not in found.delivered:
+                found.delivered = [*found.delivered, channel]
+
+    def list_alerts(self, *, since: datetime | None = None, limit: int = 50) -> list[AlertRecord]:
+        """See `Ledger.list_alerts`."""
+        check_limit(limit)
+        floor = None if since is None else check_aware(since, "since")
+        with self._lock:
+            found = [a for a in self._alerts.values() if floor is None or a.created_at >= floor]
+        found.sort(key=lambda a: (a.created_at, a.alert_id), reverse=True)
+        return [_alert_copy(a) for a in found[:limit]]
+
     # -- budgets --------------------------------------------------------------------------
 
     def budget_store(
@@ -529,7 +612,16 @@ def _stored(record: _R) -> _R:
             changes[field] = _money(value, f"{name}.{field}")
     for field in shape.dicts:
         changes[field] = dict(getattr(record, field))
+    if isinstance(record, CostEvent):
+        changes["bucket"] = bucket_of(record)
     return cast(_R, replace(cast(Any, record), **changes))
+
+
+def _alert_copy(alert: AlertRecord) -> AlertRecord:
+    copy = _copy(alert)
+    copy.drivers = [dict(d) for d in alert.drivers]
+    copy.delivered = list(alert.delivered)
+    return copy
 
 
 def _copy(record: _R) -> _R:

@@ -39,3 +39,33 @@ def tidy(value: Decimal) -> Decimal:
     if value == value.to_integral_value():
         return value.quantize(_ONE, context=EXACT)
     return value.normalize(EXACT)
+
+
+NANO = Decimal(1).scaleb(-9)
+_REST_PER_NANO = 10**9
+_INT64 = 2**63 - 1
+
+
+def split_money(value: Decimal | None) -> tuple[int | None, int | None]:
+    """`value` as two integers SQL sums exactly: whole nano-dollars, and 1e-18 dollars below.
+
+    `value == nano * 1e-9 + rest * 1e-18` with `0 <= rest < 1e9`, for any stored amount
+    (at most 18 decimals). (None, None) for an unknown cost, and for an amount beyond what a
+    64-bit integer holds as nano-dollars (about $9.2 billion): a sum then reads the exact
+    amount instead (`cost_nano IS NULL AND cost IS NOT NULL`).
+    """
+    if value is None:
+        return None, None
+    atto = int(value.scaleb(MONEY_PLACES, EXACT))
+    nano, rest = divmod(atto, _REST_PER_NANO)
+    if abs(nano) > _INT64:
+        return None, None
+    return nano, rest
+
+
+def join_money(nano: int | Decimal | None, rest: int | Decimal | None) -> Decimal:
+    """The exact amount of summed `split_money` parts (None sums are zero)."""
+    total = EXACT.add(
+        EXACT.multiply(Decimal(nano or 0), NANO), Decimal(rest or 0).scaleb(-MONEY_PLACES, EXACT)
+    )
+    return tidy(total)

@@ -14,13 +14,14 @@ driver exception (SQLAlchemy, DBAPI) escapes a public call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from decimal import Decimal
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
+from agent_finops.ledger._aggregates import Aggregate, Window
 from agent_finops.ledger._budget import (
     DEFAULT_RESERVATION_TTL,
     Claim,
@@ -30,6 +31,7 @@ from agent_finops.ledger._budget import (
     Settlement,
 )
 from agent_finops.ledger._records import (
+    AlertRecord,
     ApprovalRecord,
     ApprovalStatus,
     CostEvent,
@@ -275,6 +277,53 @@ class Ledger(Protocol):
 
     def decisions_for(self, trace_id: str) -> list[DecisionRecord]:
         """Every policy decision recorded for a run, oldest first."""
+        ...
+
+    # -- finance: aggregates, event streams, alerts ---------------------------------------
+
+    def aggregate(
+        self,
+        *,
+        by: Sequence[str] = (),
+        windows: Sequence[Window],
+        where: Mapping[str, Sequence[str]] | None = None,
+    ) -> list[Aggregate]:
+        """Totals of the cost events in each `[start, end)` window, grouped by tag values.
+
+        `by` names tags (standard or free-form; an event without the tag groups under None);
+        `where` keeps only events whose tag is one of the given values. Computed by the
+        backend (in SQL on SQL backends), exactly. Windows may overlap (an event counts in
+        each). Only groups with events are returned, ordered by window, then group (None
+        first). Raises `ConfigurationError` for a bad tag name, a naive or empty window,
+        too many tags (`MAX_DIMENSIONS`) or windows (`MAX_WINDOWS`).
+        """
+        ...
+
+    def iter_events(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        where: Mapping[str, Sequence[str]] | None = None,
+        batch_size: int = 1000,
+    ) -> Iterator[CostEvent]:
+        """Cost events created in `[start, end)`, ordered by (created_at, event_id).
+
+        Read in batches of `batch_size` (keyset pages, no cursor held between batches), so
+        memory stays flat however many events there are; for exports.
+        """
+        ...
+
+    def add_alert(self, alert: AlertRecord) -> bool:
+        """Keep an alert unless one with its id exists; whether it was new (raise it then)."""
+        ...
+
+    def mark_alert_delivered(self, alert_id: str, channel: str) -> None:
+        """Record that an alert reached a channel (idempotent); `NotFound` for an unknown id."""
+        ...
+
+    def list_alerts(self, *, since: datetime | None = None, limit: int = 50) -> list[AlertRecord]:
+        """Alerts created at or after `since`, newest first."""
         ...
 
     # -- approvals ------------------------------------------------------------------------

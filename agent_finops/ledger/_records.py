@@ -13,7 +13,15 @@ from typing import Literal
 
 SpanKind = Literal["run", "node", "chain", "model", "tool", "agent", "task", "crew"]
 """`agent`, `task`, `crew`: spans of agent frameworks (e.g. CrewAI) that have those notions."""
-EventKind = Literal["model", "tool"]
+EventKind = Literal["model", "tool", "compute"]
+"""`compute`: time on a priced resource (a self-hosted model, a sandbox, a long-running agent),
+priced per second or minute from a span's duration; `units` holds the billed seconds."""
+CostBucket = Literal["tokens", "tools", "compute", "overhead"]
+"""Where a cost belongs in a finance report: model tokens, tool and connector fees, compute
+time, or orchestration overhead (routers, guardrails, retries: poolable, still attributed to
+the run that triggered them)."""
+DEFAULT_BUCKETS: dict[str, CostBucket] = {"model": "tokens", "tool": "tools", "compute": "compute"}
+"""The bucket of an event that names none, by its kind."""
 SpanStatus = Literal["running", "ok", "error", "interrupted", "unfinished", "stopped"]
 """`stopped`: a cost policy ended the run cleanly (deny), its partial results kept."""
 
@@ -86,6 +94,9 @@ class CostEvent:
     units: int = 0
     usage_reported: bool = True
     """False when the provider reported no usage (the cost is then unknown)."""
+    bucket: CostBucket | None = None
+    """The cost bucket; None: by kind (`DEFAULT_BUCKETS`). Ledgers store and return it
+    resolved, so a read-back event always names its bucket."""
 
 
 DecisionAction = Literal[
@@ -201,3 +212,45 @@ class TraceData:
     run: RunRecord
     spans: list[SpanRecord]
     events: list[CostEvent]
+
+
+def bucket_of(event: CostEvent) -> CostBucket:
+    """The event's cost bucket (its own, else the default of its kind); ValueError if none."""
+    found = event.bucket or DEFAULT_BUCKETS.get(event.kind)
+    if found is None:
+        raise ValueError(f"CostEvent.kind must be model, tool or compute, got {event.kind!r}")
+    return found
+
+
+AlertKind = Literal["cost_spike", "cost_per_task", "call_rate", "forecast"]
+"""`cost_spike`: hourly cost far above its seasonal baseline; `cost_per_task`: a task type's
+cost per task far above its 7-day average; `call_rate`: a sudden jump in calls per minute;
+`forecast`: a budget's month-end projection crosses its limit."""
+
+
+@dataclass(slots=True, kw_only=True)
+class AlertRecord:
+    """One alert about spend, kept so that it is raised (and delivered) once.
+
+    `alert_id` is deterministic (kind, scope and window), so detecting the same anomaly again
+    (another scan, another process, after a restart) finds the stored alert instead of
+    raising a second one.
+    """
+
+    alert_id: str
+    kind: AlertKind
+    scope: dict[str, str]
+    """The tags that select what the alert is about (e.g. `{"team": "search"}`)."""
+    window_start: datetime
+    window_end: datetime
+    created_at: datetime
+    severity: Literal["warning", "critical"] = "warning"
+    message: str = ""
+    observed: Decimal | None = None
+    """What was measured (USD, or calls per minute for `call_rate`)."""
+    expected: Decimal | None = None
+    """The baseline, average or limit it is compared with."""
+    drivers: list[dict[str, str]] = field(default_factory=list)
+    """The top cost drivers of the window (e.g. `{"agent": "planner", "cost": "12.5"}`)."""
+    delivered: list[str] = field(default_factory=list)
+    """The channels the alert was delivered to (retried on the others)."""

@@ -201,4 +201,3 @@ def _printable(value: object) -> object:
     except (RecursionError, ValueError):
         return f"<{type(value).__name__}>"
     return value if len(text) <= 200 else f"<{type(value).__name__} of {len(text)} characters>"
-

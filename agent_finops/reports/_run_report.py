@@ -309,9 +309,7 @@ def build_thread_report(
         raise ValueError("a thread report needs at least one run")
     traces = sorted(traces, key=lambda t: t.run.started_at)
     parts = [build_report(t) for t in traces]
-    segments = [
-        Segment(p.run, p.totals, len(decisions.get(p.run.trace_id, []))) for p in parts
-    ]
+    segments = [Segment(p.run, p.totals, len(decisions.get(p.run.trace_id, []))) for p in parts]
     first, last = traces[0].run, traces[-1].run
     thread = first.thread_id or first.trace_id
     run = RunRecord(

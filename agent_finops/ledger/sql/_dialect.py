@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Table
 from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.sql.elements import ColumnElement
 
 from agent_finops.exceptions import ConfigurationError
 from agent_finops.ledger._budget import (
@@ -114,6 +115,26 @@ class SQLDialect(ABC):
         self, engine: Engine, *, durable_commits: bool, max_idle_connections: int
     ) -> BudgetBackend:
         """The budget store's hot path on this database."""
+
+    @abstractmethod
+    def money_sums(self, table: Table, when: ColumnElement[bool] | None) -> list[Any]:
+        """Aggregate expressions summing `table`'s cost exactly (of the rows where `when`).
+
+        `money_total` turns their results into the `Decimal`. Amounts the exact columns
+        cannot hold are left out of them and counted by `unsummed` (added by the caller).
+        """
+
+    @abstractmethod
+    def money_total(self, values: Sequence[Any]) -> Decimal:
+        """The exact sum from the results of `money_sums`."""
+
+    @abstractmethod
+    def unsummed(self, table: Table) -> Any:
+        """An aggregate counting the rows whose cost `money_sums` leaves out."""
+
+    @abstractmethod
+    def seconds_between(self, start: Any, end: Any) -> Any:
+        """An expression: seconds from one datetime column to another, as a number."""
 
 
 _DIALECTS: dict[str, SQLDialect] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -17,6 +17,7 @@ from sqlalchemy.exc import ArgumentError
 
 from agent_finops.attribution import STANDARD_TAGS
 from agent_finops.exceptions import (
+    AlertNotFound,
     AlreadyDecided,
     ApprovalNotFound,
     ConfigurationError,
@@ -26,6 +27,7 @@ from agent_finops.exceptions import (
     MissingDependencyError,
     RunNotFound,
 )
+from agent_finops.ledger._aggregates import Aggregate, Window, check_query
 from agent_finops.ledger._base import (
     MAX_CANDIDATES,
     LedgerBase,
@@ -35,9 +37,10 @@ from agent_finops.ledger._base import (
     one_match,
 )
 from agent_finops.ledger._budget import DEFAULT_RESERVATION_TTL
-from agent_finops.ledger._money import EXACT
+from agent_finops.ledger._money import EXACT, split_money, stored_money
 from agent_finops.ledger._protocol import BudgetStore, Clock, Ledger
 from agent_finops.ledger._records import (
+    AlertRecord,
     ApprovalRecord,
     ApprovalStatus,
     CostEvent,
@@ -47,11 +50,15 @@ from agent_finops.ledger._records import (
     RunSummary,
     SpanRecord,
     TraceData,
+    bucket_of,
 )
+from agent_finops.ledger.sql import _aggregates as _sql_aggregates
 from agent_finops.ledger.sql._budget_store import DEFAULT_MAX_IDLE_CONNECTIONS, SQLBudgetStore
 from agent_finops.ledger.sql._dialect import SQLDialect, dialect_named
 from agent_finops.ledger.sql._faults import faults, shown_url
 from agent_finops.ledger.sql._migrations import set_up, stored_version
+from agent_finops.ledger.sql._tables import alert_deliveries as _deliveries
+from agent_finops.ledger.sql._tables import alerts as _alerts
 from agent_finops.ledger.sql._tables import approvals as _approvals
 from agent_finops.ledger.sql._tables import cost_events as _events
 from agent_finops.ledger.sql._tables import decisions as _decisions
@@ -321,6 +328,81 @@ class SQLLedger(LedgerBase):
         with self._reading("decisions") as conn:
             return [DecisionRecord(**row._mapping) for row in conn.execute(query)]
 
+    # -- finance ------------------------------------------------------------------------
+
+    def aggregate(
+        self,
+        *,
+        by: Sequence[str] = (),
+        windows: Sequence[Window],
+        where: Mapping[str, Sequence[str]] | None = None,
+    ) -> list[Aggregate]:
+        """See `Ledger.aggregate`: one grouped SQL statement per window."""
+        dims, spans, filters = check_query(by, windows, where)
+        return _sql_aggregates.aggregate(self.engine, self._sql, dims, spans, filters)
+
+    def iter_events(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        where: Mapping[str, Sequence[str]] | None = None,
+        batch_size: int = 1000,
+    ) -> Iterator[CostEvent]:
+        """See `Ledger.iter_events`: keyset pages, a connection only while a page is read."""
+        check_limit(batch_size)
+        _, _, filters = check_query((), [(start, end)], where)
+        return _sql_aggregates.iter_events(self.engine, start, end, filters, batch_size)
+
+    def add_alert(self, alert: AlertRecord) -> bool:
+        """See `Ledger.add_alert`."""
+        row = {c.name: getattr(alert, c.name) for c in _alerts.columns}
+        deliveries = [{"alert_id": alert.alert_id, "channel": c} for c in alert.delivered]
+        with faults("cannot record an alert"), self.engine.begin() as conn:
+            inserted = self._insert_ignore(_alerts).returning(_alerts.c.alert_id)
+            added = conn.execute(inserted, row).first() is not None
+            if added and deliveries:
+                conn.execute(self._insert_ignore(_deliveries), deliveries)
+        return added
+
+    def mark_alert_delivered(self, alert_id: str, channel: str) -> None:
+        """See `Ledger.mark_alert_delivered`."""
+        with faults("cannot record an alert's delivery"), self.engine.begin() as conn:
+            known = conn.execute(
+                select(_alerts.c.alert_id).where(_alerts.c.alert_id == alert_id)
+            ).first()
+            if known is None:
+                raise AlertNotFound(f"no alert {alert_id!r}", key=alert_id)
+            conn.execute(
+                self._insert_ignore(_deliveries), [{"alert_id": alert_id, "channel": channel}]
+            )
+
+    def list_alerts(self, *, since: datetime | None = None, limit: int = 50) -> list[AlertRecord]:
+        """See `Ledger.list_alerts`."""
+        check_limit(limit)
+        query = (
+            select(*_alerts.columns)
+            .order_by(_alerts.c.created_at.desc(), _alerts.c.alert_id.desc())
+            .limit(limit)
+        )
+        if since is not None:
+            query = query.where(_alerts.c.created_at >= check_aware(since, "since"))
+        with self._reading("alerts") as conn:
+            found = [AlertRecord(**row._mapping) for row in conn.execute(query)]
+            ids = [a.alert_id for a in found]
+            channels: dict[str, list[str]] = {}
+            if ids:
+                rows = conn.execute(
+                    select(_deliveries.c.alert_id, _deliveries.c.channel)
+                    .where(_deliveries.c.alert_id.in_(ids))
+                    .order_by(_deliveries.c.channel)
+                )
+                for alert_id, channel in rows:
+                    channels.setdefault(alert_id, []).append(channel)
+        for alert in found:
+            alert.delivered = channels.get(alert.alert_id, [])
+        return found
+
     # -- approvals ----------------------------------------------------------------------
 
     def add_approval(self, approval: ApprovalRecord) -> ApprovalRecord:
@@ -535,6 +617,15 @@ def _event_row(e: CostEvent) -> dict[str, Any]:
     row = _row(e)
     for tag in STANDARD_TAGS:
         row[tag] = e.tags.get(tag)
+    try:
+        row["bucket"] = bucket_of(e)
+        row["cost_nano"], row["cost_rest"] = split_money(
+            None if e.cost is None else stored_money(e.cost)
+        )
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        raise LedgerError(
+            f"ledger write failed, nothing written: event {e.event_id}: {exc}", retryable=False
+        ) from exc
     return row
 
 

@@ -17,23 +17,26 @@ Versions:
 3. `finops_runs.thread_id` (indexed; filled from v2's `thread_id` tag),
    `finops_approvals.expires_at` (with an index of pending requests by expiry),
    `finops_cost_events.cache_write_1h_tokens`; `finops_approvals.checkpoint_url` dropped.
+4. `finops_cost_events.bucket` (filled from the kind), `.cost_nano` and `.cost_rest` (the
+   cost as integers SQL sums exactly; filled from `cost`); the `finops_alerts` table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Index, Table, inspect, select
+from sqlalchemy import Index, Table, bindparam, case, inspect, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import CreateColumn
 
 from agent_finops.exceptions import LedgerError
+from agent_finops.ledger._money import split_money
 from agent_finops.ledger.sql._dialect import SQLDialect
 from agent_finops.ledger.sql._tables import approvals, cost_events, metadata, runs, schema
 
 __all__ = ["SCHEMA_VERSION", "set_up", "stored_version"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 Step = Callable[[Connection, SQLDialect], None]
 
@@ -86,7 +89,51 @@ def _to_v3(conn: Connection, dialect: SQLDialect) -> None:
             dialect.drop_column(conn, approvals.name, "checkpoint_url")
 
 
-STEPS: dict[int, Step] = {2: _to_v2, 3: _to_v3}
+_BACKFILL_BATCH = 5000
+
+
+def _to_v4(conn: Connection, dialect: SQLDialect) -> None:
+    if _columns(conn, cost_events) is None:
+        return
+    _add_column(conn, cost_events, "bucket")
+    _add_column(conn, cost_events, "cost_nano")
+    _add_column(conn, cost_events, "cost_rest")
+    kind = cost_events.c.kind
+    conn.execute(
+        cost_events.update()
+        .where(cost_events.c.bucket.is_(None))
+        .values(
+            bucket=case((kind == "model", "tokens"), (kind == "tool", "tools"), else_="compute")
+        )
+    )
+    # The split is computed here, not in SQL, so it is the very one the writer stores.
+    key, cost = cost_events.c.event_id, cost_events.c.cost
+    update = (
+        cost_events.update()
+        .where(key == bindparam("key"))
+        .values(cost_nano=bindparam("nano"), cost_rest=bindparam("rest"))
+    )
+    after = ""
+    while True:
+        rows = conn.execute(
+            select(key, cost)
+            .where(cost.is_not(None), cost_events.c.cost_nano.is_(None), key > after)
+            .order_by(key)
+            .limit(_BACKFILL_BATCH)
+        ).all()
+        if not rows:
+            return
+        params = []
+        for event_id, amount in rows:
+            nano, rest = split_money(amount)
+            if nano is not None:
+                params.append({"key": event_id, "nano": nano, "rest": rest})
+        if params:
+            conn.execute(update, params)
+        after = rows[-1][0]
+
+
+STEPS: dict[int, Step] = {2: _to_v2, 3: _to_v3, 4: _to_v4}
 """version -> the step that brings a database from version - 1 up to it."""
 
 

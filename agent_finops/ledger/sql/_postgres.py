@@ -17,9 +17,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, create_engine
+from sqlalchemy import Table, case, create_engine, func, literal
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.sql.elements import ColumnElement
 
 from agent_finops.exceptions import LedgerError
 from agent_finops.ledger._base import as_utc
@@ -214,6 +215,23 @@ class PostgresDialect(SQLDialect):
     ) -> BudgetBackend:
         """The single-statement budget backend."""
         return PostgresBudgets(engine, durable=durable_commits, max_idle=max_idle_connections)
+
+    def money_sums(self, table: Table, when: ColumnElement[bool] | None) -> list[Any]:
+        """`SUM(cost)`: NUMERIC sums are exact."""
+        cost = table.c.cost
+        return [func.sum(cost if when is None else case((when, cost)))]
+
+    def money_total(self, values: Sequence[Any]) -> Decimal:
+        """The NUMERIC sum, trailing zeros dropped."""
+        return Decimal(0) if values[0] is None else tidy(Decimal(values[0]))
+
+    def unsummed(self, table: Table) -> Any:
+        """Nothing is left out: NUMERIC holds every stored amount."""
+        return literal(0)
+
+    def seconds_between(self, start: Any, end: Any) -> Any:
+        """`EXTRACT(EPOCH FROM end - start)`."""
+        return func.extract("epoch", end - start)
 
 
 POSTGRES = PostgresDialect()

@@ -24,10 +24,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, create_engine, event
+from sqlalchemy import Table, case, create_engine, event, func
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.elements import ColumnElement
 
 from agent_finops.exceptions import LedgerNotFound
 from agent_finops.ledger._budget import (
@@ -37,7 +38,7 @@ from agent_finops.ledger._budget import (
     ReserveResult,
     Settlement,
 )
-from agent_finops.ledger._money import EXACT, tidy
+from agent_finops.ledger._money import EXACT, join_money, tidy
 from agent_finops.ledger._planning import (
     CounterRow,
     given_back,
@@ -170,6 +171,27 @@ class SQLiteDialect(SQLDialect):
     ) -> BudgetBackend:
         """The SQLite budget backend (one kept connection; `durable_commits` is PostgreSQL's)."""
         return SQLiteBudgets(engine)
+
+    def money_sums(self, table: Table, when: ColumnElement[bool] | None) -> list[Any]:
+        """Integer sums of `cost_nano` and `cost_rest` (text money cannot be summed in SQL)."""
+        nano, rest = table.c.cost_nano, table.c.cost_rest
+        if when is None:
+            return [func.sum(nano), func.sum(rest)]
+        return [func.sum(case((when, nano))), func.sum(case((when, rest)))]
+
+    def money_total(self, values: Sequence[Any]) -> Decimal:
+        """`join_money` of the two integer sums."""
+        return join_money(values[0], values[1])
+
+    def unsummed(self, table: Table) -> Any:
+        """Rows with a cost too large for the integer columns (about $9.2 billion and up)."""
+        return func.sum(
+            case(((table.c.cost.is_not(None) & table.c.cost_nano.is_(None)), 1), else_=0)
+        )
+
+    def seconds_between(self, start: Any, end: Any) -> Any:
+        """`julianday` difference in seconds."""
+        return (func.julianday(end) - func.julianday(start)) * 86400.0
 
 
 SQLITE = SQLiteDialect()

@@ -1,4 +1,4 @@
-"""The ledger's tables (schema version 3), on the package's own `MetaData`.
+"""The ledger's tables (schema version 4), on the package's own `MetaData`.
 
 Not on `SQLModel.metadata` (the process-global one): creating the ledger's tables must never
 create an application's own tables in the ledger's database. SQLAlchemy Core tables, so the
@@ -38,6 +38,8 @@ from agent_finops.ledger.sql._dialect import dialect_named
 __all__ = [
     "Money",
     "UTCDateTime",
+    "alert_deliveries",
+    "alerts",
     "approvals",
     "budget_counters",
     "cost_events",
@@ -186,6 +188,11 @@ cost_events = Table(
     # Standard tags, denormalised for rollups and chargeback queries.
     *(Column(tag, String(256)) for tag in STANDARD_TAGS),
     _tokens("cache_write_1h_tokens", added=True),
+    # Schema v4: the bucket, and the cost as two integers that SQL can sum exactly where the
+    # database has no decimal type (`cost = cost_nano / 1e9 + cost_rest / 1e18`).
+    Column("bucket", String(16)),
+    Column("cost_nano", BigInteger),
+    Column("cost_rest", BigInteger),
     Index("ix_finops_events_team_created", "team", "created_at"),
     Index("ix_finops_events_project_created", "project", "created_at"),
 )
@@ -285,5 +292,30 @@ reservations = Table(
     sqlite_with_rowid=False,
 )
 """One call's reservation on all its counters; the claims are kept as JSON records."""
+
+alerts = Table(
+    "finops_alerts",
+    metadata,
+    Column("alert_id", String(200), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("scope", JSON, nullable=False),
+    Column("window_start", UTCDateTime, nullable=False),
+    Column("window_end", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False, index=True),
+    Column("severity", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("observed", Money),
+    Column("expected", Money),
+    Column("drivers", JSON, nullable=False),
+)
+"""Alerts raised (schema v4), one row per alert id: raised once."""
+
+alert_deliveries = Table(
+    "finops_alert_deliveries",
+    metadata,
+    Column("alert_id", String(200), primary_key=True),
+    Column("channel", String(200), primary_key=True),
+)
+"""Which channels an alert reached (schema v4): delivered once per channel."""
 
 BUDGET_TABLES = (budget_counters, reservations)

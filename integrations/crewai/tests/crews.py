@@ -16,7 +16,9 @@ from agent_finops import PriceBook, PricingConfig, ToolFee
 from agent_finops_crewai.testing import Reply, crewai_usage
 
 SEARCH_FEE = Decimal("0.005")
-PRICES = PriceBook(PricingConfig(tools=[ToolFee(name="search-api", tool="search", per_call=SEARCH_FEE)]))
+PRICES = PriceBook(
+    PricingConfig(tools=[ToolFee(name="search-api", tool="search", per_call=SEARCH_FEE)])
+)
 
 # gpt-4o-mini list price (genai-prices 0.2.3, USD per million tokens), by hand:
 INPUT, CACHED, OUTPUT = Decimal("0.15"), Decimal("0.075"), Decimal("0.60")
@@ -29,7 +31,7 @@ def gpt4o_mini(prompt: int, completion: int, cached: int = 0) -> Decimal:
 
 
 DELEGATE = (
-    'Thought: the writer should draft a line\nAction: Delegate work to coworker\n'
+    "Thought: the writer should draft a line\nAction: Delegate work to coworker\n"
     'Action Input: {"task": "write one line about gpu prices", "context": "for the report", '
     '"coworker": "Writer"}'
 )
@@ -86,7 +88,10 @@ def team(researcher_llm: Any, writer_llm: Any, *, name: str = "market-team", **c
     )
     writer = Agent(role="Writer", goal="Write clearly", backstory="A columnist.", llm=writer_llm)
     research = Task(
-        name="research", description="Research gpu prices.", expected_output="notes", agent=researcher
+        name="research",
+        description="Research gpu prices.",
+        expected_output="notes",
+        agent=researcher,
     )
     write = Task(
         name="write", description="Write a summary.", expected_output="a summary", agent=writer

@@ -41,7 +41,9 @@ OPENAI_SCRIPT = [
     ),
     ScriptedReply(content="GPUs got cheaper.", prompt_tokens=300, completion_tokens=20),
     ScriptedReply(
-        tool_calls=(ScriptedToolCall(name="search", arguments={"query": "gpu prices"}, id="call_s"),),
+        tool_calls=(
+            ScriptedToolCall(name="search", arguments={"query": "gpu prices"}, id="call_s"),
+        ),
         prompt_tokens=900,
         cached_tokens=512,
         completion_tokens=40,
@@ -87,20 +89,47 @@ def test_openai_compatible_server_plain_and_streamed(
 # claude-sonnet-4-6 list price (<= 200k input, USD per million tokens), by hand:
 # $3 input, $0.30 cache read, $3.75 cache write, $15 output. Anthropic reports input
 # without the cache tokens; CrewAI adds them back before its event: both must be undone.
-SONNET = {"input": Decimal(3), "read": Decimal("0.30"), "write": Decimal("3.75"), "out": Decimal(15)}
+SONNET = {
+    "input": Decimal(3),
+    "read": Decimal("0.30"),
+    "write": Decimal("3.75"),
+    "out": Decimal(15),
+}
 
 
 def sonnet(inp: int, out: int, read: int = 0, write: int = 0) -> Decimal:
     return (
-        inp * SONNET["input"] + read * SONNET["read"] + write * SONNET["write"] + out * SONNET["out"]
+        inp * SONNET["input"]
+        + read * SONNET["read"]
+        + write * SONNET["write"]
+        + out * SONNET["out"]
     ) / MILLION
 
 
 ANTHROPIC_SCRIPT = [
-    AnthropicUsage(tool_use=("delegate_work_to_coworker", {"task": "one line on gpus", "context": "report", "coworker": "Writer"}), input_tokens=50, output_tokens=80, cache_read_input_tokens=4000, cache_creation_input_tokens=1000),
+    AnthropicUsage(
+        tool_use=(
+            "delegate_work_to_coworker",
+            {"task": "one line on gpus", "context": "report", "coworker": "Writer"},
+        ),
+        input_tokens=50,
+        output_tokens=80,
+        cache_read_input_tokens=4000,
+        cache_creation_input_tokens=1000,
+    ),
     AnthropicUsage(text=final("GPUs got cheaper."), input_tokens=300, output_tokens=20),
-    AnthropicUsage(tool_use=("search", {"query": "gpu prices"}), input_tokens=60, output_tokens=30, cache_read_input_tokens=5000),
-    AnthropicUsage(text=final("gpu prices fell 8%"), input_tokens=70, output_tokens=40, cache_read_input_tokens=5200),
+    AnthropicUsage(
+        tool_use=("search", {"query": "gpu prices"}),
+        input_tokens=60,
+        output_tokens=30,
+        cache_read_input_tokens=5000,
+    ),
+    AnthropicUsage(
+        text=final("gpu prices fell 8%"),
+        input_tokens=70,
+        output_tokens=40,
+        cache_read_input_tokens=5200,
+    ),
     AnthropicUsage(text=final("Summary: GPUs are 8% cheaper."), input_tokens=600, output_tokens=90),
 ]
 ANTHROPIC_TOTAL = (

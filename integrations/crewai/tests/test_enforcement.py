@@ -88,7 +88,9 @@ def test_task_cap_stops_before_the_crossing_request_reaches_the_server(
     ) as server:
 
         def llm() -> LLM:
-            return LLM(model="gpt-4o-mini", base_url=server.base_url, api_key="test", max_tokens=200)
+            return LLM(
+                model="gpt-4o-mini", base_url=server.base_url, api_key="test", max_tokens=200
+            )
 
         crew = team(llm(), llm())
         with pytest.raises(CrewStopped) as stopped:
@@ -152,7 +154,9 @@ def test_same_tool_same_input_is_caught(
     assert researcher.calls == 2
     report = last_run(tracker)
     assert report.run.status == "stopped"
-    searches = [e for e in tracker.ledger.load_trace(report.run.trace_id).events if e.name == "search"]
+    searches = [
+        e for e in tracker.ledger.load_trace(report.run.trace_id).events if e.name == "search"
+    ]
     assert len(searches) == 1
 
 
@@ -213,7 +217,9 @@ def pausing_team() -> tuple[Any, ScriptedLLM]:
     return team(ScriptedLLM(model="gpt-4o-mini", script=RESEARCHER_SCRIPT), writer), writer
 
 
-def decide_when_asked(tracker: CostTracker, listener: FinOpsListener, approve: bool) -> threading.Thread:
+def decide_when_asked(
+    tracker: CostTracker, listener: FinOpsListener, approve: bool
+) -> threading.Thread:
     """A human in another thread: decides the first request as soon as it is filed."""
 
     def human() -> None:

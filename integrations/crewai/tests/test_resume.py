@@ -80,7 +80,9 @@ def test_resume_from_checkpoint_after_a_restart(
 
     # -- a new process --
     tracker = CostTracker(ledger, prices=PRICES, tags={"team": "research"})
-    make_listener(tracker, policy=policy(PAUSE_WRITER), approval_wait=0, resume_target="market-team")
+    make_listener(
+        tracker, policy=policy(PAUSE_WRITER), approval_wait=0, resume_target="market-team"
+    )
     writer = ScriptedLLM(model="gpt-4o-mini", script=[WRITER_SCRIPT[1]])
     service = ApprovalService(ledger)
     decided = service.decide(

@@ -48,7 +48,18 @@ def test_approve_from_console_resumes_after_restart(
     assert pending["approval_id"] == approval_id and pending["thread_id"] == "thread-A"
     assert pending["rule_id"] == "run-cap"
     assert (
-        cli(["approvals", "approve", approval_id[:10], "--extra", "1", "--resume", "--targets", TARGETS])
+        cli(
+            [
+                "approvals",
+                "approve",
+                approval_id[:10],
+                "--extra",
+                "1",
+                "--resume",
+                "--targets",
+                TARGETS,
+            ]
+        )
         == 0
     )
     out = capsys.readouterr().out
@@ -56,9 +67,7 @@ def test_approve_from_console_resumes_after_restart(
     assert "messages=4 interrupted=False" in out  # go + a + b + c, run finished
     with SQLLedger.from_url(env["AGENT_FINOPS_DB_URL"]) as ledger:
         request = ledger.get_approval(approval_id)
-        assert (
-            request is not None and request.status == "approved" and request.decided_by == ME
-        )
+        assert request is not None and request.status == "approved" and request.decided_by == ME
         runs = ledger.list_runs()
         statuses = [r.run.status for r in sorted(runs, key=lambda r: r.run.started_at)]
         assert statuses == ["interrupted", "ok"]  # paused run, then its resumption
@@ -74,7 +83,18 @@ def test_deny_from_console_stops_the_run(
 ) -> None:
     approval_id = start_paused_run(env, "thread-B")
     assert (
-        cli(["approvals", "deny", approval_id, "--reason", "too dear", "--resume", "--targets", TARGETS])
+        cli(
+            [
+                "approvals",
+                "deny",
+                approval_id,
+                "--reason",
+                "too dear",
+                "--resume",
+                "--targets",
+                TARGETS,
+            ]
+        )
         == 0
     )
     out = capsys.readouterr().out

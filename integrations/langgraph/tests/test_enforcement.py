@@ -216,7 +216,11 @@ def test_pause_interrupts_then_approve_resumes(tracker: CostTracker) -> None:
     assert "__interrupt__" not in final
     assert len(final["messages"]) == 4  # go + 3 steps
     decided = tracker.ledger.get_approval(payload["approval_id"])
-    assert decided is not None and decided.status == "approved" and decided.decided_by == "resume:alice"
+    assert (
+        decided is not None
+        and decided.status == "approved"
+        and decided.decided_by == "resume:alice"
+    )
     assert len(tracker.ledger.list_approvals()) == 1  # asked once, not once per re-execution
 
 

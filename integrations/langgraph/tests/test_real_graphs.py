@@ -208,9 +208,7 @@ def test_a_malformed_resume_value_is_a_clear_error_and_the_run_stays_paused(
     out = graph.invoke({"messages": [HumanMessage("go")]}, config)
     first = out["__interrupt__"][0]
     with pytest.raises(ConfigurationError, match="extra"):
-        graph.invoke(
-            Command(resume={first.id: {"decision": "approve", "extra": "lots"}}), config
-        )
+        graph.invoke(Command(resume={first.id: {"decision": "approve", "extra": "lots"}}), config)
     state = graph.get_state(config)
     assert len(state.interrupts) == 2  # still paused, both requests pending
     assert handler.guard.approvals is not None

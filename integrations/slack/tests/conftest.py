@@ -40,7 +40,11 @@ def slack() -> Iterator[SlackEmulator]:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SQLLedger]:
     """A ledger on a SQLite file, and on PostgreSQL when it is configured."""
-    url = f"sqlite:///{tmp_path}/ledger.sqlite" if request.param == "sqlite" else postgres_url_or_skip()
+    url = (
+        f"sqlite:///{tmp_path}/ledger.sqlite"
+        if request.param == "sqlite"
+        else postgres_url_or_skip()
+    )
     with SQLLedger.from_url(url) as led:
         yield led
     if request.param == "postgres":

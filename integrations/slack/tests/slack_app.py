@@ -147,10 +147,14 @@ def resume(request: ResumeRequest) -> str:
         waiting = [
             i.id
             for i in graph.get_state(config).interrupts
-            if isinstance(i.value, dict) and i.value.get("approval_id") == request.answer["approval_id"]
+            if isinstance(i.value, dict)
+            and i.value.get("approval_id") == request.answer["approval_id"]
         ]
         if not waiting:
-            outcome: dict[str, Any] = {"approval_id": request.answer["approval_id"], "skipped": True}
+            outcome: dict[str, Any] = {
+                "approval_id": request.answer["approval_id"],
+                "skipped": True,
+            }
         else:
             out = graph.invoke(Command(resume={waiting[0]: request.answer}), config)
             interrupts = [i.value for i in out.get("__interrupt__", ())]

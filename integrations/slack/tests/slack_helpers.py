@@ -102,7 +102,10 @@ class World:
         }
 
     def write(self) -> Path:
-        approvals: dict[str, Any] = {"approvers": [{"allow": APPROVERS}], "on_expiry": self.on_expiry}
+        approvals: dict[str, Any] = {
+            "approvers": [{"allow": APPROVERS}],
+            "on_expiry": self.on_expiry,
+        }
         if self.expire_after:
             approvals["expire_after"] = self.expire_after
         policy = {
@@ -159,7 +162,9 @@ class World:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
-    def wait_outcomes(self, thread_id: str, count: int, timeout: float = 60) -> list[dict[str, Any]]:
+    def wait_outcomes(
+        self, thread_id: str, count: int, timeout: float = 60
+    ) -> list[dict[str, Any]]:
         assert wait_for(lambda: len(self.outcomes(thread_id)) >= count, timeout), (
             f"{thread_id}: {self.outcomes(thread_id)}"
         )
@@ -170,7 +175,11 @@ class World:
         found: list[Message] = []
 
         def posted() -> bool:
-            found[:] = [m for m in list(self.slack.messages.values()) if approval_id in m.text or approval_id in str(m.blocks)]
+            found[:] = [
+                m
+                for m in list(self.slack.messages.values())
+                if approval_id in m.text or approval_id in str(m.blocks)
+            ]
             return bool(found)
 
         assert self.slack.wait(posted, 30), f"no message for {approval_id}"
@@ -186,7 +195,11 @@ class World:
     ) -> tuple[int, str, float]:
         message = self.message_of(approval_id)
         payload = block_actions(
-            approval_id, user=user, action_id=action_id, channel=message.channel, message_ts=message.ts
+            approval_id,
+            user=user,
+            action_id=action_id,
+            channel=message.channel,
+            message_ts=message.ts,
         )
         return post_interaction(server.url, payload, **kw)
 
@@ -198,7 +211,13 @@ class ServeProcess:
         self.log_path = config.with_name(f"serve-{uuid.uuid4().hex[:6]}.log")
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("agent-finops")), "serve", "--config", str(config), *extra],
+            [
+                str(Path(sys.executable).with_name("agent-finops")),
+                "serve",
+                "--config",
+                str(config),
+                *extra,
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=self._log,

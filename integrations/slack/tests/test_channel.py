@@ -21,7 +21,9 @@ from agent_finops_slack.testing import SlackEmulator
 def channel(
     ledger: SQLLedger, slack: SlackEmulator, settings: SlackSettings
 ) -> Iterator[SlackChannel]:
-    client = web_client(slack.bot_token, base_url=slack.base_url, max_retry_wait=timedelta(seconds=2))
+    client = web_client(
+        slack.bot_token, base_url=slack.base_url, max_retry_wait=timedelta(seconds=2)
+    )
     ch = SlackChannel(ledger, client=client, settings=settings)
     yield ch
     ch.close()
@@ -50,7 +52,12 @@ def test_request_message_is_posted_with_buttons_and_remembered(
     seed_run(
         ledger,
         "trace-1",
-        {("a", "gpt-4o"): "0.30", ("b", "gpt-4o-mini"): "0.02", ("b", "tool:search"): "0.10", ("c", "gpt-4o"): "0.05"},
+        {
+            ("a", "gpt-4o"): "0.30",
+            ("b", "gpt-4o-mini"): "0.02",
+            ("b", "tool:search"): "0.10",
+            ("c", "gpt-4o"): "0.05",
+        },
     )
     request = make_request(expires_at=datetime.now(UTC) + timedelta(minutes=30))
     open_request(ledger, channel, request)
@@ -59,8 +66,18 @@ def test_request_message_is_posted_with_buttons_and_remembered(
     text, blocks = call.params["text"], call.params["blocks"]
     assert "run-cap" in text and request.approval_id in text and "$0.0003" in text
     shown = str(blocks)
-    for fact in ("researcher", "qa", "ticket-7", "trace-1", "thread-1", "run-cap", "v1-abc",
-                 "$0.0003 of $0.0003 (usd)", "$0.0002", "<!date^"):
+    for fact in (
+        "researcher",
+        "qa",
+        "ticket-7",
+        "trace-1",
+        "thread-1",
+        "run-cap",
+        "v1-abc",
+        "$0.0003 of $0.0003 (usd)",
+        "$0.0002",
+        "<!date^",
+    ):
         assert fact in shown, fact
     drivers = next(b for b in blocks if "Top cost drivers" in str(b))["text"]["text"]
     lines = drivers.splitlines()[1:]
@@ -69,7 +86,11 @@ def test_request_message_is_posted_with_buttons_and_remembered(
     assert "search" in lines[1] and "$0.10" in lines[1]
     assert "`c`" in lines[2]
     buttons = actions_of(blocks)
-    assert [b["action_id"] for b in buttons] == ["finops_approve", "finops_approve_raise:5", "finops_deny"]
+    assert [b["action_id"] for b in buttons] == [
+        "finops_approve",
+        "finops_approve_raise:5",
+        "finops_deny",
+    ]
     assert {b["value"] for b in buttons} == {request.approval_id}  # the id and nothing else
     deny = buttons[-1]
     assert deny["style"] == "danger" and deny["confirm"]["confirm"]["text"] == "Deny"
@@ -203,7 +224,9 @@ def test_threshold_alerts_once_per_bucket_and_threshold_across_restarts(
     restarted.close()
     texts = [c.params["text"] for c in slack.calls_to("chat.postMessage", ok=True)]
     assert len(texts) == 4
-    assert ["50%" in texts[0], "80%" in texts[1], "90%" in texts[2], "50%" in texts[3]] == [True] * 4
+    assert ["50%" in texts[0], "80%" in texts[1], "90%" in texts[2], "50%" in texts[3]] == [
+        True
+    ] * 4
     assert "$5 of $10" in texts[0] or "$5.0 of $10" in texts[0] or "of $10" in texts[0]
 
 

@@ -57,7 +57,11 @@ def test_a_good_config_loads_and_routes_by_scope(tmp_path: Path) -> None:
         ),
         ("slack: {default_channel: C0A, raise_options: ['-5']}", "slack.raise_options.0", "-5"),
         ("slack: {default_channel: C0A}\nserve: {port: 99999}", "serve.port", 99999),
-        ("slack: {default_channel: C0A}\nserve: {mode: carrier-pigeon}", "serve.mode", "carrier-pigeon"),
+        (
+            "slack: {default_channel: C0A}\nserve: {mode: carrier-pigeon}",
+            "serve.mode",
+            "carrier-pigeon",
+        ),
         ("slack: {default_channel: C0A}\nserve: {sweep_every: soon}", "serve.sweep_every", "soon"),
         (
             "slack: {default_channel: C0A}\napprovals: {approvers: [{allow: [bob]}]}",

@@ -201,7 +201,9 @@ def test_two_approvers_and_a_double_click_at_once_give_one_decision_and_one_resu
     with ledger_of(world) as ledger:
         request = ledger.get_approval(approval_id)
         assert request is not None
-        assert len([d for d in ledger.decisions_for(request.trace_id) if d.action == "approved"]) == 1
+        assert (
+            len([d for d in ledger.decisions_for(request.trace_id) if d.action == "approved"]) == 1
+        )
         assert thread_cost(ledger) == 3 * CALL
 
 
@@ -265,7 +267,9 @@ def test_an_unanswered_request_expires_and_the_run_is_stopped(world: World) -> N
         assert world.slack.wait(lambda: "Expired undecided" in str(message.blocks), 10)
     with ledger_of(world) as ledger:
         request = ledger.get_approval(approval_id)
-        assert request is not None and request.status == "expired" and request.decided_by == "expiry"
+        assert (
+            request is not None and request.status == "expired" and request.decided_by == "expiry"
+        )
 
 
 def test_slack_failures_keep_the_request_pending_and_visible_until_slack_takes_it(

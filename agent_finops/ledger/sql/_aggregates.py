@@ -1,0 +1,287 @@
+"""`Ledger.aggregate` and `Ledger.iter_events` in SQL: totals computed by the database.
+
+One grouped statement per window (built once, run with each window's bounds) reads the
+window's events through the `created_at` index. Money is summed exactly by the dialect
+(`NUMERIC` sums on PostgreSQL; on SQLite, integer sums of the cost split into nano-dollars
+and a 1e-18 remainder). The rare amounts those integers cannot hold (a single cost of about
+$9.2 billion or more) and a SQLite sum that overflows 64 bits are summed exactly in Python
+from the rows instead: slower, never rounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, bindparam, case, distinct, func, or_, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
+
+from agent_finops.attribution import STANDARD_TAGS
+from agent_finops.ledger._aggregates import (
+    BUCKETS,
+    Aggregate,
+    EventTotals,
+    Window,
+    aggregate_events,
+    group_order,
+)
+from agent_finops.ledger._money import EXACT
+from agent_finops.ledger._records import CostEvent
+from agent_finops.ledger.sql._dialect import SQLDialect
+from agent_finops.ledger.sql._faults import faults
+from agent_finops.ledger.sql._tables import cost_events as _events
+from agent_finops.ledger.sql._tables import runs as _runs
+
+__all__ = ["aggregate", "iter_events"]
+
+_COUNT_COLUMNS = (
+    "uncached_input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "units",
+)
+
+
+def tag_column(name: str) -> Any:
+    """The SQL expression of a tag: its own column for a standard tag, else from the JSON."""
+    if name in STANDARD_TAGS:
+        return _events.c[name]
+    return _events.c.tags[name].as_string()
+
+
+def _filters(where: Mapping[str, tuple[str, ...]]) -> list[Any]:
+    return [tag_column(k).in_(v) for k, v in where.items()]
+
+
+def _ones(condition: Any) -> Any:
+    return func.sum(case((condition, 1), else_=0))
+
+
+def _in_window() -> list[Any]:
+    created = _events.c.created_at
+    return [created >= bindparam("start"), created < bindparam("end")]
+
+
+def _totals_statement(
+    dims: tuple[str, ...], where: Mapping[str, tuple[str, ...]], dialect: SQLDialect
+) -> tuple[Any, int]:
+    keys = [tag_column(d).label(f"g{i}") for i, d in enumerate(dims)]
+    e = _events.c
+    money = dialect.money_sums(_events, None)
+    by_bucket = [s for b in BUCKETS for s in dialect.money_sums(_events, e.bucket == b)]
+    columns = [
+        *keys,
+        func.count(),
+        func.count(e.cost),
+        _ones(e.kind == "model"),
+        _ones(e.kind == "tool"),
+        _ones(e.kind == "compute"),
+        *(func.sum(e[c]) for c in _COUNT_COLUMNS),
+        func.sum(case((e.kind == "compute", e.units), else_=0)),
+        func.count(distinct(e.trace_id)),
+        func.count(distinct(e.task)),
+        dialect.unsummed(_events),
+        *money,
+        *by_bucket,
+    ]
+    stmt = select(*columns).where(*_in_window(), *_filters(where)).group_by(*keys)
+    return stmt, len(money)
+
+
+def _runtime_statement(
+    dims: tuple[str, ...], where: Mapping[str, tuple[str, ...]], dialect: SQLDialect
+) -> Any:
+    """Seconds of the distinct runs of each group (a run counts once per group)."""
+    keys = [tag_column(d).label(f"g{i}") for i, d in enumerate(dims)]
+    pairs = (
+        select(*keys, _events.c.trace_id.label("trace_id"))
+        .where(*_in_window(), *_filters(where))
+        .distinct()
+        .subquery()
+    )
+    group_cols = [pairs.c[f"g{i}"] for i in range(len(dims))]
+    seconds = dialect.seconds_between(_runs.c.started_at, _runs.c.ended_at)
+    return (
+        select(*group_cols, func.sum(seconds))
+        .select_from(pairs.join(_runs, _runs.c.trace_id == pairs.c.trace_id))
+        .where(_runs.c.ended_at.is_not(None))
+        .group_by(*group_cols)
+    )
+
+
+def aggregate(
+    engine: Engine,
+    dialect: SQLDialect,
+    dims: tuple[str, ...],
+    windows: Sequence[Window],
+    where: Mapping[str, tuple[str, ...]],
+) -> list[Aggregate]:
+    """See `Ledger.aggregate` (arguments already checked)."""
+    if not windows:
+        return []
+    stmt, width = _totals_statement(dims, where, dialect)
+    runtime = _runtime_statement(dims, where, dialect)
+    n = len(dims)
+    found: list[Aggregate] = []
+    with faults("cannot aggregate cost events"), engine.connect() as conn:
+        for index, (start, end) in enumerate(windows):
+            bounds = {"start": start, "end": end}
+            try:
+                rows = conn.execute(stmt, bounds).all()
+            except OperationalError as exc:
+                if "overflow" not in str(exc).lower():
+                    raise
+                conn.rollback()
+                found.extend(_in_python(conn, dims, index, (start, end), where))
+                continue
+            if not rows:
+                continue
+            seconds = {tuple(r[:n]): float(r[n] or 0) for r in conn.execute(runtime, bounds)}
+            groups: list[Aggregate] = []
+            needs_rows = False
+            for row in rows:
+                key = tuple(row[:n])
+                totals, unsummed = _totals(row[n:], width, dialect)
+                needs_rows = needs_rows or unsummed > 0
+                totals.runtime_seconds = seconds.get(key, 0.0)
+                groups.append(
+                    Aggregate(window=index, start=start, end=end, group=key, totals=totals)
+                )
+            if needs_rows:
+                _add_unsummed(conn, dims, bounds, where, groups)
+            groups.sort(key=lambda a: group_order(a.group))
+            found.extend(groups)
+    return found
+
+
+def _totals(values: Sequence[Any], width: int, dialect: SQLDialect) -> tuple[EventTotals, int]:
+    (events, priced, model, tool, compute, *rest) = values
+    counts = rest[: len(_COUNT_COLUMNS)]
+    compute_seconds, runs, tasks, unsummed = rest[len(_COUNT_COLUMNS) : len(_COUNT_COLUMNS) + 4]
+    money = rest[len(_COUNT_COLUMNS) + 4 :]
+    totals = EventTotals(
+        cost=dialect.money_total(money[:width]),
+        events=int(events),
+        model_calls=int(model or 0),
+        tool_calls=int(tool or 0),
+        compute_events=int(compute or 0),
+        unpriced=int(events) - int(priced),
+        compute_seconds=int(compute_seconds or 0),
+        runs=int(runs),
+        tasks=int(tasks),
+        cost_by_bucket={
+            b: dialect.money_total(money[width * (i + 1) : width * (i + 2)])
+            for i, b in enumerate(BUCKETS)
+        },
+    )
+    for name, value in zip(_COUNT_COLUMNS, counts, strict=True):
+        setattr(totals, name, int(value or 0))
+    return totals, int(unsummed or 0)
+
+
+def _add_unsummed(
+    conn: Connection,
+    dims: tuple[str, ...],
+    bounds: Mapping[str, datetime],
+    where: Mapping[str, tuple[str, ...]],
+    groups: list[Aggregate],
+) -> None:
+    """Add the exact amounts the integer sums left out (huge single costs)."""
+    keys = [tag_column(d) for d in dims]
+    query = select(*keys, _events.c.bucket, _events.c.cost).where(
+        *_in_window(),
+        *_filters(where),
+        _events.c.cost.is_not(None),
+        _events.c.cost_nano.is_(None),
+    )
+    by_key = {a.group: a.totals for a in groups}
+    for row in conn.execute(query, dict(bounds)):
+        totals = by_key[tuple(row[: len(dims)])]
+        bucket, amount = row[len(dims)], Decimal(row[len(dims) + 1])
+        totals.cost = EXACT.add(totals.cost, amount)
+        totals.cost_by_bucket[bucket] = EXACT.add(totals.cost_by_bucket[bucket], amount)
+
+
+def _in_python(
+    conn: Connection,
+    dims: tuple[str, ...],
+    index: int,
+    window: Window,
+    where: Mapping[str, tuple[str, ...]],
+) -> list[Aggregate]:
+    """One window summed from its rows (a SQLite integer sum overflowed)."""
+    events = list(_pages(lambda: nullcontext(conn), window[0], window[1], where, 5000))
+    traces = sorted({e.trace_id for e in events})
+    seconds: dict[str, float] = {}
+    for chunk in range(0, len(traces), 500):
+        ids = traces[chunk : chunk + 500]
+        query = select(_runs.c.trace_id, _runs.c.started_at, _runs.c.ended_at).where(
+            _runs.c.trace_id.in_(ids), _runs.c.ended_at.is_not(None)
+        )
+        for trace_id, started, ended in conn.execute(query):
+            seconds[trace_id] = (ended - started).total_seconds()
+    found = aggregate_events(events, seconds, dims, [window], where)
+    return [
+        Aggregate(window=index, start=a.start, end=a.end, group=a.group, totals=a.totals)
+        for a in found
+    ]
+
+
+_EVENT_FIELDS = [_events.c[name] for name in CostEvent.__dataclass_fields__]
+
+
+def _page(
+    conn: Connection,
+    start: datetime,
+    end: datetime,
+    where: Mapping[str, tuple[str, ...]],
+    batch_size: int,
+    after: tuple[datetime, str] | None,
+) -> list[CostEvent]:
+    """One keyset page of events, after `(created_at, event_id)` if given."""
+    created, key = _events.c.created_at, _events.c.event_id
+    query = select(*_EVENT_FIELDS).where(created >= start, created < end, *_filters(where))
+    if after is not None:
+        query = query.where(or_(created > after[0], and_(created == after[0], key > after[1])))
+    rows = conn.execute(query.order_by(created, key).limit(batch_size))
+    return [CostEvent(**row._mapping) for row in rows]
+
+
+def iter_events(
+    engine: Engine,
+    start: datetime,
+    end: datetime,
+    where: Mapping[str, tuple[str, ...]],
+    batch_size: int,
+) -> Iterator[CostEvent]:
+    """See `Ledger.iter_events`: one short read per page, no connection held in between."""
+
+    @contextmanager
+    def connect() -> Iterator[Connection]:
+        with faults("cannot read cost events"), engine.connect() as conn:
+            yield conn
+
+    return _pages(connect, start, end, where, batch_size)
+
+
+def _pages(
+    connect: Callable[[], AbstractContextManager[Connection]],
+    start: datetime,
+    end: datetime,
+    where: Mapping[str, tuple[str, ...]],
+    batch_size: int,
+) -> Iterator[CostEvent]:
+    after: tuple[datetime, str] | None = None
+    while True:
+        with connect() as conn:
+            rows = _page(conn, start, end, where, batch_size, after)
+        yield from rows
+        if len(rows) < batch_size:
+            return
+        after = (rows[-1].created_at, rows[-1].event_id)
