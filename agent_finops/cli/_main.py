@@ -7,9 +7,12 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from agent_finops.approvals import ApprovalService, Approver, ResumeTargets, approval_payload
-from agent_finops.approvals._answer import check_text, to_extra
+from agent_finops.approvals._answer import to_extra
+from agent_finops.cli._args import limit_arg as _limit
+from agent_finops.cli._args import text_arg as _text
 from agent_finops.cli._plugins import add_plugin_commands
 from agent_finops.exceptions import ConfigurationError, FinOpsError
 from agent_finops.ledger import DEFAULT_URL, ApprovalRecord, Ledger, RunSummary, SQLLedger
@@ -17,33 +20,11 @@ from agent_finops.reports import load_run_report, money, write_html
 
 ENV_URL = "AGENT_FINOPS_DB_URL"
 ENV_TARGETS = "AGENT_FINOPS_RESUME_TARGETS"
-MAX_LIMIT = 100_000
-MAX_ARGUMENT = 2000
-"""Longest id, thread, reason or path argument accepted."""
 
-
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{ascii(text)[:40]} is not a whole number") from None
-    if not 1 <= value <= MAX_LIMIT:
-        raise argparse.ArgumentTypeError(f"{value} is not between 1 and {MAX_LIMIT}")
-    return value
-
-
-def _text(text: str) -> str:
-    """A text argument, else a usage error (exit 2).
-
-    Bounded, UTF-8 encodable (argv bytes that were not UTF-8 arrive as lone surrogates) and
-    free of NUL and control characters.
-    """
-    if len(text) > MAX_ARGUMENT:
-        raise argparse.ArgumentTypeError(f"longer than {MAX_ARGUMENT} characters")
-    try:
-        return check_text(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{ascii(text)[:100]} is not {exc}") from None
+COMMAND_MODULES: tuple[ModuleType, ...] = ()
+"""Built-in commands kept in their own modules: each has `register(sub, common)`, which adds
+its parser and sets `with_ledger=run` on it, `run(ledger, args) -> int` getting the ledger
+opened read-only (`create=False`)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
             help="your app's ResumeTargets, as module:attr or file.py:attr "
             f"(default: ${ENV_TARGETS})",
         )
+    for module in COMMAND_MODULES:
+        module.register(sub, common)
     add_plugin_commands(sub, common)  # e.g. `serve` from agent-finops-slack
     return parser
 
@@ -129,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(plugin(args))
         # Never creates a ledger: a mistyped path is an error, not an empty "no runs".
         with SQLLedger.from_url(url, create=False) as ledger:
+            command = getattr(args, "with_ledger", None)
+            if command is not None:
+                return int(command(ledger, args))
             if args.command == "runs":
                 return _runs(ledger, args)
             if args.command == "approvals":
