@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import argparse
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
 
 from agent_finops.approvals._answer import check_text
+from agent_finops.exceptions import ConfigurationError
 
-__all__ = ["MAX_ARGUMENT", "MAX_LIMIT", "limit_arg", "text_arg"]
+__all__ = [
+    "MAX_ARGUMENT",
+    "MAX_LIMIT",
+    "csv_arg",
+    "limit_arg",
+    "moment_arg",
+    "moment_in",
+    "text_arg",
+    "where_arg",
+]
 
 MAX_LIMIT = 100_000
 MAX_ARGUMENT = 2000
@@ -35,3 +47,37 @@ def text_arg(text: str) -> str:
         return check_text(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{ascii(text)[:100]} is not {exc}") from None
+
+
+def moment_arg(text: str) -> str:
+    """A date or datetime argument, checked later against the time zone (`moment_in`)."""
+    return text_arg(text)
+
+
+def moment_in(text: str, tz: ZoneInfo, *, name: str) -> datetime:
+    """`2026-11-01` (local midnight in `tz`) or an ISO datetime (local to `tz` if no offset)."""
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), time(0), tz)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigurationError(
+            "not a date or time",
+            field=name,
+            value=text[:60],
+            expected="YYYY-MM-DD or an ISO 8601 date and time",
+        ) from None
+    return moment if moment.utcoffset() is not None else moment.replace(tzinfo=tz)
+
+
+def csv_arg(text: str) -> list[str]:
+    """`team,project` as a list of names (empty parts dropped)."""
+    return [part.strip() for part in text_arg(text).split(",") if part.strip()]
+
+
+def where_arg(text: str) -> tuple[str, list[str]]:
+    """`team=search,ads` as a filter (tag, values)."""
+    key, sep, values = text_arg(text).partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{ascii(text)[:60]} is not TAG=VALUE[,VALUE...]")
+    return key.strip(), [v for v in values.split(",") if v]

@@ -1,0 +1,85 @@
+"""Calendar windows of a rollup: hours, days, ISO weeks or months of one time zone.
+
+Boundaries are local wall-clock boundaries converted to UTC (the budget periods' rules, from
+`agent_finops.policy.periods`): a day of a daylight-saving change lasts 23 or 25 hours, a
+month is a calendar month. The first and last windows are clipped to the range asked for,
+so the totals of a range are the totals of its windows.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from typing import Final, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from agent_finops.exceptions import ConfigurationError
+from agent_finops.ledger import MAX_WINDOWS, Window
+from agent_finops.policy.periods import window_for
+
+__all__ = ["PERIODS", "Period", "calendar_windows", "local_midnight", "zone"]
+
+Period = Literal["hour", "day", "week", "month", "all"]
+"""`all`: the whole range as one window."""
+PERIODS: Final[tuple[str, ...]] = get_args(Period)
+_POLICY_PERIOD: Final = {"hour": "hourly", "day": "daily", "week": "weekly", "month": "monthly"}
+
+
+def zone(name: str) -> ZoneInfo:
+    """An IANA time zone; `ConfigurationError` naming it if unknown."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigurationError(
+            "unknown time zone",
+            field="tz",
+            value=name,
+            expected="an IANA name such as Europe/Paris",
+        ) from exc
+
+
+def local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    """The start of a local calendar day, as an aware datetime in `tz`."""
+    return datetime.combine(day, time(0), tz)
+
+
+def calendar_windows(period: str, start: datetime, end: datetime, tz: ZoneInfo) -> list[Window]:
+    """The `[start, end)` windows of `period` covering the range, clipped to it, in UTC.
+
+    Raises `ConfigurationError` for an unknown period, a naive or empty range, or a range
+    of more windows than a ledger aggregates at once (`MAX_WINDOWS`).
+    """
+    if period not in PERIODS:
+        raise ConfigurationError(
+            "unknown period", field="period", value=period, expected=" or ".join(PERIODS)
+        )
+    if start.utcoffset() is None or end.utcoffset() is None:
+        raise ConfigurationError(
+            "range bounds must be timezone-aware",
+            field="from",
+            value=f"{start!r}..{end!r}",
+            expected="aware datetimes",
+        )
+    if not start < end:
+        raise ConfigurationError(
+            "the range must end after it starts",
+            field="to",
+            value=f"{start.isoformat()}..{end.isoformat()}",
+            expected="from < to",
+        )
+    if period == "all":
+        return [(start, end)]
+    kind = _POLICY_PERIOD[period]
+    windows: list[Window] = []
+    moment = start
+    while moment < end:
+        lo, hi = window_for(kind, moment, tz)  # type: ignore[arg-type]
+        windows.append((max(lo, start), min(hi, end)))
+        if len(windows) > MAX_WINDOWS:
+            raise ConfigurationError(
+                "too many windows in the range",
+                field="period",
+                value=period,
+                expected=f"at most {MAX_WINDOWS} windows (choose a longer period)",
+            )
+        moment = hi
+    return windows
