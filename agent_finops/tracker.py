@@ -21,6 +21,8 @@ from typing import Any, Final
 from agent_finops.attribution import current_tags, merge_tags, validate_tags
 from agent_finops.clock import utcnow
 from agent_finops.ledger import (
+    BUCKETS,
+    CostBucket,
     CostEvent,
     DecisionRecord,
     Ledger,
@@ -29,7 +31,7 @@ from agent_finops.ledger import (
     SpanRecord,
     SpanStatus,
 )
-from agent_finops.pricing import Cost, PriceBook
+from agent_finops.pricing import ComputeRate, Cost, PriceBook
 from agent_finops.reports import RunReport, load_run_report
 from agent_finops.sinks import InlineLedgerSink, LedgerWriter, Records, RecordSink
 from agent_finops.usage import TokenUsage
@@ -58,6 +60,7 @@ class CostTracker:
         sinks: Sequence[RecordSink] = (),
         background: bool = True,
         clock: Any = utcnow,
+        overhead: Mapping[str, str | Sequence[str]] | None = None,
     ) -> None:
         """Track into `ledger`.
 
@@ -69,6 +72,11 @@ class CostTracker:
                 exporter, a `MemorySink`...).
             background: write the ledger from a background thread (default) or inline.
             clock: returns the current aware datetime; pass a fake in tests.
+            overhead: calls whose tags match are orchestration overhead (routers,
+                guardrails, retries): `{"agent": ["router", "guardrail"]}` (every key must
+                match, a value or one of a list). They stay attributed to their run and
+                tags, in the `overhead` cost bucket. A `cost_bucket` tag (`tokens`,
+                `tools`, `compute`, `overhead`) on a call names its bucket outright.
         """
         self.ledger = ledger
         self.prices = prices if prices is not None else PriceBook()
@@ -86,6 +94,9 @@ class CostTracker:
         )
         self.unpriced = 0
         """Calls recorded with an unknown cost by this tracker."""
+        self.overhead = _selector(overhead)
+        self.policy_version: str | None = None
+        """The cost policy's version, recorded on every event (a `RunGuard` sets it)."""
 
     # -- spans --------------------------------------------------------------------------
 
@@ -214,6 +225,11 @@ class CostTracker:
                         other.status = "unfinished"
                         spans.append(other)
         self._write(runs=[run] if run else (), spans=spans)
+        if self.prices.config.compute and span.kind != "run":
+            rate = self.prices.compute_rate(span.name, span.tags)
+            if rate is not None:
+                seconds = (now - span.started_at).total_seconds()
+                self._compute_event(span, rate, seconds, f"{span_id}:compute")
         return span
 
     # -- cost events --------------------------------------------------------------------
@@ -262,6 +278,8 @@ class CostTracker:
             output_tokens=u.output_tokens,
             reasoning_tokens=u.reasoning_tokens,
             usage_reported=usage is not None,
+            bucket=self._bucket(span.tags, "tokens"),
+            policy_version=self.policy_version,
         )
         return self._emit(event, cost)
 
@@ -295,8 +313,58 @@ class CostTracker:
             price_version=cost.version,
             model_ref=cost.model_ref,
             units=cost.units or 0,
+            bucket=self._bucket(span.tags, "tools"),
+            policy_version=self.policy_version,
         )
         return self._emit(event, cost)
+
+    def record_compute(
+        self, span_id: str, *, resource: str, seconds: float, event_id: str | None = None
+    ) -> CostEvent | None:
+        """Price `seconds` on the compute rate named `resource`, as a compute event.
+
+        For time not measured by a span (a sandbox billed by its provider, a GPU lease).
+        Returns None (nothing recorded) if the price book has no rate of that name.
+        """
+        span_id, resource = _storable(span_id), _storable(resource)
+        rate = next((r for r in self.prices.config.compute if r.name == resource), None)
+        if rate is None:
+            return None
+        span = self._span_or_orphan(span_id)
+        return self._compute_event(span, rate, seconds, event_id or f"{span_id}:compute")
+
+    def _compute_event(
+        self, span: SpanRecord, rate: ComputeRate, seconds: float, event_id: str
+    ) -> CostEvent:
+        cost = self.prices.price_compute(rate, seconds)
+        event = CostEvent(
+            event_id=event_id,
+            trace_id=span.trace_id,
+            span_id=span.span_id,
+            kind="compute",
+            name=rate.name,
+            provider=None,
+            created_at=self._clock(),
+            node_path=span.node_path,
+            tags=span.tags,
+            cost=cost.amount,
+            price_source=cost.source,
+            price_version=cost.version,
+            model_ref=cost.model_ref,
+            units=cost.units or 0,
+            bucket=self._bucket(span.tags, "compute"),
+            policy_version=self.policy_version,
+        )
+        return self._emit(event, cost)
+
+    def _bucket(self, tags: Mapping[str, str], default: CostBucket) -> CostBucket:
+        named = tags.get(BUCKET_TAG)
+        for bucket in BUCKETS:
+            if named == bucket:
+                return bucket
+        if self.overhead and all(tags.get(k) in v for k, v in self.overhead.items()):
+            return "overhead"
+        return default
 
     def _emit(self, event: CostEvent, cost: Cost) -> CostEvent:
         """Queue the event, then (never before: nothing is lost) report an unknown price."""
@@ -352,6 +420,24 @@ class CostTracker:
     def write_errors(self) -> int:
         """Failed ledger write attempts so far (records are kept and retried, not dropped)."""
         return self._writer.errors if self._writer is not None else 0
+
+
+BUCKET_TAG = "cost_bucket"
+"""A call tagged `cost_bucket` (tokens, tools, compute, overhead) lands in that bucket."""
+
+
+def _selector(
+    selector: Mapping[str, str | Sequence[str]] | None,
+) -> dict[str, frozenset[str]]:
+    if not selector:
+        return {}
+    out: dict[str, frozenset[str]] = {}
+    for key, values in selector.items():
+        chosen = [values] if isinstance(values, str) else list(values)
+        for value in chosen:
+            validate_tags({key: value}, source="CostTracker(overhead=)")
+        out[key] = frozenset(chosen)
+    return out
 
 
 def _join(path: str | None, node: str | None) -> str | None:

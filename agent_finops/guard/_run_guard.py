@@ -118,6 +118,8 @@ class RunGuard:
                 field="policy",
                 value=type(policy).__name__,
             )
+        if self.engine is not None:
+            tracker.policy_version = self.engine.version  # on every event, for exports
         self.errors = 0
         """Internal errors swallowed so far (each is logged)."""
         self._lock = threading.Lock()

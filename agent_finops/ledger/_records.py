@@ -97,6 +97,8 @@ class CostEvent:
     bucket: CostBucket | None = None
     """The cost bucket; None: by kind (`DEFAULT_BUCKETS`). Ledgers store and return it
     resolved, so a read-back event always names its bucket."""
+    policy_version: str | None = None
+    """The version of the cost policy the call ran under (None: no policy), for exports."""
 
 
 DecisionAction = Literal[

@@ -1,4 +1,7 @@
-"""Pricing: model calls from the maintained `genai-prices` catalog, overrides, tool fees.
+"""Pricing: catalog model prices, overrides, tool fees and compute rates.
+
+Model calls are priced from the maintained `genai-prices` catalog or overrides; tools by
+their fees; time on self-hosted models, sandboxes and long-running agents by compute rates.
 
 Every `Cost` says which price produced it (`source` and `version`) so a bill can be
 re-derived later. A call that cannot be priced gets `amount=None` ("unknown") and an
@@ -15,6 +18,7 @@ from agent_finops.pricing._book import (
     MAX_PRICE_PER_MTOK,
     ONE_HOUR_WRITE_RULE_SOURCE,
     PRICE_DECIMAL_PLACES,
+    ComputeRate,
     Cost,
     GenaiPricesCatalog,
     ModelPrice,
@@ -33,6 +37,7 @@ __all__ = [
     "ONE_HOUR_WRITE_RULE_SOURCE",
     "OUTPUT_LIMITS_VERSION",
     "PRICE_DECIMAL_PLACES",
+    "ComputeRate",
     "Cost",
     "GenaiPricesCatalog",
     "ModelPrice",

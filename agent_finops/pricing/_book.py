@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import math
 import reprlib
 import threading
 import warnings
@@ -28,9 +29,16 @@ from decimal import (
     localcontext,
 )
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from agent_finops._safe_yaml import load_yaml, read_yaml_file
 from agent_finops.exceptions import ConfigurationError, PriceNotFound, UnpricedWarning
@@ -193,11 +201,63 @@ class ToolFee(_Strict):
             return self.per_call + self.per_unit * units
 
 
+class ComputeRate(_Strict):
+    """Time on a priced resource (a self-hosted model, a sandbox, a long-running agent).
+
+    Matches spans by name (a glob) and/or tags; when a matching span ends, its duration is
+    billed: rounded *up* to whole `billing` units (seconds or minutes), at least
+    `min_seconds`, at `per_second` or `per_minute` (give one). The cost lands as a
+    `compute` event in the `compute` bucket.
+    """
+
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
+    """Rate name, recorded on every event priced by it (`compute-rate:<name>`)."""
+    span: str | None = Field(default=None, min_length=1, max_length=200)
+    """Span name or glob (a node, agent, task or tool name)."""
+    tags: dict[str, str] = Field(default_factory=dict, max_length=32)
+    """Tags the span must carry (all of them, exact values)."""
+    per_second: Fee | None = None
+    per_minute: Fee | None = None
+    billing: Literal["second", "minute"] = "second"
+    """The unit the duration is rounded up to before pricing."""
+    min_seconds: int = Field(default=0, ge=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _one_rate(self) -> ComputeRate:
+        if (self.per_second is None) == (self.per_minute is None):
+            raise ValueError("give exactly one of per_second and per_minute")
+        if self.span is None and not self.tags:
+            raise ValueError("give span and/or tags: a rate for every span is not a rate")
+        return self
+
+    def matches(self, span_name: str, tags: Mapping[str, str]) -> bool:
+        """Whether a span of this name and tags is billed at this rate."""
+        if self.span is not None and not fnmatch.fnmatchcase(span_name, self.span):
+            return False
+        return all(tags.get(k) == v for k, v in self.tags.items())
+
+    def billed_seconds(self, seconds: float) -> int:
+        """The duration as billed: rounded up to the billing unit, at least `min_seconds`."""
+        whole = max(math.ceil(max(seconds, 0.0) - 1e-9), self.min_seconds)
+        if self.billing == "minute":
+            whole = math.ceil(whole / 60) * 60
+        return whole
+
+    def price(self, billed: int) -> Decimal:
+        """Exact USD for `billed` seconds."""
+        with localcontext(_EXACT):
+            if self.per_second is not None:
+                return self.per_second * billed
+            assert self.per_minute is not None
+            return self.per_minute * Decimal(billed) / 60
+
+
 class PricingConfig(_Strict):
-    """Price overrides and tool fees, from Python or a YAML file."""
+    """Price overrides, tool fees and compute rates, from Python or a YAML file."""
 
     models: tuple[ModelPrice, ...] = Field(default=(), max_length=10_000)
     tools: tuple[ToolFee, ...] = Field(default=(), max_length=10_000)
+    compute: tuple[ComputeRate, ...] = Field(default=(), max_length=10_000)
     strict: bool = False
     """Raise `PriceNotFound` instead of recording an unknown cost."""
 
@@ -254,6 +314,8 @@ class PricingConfig(_Strict):
         for entry in data["tools"]:
             if entry.get("max_units") == DEFAULT_MAX_TOOL_UNITS:
                 entry.pop("max_units", None)
+        if not data["compute"]:
+            del data["compute"]
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -581,6 +643,24 @@ class PriceBook:
     def output_limits_version(self) -> str:
         """Version of the bundled output-limit table `max_output_tokens` reads."""
         return OUTPUT_LIMITS_VERSION
+
+    def compute_rate(self, span_name: str, tags: Mapping[str, str]) -> ComputeRate | None:
+        """The first compute rate that bills a span of this name and tags, if any."""
+        for rate in self.config.compute:
+            if rate.matches(span_name, tags):
+                return rate
+        return None
+
+    def price_compute(self, rate: ComputeRate, seconds: float) -> Cost:
+        """Price `seconds` of a span's time at `rate` (`Cost.units`: the billed seconds)."""
+        billed = rate.billed_seconds(seconds)
+        return Cost(
+            amount=rate.price(billed),
+            source=f"compute-rate:{rate.name}",
+            version=self._override_version,
+            model_ref=rate.name,
+            units=billed,
+        )
 
     def tool_fee(self, tool: str) -> ToolFee | None:
         """The fee configured for `tool`, if any."""

@@ -18,7 +18,8 @@ Versions:
    `finops_approvals.expires_at` (with an index of pending requests by expiry),
    `finops_cost_events.cache_write_1h_tokens`; `finops_approvals.checkpoint_url` dropped.
 4. `finops_cost_events.bucket` (filled from the kind), `.cost_nano` and `.cost_rest` (the
-   cost as integers SQL sums exactly; filled from `cost`); the `finops_alerts` table.
+   cost as integers SQL sums exactly; filled from `cost`), `.policy_version`; the
+   `finops_alerts` and `finops_alert_deliveries` tables.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def _to_v4(conn: Connection, dialect: SQLDialect) -> None:
     _add_column(conn, cost_events, "bucket")
     _add_column(conn, cost_events, "cost_nano")
     _add_column(conn, cost_events, "cost_rest")
+    _add_column(conn, cost_events, "policy_version")
     kind = cost_events.c.kind
     conn.execute(
         cost_events.update()

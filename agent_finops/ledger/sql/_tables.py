@@ -193,6 +193,7 @@ cost_events = Table(
     Column("bucket", String(16)),
     Column("cost_nano", BigInteger),
     Column("cost_rest", BigInteger),
+    Column("policy_version", String(64)),
     Index("ix_finops_events_team_created", "team", "created_at"),
     Index("ix_finops_events_project_created", "project", "created_at"),
 )
