@@ -43,7 +43,9 @@ TASK_TYPES = ["triage", "summarise", "research", "draft"]
 def load(hour_start: datetime) -> float:
     """Relative traffic of an hour: weekday working hours peak, nights and weekends low."""
     weekday, hour = hour_start.weekday(), hour_start.hour
-    daily = 0.25 + math.exp(-(((hour - 10) / 3.5) ** 2)) + 0.6 * math.exp(-(((hour - 15) / 2.5) ** 2))
+    daily = (
+        0.25 + math.exp(-(((hour - 10) / 3.5) ** 2)) + 0.6 * math.exp(-(((hour - 15) / 2.5) ** 2))
+    )
     return daily * (1.0 if weekday < 5 else 0.35) * (1.4 if weekday == 0 else 1.0)
 
 
@@ -121,13 +123,19 @@ def _event(
         "price_version": "bench-1",
     }
     if roll < 0.04:  # a tool with a per-call fee
-        return CostEvent(kind="tool", name="web_search", provider=None,
-                         cost=Decimal("0.005"), units=1, **common)  # type: ignore[arg-type]
+        return CostEvent(
+            kind="tool", name="web_search", provider=None, cost=Decimal("0.005"), units=1, **common
+        )  # type: ignore[arg-type]
     if roll < 0.05:  # a sandbox's compute seconds
         seconds = rng.randint(5, 300)
-        return CostEvent(kind="compute", name="sandbox", provider=None,
-                         cost=Decimal("0.0001") * seconds, units=seconds,
-                         **common)  # type: ignore[arg-type]
+        return CostEvent(
+            kind="compute",
+            name="sandbox",
+            provider=None,
+            cost=Decimal("0.0001") * seconds,
+            units=seconds,
+            **common,
+        )  # type: ignore[arg-type]
     name, provider, p_in, p_out = MODELS[rng.randrange(len(MODELS))]
     uncached = rng.randint(200, 6000)
     cached = rng.randint(0, 4000) if rng.random() < 0.4 else 0

@@ -111,7 +111,7 @@ def test_bad_compute_rates_and_overhead_selectors_are_refused() -> None:
         PricingConfig.from_mapping({"compute": [{"name": "x", "span": "s"}]})
     with pytest.raises(ConfigurationError, match="span and/or tags"):
         PricingConfig.from_mapping({"compute": [{"name": "x", "per_second": "1"}]})
-    with pytest.raises(ConfigurationError, match="compute.0.per_second"):
+    with pytest.raises(ConfigurationError, match=r"compute\.0\.per_second"):
         PricingConfig.from_mapping({"compute": [{"name": "x", "span": "s", "per_second": "-1"}]})
     with pytest.raises(ConfigurationError, match="tag"):
         CostTracker(InMemoryLedger(), overhead={"bad key": "x"}, background=False)

@@ -125,6 +125,7 @@ def test_rollup_by_team_and_day_in_a_zone(ledger: Ledger) -> None:
         by=["team"],
         period="day",
         tz="Europe/Paris",
+        runtime=True,
     )
     got = [(r.start.date().isoformat(), r.group["team"], r.totals.cost) for r in found.rows]
     assert got == [
@@ -139,7 +140,7 @@ def test_rollup_by_team_and_day_in_a_zone(ledger: Ledger) -> None:
     assert search.cost_per_runtime_minute == D("0.2")  # r1 ran 2 minutes
     assert found.rows[2].cost_per_runtime_minute is None  # r2 is still open
     assert found.total.cost == D("3.65")
-    assert (found.total.tasks, found.total.runs, found.total.events) == (3, 2, 5)
+    assert (found.total.tasks, found.total.runs, found.total.events) == (3, 3, 5)  # r1 twice
 
 
 def test_budget_vs_actual_uses_the_most_specific_usd_budget_of_the_period(ledger: Ledger) -> None:

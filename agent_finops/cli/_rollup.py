@@ -80,6 +80,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--by", type=csv_arg, default=[], help="tags to group by: team,project,agent,..."
     )
     cmd.add_argument("--period", choices=PERIODS, default="month", help="default: month")
+    cmd.add_argument(
+        "--runtime",
+        action="store_true",
+        help="also the runs' wall-clock time, for cost per runtime minute (a second pass)",
+    )
     add_range_arguments(cmd)
     shape = cmd.add_mutually_exclusive_group()
     shape.add_argument("--json", action="store_true", help="print JSON")
@@ -99,6 +104,7 @@ def run(ledger: Ledger, args: argparse.Namespace) -> int:
         tz=args.tz,
         where=dict(args.where),
         policy=policy_of(args),
+        runtime=args.runtime,
     )
     if args.json:
         json.dump(to_json(found), sys.stdout, indent=2)

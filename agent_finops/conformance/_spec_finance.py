@@ -59,7 +59,9 @@ def aggregate_groups_by_tags_and_windows(s: Subject) -> None:
             event("f", "7", trace="r1", tags=_tags("ads"), created_at=T0 + H),
         ],
     )
-    found = s.ledger.aggregate(by=["team"], windows=[(T0, T0 + H), (T0, T0 + 2 * H)])
+    found = s.ledger.aggregate(by=["team"], windows=[(T0, T0 + H), (T0, T0 + 2 * H)], runtime=True)
+    plain = s.ledger.aggregate(by=["team"], windows=[(T0, T0 + H)])
+    assert [a.totals.runtime_seconds for a in plain] == [0.0, 0.0]  # not asked for
     assert [(a.window, a.group) for a in found] == [
         (0, (None,)),
         (0, ("search",)),

@@ -333,6 +333,7 @@ class InMemoryLedger(LedgerBase):
         by: Sequence[str] = (),
         windows: Sequence[Window],
         where: Mapping[str, Sequence[str]] | None = None,
+        runtime: bool = False,
     ) -> list[Aggregate]:
         """See `Ledger.aggregate`."""
         dims, spans, filters = check_query(by, windows, where)
@@ -341,7 +342,7 @@ class InMemoryLedger(LedgerBase):
             seconds = {
                 r.trace_id: (r.ended_at - r.started_at).total_seconds()
                 for r in self._runs.values()
-                if r.ended_at is not None
+                if r.ended_at is not None and runtime
             }
         return aggregate_events(events, seconds, dims, spans, filters)
 

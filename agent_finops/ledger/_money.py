@@ -42,6 +42,8 @@ def tidy(value: Decimal) -> Decimal:
 
 
 NANO = Decimal(1).scaleb(-9)
+HUGE_REST = -1
+"""`cost_rest` of a priced amount too large for `cost_nano` (never a real remainder)."""
 _REST_PER_NANO = 10**9
 _INT64 = 2**63 - 1
 
@@ -50,16 +52,16 @@ def split_money(value: Decimal | None) -> tuple[int | None, int | None]:
     """`value` as two integers SQL sums exactly: whole nano-dollars, and 1e-18 dollars below.
 
     `value == nano * 1e-9 + rest * 1e-18` with `0 <= rest < 1e9`, for any stored amount
-    (at most 18 decimals). (None, None) for an unknown cost, and for an amount beyond what a
-    64-bit integer holds as nano-dollars (about $9.2 billion): a sum then reads the exact
-    amount instead (`cost_nano IS NULL AND cost IS NOT NULL`).
+    (at most 18 decimals). (None, None) for an unknown cost. An amount beyond what a 64-bit
+    integer holds as nano-dollars (about $9.2 billion) is `(None, HUGE_REST)`: sums read its
+    exact amount from the row instead (and take back the -1 it added to the `rest` sum).
     """
     if value is None:
         return None, None
     atto = int(value.scaleb(MONEY_PLACES, EXACT))
     nano, rest = divmod(atto, _REST_PER_NANO)
     if abs(nano) > _INT64:
-        return None, None
+        return None, HUGE_REST
     return nano, rest
 
 

@@ -287,6 +287,7 @@ class Ledger(Protocol):
         by: Sequence[str] = (),
         windows: Sequence[Window],
         where: Mapping[str, Sequence[str]] | None = None,
+        runtime: bool = False,
     ) -> list[Aggregate]:
         """Totals of the cost events in each `[start, end)` window, grouped by tag values.
 
@@ -294,8 +295,10 @@ class Ledger(Protocol):
         `where` keeps only events whose tag is one of the given values. Computed by the
         backend (in SQL on SQL backends), exactly. Windows may overlap (an event counts in
         each). Only groups with events are returned, ordered by window, then group (None
-        first). Raises `ConfigurationError` for a bad tag name, a naive or empty window,
-        too many tags (`MAX_DIMENSIONS`) or windows (`MAX_WINDOWS`).
+        first). With `runtime`, `runtime_seconds` is filled too (the group's runs' wall-clock
+        time: a join with the runs, so a second pass; zero otherwise). Raises
+        `ConfigurationError` for a bad tag name, a naive or empty window, too many tags
+        (`MAX_DIMENSIONS`) or windows (`MAX_WINDOWS`).
         """
         ...
 

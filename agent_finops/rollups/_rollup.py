@@ -89,7 +89,7 @@ class Rollup:
     end: datetime
     rows: list[RollupRow]
     total: EventTotals
-    """The whole range (distinct runs and tasks counted once, not summed over rows)."""
+    """The sum of the rows (distinct runs and tasks summed over them, see `rollup`)."""
 
 
 def rollup(
@@ -102,6 +102,7 @@ def rollup(
     tz: str = "UTC",
     where: Mapping[str, Sequence[str]] | None = None,
     policy: Policy | None = None,
+    runtime: bool = False,
 ) -> Rollup:
     """Totals of `[start, end)` by `by` tags and calendar `period`, computed by the ledger.
 
@@ -109,12 +110,17 @@ def rollup(
     With a `policy`, each row covered by a USD budget of the same period (its scope's tags
     all among `by`, the values matching) carries that budget vs actual; the most specific
     budget (most scope tags, then most exact values rather than `"*"`) wins, then the first
-    in the file.
+    in the file. `runtime` also measures the runs' wall-clock time (cost per runtime
+    minute): a second pass over the events.
+
+    One aggregate statement per period window. `total` is the sum of the rows: exact for
+    money, calls and tokens; a run or task with events in several groups or periods counts
+    in each (for exact distinct counts over the range, roll up with `period="all"`, `by=()`).
     """
     zone_info = zone(tz)
     windows = calendar_windows(period, start, end, zone_info)
     dims = tuple(by)
-    found = ledger.aggregate(by=dims, windows=windows, where=where)
+    found = ledger.aggregate(by=dims, windows=windows, where=where, runtime=runtime)
     budgets = _budgets(policy, period)
     rows = []
     for a in found:
@@ -128,8 +134,9 @@ def rollup(
                 budget=_budget_line(budgets, group, a.totals.cost),
             )
         )
-    whole = ledger.aggregate(windows=[(start, end)], where=where)
-    total = whole[0].totals if whole else EventTotals(cost_by_bucket=dict.fromkeys(BUCKETS, _ZERO))
+    total = EventTotals(cost_by_bucket=dict.fromkeys(BUCKETS, _ZERO))
+    for a in found:
+        total.add(a.totals)
     return Rollup(
         by=dims,
         period=period,

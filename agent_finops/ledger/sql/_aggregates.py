@@ -29,7 +29,7 @@ from agent_finops.ledger._aggregates import (
     aggregate_events,
     group_order,
 )
-from agent_finops.ledger._money import EXACT
+from agent_finops.ledger._money import EXACT, HUGE_REST, MONEY_PLACES
 from agent_finops.ledger._records import CostEvent
 from agent_finops.ledger.sql._dialect import SQLDialect
 from agent_finops.ledger.sql._faults import faults
@@ -37,6 +37,8 @@ from agent_finops.ledger.sql._tables import cost_events as _events
 from agent_finops.ledger.sql._tables import runs as _runs
 
 __all__ = ["aggregate", "iter_events"]
+
+_GIVEN_BACK = Decimal(-HUGE_REST).scaleb(-MONEY_PLACES)
 
 _COUNT_COLUMNS = (
     "uncached_input_tokens",
@@ -78,7 +80,7 @@ def _totals_statement(
     columns = [
         *keys,
         func.count(),
-        func.count(e.cost),
+        dialect.priced(_events),
         _ones(e.kind == "model"),
         _ones(e.kind == "tool"),
         _ones(e.kind == "compute"),
@@ -121,12 +123,14 @@ def aggregate(
     dims: tuple[str, ...],
     windows: Sequence[Window],
     where: Mapping[str, tuple[str, ...]],
+    *,
+    runtime: bool,
 ) -> list[Aggregate]:
     """See `Ledger.aggregate` (arguments already checked)."""
     if not windows:
         return []
     stmt, width = _totals_statement(dims, where, dialect)
-    runtime = _runtime_statement(dims, where, dialect)
+    run_time = _runtime_statement(dims, where, dialect)
     n = len(dims)
     found: list[Aggregate] = []
     with faults("cannot aggregate cost events"), engine.connect() as conn:
@@ -138,11 +142,15 @@ def aggregate(
                 if "overflow" not in str(exc).lower():
                     raise
                 conn.rollback()
-                found.extend(_in_python(conn, dims, index, (start, end), where))
+                found.extend(_in_python(conn, dims, index, (start, end), where, runtime))
                 continue
             if not rows:
                 continue
-            seconds = {tuple(r[:n]): float(r[n] or 0) for r in conn.execute(runtime, bounds)}
+            seconds = (
+                {tuple(r[:n]): float(r[n] or 0) for r in conn.execute(run_time, bounds)}
+                if runtime
+                else {}
+            )
             groups: list[Aggregate] = []
             needs_rows = False
             for row in rows:
@@ -192,18 +200,21 @@ def _add_unsummed(
     where: Mapping[str, tuple[str, ...]],
     groups: list[Aggregate],
 ) -> None:
-    """Add the exact amounts the integer sums left out (huge single costs)."""
+    """Add the exact amounts the integer sums left out (huge single costs).
+
+    Each such row added `HUGE_REST` (-1) to the `cost_rest` sums: that 1e-18 is given back.
+    """
     keys = [tag_column(d) for d in dims]
     query = select(*keys, _events.c.bucket, _events.c.cost).where(
         *_in_window(),
         *_filters(where),
-        _events.c.cost.is_not(None),
-        _events.c.cost_nano.is_(None),
+        _events.c.cost_rest == HUGE_REST,
     )
     by_key = {a.group: a.totals for a in groups}
     for row in conn.execute(query, dict(bounds)):
         totals = by_key[tuple(row[: len(dims)])]
-        bucket, amount = row[len(dims)], Decimal(row[len(dims) + 1])
+        bucket = row[len(dims)]
+        amount = EXACT.add(Decimal(row[len(dims) + 1]), _GIVEN_BACK)
         totals.cost = EXACT.add(totals.cost, amount)
         totals.cost_by_bucket[bucket] = EXACT.add(totals.cost_by_bucket[bucket], amount)
 
@@ -214,10 +225,11 @@ def _in_python(
     index: int,
     window: Window,
     where: Mapping[str, tuple[str, ...]],
+    runtime: bool,
 ) -> list[Aggregate]:
     """One window summed from its rows (a SQLite integer sum overflowed)."""
     events = list(_pages(lambda: nullcontext(conn), window[0], window[1], where, 5000))
-    traces = sorted({e.trace_id for e in events})
+    traces = sorted({e.trace_id for e in events}) if runtime else []
     seconds: dict[str, float] = {}
     for chunk in range(0, len(traces), 500):
         ids = traces[chunk : chunk + 500]

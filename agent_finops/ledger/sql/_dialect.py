@@ -133,6 +133,10 @@ class SQLDialect(ABC):
         """An aggregate counting the rows whose cost `money_sums` leaves out."""
 
     @abstractmethod
+    def priced(self, table: Table) -> Any:
+        """An aggregate counting the rows with a known cost."""
+
+    @abstractmethod
     def seconds_between(self, start: Any, end: Any) -> Any:
         """An expression: seconds from one datetime column to another, as a number."""
 

@@ -336,10 +336,13 @@ class SQLLedger(LedgerBase):
         by: Sequence[str] = (),
         windows: Sequence[Window],
         where: Mapping[str, Sequence[str]] | None = None,
+        runtime: bool = False,
     ) -> list[Aggregate]:
         """See `Ledger.aggregate`: one grouped SQL statement per window."""
         dims, spans, filters = check_query(by, windows, where)
-        return _sql_aggregates.aggregate(self.engine, self._sql, dims, spans, filters)
+        return _sql_aggregates.aggregate(
+            self.engine, self._sql, dims, spans, filters, runtime=runtime
+        )
 
     def iter_events(
         self,

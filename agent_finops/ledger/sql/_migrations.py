@@ -18,8 +18,9 @@ Versions:
    `finops_approvals.expires_at` (with an index of pending requests by expiry),
    `finops_cost_events.cache_write_1h_tokens`; `finops_approvals.checkpoint_url` dropped.
 4. `finops_cost_events.bucket` (filled from the kind), `.cost_nano` and `.cost_rest` (the
-   cost as integers SQL sums exactly; filled from `cost`), `.policy_version`; the
-   `finops_alerts` and `finops_alert_deliveries` tables.
+   cost as integers SQL sums exactly; filled from `cost`), `.policy_version`; the rollup
+   index (covering the standard tags and the measures, by time) replaces the indexes by
+   time, team and project; the `finops_alerts` and `finops_alert_deliveries` tables.
 """
 
 from __future__ import annotations
@@ -100,6 +101,13 @@ def _to_v4(conn: Connection, dialect: SQLDialect) -> None:
     _add_column(conn, cost_events, "cost_nano")
     _add_column(conn, cost_events, "cost_rest")
     _add_column(conn, cost_events, "policy_version")
+    for old in (
+        "ix_finops_events_team_created",
+        "ix_finops_events_project_created",
+        "ix_finops_cost_events_created_at",
+    ):
+        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {old}")
+    _add_index(conn, _index(cost_events, "ix_finops_events_rollup"))
     kind = cost_events.c.kind
     conn.execute(
         cost_events.update()
@@ -119,7 +127,7 @@ def _to_v4(conn: Connection, dialect: SQLDialect) -> None:
     while True:
         rows = conn.execute(
             select(key, cost)
-            .where(cost.is_not(None), cost_events.c.cost_nano.is_(None), key > after)
+            .where(cost.is_not(None), cost_events.c.cost_rest.is_(None), key > after)
             .order_by(key)
             .limit(_BACKFILL_BATCH)
         ).all()
@@ -128,10 +136,8 @@ def _to_v4(conn: Connection, dialect: SQLDialect) -> None:
         params = []
         for event_id, amount in rows:
             nano, rest = split_money(amount)
-            if nano is not None:
-                params.append({"key": event_id, "nano": nano, "rest": rest})
-        if params:
-            conn.execute(update, params)
+            params.append({"key": event_id, "nano": nano, "rest": rest})
+        conn.execute(update, params)
         after = rows[-1][0]
 
 

@@ -229,6 +229,10 @@ class PostgresDialect(SQLDialect):
         """Nothing is left out: NUMERIC holds every stored amount."""
         return literal(0)
 
+    def priced(self, table: Table) -> Any:
+        """`COUNT(cost)`."""
+        return func.count(table.c.cost)
+
     def seconds_between(self, start: Any, end: Any) -> Any:
         """`EXTRACT(EPOCH FROM end - start)`."""
         return func.extract("epoch", end - start)

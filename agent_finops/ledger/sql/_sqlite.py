@@ -184,10 +184,12 @@ class SQLiteDialect(SQLDialect):
         return join_money(values[0], values[1])
 
     def unsummed(self, table: Table) -> Any:
-        """Rows with a cost too large for the integer columns (about $9.2 billion and up)."""
-        return func.sum(
-            case(((table.c.cost.is_not(None) & table.c.cost_nano.is_(None)), 1), else_=0)
-        )
+        """Rows with a cost too large for the integer columns (`cost_rest` = `HUGE_REST`)."""
+        return func.sum(case((table.c.cost_rest < 0, 1), else_=0))
+
+    def priced(self, table: Table) -> Any:
+        """`COUNT(cost_rest)`: read from the rollup index, not the table."""
+        return func.count(table.c.cost_rest)
 
     def seconds_between(self, start: Any, end: Any) -> Any:
         """`julianday` difference in seconds."""

@@ -162,6 +162,29 @@ def _tokens(name: str, *, added: bool = False) -> Column[Any]:
     return Column(name, BigInteger, nullable=False, server_default=text("0") if added else None)
 
 
+ROLLUP_INDEX_COLUMNS = (
+    "created_at",
+    "team",
+    "agent",
+    "project",
+    "cost_center",
+    "tenant",
+    "environment",
+    "user",
+    "bucket",
+    "kind",
+    "cost_nano",
+    "cost_rest",
+    "uncached_input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "units",
+    "trace_id",
+    "task",
+)
+
 cost_events = Table(
     "finops_cost_events",
     metadata,
@@ -171,7 +194,7 @@ cost_events = Table(
     Column("kind", String(8), nullable=False),
     Column("name", String(200), nullable=False),
     Column("provider", String(64)),
-    Column("created_at", UTCDateTime, nullable=False, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
     Column("node_path", Text),
     Column("cost", Money),
     Column("price_source", String(120), nullable=False),
@@ -194,8 +217,9 @@ cost_events = Table(
     Column("cost_nano", BigInteger),
     Column("cost_rest", BigInteger),
     Column("policy_version", String(64)),
-    Index("ix_finops_events_team_created", "team", "created_at"),
-    Index("ix_finops_events_project_created", "project", "created_at"),
+    # Rollups scan a time range reading only this index (SQLite: covering, no table reads
+    # for the standard tags, buckets and measures).
+    Index("ix_finops_events_rollup", *ROLLUP_INDEX_COLUMNS),
 )
 
 decisions = Table(
