@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, distinct, func, or_, select
+from sqlalchemy import and_, bindparam, distinct, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
@@ -39,6 +39,7 @@ from agent_finops.ledger.sql._tables import runs as _runs
 __all__ = ["aggregate", "iter_events"]
 
 _GIVEN_BACK = Decimal(-HUGE_REST).scaleb(-MONEY_PLACES)
+_ZERO = Decimal(0)
 
 _COUNT_COLUMNS = (
     "uncached_input_tokens",
@@ -61,10 +62,6 @@ def _filters(where: Mapping[str, tuple[str, ...]]) -> list[Any]:
     return [tag_column(k).in_(v) for k, v in where.items()]
 
 
-def _ones(condition: Any) -> Any:
-    return func.sum(case((condition, 1), else_=0))
-
-
 def _in_window() -> list[Any]:
     created = _events.c.created_at
     return [created >= bindparam("start"), created < bindparam("end")]
@@ -72,28 +69,36 @@ def _in_window() -> list[Any]:
 
 def _totals_statement(
     dims: tuple[str, ...], where: Mapping[str, tuple[str, ...]], dialect: SQLDialect
-) -> tuple[Any, int]:
+) -> Any:
+    """Plain sums grouped by the tags, the bucket and the kind (folded in Python after).
+
+    Splitting buckets and kinds by grouping rather than with `CASE` sums keeps the work per
+    row to a few additions, all read from the rollup index.
+    """
     keys = [tag_column(d).label(f"g{i}") for i, d in enumerate(dims)]
     e = _events.c
-    money = dialect.money_sums(_events, None)
-    by_bucket = [s for b in BUCKETS for s in dialect.money_sums(_events, e.bucket == b)]
     columns = [
         *keys,
+        e.bucket,
+        e.kind,
         func.count(),
         dialect.priced(_events),
-        _ones(e.kind == "model"),
-        _ones(e.kind == "tool"),
-        _ones(e.kind == "compute"),
         *(func.sum(e[c]) for c in _COUNT_COLUMNS),
-        func.sum(case((e.kind == "compute", e.units), else_=0)),
-        func.count(distinct(e.trace_id)),
-        func.count(distinct(e.task)),
         dialect.unsummed(_events),
-        *money,
-        *by_bucket,
+        *dialect.money_sums(_events, None),
     ]
-    stmt = select(*columns).where(*_in_window(), *_filters(where)).group_by(*keys)
-    return stmt, len(money)
+    return select(*columns).where(*_in_window(), *_filters(where)).group_by(*keys, e.bucket, e.kind)
+
+
+def _distinct_statement(dims: tuple[str, ...], where: Mapping[str, tuple[str, ...]]) -> Any:
+    """Distinct runs and tasks per group."""
+    keys = [tag_column(d).label(f"g{i}") for i, d in enumerate(dims)]
+    e = _events.c
+    return (
+        select(*keys, func.count(distinct(e.trace_id)), func.count(distinct(e.task)))
+        .where(*_in_window(), *_filters(where))
+        .group_by(*keys)
+    )
 
 
 def _runtime_statement(
@@ -129,7 +134,8 @@ def aggregate(
     """See `Ledger.aggregate` (arguments already checked)."""
     if not windows:
         return []
-    stmt, width = _totals_statement(dims, where, dialect)
+    stmt = _totals_statement(dims, where, dialect)
+    counted = _distinct_statement(dims, where)
     run_time = _runtime_statement(dims, where, dialect)
     n = len(dims)
     found: list[Aggregate] = []
@@ -151,12 +157,19 @@ def aggregate(
                 if runtime
                 else {}
             )
-            groups: list[Aggregate] = []
+            by_key: dict[tuple[Any, ...], EventTotals] = {}
             needs_rows = False
             for row in rows:
                 key = tuple(row[:n])
-                totals, unsummed = _totals(row[n:], width, dialect)
-                needs_rows = needs_rows or unsummed > 0
+                totals = by_key.get(key)
+                if totals is None:
+                    totals = by_key[key] = EventTotals(cost_by_bucket=dict.fromkeys(BUCKETS, _ZERO))
+                needs_rows = _fold(totals, row[n:], dialect) or needs_rows
+            for row in conn.execute(counted, bounds):
+                totals = by_key[tuple(row[:n])]
+                totals.runs, totals.tasks = int(row[n]), int(row[n + 1])
+            groups: list[Aggregate] = []
+            for key, totals in by_key.items():
                 totals.runtime_seconds = seconds.get(key, 0.0)
                 groups.append(
                     Aggregate(window=index, start=start, end=end, group=key, totals=totals)
@@ -168,29 +181,27 @@ def aggregate(
     return found
 
 
-def _totals(values: Sequence[Any], width: int, dialect: SQLDialect) -> tuple[EventTotals, int]:
-    (events, priced, model, tool, compute, *rest) = values
+def _fold(totals: EventTotals, values: Sequence[Any], dialect: SQLDialect) -> bool:
+    """Add one (bucket, kind) row of sums; whether it left huge amounts out."""
+    bucket, kind, events, priced, *rest = values
     counts = rest[: len(_COUNT_COLUMNS)]
-    compute_seconds, runs, tasks, unsummed = rest[len(_COUNT_COLUMNS) : len(_COUNT_COLUMNS) + 4]
-    money = rest[len(_COUNT_COLUMNS) + 4 :]
-    totals = EventTotals(
-        cost=dialect.money_total(money[:width]),
-        events=int(events),
-        model_calls=int(model or 0),
-        tool_calls=int(tool or 0),
-        compute_events=int(compute or 0),
-        unpriced=int(events) - int(priced),
-        compute_seconds=int(compute_seconds or 0),
-        runs=int(runs),
-        tasks=int(tasks),
-        cost_by_bucket={
-            b: dialect.money_total(money[width * (i + 1) : width * (i + 2)])
-            for i, b in enumerate(BUCKETS)
-        },
-    )
+    unsummed = int(rest[len(_COUNT_COLUMNS)] or 0)
+    cost = dialect.money_total(rest[len(_COUNT_COLUMNS) + 1 :])
+    totals.events += int(events)
+    totals.unpriced += int(events) - int(priced)
+    if kind == "model":
+        totals.model_calls += int(events)
+    elif kind == "tool":
+        totals.tool_calls += int(events)
+    else:
+        totals.compute_events += int(events)
     for name, value in zip(_COUNT_COLUMNS, counts, strict=True):
-        setattr(totals, name, int(value or 0))
-    return totals, int(unsummed or 0)
+        setattr(totals, name, getattr(totals, name) + int(value or 0))
+    if kind == "compute":
+        totals.compute_seconds += int(counts[-1] or 0)
+    totals.cost = EXACT.add(totals.cost, cost)
+    totals.cost_by_bucket[bucket] = EXACT.add(totals.cost_by_bucket.get(bucket, _ZERO), cost)
+    return unsummed > 0
 
 
 def _add_unsummed(
