@@ -38,7 +38,6 @@ from agent_finops.allocation._rules import (
     DEFAULT_UNALLOCATED_OWNER,
     AllocationRule,
     AllocationRules,
-    CostBucket,
     FixedRule,
     HybridRule,
     LineSelector,
@@ -73,7 +72,6 @@ __all__ = [
     "SharedPoolRule",
     "LineSelector",
     "RuleType",
-    "CostBucket",
     # constants
     "ALLOCATION_FORMAT_VERSION",
     "ANY_VALUE",

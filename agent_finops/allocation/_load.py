@@ -304,7 +304,7 @@ class _Reader:
         return str(raw)
 
     def positive(self, raw: Any, field: str, expected: str) -> Decimal:
-        value: Decimal | None = None
+        value: Decimal | None = raw if isinstance(raw, Decimal) else None
         if isinstance(raw, int | float | str) and not isinstance(raw, bool):
             try:
                 value = Decimal(repr(raw) if isinstance(raw, float) else raw)

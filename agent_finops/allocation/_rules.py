@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, get_args
+
+from agent_finops.ledger import CostBucket
 
 if TYPE_CHECKING:
     from agent_finops.allocation._lines import CostLine
@@ -26,7 +28,6 @@ __all__ = [
     "DEFAULT_UNALLOCATED_OWNER",
     "AllocationRule",
     "AllocationRules",
-    "CostBucket",
     "FixedRule",
     "HybridRule",
     "LineSelector",
@@ -47,10 +48,8 @@ usage-based rule when none of its owners has direct usage in the period."""
 ANY_VALUE: Final = "*"
 """In a selector: the tag is set, whatever its value."""
 
-CostBucket = Literal["tokens", "tools", "compute", "overhead"]
-"""What a cost is for: model tokens, tool/connector fees, compute time, orchestration."""
-COST_BUCKETS: Final[tuple[CostBucket, ...]] = ("tokens", "tools", "compute", "overhead")
-"""Every cost bucket a rule may select with `bucket:`."""
+COST_BUCKETS: Final[tuple[CostBucket, ...]] = get_args(CostBucket)
+"""Every cost bucket a rule may select with `bucket:` (the ledger's `CostBucket`)."""
 RuleType = Literal["fixed", "proportional", "hybrid", "shared_pool"]
 """The `type:` of a rule."""
 
