@@ -36,7 +36,11 @@ from agent_finops.allocation._rules import (
 )
 from agent_finops.allocation._statement import ChargebackStatement, StatementCell, build_statement
 
-__all__ = ["Allocator", "allocate"]
+__all__ = ["MEMO_SIZE", "Allocator", "allocate"]
+
+MEMO_SIZE = 100_000
+"""Most distinct line shapes (bucket and the tag values rules read) an allocator remembers
+which rule takes; lines of other shapes are matched rule by rule."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,8 @@ class Allocator:
         self._splits: tuple[tuple[LineSelector, str, _Split], ...] = tuple(
             (rule.selector, rule.id, self._compile(rule, usage)) for rule in rules.rules
         )
+        self._read = tuple(sorted({name for rule in rules.rules for name in rule.selector.tags}))
+        self._memo: dict[tuple[str | None, ...], tuple[str, _Split] | None] = {}
 
     @classmethod
     def for_lines(cls, rules: AllocationRules, lines: Iterable[CostLine]) -> Allocator:
@@ -127,10 +133,25 @@ class Allocator:
         return out
 
     def _find(self, line: CostLine) -> tuple[str, _Split] | None:
+        """The rule id and split that take `line` (None: direct), memoised by what rules read.
+
+        Rules read only the bucket and the tags their selectors name, so lines that agree on
+        those are taken by the same rule: an export of many events looks each shape up once.
+        """
+        tags = line.tags
+        key = (line.bucket, *[tags.get(name) for name in self._read])
+        try:
+            return self._memo[key]
+        except KeyError:
+            pass
+        found = None
         for selector, rule_id, split in self._splits:
             if selector.matches(line):
-                return rule_id, split
-        return None
+                found = rule_id, split
+                break
+        if len(self._memo) < MEMO_SIZE:
+            self._memo[key] = found
+        return found
 
     def statement(self, rounding: Decimal | None = None) -> ChargebackStatement:
         """The period's chargeback statement, rounded to `rounding` (default: the rules')."""
