@@ -323,6 +323,17 @@ def test_an_amount_that_cannot_be_split_exactly_is_refused(amount: Any) -> None:
         measure_period(r, [bad])
 
 
+def test_period_totals_from_the_database_are_checked() -> None:
+    r = rules(HYBRID)
+    with pytest.raises(ConfigurationError, match=r"period totals: .*field 'pools\.gone'"):
+        Allocator(r, PeriodTotals(pools={"gone": D(5)}))
+    with pytest.raises(ConfigurationError, match=r"field 'direct\.a', got Decimal\('1E-19'\)"):
+        PeriodTotals(direct={"a": D("1e-19")})
+    totals = PeriodTotals(direct={"a": D(30), "b": D(10)}, pools={"gateway": D(200)})
+    statement = Allocator(r, totals).statement()
+    assert dict(statement.owner_totals) == {"a": D("167.50"), "b": D("72.50")}
+
+
 def test_statement_rounding_must_be_positive() -> None:
     r = rules({"id": "x", "type": "fixed", "match": {}, "to": "z"})
     with pytest.raises(ConfigurationError, match="field 'rounding'"):

@@ -35,6 +35,7 @@ from agent_finops.allocation._rules import (
     ProportionalRule,
 )
 from agent_finops.allocation._statement import ChargebackStatement, StatementCell, build_statement
+from agent_finops.exceptions import ConfigurationError
 
 __all__ = ["MEMO_SIZE", "Allocator", "allocate"]
 
@@ -87,6 +88,15 @@ class Allocator:
         self.totals = totals
         """The period's direct usage and pools."""
         self._unallocated = rules.unallocated
+        unknown = sorted(set(totals.pools) - {rule.id for rule in rules.rules})
+        if unknown:  # a pool no rule would split would vanish from the statement
+            raise ConfigurationError(
+                "period totals name a pool of no rule",
+                source="period totals",
+                field=f"pools.{unknown[0]}",
+                value=totals.pools[unknown[0]],
+                expected="pools only of the rules' ids: " + ", ".join(r.id for r in rules.rules),
+            )
         usage = {
             owner: to_units(amount)
             for owner, amount in totals.direct.items()

@@ -17,6 +17,7 @@ from types import MappingProxyType
 
 from agent_finops.allocation._lines import CostLine, from_units, to_units
 from agent_finops.allocation._rules import AllocationRules
+from agent_finops.exceptions import ConfigurationError
 
 __all__ = ["PeriodTotals", "measure_period"]
 
@@ -45,6 +46,20 @@ class PeriodTotals:
     def __post_init__(self) -> None:
         object.__setattr__(self, "direct", _frozen(self.direct))
         object.__setattr__(self, "pools", _frozen(self.pools))
+        sums = [("untagged", self.untagged)]
+        sums += [(f"direct.{owner}", amount) for owner, amount in self.direct.items()]
+        sums += [(f"pools.{rule_id}", amount) for rule_id, amount in self.pools.items()]
+        for field_name, amount in sums:
+            try:
+                to_units(amount)
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    "cannot allocate this amount exactly",
+                    source="period totals",
+                    field=field_name,
+                    value=amount,
+                    expected=exc.expected,
+                ) from None
 
     @property
     def total(self) -> Decimal:
