@@ -122,7 +122,7 @@ def test_the_same_day_exports_the_same_bytes_and_json_matches_csv(ledger: Ledger
     assert first == again
     as_json = json.loads(export(ledger, "json", rules=RULES, gl=GL))
     from_csv = list(csv.DictReader(io.StringIO(first)))
-    assert [list(r) for r in as_json][0] == list(EXPORT_COLUMNS)
+    assert all(list(r) == list(EXPORT_COLUMNS) for r in as_json)
     for j, c in zip(as_json, from_csv, strict=True):
         assert {k: "" if v is None else str(v) for k, v in j.items()} == c
     assert export(ledger, "json", rules=RULES, gl=GL) == export(ledger, "json", rules=RULES, gl=GL)
