@@ -104,6 +104,15 @@ def aggregate_groups_by_tags_and_windows(s: Subject) -> None:
         (("search", "us"), D("1.5")),
     ]
     assert s.ledger.aggregate(by=["team"], windows=[(T0 + 2 * H, T0 + 3 * H)]) == []
+    # event fields as dimensions: the model (or tool) name, the bucket
+    fields = s.ledger.aggregate(
+        by=[":bucket", ":model"], windows=[(T0, T0 + H)], where={":kind": ["model", "compute"]}
+    )
+    assert [(a.group, a.totals.cost, a.totals.events) for a in fields] == [
+        (("compute", "gpt-4o-mini"), D("1.5"), 1),
+        (("overhead", "gpt-4o-mini"), D("0.05"), 1),
+        (("tokens", "gpt-4o-mini"), D("0.1"), 2),
+    ]
 
 
 @finance

@@ -9,6 +9,7 @@ the conformance suite in `agent_finops.conformance`; a new one subclasses `Ledge
 
 from agent_finops.ledger._aggregates import (
     BUCKETS,
+    FIELD_DIMENSIONS,
     MAX_DIMENSIONS,
     MAX_WINDOWS,
     Aggregate,
@@ -89,6 +90,7 @@ __all__ = [
     "EventTotals",
     "Window",
     "BUCKETS",
+    "FIELD_DIMENSIONS",
     "MAX_DIMENSIONS",
     "MAX_WINDOWS",
     "AlertRecord",

@@ -19,6 +19,7 @@ from agent_finops.ledger._records import CostBucket, CostEvent, bucket_of
 
 __all__ = [
     "BUCKETS",
+    "FIELD_DIMENSIONS",
     "MAX_DIMENSIONS",
     "MAX_WINDOWS",
     "Aggregate",
@@ -26,6 +27,7 @@ __all__ = [
     "Window",
     "aggregate_events",
     "check_query",
+    "dimension_value",
     "group_order",
 ]
 
@@ -37,6 +39,15 @@ MAX_WINDOWS: Final = 50_000
 
 Window = tuple[datetime, datetime]
 """`[start, end)`, aware datetimes."""
+
+FIELD_DIMENSIONS: Final[dict[str, str]] = {
+    ":model": "name",
+    ":provider": "provider",
+    ":kind": "kind",
+    ":bucket": "bucket",
+}
+"""`by` names for fields of the event rather than tags (a tag name cannot start with `:`):
+`:model` groups by the model (or tool) name, `:provider`, `:kind`, `:bucket`."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -143,7 +154,8 @@ def check_query(
             expected=f"at most {MAX_DIMENSIONS} tags",
         )
     for dim in dims:
-        validate_tag_key(dim, source="by")
+        if dim not in FIELD_DIMENSIONS:
+            validate_tag_key(dim, source="by")
     if len(set(dims)) != len(dims):
         raise ConfigurationError(
             "a tag is named twice", field="by", value=",".join(dims), expected="distinct tags"
@@ -173,7 +185,8 @@ def check_query(
             )
     filters: dict[str, tuple[str, ...]] = {}
     for key, values in (where or {}).items():
-        validate_tag_key(key, source="where")
+        if key not in FIELD_DIMENSIONS:
+            validate_tag_key(key, source="where")
         if isinstance(values, str) or not all(isinstance(v, str) for v in values):
             raise ConfigurationError(
                 "a filter maps a tag to a list of values",
@@ -196,14 +209,14 @@ def aggregate_events(
 
     `run_seconds`: each run's wall-clock seconds (trace id -> seconds; absent: zero).
     """
-    kept = [e for e in events if all(e.tags.get(k) in v for k, v in filters.items())]
+    kept = [e for e in events if all(dimension_value(e, k) in v for k, v in filters.items())]
     found: list[Aggregate] = []
     for index, (start, end) in enumerate(windows):
         groups: dict[tuple[str | None, ...], tuple[EventTotals, set[str], set[str]]] = {}
         for e in kept:
             if not start <= e.created_at < end:
                 continue
-            key = tuple(e.tags.get(d) for d in dims)
+            key = tuple(dimension_value(e, d) for d in dims)
             entry = groups.get(key)
             if entry is None:
                 entry = groups[key] = (_empty(), set(), set())
@@ -220,6 +233,17 @@ def aggregate_events(
             totals.runtime_seconds = sum(run_seconds.get(r, 0.0) for r in sorted(runs))
             found.append(Aggregate(window=index, start=start, end=end, group=key, totals=totals))
     return found
+
+
+def dimension_value(event: CostEvent, dim: str) -> str | None:
+    """An event's value of one `by` name: a tag, or a field (`FIELD_DIMENSIONS`)."""
+    field = FIELD_DIMENSIONS.get(dim)
+    if field is None:
+        return event.tags.get(dim)
+    if field == "bucket":
+        return bucket_of(event)
+    value = getattr(event, field)
+    return None if value is None else str(value)
 
 
 def group_order(key: tuple[str | None, ...]) -> tuple[tuple[bool, str], ...]:

@@ -27,6 +27,7 @@ from agent_finops.ledger._aggregates import (
     Window,
     aggregate_events,
     check_query,
+    dimension_value,
 )
 from agent_finops.ledger._base import (
     BudgetStoreBase,
@@ -362,7 +363,7 @@ class InMemoryLedger(LedgerBase):
                 e
                 for e in self._events.values()
                 if start <= e.created_at < end
-                and all(e.tags.get(k) in v for k, v in filters.items())
+                and all(dimension_value(e, k) in v for k, v in filters.items())
             ]
         found.sort(key=lambda e: (e.created_at, e.event_id))
         return (_copy(e) for e in found)

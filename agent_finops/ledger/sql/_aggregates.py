@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 from agent_finops.attribution import STANDARD_TAGS
 from agent_finops.ledger._aggregates import (
     BUCKETS,
+    FIELD_DIMENSIONS,
     Aggregate,
     EventTotals,
     Window,
@@ -52,7 +53,13 @@ _COUNT_COLUMNS = (
 
 
 def tag_column(name: str) -> Any:
-    """The SQL expression of a tag: its own column for a standard tag, else from the JSON."""
+    """The SQL expression of a `by` name: an event field, a standard tag, a free-form tag.
+
+    Fields (`:model`...) and standard tags are columns; free-form tags come from the JSON.
+    """
+    field = FIELD_DIMENSIONS.get(name)
+    if field is not None:
+        return _events.c[field]
     if name in STANDARD_TAGS:
         return _events.c[name]
     return _events.c.tags[name].as_string()
