@@ -310,10 +310,16 @@ class LedgerWriter(_Delivery):
             finally:
                 self._flushing -= 1
 
-    def close(self) -> None:
-        """Flush, then stop the thread; what the ledger would not take is dead-lettered."""
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush (for up to `timeout` seconds), then stop the thread.
+
+        What the ledger has not taken by then (it is unreachable) is kept in the
+        dead-letter file rather than lost; that is logged, not raised.
+        """
         try:
-            self.flush(timeout=30.0)
+            self.flush(timeout=timeout)
+        except LedgerError as exc:
+            log.error("agent-finops: %s; keeping them in %s", exc, self.dead_letter_path)
         finally:
             self._stop("not written before the writer closed")
 
