@@ -13,9 +13,11 @@ delivered.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Final
 
 from agent_finops.attribution import current_tags, merge_tags, validate_tags
@@ -33,7 +35,14 @@ from agent_finops.ledger import (
 )
 from agent_finops.pricing import ComputeRate, Cost, PriceBook
 from agent_finops.reports import RunReport, load_run_report
-from agent_finops.sinks import InlineLedgerSink, LedgerWriter, Records, RecordSink
+from agent_finops.sinks import (
+    LINGER,
+    DurableLedgerSink,
+    InlineLedgerSink,
+    LedgerWriter,
+    Records,
+    RecordSink,
+)
 from agent_finops.usage import TokenUsage
 
 __all__ = ["CostTracker"]
@@ -59,6 +68,10 @@ class CostTracker:
         tags: Mapping[str, str] | None = None,
         sinks: Sequence[RecordSink] = (),
         background: bool = True,
+        durable: bool = False,
+        linger: float = LINGER,
+        dead_letter: str | os.PathLike[str] | None = None,
+        flush_on_sigterm: bool = True,
         clock: Any = utcnow,
         overhead: Mapping[str, str | Sequence[str]] | None = None,
     ) -> None:
@@ -70,7 +83,18 @@ class CostTracker:
             tags: tags applied to every run this tracker sees (lowest precedence).
             sinks: more places every record goes to, after the ledger (an OpenTelemetry
                 exporter, a `MemorySink`...).
-            background: write the ledger from a background thread (default) or inline.
+            background: write the ledger from a background thread (default) or inline
+                (`InlineLedgerSink`: a failed write raises to the caller).
+            durable: commit every record before the call that made it returns
+                (`DurableLedgerSink`): a killed process loses nothing, at about half a
+                millisecond per call on a SQLite file. Overrides `background`.
+            linger: seconds the background writer waits after a record for more, to write
+                one larger batch (default `LINGER`, 2 ms); about what a SIGKILL can lose.
+            dead_letter: the JSONL file where records the ledger refuses as data are kept
+                (default: next to a SQLite file ledger, else in the working directory).
+            flush_on_sigterm: the background writer installs (once, main thread only) a
+                SIGTERM handler that flushes, then chains to the previous handler or exits
+                as the default would; False leaves SIGTERM alone (docs/scaling.md).
             clock: returns the current aware datetime; pass a fake in tests.
             overhead: calls whose tags match are orchestration overhead (routers,
                 guardrails, retries): `{"agent": ["router", "guardrail"]}` (every key must
@@ -87,7 +111,13 @@ class CostTracker:
         self._runs: dict[str, RunRecord] = {}
         self._outcomes: dict[str, tuple[SpanStatus, str]] = {}
         self._plumbing: set[str] = set()
-        self._writer = LedgerWriter(ledger) if background else None
+        self._writer: LedgerWriter | DurableLedgerSink | None = None
+        if durable:
+            self._writer = DurableLedgerSink(ledger, dead_letter=dead_letter)
+        elif background:
+            self._writer = LedgerWriter(
+                ledger, linger=linger, dead_letter=dead_letter, flush_on_sigterm=flush_on_sigterm
+            )
         self.sinks: tuple[RecordSink, ...] = (
             self._writer or InlineLedgerSink(ledger),
             *sinks,
@@ -420,6 +450,19 @@ class CostTracker:
     def write_errors(self) -> int:
         """Failed ledger write attempts so far (records are kept and retried, not dropped)."""
         return self._writer.errors if self._writer is not None else 0
+
+    @property
+    def dead_letter_path(self) -> Path | None:
+        """The file keeping records the ledger refused (`agent_finops.sinks.read_dead_letters`).
+
+        None when writes are inline (`background=False`): a refused write raises instead.
+        """
+        return self._writer.dead_letter_path if self._writer is not None else None
+
+    @property
+    def dead_lettered(self) -> int:
+        """Records the ledger did not take, kept in the dead-letter file, so far."""
+        return self._writer.dead_lettered if self._writer is not None else 0
 
 
 BUCKET_TAG = "cost_bucket"

@@ -20,6 +20,7 @@ from agent_finops import (
     UnpricedWarning,
     attribute,
 )
+from agent_finops.sinks import read_dead_letters
 
 U = TokenUsage(uncached_input_tokens=1000, output_tokens=100)
 PRICE = (1000 * Decimal("0.15") + 100 * Decimal("0.60")) / Decimal(1_000_000)  # gpt-4o-mini
@@ -258,8 +259,10 @@ def test_one_bad_record_does_not_wedge_the_writer(
     tracker.end_span("root")
     report = tracker.report("root")  # flushes: must not hang or raise
     assert report.totals.model_calls == 2 and report.total_cost == 2 * PRICE
-    assert tracker._writer is not None and tracker._writer.dropped == 1
-    assert "refused" in caplog.text
+    assert tracker.dead_lettered == 1 and tracker.dead_letter_path is not None
+    kept = read_dead_letters(tracker.dead_letter_path)  # kept, not dropped
+    assert [(k.kind, getattr(k.record, "name", None)) for k in kept] == [("event", "poison")]
+    assert "value too long" in kept[0].error and "refused" in caplog.text
     tracker.close()
 
 
