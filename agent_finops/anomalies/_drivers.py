@@ -76,9 +76,9 @@ def top_drivers(
     ranked.sort(key=lambda r: (-r[0], r[1], r[2][1]))
     drivers = []
     for _, _, (name, value), observed, expected in ranked[:count]:
-        driver = {name: value, "cost": format(observed, "f")}
+        driver = {name: value, "cost": _plain(observed)}
         if expected is not None:
-            driver["expected"] = format(expected, "f")
+            driver["expected"] = _plain(expected)
         drivers.append(driver)
     return drivers
 
@@ -89,3 +89,8 @@ def _event_value(event: CostEvent, name: str) -> str | None:
     if name == "model":
         return event.name if event.kind == "model" else None
     return event.name if event.kind == "tool" else None
+
+
+def _plain(amount: Decimal) -> str:
+    """`40`, `0.5372`: exact, without the trailing zeros a NUMERIC column pads with."""
+    return format(amount.normalize(), "f")

@@ -28,7 +28,7 @@ DEFAULT_SPIKE_Z: Final = 3.5
 DEFAULT_SPIKE_MIN_COST: Final = Decimal("1")
 DEFAULT_SPIKE_MIN_RATIO: Final = Decimal("1.5")
 DEFAULT_SPIKE_MIN_SAMPLES: Final = 3
-DEFAULT_SPIKE_MIN_HISTORY: Final = 24
+DEFAULT_SPIKE_MIN_HISTORY: Final = 72
 DEFAULT_SPIKE_SIGMA_FLOOR: Final = Decimal("0.1")
 
 
@@ -47,7 +47,8 @@ class CostSpikeRule:
     min_samples: int = DEFAULT_SPIKE_MIN_SAMPLES
     """Hours a baseline needs (same weekday and hour, else same hour, else any hour)."""
     min_history: int = DEFAULT_SPIKE_MIN_HISTORY
-    """Hours of history a scope needs before any of its hours is judged."""
+    """Hours of history a scope needs before any of its hours is judged (three days: every
+    hour of the day then has three samples)."""
     sigma_floor: Decimal = DEFAULT_SPIKE_SIGMA_FLOOR
     """The spread is at least this fraction of the median (a flat history has MAD 0)."""
 
