@@ -1,4 +1,4 @@
-"""agent-finops in Slack: approval buttons, threshold alerts, and `agent-finops serve`.
+"""agent-finops in Slack: approval buttons, threshold and spend alerts, `agent-finops serve`.
 
 Approval requests are posted with Approve/Deny buttons; the approver service decides the
 clicks and resumes the paused runs.
@@ -30,6 +30,8 @@ if _MISSING:  # checked without importing them: `agent-finops runs` must stay fa
     )
 
 if TYPE_CHECKING:
+    from agent_finops_slack._alert_channel import SlackAlertChannel
+    from agent_finops_slack._alert_message import anomaly_message
     from agent_finops_slack._channel import SlackChannel
     from agent_finops_slack._client import RetryAfterHandler, web_client
     from agent_finops_slack._config import (
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = [
     # the channel
     "SlackChannel",
+    "SlackAlertChannel",
     "SlackStore",
     "SlackPost",
     "web_client",
@@ -80,6 +83,7 @@ __all__ = [
     "request_message",
     "decided_message",
     "alert_message",
+    "anomaly_message",
     "cost_drivers",
     "CostDriver",
     "APPROVE_ACTION",
@@ -91,6 +95,8 @@ __all__ = [
 
 _HOME = {
     "SlackChannel": "_channel",
+    "SlackAlertChannel": "_alert_channel",
+    "anomaly_message": "_alert_message",
     "SlackStore": "_store",
     "SlackPost": "_store",
     "web_client": "_client",
