@@ -11,6 +11,7 @@ from types import ModuleType
 
 from agent_finops.approvals import ApprovalService, Approver, ResumeTargets, approval_payload
 from agent_finops.approvals._answer import to_extra
+from agent_finops.cli import _dashboard
 from agent_finops.cli._args import limit_arg as _limit
 from agent_finops.cli._args import text_arg as _text
 from agent_finops.cli._plugins import add_plugin_commands
@@ -21,7 +22,7 @@ from agent_finops.reports import load_run_report, money, write_html
 ENV_URL = "AGENT_FINOPS_DB_URL"
 ENV_TARGETS = "AGENT_FINOPS_RESUME_TARGETS"
 
-COMMAND_MODULES: tuple[ModuleType, ...] = ()
+COMMAND_MODULES: tuple[ModuleType, ...] = (_dashboard,)
 """Built-in commands kept in their own modules: each has `register(sub, common)`, which adds
 its parser and sets `with_ledger=run` on it, `run(ledger, args) -> int` getting the ledger
 opened read-only (`create=False`)."""
