@@ -508,7 +508,7 @@ def _burn(data: Mapping[str, Any]) -> str:
                 else ""
             )
             + "</td>",
-            f'<td class="barcell">{bar}</td>',
+            f'<td class="burncell">{bar}</td>',
             f"<td>{_pct(f'{p}.used_share', r['used_share'])}</td>",
             f"<td>{_pct(f'{p}.elapsed_share', r['elapsed_share'])}</td>",
             f"<td>{_money(f'{p}.daily_rate_usd', r['daily_rate_usd'])}</td>",
