@@ -535,7 +535,7 @@ def _burn(data: Mapping[str, Any]) -> str:
     return (
         head
         + table
-        + f'<p class="note">Forecast: {_e(b["estimator"])}, rounded to a millionth of a '
+        + f'<p class="note">Estimator: {_e(b["estimator"])}, rounded to a millionth of a '
         f"dollar. Periods are the policy's, in {_e(b['policy_timezone'])}.</p>"
         + (f'<p class="note">Not shown (no period burn):</p><ul>{skipped}</ul>' if skipped else "")
         + (f'<p class="note">Only the most used scopes of: {truncated}.</p>' if truncated else "")
