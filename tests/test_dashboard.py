@@ -483,3 +483,17 @@ def test_budget_status(ledger: Ledger, limit: str, status: str) -> None:
     policy = Policy.from_mapping({"budgets": [{"id": "m", "limit": limit, "period": "monthly"}]})
     (burn,) = _board(ledger, policy=policy).to_dict()["budgets"]["burn"]
     assert burn["status"] == status
+
+
+def test_the_docs_python_snippet_runs(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "dashboard.md").read_text()
+    snippet = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "policy.yaml").write_text(json.dumps(POLICY))
+    scope: dict[str, Any] = {"ledger": ledger}
+    exec(compile(snippet, "docs/dashboard.md", "exec"), scope)
+    board = scope["board"]
+    assert isinstance(board, Dashboard) and list(board.to_dict()["groups"]) == ["team"]
+    assert (tmp_path / "spend.html").read_text() == render_dashboard_html(board)

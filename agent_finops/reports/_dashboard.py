@@ -12,7 +12,7 @@ rounded half-even to `DERIVED_PLACES` and say so in the docs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any, Final
@@ -585,25 +585,15 @@ def _with_budgets(board: Dashboard, ledger: Ledger, policy: Policy) -> Dashboard
         if budget.period in ("run", "task"):
             burns.skipped.append((budget.id, f"a per-{budget.period} cost cap, not a period"))
             continue
-        rows = _burn_rows(ledger, budget, _window_for(budget.period, at, ptz, window=budget.window),
-                          board.as_of)  # fmt: skip
+        period = _window_for(budget.period, at, ptz, window=budget.window)
+        rows = _burn_rows(ledger, budget, period, board.as_of)
         if len(rows) > MAX_BUDGET_ROWS:
             burns.truncated.append(budget.id)
         burns.rows += rows[:MAX_BUDGET_ROWS]
         if not budget.scope.root and budget.period in _CHARTED_PERIODS:
             burns.lines.append(_line(ledger, budget, board.days, ptz))
-    return Dashboard(
-        timezone=board.timezone,
-        first_day=board.first_day,
-        last_day=board.last_day,
-        generated_at=board.generated_at,
-        as_of=board.as_of,
-        dimensions=board.dimensions,
-        totals=board.totals,
-        days=board.days,
-        groups=board.groups,
-        anomalies=board.anomalies,
-        anomalies_truncated=board.anomalies_truncated,
+    return replace(
+        board,
         budgets=tuple(burns.rows),
         budget_lines=tuple(burns.lines),
         skipped_budgets=tuple(burns.skipped),

@@ -18,8 +18,15 @@ from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from agent_finops.exceptions import ConfigurationError
-from agent_finops.reports._html import _CSP, _CSS, _cost_cell, _e, _fig, _int, _money
+from agent_finops.reports._html import (
+    _cost_cell,
+    _document,
+    _e,
+    _fig,
+    _int,
+    _money,
+    _write_page,
+)
 
 __all__ = ["render_dashboard_html", "write_dashboard_html"]
 
@@ -56,15 +63,12 @@ def render_dashboard_html(dashboard: Any, *, title: str | None = None) -> str:
             _footer(data),
         )
     )
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<meta name="color-scheme" content="light dark">'
-        f"<title>{_e(page_title)}</title><style>{_CSS}{_DASH_CSS}</style></head>"
-        f'<body><main class="dashboard" data-schema-version="{_e(data["schema_version"])}">'
-        f"{body}</main></body></html>\n"
+    return _document(
+        page_title,
+        body,
+        schema_version=data["schema_version"],
+        css=_DASH_CSS,
+        main_class="dashboard",
     )
 
 
@@ -73,16 +77,7 @@ def write_dashboard_html(dashboard: Any, path: str | os.PathLike[str]) -> Path:
 
     A path that cannot be written is a `ConfigurationError` naming it.
     """
-    target = Path(path)
-    try:
-        target.write_text(render_dashboard_html(dashboard), encoding="utf-8")
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot write the HTML dashboard: {exc.strerror or exc}",
-            field="--html",
-            value=str(path),
-        ) from None
-    return target
+    return _write_page(render_dashboard_html(dashboard), path, "dashboard")
 
 
 # -- pieces ---------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_harness import DESKTOP, Browser, Visit
+from browser_harness import DESKTOP, Browser, resolve, shown
 
 from agent_finops.cli import main as cli
 from agent_finops.ledger import AlertRecord, CostEvent, RunRecord, SQLLedger
@@ -165,33 +165,6 @@ def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Board]:
 FIRST_START = datetime.combine(FIRST, datetime.min.time(), tzinfo=UTC)
 
 
-def _resolve(data: Any, path: str) -> Any:
-    for part in path.split("."):
-        data = data[int(part)] if isinstance(data, list) else data[part]
-    return data
-
-
-def _shown(kind: str, text: str) -> Decimal:
-    """Parse a figure as displayed: `$1,234.5`, `1,234`, `93.02%`."""
-    text = text.replace(",", "").strip()
-    if kind == "money":
-        negative = text.startswith("-")
-        value = Decimal(text.lstrip("-").removeprefix("$"))
-        return -value if negative else value
-    if kind == "pct":
-        return Decimal(text.removesuffix("%")) / 100
-    return Decimal(text)
-
-
-def _points(visit: Visit, selector: str, attrs: tuple[str, ...]) -> list[dict[str, str]]:
-    result: list[dict[str, str]] = visit.page.evaluate(
-        "([sel, attrs]) => Array.from(document.querySelectorAll(sel)).map("
-        "e => Object.fromEntries(attrs.map(a => [a, e.getAttribute(a)])))",
-        [selector, list(attrs)],
-    )
-    return result
-
-
 def _required_paths(data: dict[str, Any]) -> set[str]:
     """The JSON figures the page must show, each at least once."""
     keys = ("cost_usd", "unpriced", "model_calls", "tool_calls", "runs", "tasks")
@@ -251,9 +224,9 @@ def test_every_figure_equals_the_json(browser: Browser, board: Board) -> None:
         visit.assert_quiet()
     assert len(figures) > 300
     for fig in figures:
-        expected = _resolve(board.data, fig["path"])
+        expected = resolve(board.data, fig["path"])
         assert fig["value"] == str(expected), fig
-        assert _shown(fig["kind"], fig["text"]) == Decimal(str(expected)), fig
+        assert shown(fig["kind"], fig["text"]) == Decimal(str(expected)), fig
     missing = _required_paths(board.data) - {f["path"] for f in figures}
     assert not missing, sorted(missing)
     assert not stray, stray  # every amount on the page is one of the checked figures
@@ -261,14 +234,18 @@ def test_every_figure_equals_the_json(browser: Browser, board: Board) -> None:
 
 def test_chart_points_match_the_ledger(browser: Browser, board: Board) -> None:
     with browser.open(board.path) as visit:
-        bars = _points(visit, "#spend-chart rect.day", ("data-date", "data-cost", "data-unpriced", "y", "height"))  # fmt: skip
-        limits = _points(visit, "#spend-chart line.limit", ("data-budget", "data-limit", "y1"))
-        marks = _points(visit, "#spend-chart line.alert", ("data-alert-id", "data-date", "x1"))
-        dots = _points(visit, "#cpt-chart line.dot", ("data-date", "data-value", "data-tasks"))
-        teams = _points(visit, "#by-team rect", ("data-key", "data-none", "data-cost", "width"))
-        agents = _points(visit, "#by-agent rect", ("data-key", "data-cost"))
-        period = _points(visit, "#period-chart-0 line.dot", ("data-date", "data-to-date", "data-pace"))  # fmt: skip
-        burn = _points(visit, "#burn rect.used", ("data-json", "data-used", "width"))
+        bars = visit.attributes(
+            "#spend-chart rect.day", ("data-date", "data-cost", "data-unpriced", "y", "height")
+        )
+        limits = visit.attributes("#spend-chart line.limit", ("data-budget", "data-limit", "y1"))
+        marks = visit.attributes("#spend-chart line.alert", ("data-alert-id", "data-date", "x1"))
+        dots = visit.attributes("#cpt-chart line.dot", ("data-date", "data-value", "data-tasks"))
+        teams = visit.attributes("#by-team rect", ("data-key", "data-none", "data-cost", "width"))
+        agents = visit.attributes("#by-agent rect", ("data-key", "data-cost"))
+        period = visit.attributes(
+            "#period-chart-0 line.dot", ("data-date", "data-to-date", "data-pace")
+        )
+        burn = visit.attributes("#burn rect.used", ("data-json", "data-used", "width"))
         visit.assert_quiet()
 
     cost: dict[str, Decimal] = defaultdict(Decimal)
@@ -342,7 +319,7 @@ def test_chart_points_match_the_ledger(browser: Browser, board: Board) -> None:
     rows = board.data["budgets"]["burn"]
     assert len(burn) == len(rows) == 2 + len(TEAMS)
     for b in burn:
-        row = _resolve(board.data, b["data-json"])
+        row = resolve(board.data, b["data-json"])
         spent = Decimal(row["spent_usd"])
         assert b["data-used"] == row["used_share"]
         assert (
