@@ -11,7 +11,14 @@ from types import ModuleType
 
 from agent_finops.approvals import ApprovalService, Approver, ResumeTargets, approval_payload
 from agent_finops.approvals._answer import to_extra
-from agent_finops.cli import _alerts, _chargeback, _export, _finance_report, _rollup
+from agent_finops.cli import (
+    _alerts,
+    _chargeback,
+    _dashboard,
+    _export,
+    _finance_report,
+    _rollup,
+)
 from agent_finops.cli._args import limit_arg as _limit
 from agent_finops.cli._args import text_arg as _text
 from agent_finops.cli._plugins import add_plugin_commands
@@ -28,6 +35,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     _chargeback,
     _finance_report,
     _alerts,
+    _dashboard,
 )
 """Built-in commands kept in their own modules: each has `register(sub, common)`, which adds
 its parser and sets `with_ledger=run` on it, `run(ledger, args) -> int` getting the ledger

@@ -1,5 +1,17 @@
-"""Reports built from the ledger: the per-run cost report (tree and rollups)."""
+"""Reports built from the ledger: the per-run cost report (tree and rollups) and the dashboard."""
 
+from agent_finops.reports._dashboard import (
+    DASHBOARD_SCHEMA_VERSION,
+    Anomaly,
+    BudgetBurn,
+    BudgetLine,
+    Dashboard,
+    DaySpend,
+    GroupSpend,
+    SpendFigures,
+    build_dashboard,
+)
+from agent_finops.reports._dashboard_html import render_dashboard_html, write_dashboard_html
 from agent_finops.reports._html import money_text, render_html, write_html
 from agent_finops.reports._render import money, render_policy, render_text
 from agent_finops.reports._run_report import (
@@ -15,6 +27,17 @@ from agent_finops.reports._run_report import (
 )
 
 __all__ = [
+    "DASHBOARD_SCHEMA_VERSION",
+    "Anomaly",
+    "BudgetBurn",
+    "BudgetLine",
+    "Dashboard",
+    "DaySpend",
+    "GroupSpend",
+    "SpendFigures",
+    "build_dashboard",
+    "render_dashboard_html",
+    "write_dashboard_html",
     "REPORT_SCHEMA_VERSION",
     "Rollup",
     "RunReport",

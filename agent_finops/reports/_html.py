@@ -72,14 +72,25 @@ def render_html(report: Any, *, title: str | None = None) -> str:
             _prices(data),
         )
     )
+    return _document(page_title, body, schema_version=data.get("schema_version"))
+
+
+def _document(
+    title: str, body: str, *, schema_version: object, css: str = "", main_class: str = ""
+) -> str:
+    """A whole page around `body`: CSP, viewport, both colour schemes, the style sheet + `css`.
+
+    Shared by the run report and the spend dashboard.
+    """
+    cls = f' class="{_e(main_class)}"' if main_class else ""
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="color-scheme" content="light dark">'
-        f"<title>{_e(page_title)}</title><style>{_CSS}</style></head>"
-        f'<body><main data-schema-version="{_e(data.get("schema_version"))}">{body}</main>'
+        f"<title>{_e(title)}</title><style>{_CSS}{css}</style></head>"
+        f'<body><main{cls} data-schema-version="{_e(schema_version)}">{body}</main>'
         "</body></html>\n"
     )
 
@@ -89,12 +100,17 @@ def write_html(report: Any, path: str | os.PathLike[str]) -> Path:
 
     A path that cannot be written is a `ConfigurationError` naming it.
     """
+    return _write_page(render_html(report), path, "report")
+
+
+def _write_page(page: str, path: str | os.PathLike[str], what: str) -> Path:
+    """Write a page (UTF-8); a path that cannot be written is a `ConfigurationError`."""
     target = Path(path)
     try:
-        target.write_text(render_html(report), encoding="utf-8")
+        target.write_text(page, encoding="utf-8")
     except OSError as exc:
         raise ConfigurationError(
-            f"cannot write the HTML report: {exc.strerror or exc}", field="--html", value=str(path)
+            f"cannot write the HTML {what}: {exc.strerror or exc}", field="--html", value=str(path)
         ) from None
     return target
 

@@ -11,7 +11,8 @@ repository root), which CI can keep.
 The page-level checks shared by every report page are here too: `figures()` reads every
 `<data class="fig">` back, `stray_money()` finds money printed outside one, `contrast()`
 measures text against its background, `overflows()` tells whether the page is wider than
-the viewport.
+the viewport, `attributes()` reads chart points back; `resolve()` finds a figure's value in
+the page's JSON and `shown()` parses a figure as displayed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -108,11 +110,39 @@ class Visit:
         result: list[dict[str, Any]] = self.page.evaluate(_CONTRAST_JS, selector)
         return result
 
+    def attributes(self, selector: str, names: tuple[str, ...]) -> list[dict[str, str]]:
+        """The attributes `names` of every element matching `selector` (chart points)."""
+        result: list[dict[str, str]] = self.page.evaluate(
+            "([sel, attrs]) => Array.from(document.querySelectorAll(sel)).map("
+            "e => Object.fromEntries(attrs.map(a => [a, e.getAttribute(a)])))",
+            [selector, list(names)],
+        )
+        return result
+
     def overflows(self) -> bool:
         """Whether the document is wider than the viewport (a horizontal page scroll)."""
         return bool(
             self.page.evaluate("() => document.documentElement.scrollWidth > window.innerWidth")
         )
+
+
+def resolve(data: Any, path: str) -> Any:
+    """The value at a figure's `data-json` path (`days.3.cost_usd`) in the page's JSON."""
+    for part in path.split("."):
+        data = data[int(part)] if isinstance(data, list) else data[part]
+    return data
+
+
+def shown(kind: str, text: str) -> Decimal:
+    """Parse a figure as displayed: `$1,234.5`, `1,234`, `93.02%`."""
+    text = text.replace(",", "").strip()
+    if kind == "money":
+        negative = text.startswith("-")
+        value = Decimal(text.lstrip("-").removeprefix("$"))
+        return -value if negative else value
+    if kind == "pct":
+        return Decimal(text.removesuffix("%")) / 100
+    return Decimal(text)
 
 
 class Browser:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_harness import DESKTOP, PHONE, Browser
+from browser_harness import DESKTOP, PHONE, Browser, resolve, shown
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
@@ -138,24 +138,6 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Page]]
 NAMES = ["tracked", "paused", "capped", "looped", "hostile"]
 
 
-def _resolve(data: Any, path: str) -> Any:
-    for part in path.split("."):
-        data = data[int(part)] if isinstance(data, list) else data[part]
-    return data
-
-
-def _shown(kind: str, text: str) -> Decimal:
-    """Parse a figure as displayed: `$1,234.5`, `1,234`, `93.02%`."""
-    text = text.replace(",", "").strip()
-    if kind == "money":
-        negative = text.startswith("-")
-        value = Decimal(text.lstrip("-").removeprefix("$"))
-        return -value if negative else value
-    if kind == "pct":
-        return Decimal(text.removesuffix("%")) / 100
-    return Decimal(text)
-
-
 def _spans(tree: dict[str, Any], path: str = "tree") -> Iterator[tuple[str, dict[str, Any]]]:
     yield path, tree
     for i, child in enumerate(tree["children"]):
@@ -233,14 +215,14 @@ def test_every_figure_equals_the_json_report(
         visit.assert_quiet()
     assert figures
     for fig in figures:
-        expected = _resolve(page.data, fig["path"])
+        expected = resolve(page.data, fig["path"])
         assert fig["value"] == str(expected), fig
-        assert _shown(fig["kind"], fig["text"]) == Decimal(str(expected)), fig
+        assert shown(fig["kind"], fig["text"]) == Decimal(str(expected)), fig
     missing = _required_paths(page.data) - {f["path"] for f in figures}
     assert not missing, sorted(missing)
     assert not stray, stray  # every amount on the page is one of the checked figures
     for path, text in durations:
-        span = page.data["run"] if path == "run" else _resolve(page.data, path)
+        span = page.data["run"] if path == "run" else resolve(page.data, path)
         seconds = (
             datetime.fromisoformat(span["ended_at"]) - datetime.fromisoformat(span["started_at"])
         ).total_seconds()
@@ -252,22 +234,12 @@ def test_every_figure_equals_the_json_report(
         )
 
 
-def _bars(visit: Any, selector: str, attrs: tuple[str, ...]) -> list[dict[str, str]]:
-    result: list[dict[str, str]] = visit.page.evaluate(
-        "([sel, attrs]) => Array.from(document.querySelectorAll(sel)).map("
-        "e => Object.fromEntries(attrs.map(a => [a, e.getAttribute(a)])))",
-        [selector, list(attrs)],
-    )
-    return result
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_chart_points_match_the_ledger(browser: Browser, pages: dict[str, Page], name: str) -> None:
     page = pages[name]
     trace = page.trace
     with browser.open(page.path) as visit:
-        bars = _bars(
-            visit,
+        bars = visit.attributes(
             "#waterfall rect.bar",
             (
                 "data-span-id",
@@ -281,11 +253,11 @@ def test_chart_points_match_the_ledger(browser: Browser, pages: dict[str, Page],
             ),
         )
         rollups = {
-            key: _bars(visit, f"#{key} rect", ("data-key", "data-cost", "width"))
+            key: visit.attributes(f"#{key} rect", ("data-key", "data-cost", "width"))
             for key in ("by_node", "by_model", "by_tool")
         }
-        tokens = _bars(visit, "#tokens-chart rect", ("data-json", "data-value", "width"))
-        marks = _bars(visit, "#waterfall line.mark", ("data-json", "data-action", "data-at"))
+        tokens = visit.attributes("#tokens-chart rect", ("data-json", "data-value", "width"))
+        marks = visit.attributes("#waterfall line.mark", ("data-json", "data-action", "data-at"))
         visit.assert_quiet()
 
     # Waterfall: one bar per reported span, at the ledger's times, with the ledger's own cost.
