@@ -316,7 +316,7 @@ class AnomalyScanner:
         self, windows: Sequence[Window], measure: _Measure
     ) -> dict[tuple[tuple[str, ...], _Key], dict[int, Decimal]]:
         """`measure` of each scope's group in each window (window index -> value)."""
-        found = self.ledger.aggregate(by=self.dimensions, windows=windows)
+        found = self.ledger.aggregate(by=self.dimensions, windows=windows, distinct=False)
         positions = [tuple(self.dimensions.index(d) for d in dims) for dims in self.scopes]
         series: dict[tuple[tuple[str, ...], _Key], dict[int, Decimal]] = defaultdict(
             lambda: defaultdict(Decimal)

@@ -60,8 +60,10 @@ def aggregate_groups_by_tags_and_windows(s: Subject) -> None:
         ],
     )
     found = s.ledger.aggregate(by=["team"], windows=[(T0, T0 + H), (T0, T0 + 2 * H)], runtime=True)
-    plain = s.ledger.aggregate(by=["team"], windows=[(T0, T0 + H)])
+    plain = s.ledger.aggregate(by=["team"], windows=[(T0, T0 + H)], distinct=False)
     assert [a.totals.runtime_seconds for a in plain] == [0.0, 0.0]  # not asked for
+    assert [(a.totals.runs, a.totals.tasks) for a in plain] == [(0, 0), (0, 0)]
+    assert [a.totals.cost for a in plain] == [D("0.05"), D("1.8")]
     assert [(a.window, a.group) for a in found] == [
         (0, (None,)),
         (0, ("search",)),

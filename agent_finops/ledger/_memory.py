@@ -335,6 +335,7 @@ class InMemoryLedger(LedgerBase):
         windows: Sequence[Window],
         where: Mapping[str, Sequence[str]] | None = None,
         runtime: bool = False,
+        distinct: bool = True,
     ) -> list[Aggregate]:
         """See `Ledger.aggregate`."""
         dims, spans, filters = check_query(by, windows, where)
@@ -345,7 +346,11 @@ class InMemoryLedger(LedgerBase):
                 for r in self._runs.values()
                 if r.ended_at is not None and runtime
             }
-        return aggregate_events(events, seconds, dims, spans, filters)
+        found = aggregate_events(events, seconds, dims, spans, filters)
+        if not distinct:
+            for a in found:
+                a.totals.runs = a.totals.tasks = 0
+        return found
 
     def iter_events(
         self,

@@ -288,6 +288,7 @@ class Ledger(Protocol):
         windows: Sequence[Window],
         where: Mapping[str, Sequence[str]] | None = None,
         runtime: bool = False,
+        distinct: bool = True,
     ) -> list[Aggregate]:
         """Totals of the cost events in each `[start, end)` window, grouped by tag values.
 
@@ -296,7 +297,9 @@ class Ledger(Protocol):
         backend (in SQL on SQL backends), exactly. Windows may overlap (an event counts in
         each). Only groups with events are returned, ordered by window, then group (None
         first). With `runtime`, `runtime_seconds` is filled too (the group's runs' wall-clock
-        time: a join with the runs, so a second pass; zero otherwise). Raises
+        time: a join with the runs, so a second pass; zero otherwise). With
+        `distinct=False`, `runs` and `tasks` are not counted (zero): one statement less per
+        window, for callers that only need sums (anomaly scans over many windows). Raises
         `ConfigurationError` for a bad tag name, a naive or empty window, too many tags
         (`MAX_DIMENSIONS`) or windows (`MAX_WINDOWS`).
         """

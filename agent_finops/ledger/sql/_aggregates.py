@@ -137,6 +137,7 @@ def aggregate(
     where: Mapping[str, tuple[str, ...]],
     *,
     runtime: bool,
+    distinct: bool = True,
 ) -> list[Aggregate]:
     """See `Ledger.aggregate` (arguments already checked)."""
     if not windows:
@@ -172,7 +173,7 @@ def aggregate(
                 if totals is None:
                     totals = by_key[key] = EventTotals(cost_by_bucket=dict.fromkeys(BUCKETS, _ZERO))
                 needs_rows = _fold(totals, row[n:], dialect) or needs_rows
-            for row in conn.execute(counted, bounds):
+            for row in conn.execute(counted, bounds) if distinct else ():
                 totals = by_key[tuple(row[:n])]
                 totals.runs, totals.tasks = int(row[n]), int(row[n + 1])
             groups: list[Aggregate] = []

@@ -337,11 +337,12 @@ class SQLLedger(LedgerBase):
         windows: Sequence[Window],
         where: Mapping[str, Sequence[str]] | None = None,
         runtime: bool = False,
+        distinct: bool = True,
     ) -> list[Aggregate]:
         """See `Ledger.aggregate`: one grouped SQL statement per window."""
         dims, spans, filters = check_query(by, windows, where)
         return _sql_aggregates.aggregate(
-            self.engine, self._sql, dims, spans, filters, runtime=runtime
+            self.engine, self._sql, dims, spans, filters, runtime=runtime, distinct=distinct
         )
 
     def iter_events(
