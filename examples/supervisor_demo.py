@@ -37,6 +37,7 @@ import sqlite3
 import sys
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from langgraph.types import Command
 
 from agent_finops import CostTracker, ModelPrice, PriceBook, PricingConfig, SQLLedger, ToolFee
 from agent_finops.approvals import ResumeRequest, ResumeTargets
+from agent_finops.cli import main as cli
 from agent_finops.policy import Policy
 from agent_finops.reports import render_policy
 from agent_finops_langgraph import FinOpsCallbackHandler, guard_node
@@ -245,7 +247,37 @@ def main(argv: Sequence[str] | None = None) -> str:
     trace_id = track_one_run(args.db)
     if not args.no_policy:
         enforce_policy(args.db, args.checkpoints, args.approve)
+    finance_view(args.db)
     return trace_id
+
+
+def finance_view(db: str) -> None:
+    """Part 3: the same ledger as finance reads it: rolled up by tags, computed in SQL."""
+    print()
+    print("=" * 100)
+    print("PART 3 - finance: every run so far in this ledger, rolled up by team and agent")
+    print("=" * 100)
+    today = datetime.now(UTC).date()
+    since, until = (today - timedelta(days=1)).isoformat(), (today + timedelta(days=1)).isoformat()
+    cli(
+        [
+            "rollup",
+            "--db",
+            db,
+            "--by",
+            "team,agent",
+            "--period",
+            "all",
+            "--from",
+            since,
+            "--to",
+            until,
+        ]
+    )
+    print(
+        "\nMore: agent-finops rollup --by team,project --period day --csv | finance-report "
+        "--month YYYY-MM | export --day YYYY-MM-DD | dashboard --html spend.html (docs/finops.md)"
+    )
 
 
 def track_one_run(db: str) -> str:
