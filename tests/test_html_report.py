@@ -109,3 +109,61 @@ def test_renders_from_the_json_mapping(tmp_path: Path) -> None:
         t = CostTracker(ledger, background=False)
         report = t.report("run-1")
     assert render_html(report) == render_html(report.to_dict())
+
+
+class _Clock:
+    def __init__(self) -> None:
+        from datetime import UTC, datetime
+
+        self.now = datetime(2026, 11, 20, 9, tzinfo=UTC)
+
+    def __call__(self) -> object:
+        return self.now
+
+    def tick(self, seconds: float) -> None:
+        from datetime import timedelta
+
+        self.now += timedelta(seconds=seconds)
+
+
+def _attrs(page: str, selector: str) -> list[dict[str, str]]:
+    found: list[dict[str, str]] = []
+
+    class _P(html.parser.HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            values = {k: v or "" for k, v in attrs}
+            if tag == "rect" and selector in values.get("class", "").split():
+                found.append(values)
+
+    _P().feed(page)
+    return found
+
+
+def test_a_long_pause_in_a_thread_is_squashed_on_the_waterfall(tmp_path: Path) -> None:
+    """Two runs of a thread three hours apart: the gap is a short marked break, not 99%."""
+    clock = _Clock()
+    with SQLLedger.from_url(f"sqlite:///{tmp_path / 'l.sqlite'}") as ledger:
+        t = CostTracker(ledger, background=False, clock=clock)
+        for run in ("r1", "r2"):
+            t.start_span(run, parent_span_id=None, name="graph", kind="chain", thread_id="th")
+            t.start_span(f"{run}-m", parent_span_id=run, name="llm", kind="model")
+            clock.tick(2)
+            t.record_model_call(
+                f"{run}-m",
+                model="gpt-4o-mini",
+                provider="openai",
+                usage=TokenUsage(uncached_input_tokens=10, output_tokens=5),
+            )
+            t.end_span(f"{run}-m")
+            t.end_span(run)
+            clock.tick(3 * 3600)  # paused for approval
+        page = render_html(t.report("r2"))  # the whole thread
+    (gap,) = _attrs(page, "gap")
+    assert abs(float(gap["data-gap-seconds"]) - 3 * 3600) < 1
+    assert float(gap["width"]) < 100  # a break of a few percent of the 1000-wide axis
+    bars = {b["data-span-id"]: b for b in _attrs(page, "bar")}
+    first, second = float(bars["r1-m"]["x"]), float(bars["r2-m"]["x"])
+    assert first < float(gap["x"]) < second
+    # each run's call is wide enough to see: about half of the busy axis, not 0.02%
+    assert float(bars["r1-m"]["width"]) > 300 and float(bars["r2-m"]["width"]) > 300
+    assert "idle for" in page

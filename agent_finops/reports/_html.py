@@ -370,26 +370,106 @@ def _unpriced(spans: Sequence[_Span], totals: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Axis:
+    """Time to x: linear, except that long idle gaps are squashed to a short break.
+
+    A thread paused for approval for hours would otherwise leave its work as two slivers at
+    the ends of the axis; squashed, both sides stay readable.
+    """
+
     start: datetime
     seconds: float
+    """Real seconds from the first to the last moment shown."""
+    gaps: tuple[tuple[float, float], ...] = ()
+    """Squashed gaps, as (start, end) in real seconds from `start`."""
+    squash: float = 0.0
+    """Axis seconds a squashed gap takes."""
+
+    @property
+    def span(self) -> float:
+        """Axis seconds from start to end (real seconds less what the gaps lost)."""
+        return self.axis_seconds(self.seconds)
+
+    def axis_seconds(self, real: float) -> float:
+        """Real seconds from the start as axis seconds."""
+        out = real
+        for lo, hi in self.gaps:
+            if real >= hi:
+                out -= (hi - lo) - self.squash
+            elif real > lo:
+                out -= (real - lo) - (real - lo) / (hi - lo) * self.squash
+        return out
+
+    def real_seconds(self, axis: float) -> float:
+        """The inverse of `axis_seconds`."""
+        real = axis
+        for lo, hi in self.gaps:
+            start = self.axis_seconds(lo)
+            if axis >= start + self.squash:
+                real += (hi - lo) - self.squash
+            elif axis > start:
+                return lo + (axis - start) / self.squash * (hi - lo) if self.squash else lo
+        return real
 
     def x(self, text: str | None) -> float:
         t = _time(text)
         if t is None:
             return float(_WIDTH)
-        return max(0.0, min(1.0, (t - self.start).total_seconds() / self.seconds)) * _WIDTH
+        real = max(0.0, min(self.seconds, (t - self.start).total_seconds()))
+        return self.axis_seconds(real) / self.span * _WIDTH
+
+
+SQUASH_GAP_SECONDS: Final = 600
+"""An idle gap longer than this (and than a quarter of everything shown) is squashed."""
+_SQUASHED_SHARE: Final = 0.04
+"""Share of the axis a squashed gap takes."""
 
 
 def _axis(data: Mapping[str, Any], spans: Sequence[_Span]) -> _Axis:
-    times = [
-        t
-        for s in spans
-        for t in (_time(s.data["started_at"]), _time(s.data["ended_at"]))
-        if t is not None
-    ]
-    times += [t for d in data.get("decisions", ()) if (t := _time(d["at"])) is not None]
-    start, end = min(times), max(times)
-    return _Axis(start, max((end - start).total_seconds(), 1e-6))
+    """The axis from the first to the last moment; idle gaps between *leaf* spans squashed.
+
+    Leaves only: a run (or the thread's root) spans its own pauses, its leaves do not.
+    """
+    intervals, leaves = [], []
+    for i, s in enumerate(spans):
+        lo, hi = _time(s.data["started_at"]), _time(s.data["ended_at"])
+        if lo is None:
+            continue
+        intervals.append((lo, hi or lo))
+        if i + 1 == len(spans) or spans[i + 1].depth <= s.depth:
+            leaves.append((lo, hi or lo))
+    moments = [(t, t) for d in data.get("decisions", ()) if (t := _time(d["at"])) is not None]
+    intervals += moments
+    start = min(lo for lo, _ in intervals)
+    end = max(hi for _, hi in intervals)
+    seconds = max((end - start).total_seconds(), 1e-6)
+    gaps: list[tuple[float, float]] = []
+    reach = start
+    for lo, hi in sorted([*leaves, *moments, (end, end)]):
+        idle = (lo - reach).total_seconds()
+        if idle > SQUASH_GAP_SECONDS and idle > seconds / 4:
+            gaps.append(((reach - start).total_seconds(), (lo - start).total_seconds()))
+        reach = max(reach, hi)
+    if not gaps:
+        return _Axis(start, seconds)
+    busy = max(seconds - sum(hi - lo for lo, hi in gaps), 1e-3)
+    # Each gap takes `_SQUASHED_SHARE` of the axis: squash = share x (busy + n x squash).
+    share = min(_SQUASHED_SHARE, 0.5 / len(gaps))
+    squash = busy * share / (1 - share * len(gaps))
+    return _Axis(start, seconds, tuple(gaps), squash)
+
+
+def _gap_marks(axis: _Axis, height: int) -> str:
+    """A hatched break where a long idle gap was squashed, saying how long it was."""
+    out = []
+    for lo, hi in axis.gaps:
+        x0 = axis.axis_seconds(lo) / axis.span * _WIDTH
+        x1 = axis.axis_seconds(hi) / axis.span * _WIDTH
+        out.append(
+            f'<rect class="gap" x="{x0:.3f}" y="0" width="{max(x1 - x0, 1.0):.3f}" '
+            f'height="{height}" data-gap-seconds="{hi - lo:.3f}">'
+            f"<title>idle for {_e(_ms(hi - lo))} (squashed)</title></rect>"
+        )
+    return "".join(out)
 
 
 def _bucket(s: _Span, top: Decimal) -> str:
@@ -475,7 +555,8 @@ def _waterfall(data: Mapping[str, Any], spans: Sequence[_Span]) -> str:
         )
     marks, mark_items = _markers(data, axis, height)
     ticks = "".join(
-        f'<span class="tick" style="left:{i * 25}%">{_ms(axis.seconds * i / 4)}</span>'
+        f'<span class="tick" style="left:{i * 25}%">'
+        f"{_ms(axis.real_seconds(axis.span * i / 4))}</span>"
         for i in range(5)
     )
     grid = "".join(
@@ -502,7 +583,8 @@ def _waterfall(data: Mapping[str, Any], spans: Sequence[_Span]) -> str:
         f'<div class="wf-chart"><div class="ticks" aria-hidden="true">{ticks}</div>'
         f'<svg id="waterfall" role="img" aria-labelledby="wf-t" viewBox="0 0 {_WIDTH} {height}" '
         f'preserveAspectRatio="none" style="height:{height}px"><title id="wf-t">Waterfall of '
-        f"{len(spans)} spans over {_ms(axis.seconds)}</title>{grid}{''.join(bars)}{marks}"
+        f"{len(spans)} spans over {_ms(axis.seconds)}</title>{grid}{_gap_marks(axis, height)}"
+        f"{''.join(bars)}{marks}"
         "</svg></div></div>"
         f'<ul class="legend">{legend}</ul>'
         + (
