@@ -116,7 +116,7 @@ def test_scan_raises_once_and_lists(
         (["--since", "yesterday"], "not a date or time"),
         (["--scan", "--since", "30d"], "up to a week"),
         (["--scan", "--by", "bad tag"], "invalid tag name"),
-        (["--by", "team"], "--by goes with --scan"),
+        (["--by", "team"], "--by and --to go with --scan"),
         (["--policy", "missing.yaml"], "missing.yaml"),
         (["--tz", "Mars/Olympus"], "unknown time zone"),
     ],

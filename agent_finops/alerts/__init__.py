@@ -9,6 +9,11 @@ See docs/alerts.md.
 
 from agent_finops.alerts._channel import AlertChannel, ConsoleAlertChannel, LogChannel, alert_line
 from agent_finops.alerts._json import alert_data
+from agent_finops.alerts._plugins import (
+    ALERT_CHANNELS_GROUP,
+    alert_channel,
+    installed_alert_channels,
+)
 from agent_finops.alerts._service import DEFAULT_GRACE, DEFAULT_RETRY_WITHIN, AlertService
 
 __all__ = [
@@ -18,6 +23,9 @@ __all__ = [
     "ConsoleAlertChannel",
     "alert_line",
     "alert_data",
+    "alert_channel",
+    "installed_alert_channels",
+    "ALERT_CHANNELS_GROUP",
     "DEFAULT_RETRY_WITHIN",
     "DEFAULT_GRACE",
 ]

@@ -20,6 +20,7 @@ from agent_finops.alerts import (
     AlertService,
     ConsoleAlertChannel,
     LogChannel,
+    alert_channel,
     alert_data,
     alert_line,
 )
@@ -70,6 +71,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         default=None,
         help="time zone of slots (default: the policy's, else UTC)",
     )
+    cmd.add_argument(
+        "--to",
+        type=text_arg,
+        action="append",
+        default=[],
+        help="with --scan, also deliver to an installed channel: NAME[=CONFIG], e.g. "
+        "slack=slack.yaml (repeatable)",
+    )
     cmd.add_argument("--limit", type=limit_arg, default=50, help="most alerts listed (default 50)")
     cmd.add_argument("--json", action="store_true", help="print JSON")
     cmd.set_defaults(with_ledger=run)
@@ -95,8 +104,10 @@ def run(ledger: Ledger, args: argparse.Namespace) -> int:
     now = datetime.now(tz)
     since = since_of(args.since, now, tz)
     if not args.scan:
-        if args.by is not None:
-            raise ConfigurationError("--by goes with --scan", field="--by", expected="--scan")
+        if args.by is not None or args.to:
+            raise ConfigurationError(
+                "--by and --to go with --scan", field="--by/--to", expected="--scan"
+            )
         return _list(ledger.list_alerts(since=since, limit=args.limit), as_json=args.json)
     scopes = args.by if args.by is not None else [["team"]]
     scanner = AnomalyScanner(ledger, scopes=scopes, policy=policy, tz=tz)
@@ -104,6 +115,9 @@ def run(ledger: Ledger, args: argparse.Namespace) -> int:
     channels: list[AlertChannel] = [LogChannel()]
     if not args.json:
         channels.append(ConsoleAlertChannel(sys.stdout))
+    for target in args.to:
+        name, _, config = target.partition("=")
+        channels.append(alert_channel(name.strip(), config.strip() or None))
     raised = {a.alert_id for a in AlertService(ledger, channels).publish(found)}
     if args.json:
         data = [{**alert_data(a), "new": a.alert_id in raised} for a in found]

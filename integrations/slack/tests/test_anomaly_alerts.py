@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from slack_helpers import CHANNEL, SEARCH_CHANNEL
@@ -105,3 +106,57 @@ def test_a_failed_post_is_retried_on_the_next_run_and_posted_once(
     clock[0] += timedelta(minutes=10)
     service.publish([spike()])
     assert len(slack.calls_to("chat.postMessage", ok=True)) == 1
+
+
+def test_the_cli_scan_posts_to_slack_through_the_installed_channel_once(
+    slack: SlackEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`agent-finops alerts --scan --to slack=slack.yaml`: found through its entry point."""
+    from agent_finops.alerts import installed_alert_channels
+    from agent_finops.cli import main as cli
+    from agent_finops.ledger import CostEvent
+
+    assert "slack" in installed_alert_channels()
+    url = f"sqlite:///{tmp_path}/l.sqlite"
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    events, hour = [], now - timedelta(days=21)
+    while hour < now:
+        events.append(
+            CostEvent(
+                event_id=f"e{len(events)}",
+                trace_id="t",
+                span_id="s",
+                kind="model",
+                name="gpt-4o-mini",
+                provider="openai",
+                created_at=hour + timedelta(minutes=1),
+                node_path=None,
+                tags={"team": "search", "agent": "planner"},
+                cost=Decimal("40" if hour == now - timedelta(hours=1) else "1"),
+                price_source="test",
+                price_version="1",
+            )
+        )
+        hour += timedelta(hours=1)
+    with SQLLedger.from_url(url) as led:
+        led.write(events=events)
+    config = tmp_path / "slack.yaml"
+    config.write_text(
+        f"slack:\n  default_channel: {CHANNEL}\n  base_url: {slack.base_url}\n"
+        f"  routes:\n    - {{scope: {{team: search}}, channel: {SEARCH_CHANNEL}}}\n"
+    )
+    monkeypatch.setenv("SLACK_BOT_TOKEN", slack.bot_token)
+    argv = ["alerts", "--db", url, "--scan", "--since", "2h", "--to", f"slack={config}"]
+    assert cli(argv) == 0
+    assert "1 new alert" in capsys.readouterr().out
+    (call,) = slack.calls_to("chat.postMessage", ok=True)
+    assert call.params["channel"] == SEARCH_CHANNEL
+    assert cli(argv) == 0  # the same hours again: nothing new, nothing posted twice
+    assert len(slack.calls_to("chat.postMessage", ok=True)) == 1
+    assert cli(["alerts", "--db", url]) == 0
+    assert "delivered: console, log, slack" in capsys.readouterr().out
+    assert cli(["alerts", "--db", url, "--scan", "--to", "pager"]) == 1
+    assert "no such alert channel" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from agent_finops.exceptions import ConfigurationError
 from agent_finops.ledger import AlertRecord
 from agent_finops_slack._alert_message import anomaly_message
 from agent_finops_slack._client import web_client
-from agent_finops_slack._config import SlackSettings
+from agent_finops_slack._config import SlackSettings, load_config
 
 __all__ = ["SlackAlertChannel"]
 
@@ -69,3 +69,19 @@ class SlackAlertChannel:
             unfurl_links=False,
             unfurl_media=False,
         )
+
+
+def channel_from_config(config: str | None) -> SlackAlertChannel:
+    """The `slack` alert channel of `agent-finops alerts --scan --to slack=slack.yaml`.
+
+    The file is the approver service's (`agent-finops serve --config`): its `slack:`
+    section gives the routes, the token's environment variable and the API base URL.
+    """
+    if config is None:
+        raise ConfigurationError(
+            "the slack alert channel needs its configuration file",
+            field="--to",
+            value="slack",
+            expected="slack=PATH (the file of agent-finops serve --config)",
+        )
+    return SlackAlertChannel.from_env(load_config(config).slack)
