@@ -11,6 +11,7 @@ from the rows instead: slower, never rounded.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from decimal import Decimal
@@ -19,6 +20,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, distinct, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import StaticPool
 
 from agent_finops.attribution import STANDARD_TAGS
 from agent_finops.ledger._aggregates import (
@@ -147,6 +149,10 @@ def aggregate(
     run_time = _runtime_statement(dims, where, dialect)
     n = len(dims)
     found: list[Aggregate] = []
+    side = _Side(engine, counted if distinct else None, run_time if runtime else None, n)
+    # Distinct counts and runtimes run on a second connection, in a second thread, while
+    # this one sums: each database query releases the GIL, so the two take two cores.
+    pending = side.start(windows)
     with faults("cannot aggregate cost events"), engine.connect() as conn:
         for index, (start, end) in enumerate(windows):
             bounds = {"start": start, "end": end}
@@ -160,11 +166,6 @@ def aggregate(
                 continue
             if not rows:
                 continue
-            seconds = (
-                {tuple(r[:n]): float(r[n] or 0) for r in conn.execute(run_time, bounds)}
-                if runtime
-                else {}
-            )
             by_key: dict[tuple[Any, ...], EventTotals] = {}
             needs_rows = False
             for row in rows:
@@ -173,20 +174,69 @@ def aggregate(
                 if totals is None:
                     totals = by_key[key] = EventTotals(cost_by_bucket=dict.fromkeys(BUCKETS, _ZERO))
                 needs_rows = _fold(totals, row[n:], dialect) or needs_rows
-            for row in conn.execute(counted, bounds) if distinct else ():
-                totals = by_key[tuple(row[:n])]
-                totals.runs, totals.tasks = int(row[n]), int(row[n + 1])
-            groups: list[Aggregate] = []
-            for key, totals in by_key.items():
-                totals.runtime_seconds = seconds.get(key, 0.0)
-                groups.append(
-                    Aggregate(window=index, start=start, end=end, group=key, totals=totals)
-                )
+            groups = [
+                Aggregate(window=index, start=start, end=end, group=key, totals=totals)
+                for key, totals in by_key.items()
+            ]
             if needs_rows:
                 _add_unsummed(conn, dims, bounds, where, groups)
-            groups.sort(key=lambda a: group_order(a.group))
             found.extend(groups)
-    return found
+    counts, seconds = side.results(pending, windows)
+    done = []
+    for a in found:
+        if a.totals.events and (a.window, a.group) in counts:  # not summed in Python
+            a.totals.runs, a.totals.tasks = counts[a.window, a.group]
+        if (a.window, a.group) in seconds:
+            a.totals.runtime_seconds = seconds[a.window, a.group]
+        done.append(a)
+    done.sort(key=lambda a: (a.window, group_order(a.group)))
+    return done
+
+
+class _Side:
+    """The distinct-count and runtime statements of every window, on their own connection."""
+
+    def __init__(self, engine: Engine, counted: Any, run_time: Any, width: int) -> None:
+        self.engine, self.counted, self.run_time, self.width = engine, counted, run_time, width
+
+    def start(self, windows: Sequence[Window]) -> Future[Any] | None:
+        """Start them in a thread (None: nothing to do, or one shared connection only)."""
+        if self.counted is None and self.run_time is None:
+            return None
+        if isinstance(self.engine.pool, StaticPool):  # an in-memory SQLite database
+            return None
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-finops-aggregate")
+        future = pool.submit(self._run, windows)
+        pool.shutdown(wait=False)
+        return future
+
+    def results(
+        self, pending: Future[Any] | None, windows: Sequence[Window]
+    ) -> tuple[dict[tuple[int, tuple[Any, ...]], tuple[int, int]], dict[Any, float]]:
+        """(window, group) -> (runs, tasks), and -> runtime seconds."""
+        if self.counted is None and self.run_time is None:
+            return {}, {}
+        if pending is None:
+            return self._run(windows)
+        result: tuple[dict[Any, tuple[int, int]], dict[Any, float]] = pending.result()
+        return result
+
+    def _run(
+        self, windows: Sequence[Window]
+    ) -> tuple[dict[Any, tuple[int, int]], dict[Any, float]]:
+        n = self.width
+        counts: dict[Any, tuple[int, int]] = {}
+        seconds: dict[Any, float] = {}
+        with faults("cannot aggregate cost events"), self.engine.connect() as conn:
+            for index, (start, end) in enumerate(windows):
+                bounds = {"start": start, "end": end}
+                if self.counted is not None:
+                    for row in conn.execute(self.counted, bounds):
+                        counts[index, tuple(row[:n])] = (int(row[n]), int(row[n + 1]))
+                if self.run_time is not None:
+                    for row in conn.execute(self.run_time, bounds):
+                        seconds[index, tuple(row[:n])] = float(row[n] or 0)
+        return counts, seconds
 
 
 def _fold(totals: EventTotals, values: Sequence[Any], dialect: SQLDialect) -> bool:
