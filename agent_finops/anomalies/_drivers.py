@@ -53,7 +53,7 @@ def top_drivers(
     windows = [window, *baseline]
     costs: list[dict[_Key, Decimal]] = [defaultdict(Decimal) for _ in windows]
     for tag in tags:
-        for found in ledger.aggregate(by=[tag], windows=windows, where=where):
+        for found in ledger.aggregate(by=[tag], windows=windows, where=where, distinct=False):
             value = found.group[0]
             if value is not None:
                 costs[found.window][(tag, value)] += found.totals.cost

@@ -274,7 +274,7 @@ class AnomalyScanner:
         spent: dict[_Key, Decimal] = defaultdict(Decimal)
         recent: dict[_Key, Decimal] = defaultdict(Decimal)
         oldest: dict[_Key, datetime] = {}
-        for found in self.ledger.aggregate(by=by, windows=windows, where=where):
+        for found in self.ledger.aggregate(by=by, windows=windows, where=where, distinct=False):
             if any(not v for v in found.group):
                 continue  # a "*" tag must be set, as enforcement counts it
             if found.window == len(buckets):
