@@ -127,6 +127,7 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--only", choices=("rollups", "exports"), default=None)
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     targets = [(f"SQLite {n:,}", ensure_sqlite(args.dir, n)) for n in args.sizes]
@@ -134,10 +135,13 @@ def main() -> int:
         base = os.environ["AGENT_FINOPS_TEST_POSTGRES_URL"]
         targets.append((f"PostgreSQL {max(args.sizes):,}", ensure_postgres(base, max(args.sizes))))
     print(f"\nload average before measuring: {os.getloadavg()[0]:.2f} (2 cores)")
-    print("\n| ledger | rollup | seconds |\n| --- | --- | ---: |")
-    for name, url in targets:
+    if args.only != "exports":
+        print("\n| ledger | rollup | seconds |\n| --- | --- | ---: |")
+    for name, url in targets if args.only != "exports" else ():
         for what, seconds in rollups(url, args.repeat).items():
             print(f"| {name} | {what} | {seconds:.3f} |", flush=True)
+    if args.only == "rollups":
+        return 0
     print("\n| ledger | export (CSV to /dev/null) | rows | seconds | rows/s | peak RSS MiB |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     day = (datetime(2026, 11, 18, tzinfo=UTC), datetime(2026, 11, 19, tzinfo=UTC))
