@@ -9,7 +9,8 @@ migration SQL, the budget hot path) is a method of a dialect, implemented in `_s
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -28,7 +29,7 @@ from agent_finops.ledger._budget import (
 )
 from agent_finops.ledger.sql._connections import KeptConnections
 
-__all__ = ["SUPPORTED", "BudgetBackend", "SQLDialect", "dialect_named"]
+__all__ = ["SUPPORTED", "BudgetBackend", "LedgerWrites", "SQLDialect", "dialect_named"]
 
 SUPPORTED = ("sqlite", "postgresql")
 
@@ -82,6 +83,18 @@ class BudgetBackend(ABC):
         self.connections.close()
 
 
+class LedgerWrites:
+    """What a database needs around the ledger's write transactions (by default nothing)."""
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around one write transaction (its commit included)."""
+        yield
+
+    def close(self) -> None:
+        """Stop what it started."""
+
+
 class SQLDialect(ABC):
     """The database-specific parts of the SQL ledger."""
 
@@ -115,6 +128,10 @@ class SQLDialect(ABC):
         self, engine: Engine, *, durable_commits: bool, max_idle_connections: int
     ) -> BudgetBackend:
         """The budget store's hot path on this database."""
+
+    def ledger_writes(self, engine: Engine) -> LedgerWrites:
+        """The ledger's write discipline on `engine` (SQLite: one writer, checkpoints aside)."""
+        return LedgerWrites()
 
     @abstractmethod
     def money_sums(self, table: Table, when: ColumnElement[bool] | None) -> list[Any]:

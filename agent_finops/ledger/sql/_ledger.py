@@ -97,6 +97,7 @@ class SQLLedger(LedgerBase):
         self.dialect: str = engine.dialect.name
         """The database's SQLAlchemy dialect name: `sqlite` or `postgresql`."""
         self._sql: SQLDialect = dialect_named(self.dialect)
+        self._writes = self._sql.ledger_writes(engine)
         self._setup_lock = threading.Lock()
         self._stores: weakref.WeakSet[SQLBudgetStore] = weakref.WeakSet()
         self._ready = False
@@ -160,6 +161,7 @@ class SQLLedger(LedgerBase):
         """Release connections, those the budget stores it gave out keep included."""
         for store in list(self._stores):
             store.close()  # idempotent: a store already closed by its owner stays closed
+        self._writes.close()
         self.engine.dispose()
 
     # -- schema -------------------------------------------------------------------------
@@ -207,7 +209,11 @@ class SQLLedger(LedgerBase):
         # so writers of overlapping batches lock them in one order; one given twice in a batch
         # is written in its last state (one statement cannot upsert a row twice). Events and
         # decisions keep their order: it breaks ties of their timestamps when read back.
-        with faults("ledger write failed, nothing written"), self.engine.begin() as conn:
+        with (
+            faults("ledger write failed, nothing written"),
+            self._writes.writing(),
+            self.engine.begin() as conn,
+        ):
             if runs:
                 latest = {r.trace_id: r for r in runs}
                 rows = [_row(latest[key]) for key in sorted(latest)]
