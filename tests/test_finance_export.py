@@ -159,3 +159,19 @@ def test_cli_export_a_day_to_a_file_silently_when_piped(
     assert len(json.loads(capsys.readouterr().out)) == 6  # 5 events, one split in two
     assert main(["export", "--db", url, "--day", "2026-13-01"]) == 1
     assert "not a date" in capsys.readouterr().err
+
+
+def test_export_into_a_closed_pipe_ends_quietly(ledger: SQLLedger, tmp_path: Path) -> None:
+    """`agent-finops export | head -1`: no traceback, no error message, status 141."""
+    import subprocess
+    import sys
+
+    ledger.write(events=[ev(f"bulk{i}", 10, "0.01", team="search") for i in range(2000)])
+    url = str(ledger.engine.url)  # ~1 MB of JSON: far more than a pipe holds
+    cmd = (
+        f"{sys.executable} -c 'from agent_finops.cli import main; raise SystemExit(main())' "
+        f"export --db {url} --from 2026-11-01 --to 2026-12-01 --format json | head -c 10"
+    )
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True)
+    assert done.stdout == '[\n{"date":'[:10]
+    assert done.stderr == "" and done.returncode == 141

@@ -140,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FinOpsError as exc:
         print(f"agent-finops: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `agent-finops export | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 141  # 128 + SIGPIPE, as other tools end in a closed pipe
     except OSError as exc:  # the ledger file or --html path cannot be opened (name too long, ...)
         print(f"agent-finops: error: {exc.strerror or exc}: {exc.filename!r}", file=sys.stderr)
         return 1
