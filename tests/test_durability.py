@@ -268,3 +268,28 @@ def test_the_default_dead_letter_file_is_next_to_a_sqlite_ledger(
     with SQLLedger.from_url("sqlite://") as memory:
         assert default_dead_letter_path(memory) == Path.cwd().resolve() / DEAD_LETTER_NAME
     assert CostTracker(sqlite_ledger, background=False).dead_letter_path is None  # it raises
+
+
+def test_cli_lists_and_replays_dead_letters_once_the_ledger_is_back(
+    sqlite_ledger: SQLLedger, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`agent-finops dead-letters [--replay]`: what was kept while the ledger was down."""
+    from agent_finops.cli import main as cli
+
+    dead = tmp_path / "kept.jsonl"
+    tracker = CostTracker(DownLedger(sqlite_ledger), durable=True, dead_letter=dead)  # type: ignore[arg-type]
+    _one_call(tracker, "r1")
+    url = str(sqlite_ledger.engine.url)
+    assert cli(["dead-letters", "--db", url, "--file", str(dead)]) == 0
+    listed = capsys.readouterr().out
+    assert "event r1" in listed and "4 records in" in listed
+    assert cli(["dead-letters", "--db", url, "--file", str(dead), "--replay"]) == 0
+    # the run's first state and its final state are both kept: only the final one is written
+    assert "replayed 3, skipped 1" in capsys.readouterr().out
+    trace = sqlite_ledger.load_trace("r1")
+    assert [e.event_id for e in trace.events] == ["r1"] and trace.run.status == "ok"
+    assert cli(["dead-letters", "--db", url, "--file", str(dead), "--replay"]) == 0
+    assert "replayed 1, skipped 3" in capsys.readouterr().out  # the event again: inserted once
+    assert len(sqlite_ledger.load_trace("r1").events) == 1
+    assert cli(["dead-letters", "--db", url, "--file", str(tmp_path / "none.jsonl")]) == 0
+    assert "no dead letters" in capsys.readouterr().out

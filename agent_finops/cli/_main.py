@@ -15,6 +15,7 @@ from agent_finops.cli import (
     _alerts,
     _chargeback,
     _dashboard,
+    _dead_letters,
     _export,
     _finance_report,
     _rollup,
@@ -36,6 +37,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     _finance_report,
     _alerts,
     _dashboard,
+    _dead_letters,
 )
 """Built-in commands kept in their own modules: each has `register(sub, common)`, which adds
 its parser and sets `with_ledger=run` on it, `run(ledger, args) -> int` getting the ledger
