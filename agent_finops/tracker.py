@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from agent_finops.attribution import current_tags, merge_tags, validate_tags
 from agent_finops.clock import utcnow
+from agent_finops.exceptions import ConfigurationError
 from agent_finops.ledger import (
     BUCKETS,
     CostBucket,
@@ -357,11 +358,24 @@ class CostTracker:
         Returns None (nothing recorded) if the price book has no rate of that name.
         """
         span_id, resource = _storable(span_id), _storable(resource)
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 <= seconds <= MAX_COMPUTE_SECONDS
+        ):
+            raise ConfigurationError(
+                "compute seconds out of range",
+                source="record_compute",
+                field="seconds",
+                value=repr(seconds)[:40],
+                expected=f"a number of seconds from 0 to {MAX_COMPUTE_SECONDS:,}",
+            )
         rate = next((r for r in self.prices.config.compute if r.name == resource), None)
         if rate is None:
             return None
         span = self._span_or_orphan(span_id)
-        return self._compute_event(span, rate, seconds, event_id or f"{span_id}:compute")
+        default_id = f"{span_id}:compute:{resource}"  # a span's own duration is `:compute`
+        return self._compute_event(span, rate, float(seconds), event_id or default_id)
 
     def _compute_event(
         self, span: SpanRecord, rate: ComputeRate, seconds: float, event_id: str
@@ -465,6 +479,8 @@ class CostTracker:
         return self._writer.dead_lettered if self._writer is not None else 0
 
 
+MAX_COMPUTE_SECONDS: Final = 366 * 86_400
+"""Longest compute time one event may bill (a year)."""
 BUCKET_TAG = "cost_bucket"
 """A call tagged `cost_bucket` (tokens, tools, compute, overhead) lands in that bucket."""
 

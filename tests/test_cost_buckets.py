@@ -72,7 +72,7 @@ def test_compute_time_is_priced_from_span_durations_into_its_bucket() -> None:
     assert (events["sb:compute"].kind, events["sb:compute"].units) == ("compute", 13)
     assert events["llm:compute"].cost == D("0.12")
     assert events["llm:compute"].price_source == "compute-rate:gpu-llm"
-    assert events["run:compute"].cost == D("0.01")
+    assert events["run:compute:sandbox"].cost == D("0.01")
     found = rollup(ledger, start=T0, end=T0 + timedelta(hours=1), by=["team"], period="all")
     (row,) = found.rows
     assert row.totals.cost_by_bucket == {
@@ -131,3 +131,18 @@ def test_events_carry_the_policy_version_they_ran_under() -> None:
     tracker.record_tool_call("run", tool="web_search")
     (event,) = ledger.load_trace("run").events
     assert event.policy_version == policy.version
+
+
+def test_a_span_billed_by_its_duration_and_by_hand_keeps_both_events() -> None:
+    clock = Clock()
+    tracker, ledger = tracked(clock)
+    tracker.start_span("run", parent_span_id=None, name="graph", kind="chain")
+    tracker.start_span("sb", parent_span_id="run", name="code-sandbox", kind="tool")
+    assert tracker.record_compute("sb", resource="gpu-llm", seconds=30) is not None
+    clock.tick(2)
+    tracker.end_span("sb")
+    ids = sorted(e.event_id for e in ledger.load_trace("run").events)
+    assert ids == ["sb:compute", "sb:compute:gpu-llm"]
+    for bad in (float("nan"), float("inf"), -1, 10**9, True):
+        with pytest.raises(ConfigurationError, match="seconds"):
+            tracker.record_compute("sb", resource="sandbox", seconds=bad)  # type: ignore[arg-type]

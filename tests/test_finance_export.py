@@ -102,15 +102,17 @@ def test_csv_rows_carry_reconciliation_fields_and_gl_codes(ledger: Ledger) -> No
     assert (a["raw_cost"], a["allocated_cost"], a["allocated_to"]) == ("2", "2", "search")
     assert (u["raw_cost"], u["allocated_cost"], u["allocation_rule"]) == ("", "", "(unpriced)")
     assert (t["bucket"], t["kind"]) == ("tools", "tool")
-    assert a["date"] == "2026-11-05" and a["created_at"] == "2026-11-05T00:01:00+00:00"
+    assert a["date"] == "2026-11-05" and a["created_at"] == "2026-11-05T00:01:00.000000+00:00"
 
 
 def test_allocated_parts_sum_exactly_to_each_event(ledger: Ledger) -> None:
     rows = list(csv.DictReader(io.StringIO(export(ledger, rules=RULES))))
     shared = [r for r in rows if r["event_id"] == "g"]
     assert [(r["allocated_to"], r["allocated_cost"], r["allocation_part"]) for r in shared] == [
-        ("ads", "0.033277870216306156", "1/2"),  # 0.1 x 1 / 3.005 (direct usage)
-        ("search", "0.066722129783693844", "2/2"),  # 0.1 x 2.005 / 3.005
+        # shares of the whole month's direct usage (search's $9 of the next day included),
+        # so the daily exports of a month allocate as the month's chargeback statement does
+        ("ads", "0.008329862557267805", "1/2"),  # 0.1 x 1 / 12.005
+        ("search", "0.091670137442732195", "2/2"),  # 0.1 x 11.005 / 12.005
     ]
     assert {r["allocation_rule"] for r in shared} == {"guardrails"}
     total_raw = sum(D(r["raw_cost"] or 0) for r in rows if r["allocation_part"].startswith("1/"))
@@ -175,3 +177,15 @@ def test_export_into_a_closed_pipe_ends_quietly(ledger: SQLLedger, tmp_path: Pat
     done = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True)
     assert done.stdout == '[\n{"date":'[:10]
     assert done.stderr == "" and done.returncode == 141
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_quoted(sqlite_ledger: SQLLedger) -> None:
+    sqlite_ledger.write(
+        runs=[RunRecord(trace_id="run-1", name="g", started_at=DAY)],
+        events=[ev("f", 1, "-0.5", team='=HYPERLINK("x")', agent="@bot", project="-p")],
+    )
+    (row,) = list(csv.DictReader(io.StringIO(export(sqlite_ledger))))
+    assert (row["team"], row["agent"], row["project"]) == ('\'=HYPERLINK("x")', "'@bot", "'-p")
+    assert row["raw_cost"] == "-0.5"  # numbers are numbers
+    (as_json,) = json.loads(export(sqlite_ledger, "json"))
+    assert as_json["team"] == '=HYPERLINK("x")'  # JSON keeps the value

@@ -270,3 +270,61 @@ def test_cli_rollup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown time zone" in capsys.readouterr().err
     assert main(["rollup", "--db", url, "--by", "bad tag"]) == 1
     assert "tag name" in capsys.readouterr().err
+
+
+def test_a_budget_is_shown_only_against_its_own_spend(ledger: Ledger) -> None:
+    """A global or team budget is never laid over a slice of its spend (review finding)."""
+    policy = Policy.from_mapping(
+        {
+            "version": 1,
+            "timezone": "UTC",
+            "budgets": [
+                {"id": "all", "limit": "10", "period": "monthly"},
+                {"id": "team", "scope": {"team": "*"}, "limit": "4", "period": "monthly"},
+            ],
+        }
+    )
+    at = datetime(2026, 11, 5, tzinfo=UTC)
+    ledger.write(
+        runs=[RunRecord(trace_id="r1", name="g", started_at=at)],
+        events=[ev("a", at, "6", team="a", project="x"), ev("b", at, "5", team="b", project="y")],
+    )
+    month = {"start": datetime(2026, 11, 1, tzinfo=UTC), "end": datetime(2026, 12, 1, tzinfo=UTC)}
+    (whole,) = rollup(ledger, **month, policy=policy).rows
+    assert whole.budget is not None and (whole.budget.rule_id, whole.budget.used_pct) == (
+        "all",
+        D("110.00"),
+    )
+    by_team = rollup(ledger, **month, by=["team"], policy=policy).rows
+    assert [(r.budget.rule_id if r.budget else None) for r in by_team] == ["team", "team"]
+    sliced = rollup(ledger, **month, by=["team", "project"], policy=policy).rows
+    assert all(r.budget is None for r in sliced)
+    filtered = rollup(ledger, **month, by=["team"], where={"project": ["x"]}, policy=policy).rows
+    assert all(r.budget is None for r in filtered)
+    paris = rollup(ledger, **month, by=["team"], tz="Europe/Paris", policy=policy).rows
+    assert all(r.budget is None for r in paris)  # the policy counts months in UTC
+
+
+def test_hours_are_real_hours_when_clocks_go_back() -> None:
+    start = datetime(2026, 10, 25, 1, tzinfo=PARIS)
+    end = (start.astimezone(UTC) + timedelta(hours=3)).astimezone(PARIS)  # 3 real hours
+    hours = calendar_windows("hour", start, end, PARIS)
+    assert [(b - a) for a, b in hours] == [timedelta(hours=1)] * 3
+    assert [a.astimezone(PARIS).hour for a, _ in hours] == [1, 2, 2]  # 02:00 twice
+
+
+def test_dates_past_the_calendar_are_errors_not_tracebacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/l.sqlite"
+    SQLLedger.from_url(url).close()
+    for argv in (
+        ["rollup", "--db", url, "--to", "9999-12-31"],
+        ["rollup", "--db", url, "--from", "0001-01-01", "--to", "0001-01-02", "--tz", "Asia/Tokyo"],
+        ["finance-report", "--db", url, "--month", "9999-12"],
+        ["finance-report", "--db", url, "--month", "2026-1"],
+        ["export", "--db", url, "--day", "0001-01-01"],
+    ):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith("agent-finops: error:") and "Traceback" not in err, err

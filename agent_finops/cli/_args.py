@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
 from agent_finops.approvals._answer import check_text
@@ -20,6 +20,9 @@ __all__ = [
     "where_arg",
 ]
 
+MIN_YEAR = 1970
+MAX_YEAR = 9000
+"""Dates the finance commands accept (well inside what datetime and time zones convert)."""
 MAX_LIMIT = 100_000
 MAX_ARGUMENT = 2000
 """Longest id, thread, reason or path argument accepted."""
@@ -58,16 +61,21 @@ def moment_in(text: str, tz: ZoneInfo, *, name: str) -> datetime:
     """`2026-11-01` (local midnight in `tz`) or an ISO datetime (local to `tz` if no offset)."""
     try:
         if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), time(0), tz)
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+            moment = datetime.combine(date.fromisoformat(text), time(0), tz)
+        else:
+            moment = datetime.fromisoformat(text)
+            moment = moment if moment.utcoffset() is not None else moment.replace(tzinfo=tz)
+        if not MIN_YEAR <= moment.year <= MAX_YEAR:
+            raise ValueError("year out of range")
+        moment.astimezone(UTC)  # OverflowError at the ends of the calendar
+    except (ValueError, OverflowError):
         raise ConfigurationError(
-            "not a date or time",
+            "not a date or time in range",
             field=name,
             value=text[:60],
-            expected="YYYY-MM-DD or an ISO 8601 date and time",
+            expected=f"YYYY-MM-DD or an ISO 8601 date and time, years {MIN_YEAR}-{MAX_YEAR}",
         ) from None
-    return moment if moment.utcoffset() is not None else moment.replace(tzinfo=tz)
+    return moment
 
 
 def csv_arg(text: str) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from agent_finops.allocation import Allocator, CostLine, load_allocation_rules, measure_period
 from agent_finops.cli._args import text_arg, where_arg
+from agent_finops.cli._rollup import merged_where
 from agent_finops.finance import month_range
 from agent_finops.ledger import Ledger, bucket_of
 from agent_finops.rollups import money_text
@@ -38,7 +39,7 @@ def run(ledger: Ledger, args: argparse.Namespace) -> int:
     """Print the statement (two streaming passes: measure the month, then allocate)."""
     rules = load_allocation_rules(args.rules)
     start, end = month_range(args.month, args.tz)
-    where = dict(args.where)
+    where = merged_where(args.where)
 
     def lines() -> Any:
         for e in ledger.iter_events(start, end, where=where, batch_size=2000):

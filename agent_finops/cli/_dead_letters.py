@@ -72,8 +72,10 @@ def _data(d: DeadLetter) -> dict[str, Any]:
 
 
 def _is_new(ledger: Ledger, d: DeadLetter) -> bool:
-    """Events and decisions are inserted once: always safe to write again. A run or span is
-    written if the ledger lacks it, or holds it still open while the kept state ended.
+    """Whether writing `d` again is safe and useful.
+
+    Events and decisions are inserted once: always. A run or span: if the ledger lacks it,
+    or holds it still open while the kept state ended.
     """
     r = d.record
     if isinstance(r, CostEvent | DecisionRecord):

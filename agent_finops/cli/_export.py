@@ -10,7 +10,7 @@ from typing import IO, Any
 
 from agent_finops.allocation import load_allocation_rules
 from agent_finops.cli._args import moment_arg, moment_in, text_arg, where_arg
-from agent_finops.cli._rollup import range_of
+from agent_finops.cli._rollup import merged_where, range_of
 from agent_finops.exports import load_gl_mapping, terminal_progress, write_export
 from agent_finops.ledger import Ledger
 from agent_finops.rollups import zone
@@ -48,7 +48,7 @@ def run(ledger: Ledger, args: argparse.Namespace) -> int:
         start, end = range_of(args, default_days=1)
     rules = None if args.allocate is None else load_allocation_rules(args.allocate)
     gl = None if args.gl is None else load_gl_mapping(args.gl)
-    where = dict(args.where)
+    where = merged_where(args.where)
     found = ledger.aggregate(windows=[(start, end)], where=where)
     total = sum(a.totals.events for a in found)
     progress = terminal_progress(total, sys.stderr)

@@ -34,7 +34,10 @@ def add_range_arguments(cmd: argparse.ArgumentParser, *, default_days: int = 30)
         help="end, exclusive (default: tomorrow's local midnight, so today is included)",
     )
     cmd.add_argument(
-        "--tz", type=text_arg, default="UTC", help="IANA time zone of the calendar (default UTC)"
+        "--tz",
+        type=text_arg,
+        default=None,
+        help="IANA time zone of the calendar (default: the --policy's, else UTC)",
     )
     cmd.add_argument(
         "--where",
@@ -50,7 +53,7 @@ def add_range_arguments(cmd: argparse.ArgumentParser, *, default_days: int = 30)
 
 def range_of(args: argparse.Namespace, *, default_days: int = 30) -> tuple[datetime, datetime]:
     """The `[from, to)` range of the arguments, aware, in `--tz`."""
-    tz = zone(args.tz)
+    tz = zone(args.tz or "UTC")
     if args.end is None:
         today = datetime.now(tz).date() + timedelta(days=1)
         end = moment_in(today.isoformat(), tz, name="to")
@@ -61,6 +64,14 @@ def range_of(args: argparse.Namespace, *, default_days: int = 30) -> tuple[datet
     else:
         start = moment_in(args.start, tz, name="from")
     return start, end
+
+
+def merged_where(pairs: list[tuple[str, list[str]]]) -> dict[str, list[str]]:
+    """`--where team=a --where team=b` as `{team: [a, b]}` (repeats add values)."""
+    where: dict[str, list[str]] = {}
+    for key, values in pairs:
+        where.setdefault(key, []).extend(v for v in values if v not in where.get(key, []))
+    return where
 
 
 def policy_of(args: argparse.Namespace) -> Policy | None:
@@ -94,6 +105,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def run(ledger: Ledger, args: argparse.Namespace) -> int:
     """Print the rollup."""
+    policy = policy_of(args)
+    if args.tz is None:
+        args.tz = policy.timezone if policy is not None else "UTC"
     start, end = range_of(args)
     found = rollup(
         ledger,
@@ -102,8 +116,8 @@ def run(ledger: Ledger, args: argparse.Namespace) -> int:
         by=args.by,
         period=args.period,
         tz=args.tz,
-        where=dict(args.where),
-        policy=policy_of(args),
+        where=merged_where(args.where),
+        policy=policy,
         runtime=args.runtime,
     )
     if args.json:

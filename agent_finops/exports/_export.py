@@ -7,6 +7,9 @@ gives one row per owner whose parts sum exactly to the event's raw cost (1e-18 q
 event (`allocation_part` says which). Unpriced events are exported with empty costs and
 `allocation_rule` `(unpriced)`: never as $0.
 
+Text that a spreadsheet would run as a formula (a tag value starting with `=`, `+`, `-`, `@`)
+is prefixed with `'` in CSV (JSON keeps it as is).
+
 Events are read in keyset pages (`Ledger.iter_events`) and written as they come: memory stays
 flat however large the range. Order: by time, then event id, then owner. Money is exact
 decimal text, times ISO 8601 in UTC, so a re-run of the same day writes the same bytes.
@@ -17,7 +20,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import IO, Any, Final, Literal
 from zoneinfo import ZoneInfo
@@ -96,7 +99,7 @@ def export_rows(
         tags = event.tags
         base: dict[str, Any] = {
             "date": event.created_at.astimezone(tz).date().isoformat(),
-            "created_at": event.created_at.astimezone(UTC).isoformat(),
+            "created_at": event.created_at.astimezone(UTC).isoformat(timespec="microseconds"),
             "event_id": event.event_id,
             "run_id": event.trace_id,
             "span_id": event.span_id,
@@ -170,20 +173,35 @@ def write_export(
     rules: AllocationRules | None = None,
     gl: GLMapping | None = None,
     progress: Progress | None = None,
+    shares_over: tuple[datetime, datetime] | None = None,
 ) -> int:
     """Write the events of `[start, end)` to `out`; returns the number of rows written.
 
-    With `rules`, each event is allocated by them, the shares measured over the same range
-    (a first streaming pass). `progress` is told how many events were written so far.
+    With `rules`, each event is allocated by them, with the direct-usage shares and pools of
+    `shares_over` (default: the calendar months of `tz` the range falls in, measured in a
+    first streaming pass), so the daily exports of a month allocate exactly as that month's
+    chargeback statement does. `progress` is told how many events were written so far.
     """
     zone = ZoneInfo(tz)
-    allocator = None if rules is None else _allocator(ledger, rules, start, end, where)
+    period = shares_over or _months_around(start, end, zone)
+    allocator = None if rules is None else _allocator(ledger, rules, *period, where)
     owner = "team" if rules is None else rules.owner_tag
     events = ledger.iter_events(start, end, where=where, batch_size=2000)
     counted = _counting(events, progress)
     rows = export_rows(counted, tz=zone, owner_tag=owner, allocator=allocator, gl=gl)
     written = _write_csv(rows, out) if fmt == "csv" else _write_json(rows, out)
     return written
+
+
+def _months_around(start: datetime, end: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """From the first of `start`'s month to the first of the month after `end`'s last moment."""
+    first = start.astimezone(zone).date().replace(day=1)
+    last = (end - timedelta(microseconds=1)).astimezone(zone).date()
+    after = date(last.year + (last.month == 12), last.month % 12 + 1, 1)
+    return (
+        datetime.combine(first, datetime.min.time(), zone),
+        datetime.combine(after, datetime.min.time(), zone),
+    )
 
 
 def _counting(events: Iterator[CostEvent], progress: Progress | None) -> Iterator[CostEvent]:
@@ -197,12 +215,36 @@ def _counting(events: Iterator[CostEvent], progress: Progress | None) -> Iterato
         progress(count)
 
 
+_NUMBERS: Final = frozenset(
+    {
+        "raw_cost",
+        "allocated_cost",
+        "uncached_input_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "units",
+    }
+)
+_FORMULA: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(column: str, value: Any) -> Any:
+    """A CSV cell: text that a spreadsheet would run as a formula is quoted with `'`."""
+    if value is None:
+        return ""
+    if column not in _NUMBERS and isinstance(value, str) and value.startswith(_FORMULA):
+        return "'" + value
+    return value
+
+
 def _write_csv(rows: Iterator[dict[str, Any]], out: IO[str]) -> int:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     written = 0
     for row in rows:
-        writer.writerow(["" if row[c] is None else row[c] for c in EXPORT_COLUMNS])
+        writer.writerow([_cell(c, row[c]) for c in EXPORT_COLUMNS])
         written += 1
     return written
 

@@ -17,6 +17,7 @@ Money is `Decimal` throughout; `to_json` writes it as exact decimal text.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -146,10 +147,18 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+_MONTH = re.compile(r"(\d{4})-(\d{2})")
+
+
 def month_range(month: str, tz: str) -> tuple[datetime, datetime]:
-    """`2026-11` as `[start, end)` in the zone."""
+    """`2026-11` as `[start, end)` in the zone (years 1900-9998)."""
+    found = _MONTH.fullmatch(month)
     try:
-        year, number = (int(part) for part in month.split("-"))
+        if found is None:
+            raise ValueError(month)
+        year, number = int(found[1]), int(found[2])
+        if not 1900 <= year <= 9998:
+            raise ValueError(month)
         first = date(year, number, 1)
     except ValueError:
         raise ConfigurationError(
@@ -166,7 +175,11 @@ def build_finance_report(
     ledger: Ledger, *, month: str, tz: str = "UTC", policy: Policy | None = None
 ) -> FinanceReport:
     """The finance report of `month` (`YYYY-MM`, calendar month in `tz`)."""
-    start, end = month_range(month, tz)
+    start, end = month_range(month, tz)  # validates `month` before anything derives from it
+    if not 1971 <= start.year <= 8999:
+        raise ConfigurationError(
+            "month out of range", field="month", value=month, expected="a month of 1971-8999"
+        )
     prev_start, _ = month_range(_previous(month), tz)
     year_start, _ = month_range(f"{start.year}-01", tz)
     this = rollup(ledger, start=start, end=end, period="all", tz=tz)

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Final, get_args
 
 from agent_finops.exceptions import ConfigurationError
-from agent_finops.ledger._money import EXACT
+from agent_finops.ledger._money import EXACT, tidy
 from agent_finops.ledger._records import CostBucket, CostEvent, bucket_of
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "check_query",
     "dimension_value",
     "group_order",
+    "tidy_money",
 ]
 
 BUCKETS: Final[tuple[CostBucket, ...]] = get_args(CostBucket)
@@ -231,6 +232,7 @@ def aggregate_events(
             totals.runs = len(runs)
             totals.tasks = len(tasks)
             totals.runtime_seconds = sum(run_seconds.get(r, 0.0) for r in sorted(runs))
+            tidy_money(totals)
             found.append(Aggregate(window=index, start=start, end=end, group=key, totals=totals))
     return found
 
@@ -244,6 +246,12 @@ def dimension_value(event: CostEvent, dim: str) -> str | None:
         return bucket_of(event)
     value = getattr(event, field)
     return None if value is None else str(value)
+
+
+def tidy_money(totals: EventTotals) -> None:
+    """Sums without trailing zeros, so every backend prints the same text for a value."""
+    totals.cost = tidy(totals.cost)
+    totals.cost_by_bucket = {b: tidy(v) for b, v in totals.cost_by_bucket.items()}
 
 
 def group_order(key: tuple[str | None, ...]) -> tuple[tuple[bool, str], ...]:

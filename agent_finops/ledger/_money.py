@@ -26,7 +26,7 @@ _ONE = Decimal(1)
 
 def stored_money(value: Decimal) -> Decimal:
     """`value` as every backend stores it; ValueError if it cannot be stored at all."""
-    if not value.is_finite() or abs(value) >= MONEY_LIMIT:
+    if not value.is_finite() or value.copy_abs() >= MONEY_LIMIT:
         raise ValueError(f"money amount {value} is out of range (finite, below {MONEY_LIMIT:.0e})")
     exponent = value.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -MONEY_PLACES:

@@ -107,11 +107,13 @@ def rollup(
     """Totals of `[start, end)` by `by` tags and calendar `period`, computed by the ledger.
 
     `period` is `hour`, `day`, `week` (ISO), `month` or `all`, in time zone `tz`.
-    With a `policy`, each row covered by a USD budget of the same period (its scope's tags
-    all among `by`, the values matching) carries that budget vs actual; the most specific
-    budget (most scope tags, then most exact values rather than `"*"`) wins, then the first
-    in the file. `runtime` also measures the runs' wall-clock time (cost per runtime
-    minute): a second pass over the events.
+    With a `policy`, each row whose cost *is* a USD budget's spend carries that budget vs
+    actual: the same period, the policy's time zone, the budget's scope tags exactly the
+    `by` tags (values matching; `where` only on scope tags). A budget with an exact value
+    beats one with `"*"`, then the first in the file wins.
+
+    `runtime` also measures the runs' wall-clock time (cost per runtime minute): a second
+    pass over the events.
 
     One aggregate statement per period window. `total` is the sum of the rows: exact for
     money, calls and tokens; a run or task with events in several groups or periods counts
@@ -121,7 +123,7 @@ def rollup(
     windows = calendar_windows(period, start, end, zone_info)
     dims = tuple(by)
     found = ledger.aggregate(by=dims, windows=windows, where=where, runtime=runtime)
-    budgets = _budgets(policy, period)
+    budgets = _budgets(policy, period, dims, where, tz)
     rows = []
     for a in found:
         group = dict(zip(dims, a.group, strict=True))
@@ -148,11 +150,30 @@ def rollup(
     )
 
 
-def _budgets(policy: Policy | None, period: str) -> list[Budget]:
-    if policy is None or period not in _POLICY_PERIOD:
+def _budgets(
+    policy: Policy | None,
+    period: str,
+    dims: tuple[str, ...],
+    where: Mapping[str, Sequence[str]] | None,
+    tz: str,
+) -> list[Budget]:
+    """The budgets whose spend a row *is*: same period and zone, scope tags = the `by` tags.
+
+    A row of `by=team,project` is a slice of a team budget's spend, not its spend, so it
+    gets no team budget; nor does a row filtered by a tag outside the budget's scope.
+    """
+    if policy is None or period not in _POLICY_PERIOD or policy.timezone != tz:
         return []
     wanted = _POLICY_PERIOD[period]
-    return [b for b in policy.budgets if b.unit == "usd" and b.period == wanted]
+    filtered = set(where or {})
+    return [
+        b
+        for b in policy.budgets
+        if b.unit == "usd"
+        and b.period == wanted
+        and set(b.scope.root) == set(dims)
+        and filtered <= set(b.scope.root)
+    ]
 
 
 def _specificity(scope: Mapping[str, str]) -> tuple[int, int]:

@@ -2,13 +2,14 @@
 
 Boundaries are local wall-clock boundaries converted to UTC (the budget periods' rules, from
 `agent_finops.policy.periods`): a day of a daylight-saving change lasts 23 or 25 hours, a
-month is a calendar month. The first and last windows are clipped to the range asked for,
-so the totals of a range are the totals of its windows.
+month is a calendar month. Hours are real hours (3,600 s from a local hour boundary): the
+hour repeated when clocks go back is two rows. The first and last windows are clipped to the
+range asked for, so the totals of a range are the totals of its windows.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Final, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -42,6 +43,34 @@ def local_midnight(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tz)
 
 
+def _hours(start: datetime, end: datetime, tz: ZoneInfo) -> list[Window]:
+    """Hours of 3,600 s from the local hour that `start` is in.
+
+    The hour repeated when clocks go back is two windows (two real hours), not one.
+    """
+    try:
+        moment = window_for("hourly", start, tz)[0]
+    except (ValueError, OverflowError):
+        raise ConfigurationError(
+            "the range reaches past the calendar", field="from", value=start.isoformat()
+        ) from None
+    if (end - moment) / _HOUR > MAX_WINDOWS:
+        raise ConfigurationError(
+            "too many windows in the range",
+            field="period",
+            value="hour",
+            expected=f"at most {MAX_WINDOWS} windows (choose a longer period)",
+        )
+    windows: list[Window] = []
+    while moment < end:
+        windows.append((max(moment, start), min(moment + _HOUR, end)))
+        moment += _HOUR
+    return windows
+
+
+_HOUR: Final = timedelta(hours=1)
+
+
 def calendar_windows(period: str, start: datetime, end: datetime, tz: ZoneInfo) -> list[Window]:
     """The `[start, end)` windows of `period` covering the range, clipped to it, in UTC.
 
@@ -68,11 +97,21 @@ def calendar_windows(period: str, start: datetime, end: datetime, tz: ZoneInfo) 
         )
     if period == "all":
         return [(start, end)]
+    if period == "hour":
+        return _hours(start, end, tz)
     kind = _POLICY_PERIOD[period]
     windows: list[Window] = []
     moment = start
     while moment < end:
-        lo, hi = window_for(kind, moment, tz)  # type: ignore[arg-type]
+        try:
+            lo, hi = window_for(kind, moment, tz)  # type: ignore[arg-type]
+        except (ValueError, OverflowError):
+            raise ConfigurationError(
+                "the range reaches past the calendar",
+                field="to",
+                value=end.isoformat(),
+                expected="dates within years 1-9998",
+            ) from None
         windows.append((max(lo, start), min(hi, end)))
         if len(windows) > MAX_WINDOWS:
             raise ConfigurationError(

@@ -31,6 +31,7 @@ from agent_finops.ledger._aggregates import (
     Window,
     aggregate_events,
     group_order,
+    tidy_money,
 )
 from agent_finops.ledger._money import EXACT, HUGE_REST, MONEY_PLACES
 from agent_finops.ledger._records import CostEvent
@@ -184,10 +185,13 @@ def aggregate(
     counts, seconds = side.results(pending, windows)
     done = []
     for a in found:
-        if a.totals.events and (a.window, a.group) in counts:  # not summed in Python
+        if not distinct:
+            a.totals.runs = a.totals.tasks = 0
+        elif (a.window, a.group) in counts:
             a.totals.runs, a.totals.tasks = counts[a.window, a.group]
         if (a.window, a.group) in seconds:
             a.totals.runtime_seconds = seconds[a.window, a.group]
+        tidy_money(a.totals)
         done.append(a)
     done.sort(key=lambda a: (a.window, group_order(a.group)))
     return done
