@@ -8,7 +8,6 @@ channel the settings route the alert's scope to.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from slack_sdk import WebClient
@@ -16,7 +15,7 @@ from slack_sdk import WebClient
 from agent_finops.exceptions import ConfigurationError
 from agent_finops.ledger import AlertRecord
 from agent_finops_slack._alert_message import anomaly_message
-from agent_finops_slack._client import web_client
+from agent_finops_slack._client import bot_client
 from agent_finops_slack._config import SlackSettings, load_config
 
 __all__ = ["SlackAlertChannel"]
@@ -46,16 +45,8 @@ class SlackAlertChannel:
     @classmethod
     def from_env(cls, settings: SlackSettings, **kwargs: Any) -> SlackAlertChannel:
         """A channel whose bot token comes from `settings.token_env` (`SLACK_BOT_TOKEN`)."""
-        token = os.environ.get(settings.token_env, "").strip()
-        if not token:
-            raise ConfigurationError(
-                "the Slack bot token is not set",
-                source="environment",
-                field=settings.token_env,
-                expected="a bot token (xoxb-...)",
-            )
-        client = web_client(
-            token, base_url=settings.base_url, max_retry_wait=settings.max_retry_wait
+        client = bot_client(
+            settings.token_env, base_url=settings.base_url, max_retry_wait=settings.max_retry_wait
         )
         return cls(client=client, settings=settings, **kwargs)
 

@@ -26,9 +26,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from agent_finops.approvals import ApprovalChannel, Approver, ThresholdAlert
-from agent_finops.exceptions import ConfigurationError
 from agent_finops.ledger import ApprovalRecord
-from agent_finops_slack._client import error_code, retry_after, web_client
+from agent_finops_slack._client import bot_client, error_code, retry_after
 from agent_finops_slack._config import SlackSettings
 from agent_finops_slack._message import (
     alert_message,
@@ -136,16 +135,8 @@ class SlackChannel(ApprovalChannel):
         **kwargs: Any,
     ) -> SlackChannel:
         """A channel whose bot token comes from `settings.token_env` (`SLACK_BOT_TOKEN`)."""
-        token = os.environ.get(settings.token_env, "").strip()
-        if not token:
-            raise ConfigurationError(
-                "the Slack bot token is not set",
-                source="environment",
-                field=settings.token_env,
-                expected="a bot token (xoxb-...)",
-            )
-        client = web_client(
-            token, base_url=settings.base_url, max_retry_wait=settings.max_retry_wait
+        client = bot_client(
+            settings.token_env, base_url=settings.base_url, max_retry_wait=settings.max_retry_wait
         )
         return cls(ledger, client=client, settings=settings, **kwargs)
 

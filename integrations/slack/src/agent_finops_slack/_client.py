@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
+
+from agent_finops.exceptions import ConfigurationError
 
 __all__ = ["RetryAfterHandler", "error_code", "retry_after", "web_client"]
 
@@ -120,3 +123,19 @@ def error_code(exc: BaseException) -> str:
         except Exception:  # a response that is not JSON
             return "unreadable_response"
     return type(exc).__name__
+
+
+def bot_client(token_env: str, *, base_url: str | None, max_retry_wait: timedelta) -> WebClient:
+    """A `web_client` whose bot token comes from the environment variable `token_env`.
+
+    `ConfigurationError` naming the variable when it is unset or empty.
+    """
+    token = os.environ.get(token_env, "").strip()
+    if not token:
+        raise ConfigurationError(
+            "the Slack bot token is not set",
+            source="environment",
+            field=token_env,
+            expected="a bot token (xoxb-...)",
+        )
+    return web_client(token, base_url=base_url, max_retry_wait=max_retry_wait)
