@@ -29,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _harness import Mode, interleaved_rounds, print_modes_table
 from bench_tracking import (
     CALLS_PER_RUN,
     RUNS,
@@ -109,7 +110,7 @@ def mode_otel(graph: CompiledStateGraph, tmp: Path) -> float:
     return elapsed
 
 
-MODES = {
+MODES: dict[str, tuple[str, Mode]] = {
     "a": ("no callback", mode_none),
     "c": ("FinOpsCallbackHandler + SQLite ledger", mode_finops),
     "d": ("(c) + OTelSink (spans + metrics)", mode_otel),
@@ -122,28 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
     graph = build_graph()
-    times: dict[str, list[float]] = {k: [] for k in MODES}
     with tempfile.TemporaryDirectory(prefix="finops-bench-otel-") as name:
-        tmp = Path(name)
-        for key in MODES:  # warm-up
-            MODES[key][1](graph, tmp)
-        EMIT_SECONDS.clear()
-        order = list(MODES)
-        for round_no in range(args.rounds):
-            for key in order[round_no % 3 :] + order[: round_no % 3]:
-                times[key].append(MODES[key][1](graph, tmp))
+        times = interleaved_rounds(
+            MODES, graph, Path(name), args.rounds, after_warmup=EMIT_SECONDS.clear
+        )
     print(
         f"{TOTAL_CALLS:,} model calls ({RUNS} runs x {CALLS_PER_RUN}), median of {args.rounds} "
         f"interleaved rounds; Python {platform.python_version()}, {os.cpu_count()} CPUs"
     )
     base = statistics.median(times["a"])
-    print(f"  {'mode':<42} {'total s':>8} {'us/call':>8} {'vs (a)':>7}  rounds (s)")
-    for key, (label, _) in MODES.items():
-        med = statistics.median(times[key])
-        each = " ".join(f"{t:.3f}" for t in times[key])
-        print(
-            f"  ({key}) {label:<38} {med:8.3f} {med / TOTAL_CALLS * 1e6:8.1f} {med / base:6.2f}x  {each}"
-        )
+    print_modes_table(MODES, times, TOTAL_CALLS, "a")
     c, d = statistics.median(times["c"]), statistics.median(times["d"])
     print(
         f"tracking alone: {(c - base) / TOTAL_CALLS * 1e6:.0f} us/call over (a); with the "

@@ -27,7 +27,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypedDict
@@ -41,6 +40,9 @@ from langgraph.graph.state import CompiledStateGraph
 from agent_finops import CostTracker, PriceBook, SQLLedger, normalize_usage
 from agent_finops_langgraph import FinOpsCallbackHandler
 from agent_finops_langgraph.testing import ScriptedChatModel, usage
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import Mode, interleaved_rounds, print_modes_table
 
 RUNS = 100
 CALLS_PER_RUN = 20
@@ -123,17 +125,26 @@ def mode_finops(graph: CompiledStateGraph, tmp: Path) -> float:
     """(c) FinOpsCallbackHandler into a SQLite file ledger (flush included)."""
     db = tmp / f"ledger-{time.monotonic_ns()}.sqlite"
     ledger = SQLLedger.from_url(f"sqlite:///{db}")
-    tracker = CostTracker(ledger, tags={"team": "bench"})
-    handler = FinOpsCallbackHandler(tracker)
+    try:
+        return timed_handler(
+            graph, ledger, FinOpsCallbackHandler(CostTracker(ledger, tags={"team": "bench"}))
+        )
+    finally:
+        ledger.close()
+
+
+def timed_handler(
+    graph: CompiledStateGraph, ledger: SQLLedger, handler: FinOpsCallbackHandler
+) -> float:
+    """The workload through `handler`, its tracker flushed inside the clock; then the check."""
     try:
         start = time.perf_counter()
         run_all(graph, [handler])
-        tracker.flush()
+        handler.tracker.flush()
         elapsed = time.perf_counter() - start
         check_ledger(ledger, handler)
     finally:
-        tracker.close()
-        ledger.close()
+        handler.tracker.close()
     return elapsed
 
 
@@ -150,7 +161,7 @@ def check_ledger(ledger: SQLLedger, handler: FinOpsCallbackHandler) -> None:
     assert total == expected_cost(), (total, expected_cost())
 
 
-MODES: dict[str, tuple[str, Callable[[CompiledStateGraph, Path], float]]] = {
+MODES: dict[str, tuple[str, Mode]] = {
     "a": ("no callback", mode_none),
     "b": ("UsageMetadataCallbackHandler", mode_usage),
     "c": ("FinOpsCallbackHandler + SQLite ledger", mode_finops),
@@ -250,15 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     graph = build_graph()
-    times: dict[str, list[float]] = {key: [] for key in MODES}
     with tempfile.TemporaryDirectory(prefix="finops-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        for key in MODES:  # warm-up: imports, caches, genai-prices look-ups
-            MODES[key][1](graph, tmp)
-        order = list(MODES)
-        for round_no in range(args.rounds):  # rotate the order so no mode is always first
-            for key in order[round_no % 3 :] + order[: round_no % 3]:
-                times[key].append(MODES[key][1](graph, tmp))
+        times = interleaved_rounds(MODES, graph, tmp, args.rounds)
         ratio = report(times, args.rounds)
         if args.profile:
             profile_finops(graph, tmp, statistics.median(times["a"]))
@@ -273,14 +278,7 @@ def report(times: dict[str, list[float]], rounds: int) -> float:
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}"
     )
     base = statistics.median(times["a"])
-    print(f"  {'mode':<42} {'total s':>8} {'us/call':>8} {'vs (a)':>7}  rounds (s)")
-    for key, (label, _) in MODES.items():
-        med = statistics.median(times[key])
-        each = " ".join(f"{t:.3f}" for t in times[key])
-        print(
-            f"  ({key}) {label:<38} {med:8.3f} {med / TOTAL_CALLS * 1e6:8.1f} "
-            f"{med / base:6.2f}x  {each}"
-        )
+    print_modes_table(MODES, times, TOTAL_CALLS, "a")
     ratio = statistics.median(times["c"]) / base
     extra = (statistics.median(times["c"]) - base) / TOTAL_CALLS * 1e6
     verdict = "meets" if ratio <= TARGET_RATIO else "MISSES"
