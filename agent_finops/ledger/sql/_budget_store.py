@@ -198,7 +198,7 @@ class SQLBudgetStore(BudgetStoreBase):
         self._stop.clear()
         thread = threading.Thread(
             target=_upkeep,
-            args=(self._db, lease, self._retention, self._stop),
+            args=(weakref.ref(self._db), lease, self._retention, self._stop),
             name="agent-finops-budget-upkeep",
             daemon=True,
         )
@@ -241,9 +241,9 @@ class SQLBudgetStore(BudgetStoreBase):
         return self._db.reservation_state(call_id)
 
 
-# Module functions, not methods: the upkeep thread must not refer to the store, so that a
-# store dropped without `close()` is freed by reference counting (its finalizer stops the
-# thread, which then lets go of the backend and its connections).
+# Module functions, not methods: the upkeep thread must not refer to the store, and only
+# weakly to its backend, so that a store dropped without `close()` is freed by reference
+# counting at once, with its connections (its finalizer also stops the thread).
 
 
 def _renew(db: BudgetBackend, lease: _Lease) -> None:
@@ -254,7 +254,10 @@ def _renew(db: BudgetBackend, lease: _Lease) -> None:
 
 
 def _upkeep(
-    db: BudgetBackend, lease: _Lease, retention: timedelta | None, stop: threading.Event
+    backend: weakref.ref[BudgetBackend],
+    lease: _Lease,
+    retention: timedelta | None,
+    stop: threading.Event,
 ) -> None:
     """Renew the lease, reap, purge, until `stop`; database faults are logged and retried."""
     beat = (lease.length or MAX_PURGE_INTERVAL).total_seconds() / 4
@@ -264,6 +267,9 @@ def _upkeep(
     beat = max(MIN_BEAT, beat)
     next_purge = time.monotonic() + (every or 0)
     while not stop.wait(beat):
+        db = backend()
+        if db is None:  # the store was dropped
+            return
         try:
             if lease.length is not None:
                 _renew(db, lease)
@@ -275,3 +281,5 @@ def _upkeep(
                 next_purge = time.monotonic() + every
         except Exception:  # the database is down or busy: try again at the next beat
             _log.warning("budget store upkeep failed; retrying", exc_info=True)
+        finally:
+            del db
