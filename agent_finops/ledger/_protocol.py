@@ -67,6 +67,15 @@ class BudgetStore(Protocol):
            │  └───release──▶ released ◀──release── expired
            └──────expire───▶ expired ──settle──▶ settled   (a late answer's spend is real)
 
+    Time: expiry is judged on the database's clock, never a worker's (a worker whose clock
+    runs ahead must not give back others' live reservations); the caller's `now`/`clock`
+    only stamps records, and budget windows are the caller's choice, made in the claims'
+    counter keys. Dead workers: a store may tie its reservations to a *worker lease* that
+    it renews while it lives (the SQL stores do, every few seconds); `expire` gives back
+    the reservations of a worker whose lease ran out, however long their TTL. Finished
+    reservations are purged after a retention, which bounds how long a call id stays
+    idempotent. See docs/scaling.md ("Clocks", "Dead workers", "Retention").
+
     Designed for budget leases (issue 12). A later store may let each process take a
     *lease*, a slice of a budget's remaining headroom reserved in the database in one
     transaction, and decide `reserve` calls locally until the slice is used up (slices
