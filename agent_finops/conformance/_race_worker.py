@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from agent_finops.conformance._registry import Reopen
 from agent_finops.ledger import Claim
 
-__all__ = ["main", "race"]
+__all__ = ["hold", "main", "race"]
 
 CENT = Decimal("0.01")
 MICRO = Decimal("0.000001")
@@ -112,3 +113,22 @@ def race(
         for thread in pool:
             thread.join()
     return report
+
+
+def hold(reopen: Reopen, address: str, counter_key: str, lease: float, ready: Any) -> None:
+    """Process entry point: reserve the one call of a 1-call budget (`held-<key>`), say so, wait.
+
+    The reservation's TTL is the default (30 minutes): only the worker lease (`lease`
+    seconds, renewed by the store's upkeep thread while this process lives) can free it
+    early once the process is killed.
+    """
+    try:
+        with reopen(address) as ledger:
+            store = ledger.budget_store(worker_lease=timedelta(seconds=lease))
+            claim = Claim(counter_key, "one-call", "calls", Decimal(1), Decimal(1))
+            result = store.reserve(f"held-{counter_key}", [claim], trace_id="held")
+            ready.put("held" if result.granted else "refused")
+            while True:
+                time.sleep(60)
+    except BaseException as exc:
+        ready.put(f"failed: {exc!r}")

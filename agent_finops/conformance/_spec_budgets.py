@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pickle
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 
 from agent_finops.conformance._capabilities import Capability
 from agent_finops.conformance._fixtures import D, raises, usd
@@ -290,29 +291,63 @@ def reservation_block_raises_when_refused_without_running(s: Subject) -> None:
 
 
 # -- expiry ---------------------------------------------------------------------------------
+# Expiry is judged on the database's clock, which these checks take to read about
+# `datetime.now(UTC)` (the same host; a remote database within a few seconds of it). The
+# stores' clocks are fixed at T0 (in the past) unless given: only record stamps follow them.
+
+
+def _db_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @budgets
 def expire_gives_back_reservations_of_crashed_workers(s: Subject) -> None:
     """Reservations past their TTL are given back once; live ones stay."""
     store = s.store()
+    base = _db_now()
     store.reserve("crashed", [usd("k", "1.00", "0.80")], trace_id="t", ttl=timedelta(minutes=1))
     store.reserve("alive", [usd("k", "1.00", "0.10")], trace_id="t", ttl=timedelta(hours=1))
-    assert store.expire(T0 + timedelta(seconds=30)) == []
-    assert store.expire(T0 + timedelta(minutes=2)) == ["crashed"]
-    assert store.expire(T0 + timedelta(minutes=3)) == []
+    assert store.expire(base + timedelta(seconds=30)) == []
+    assert store.expire(base + timedelta(minutes=3)) == ["crashed"]
+    assert store.expire(base + timedelta(minutes=4)) == []
     assert store.counter("k") == (D(0), D("0.10"), D(1))
     assert store.reservation_state("crashed") == "expired"
 
 
 @budgets
-def expire_uses_the_clock_by_default(s: Subject) -> None:
-    """`expire()` without a moment uses the store's clock; several expire at once, sorted."""
-    store = s.store(clock=lambda: T0 + timedelta(hours=2))
+def expire_uses_the_database_clock_not_the_store_clock(s: Subject) -> None:
+    """`expire()` judges by the database's clock; several expire at once, sorted."""
+    ahead = s.store(clock=lambda: _db_now() + timedelta(hours=2))
     for call_id in ("b", "a"):
-        store.reserve(call_id, [usd("k", "1.00", "0.10")], trace_id="t", now=T0)
-    assert store.expire() == ["a", "b"]
-    assert store.counter("k") == (D(0), D(0), D(1))
+        ahead.reserve(call_id, [usd("k", "1.00", "0.10")], trace_id="t", ttl=timedelta(minutes=1))
+    assert ahead.expire() == []  # its clock is 2 h ahead; the TTLs have not run out
+    quick = timedelta(milliseconds=300)
+    for call_id in ("d", "c"):
+        ahead.reserve(call_id, [usd("k", "1.00", "0.10")], trace_id="t", ttl=quick)
+    time.sleep(0.6)
+    assert ahead.expire() == ["c", "d"]
+    assert ahead.counter("k") == (D(0), D("0.20"), D(1))
+
+
+@budgets
+def a_worker_whose_clock_runs_ahead_never_expires_live_reservations(s: Subject) -> None:
+    """A store 2 h ahead (more than the TTL) neither expires nor takes another's live call.
+
+    One hard limit of 1 call: the live worker holds it; the skewed one is refused (its
+    refusal's reaper, and its `expire()`, judge by the database's clock, not its own).
+    """
+    live = s.store(clock=_db_now)
+    skewed = s.store(clock=lambda: _db_now() + timedelta(hours=2))
+    one = Claim("calls", "one-call", "calls", D(1), D(1))
+    ttl = timedelta(minutes=30)
+    assert live.reserve("first", [one], trace_id="t", ttl=ttl).granted
+    assert skewed.expire() == []
+    assert not skewed.reserve("second", [one], trace_id="t", ttl=ttl).granted
+    assert skewed.expire() == []
+    assert live.reservation_state("first") == "reserved"
+    assert skewed.counter("calls") == (D(0), D(1), D(1))
+    assert live.settle("first", {"calls": 1})
+    assert skewed.counter("calls") == (D(1), D(0), D(1))
 
 
 @budgets
@@ -320,7 +355,7 @@ def a_late_answer_after_expiry_is_still_charged(s: Subject) -> None:
     """Settling an expired reservation charges the actual amount (the spend is real)."""
     store = s.store()
     store.reserve("slow", [usd("k", "1.00", "0.50")], trace_id="t", ttl=timedelta(minutes=1))
-    store.expire(T0 + timedelta(minutes=5))
+    store.expire(_db_now() + timedelta(minutes=5))
     assert store.settle("slow", {"usd": D("0.20")})
     assert not store.settle("slow", {"usd": D("0.20")})
     assert store.counter("k") == (D("0.20"), D(0), D(1))
@@ -331,7 +366,7 @@ def release_after_expiry_changes_nothing(s: Subject) -> None:
     """Releasing an expired reservation only changes its state."""
     store = s.store()
     store.reserve("gone", [usd("k", "1.00", "0.50")], trace_id="t", ttl=timedelta(minutes=1))
-    store.expire(T0 + timedelta(minutes=5))
+    store.expire(_db_now() + timedelta(minutes=5))
     assert not store.release("gone")
     assert store.reservation_state("gone") == "released"
     assert not store.settle("gone", {"usd": D("0.20")})
@@ -342,12 +377,13 @@ def release_after_expiry_changes_nothing(s: Subject) -> None:
 def a_refusal_first_reclaims_expired_reservations(s: Subject) -> None:
     """Before refusing, `reserve` gives back expired reservations and tries again."""
     store = s.store()
-    ttl = timedelta(minutes=1)
+    ttl = timedelta(milliseconds=300)
     assert store.reserve("crashed", [usd("k", "1.00", "0.90")], trace_id="t", ttl=ttl).granted
     claims = [usd("k", "1.00", "0.50")]
-    assert not store.reserve("early", claims, trace_id="t", now=T0 + timedelta(seconds=10)).granted
-    later = store.reserve("later", claims, trace_id="t", now=T0 + timedelta(minutes=2))
-    assert later.granted
+    assert not store.reserve("early", claims, trace_id="t").granted
+    time.sleep(0.6)
+    later = store.reserve("later", claims, trace_id="t", now=T0 - timedelta(days=1))
+    assert later.granted  # whatever the caller's `now`: the database's clock decides
     assert store.counter("k") == (D(0), D("0.50"), D(1))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -10,6 +11,7 @@ from agent_finops.conformance import _race_worker as worker
 from agent_finops.conformance._capabilities import Capability
 from agent_finops.conformance._fixtures import D, usd
 from agent_finops.conformance._registry import Subject, spec
+from agent_finops.ledger import Claim
 
 processes = spec(Capability.PROCESSES)
 
@@ -53,3 +55,45 @@ def processes_racing_one_budget_never_cross_it(s: Subject) -> None:
     assert spent == sum(settled), "the counter must equal the settled actuals exactly"
     assert reserved == 0
     assert spent is not None and D("0.5") < spent <= limit
+
+
+KILLED_LEASE = 2.0
+"""Seconds: the worker lease of the process that is killed (the default is 10)."""
+
+
+@processes
+def a_killed_workers_reservation_is_reclaimed_within_its_lease(s: Subject) -> None:
+    """A process holding a 1-call budget is SIGKILLed; another reserves it within seconds.
+
+    The dead process's reservation has the default 30-minute TTL: only its worker lease,
+    no longer renewed, lets it go; the survivor's refused `reserve` reaps it.
+    """
+    assert s.backend.reopen is not None and s.backend.address is not None
+    key = f"held-{uuid.uuid4().hex[:8]}"
+    one = [Claim(key, "one-call", "calls", D(1), D(1))]
+    spawn = multiprocessing.get_context("spawn")
+    ready = spawn.Queue()
+    address = s.backend.address(s.ledger)
+    child = spawn.Process(
+        target=worker.hold, args=(s.backend.reopen, address, key, KILLED_LEASE, ready)
+    )
+    child.start()
+    try:
+        assert ready.get(timeout=120) == "held"
+        store = s.store(clock=lambda: datetime.now(UTC))
+        assert not store.reserve("survivor", one, trace_id="t").granted
+        child.kill()  # SIGKILL: no `close()`, no `atexit`
+        child.join(timeout=30)
+        killed = time.monotonic()
+        deadline = killed + KILLED_LEASE + 15
+        while not store.reserve("survivor", one, trace_id="t").granted:
+            assert time.monotonic() < deadline, "the dead worker's reservation was never reclaimed"
+            time.sleep(0.05)
+        waited = time.monotonic() - killed
+    finally:
+        if child.is_alive():
+            child.kill()
+            child.join(timeout=30)
+    assert waited < KILLED_LEASE + 5, f"reclaimed after {waited:.1f} s"
+    assert store.counter(key) == (D(0), D(1), D(1))
+    assert store.reservation_state(f"held-{key}") == "expired"

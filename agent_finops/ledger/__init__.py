@@ -18,7 +18,9 @@ from agent_finops.ledger._aggregates import (
 )
 from agent_finops.ledger._base import BudgetStoreBase, LedgerBase
 from agent_finops.ledger._budget import (
+    DEFAULT_RESERVATION_RETENTION,
     DEFAULT_RESERVATION_TTL,
+    DEFAULT_WORKER_LEASE,
     Claim,
     ClaimUsage,
     CounterState,
@@ -109,4 +111,6 @@ __all__ = [
     "ReservationState",
     "Unit",
     "DEFAULT_RESERVATION_TTL",
+    "DEFAULT_WORKER_LEASE",
+    "DEFAULT_RESERVATION_RETENTION",
 ]

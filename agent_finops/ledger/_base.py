@@ -294,6 +294,14 @@ class BudgetStoreBase(ABC):
     `_expire`) and the reads; the public methods here validate their arguments and fill in
     "now" from the clock (always aware UTC: a naive moment is taken to be UTC), so that every
     backend refuses and defaults alike.
+
+    Two times. The caller's "now" (an operation's `now=`, else the store's `clock`) only
+    stamps what the caller did (`created_at`, `finished_at`, counters' `updated_at`; what
+    `purge(finished_before)` compares with); budget windows are chosen from it by the caller,
+    in the claims' counter keys. Reservation expiry never trusts it: `_reserve` gets the
+    TTL, not a deadline, and the backend computes `expires_at` from the database's clock;
+    `_expire(None)` judges by that clock too (a worker whose clock runs ahead must not give
+    back other workers' live reservations).
     """
 
     def __init__(self, *, clock: Clock | None, default_ttl: timedelta) -> None:
@@ -310,9 +318,13 @@ class BudgetStoreBase(ABC):
         claims: Sequence[Claim],
         trace_id: str | None,
         now: datetime,
-        expires_at: datetime,
+        ttl: timedelta,
     ) -> ReserveResult:
-        """Reserve once (validated arguments); no expire-and-retry."""
+        """Reserve once (validated arguments); no expire-and-retry.
+
+        `now` is the caller's time (stamps only); the reservation expires `ttl` after the
+        database's "now" (its worker's lease may end it earlier).
+        """
 
     @abstractmethod
     def _settle(
@@ -325,8 +337,12 @@ class BudgetStoreBase(ABC):
         """Release; True if amounts were given back now."""
 
     @abstractmethod
-    def _expire(self, now: datetime) -> list[str]:
-        """Expire reservations due at `now`; their call ids, sorted."""
+    def _expire(self, at: datetime | None) -> list[str]:
+        """Expire reservations due at `at` on the database's timeline (None: its clock now).
+
+        Due: past their `expires_at`, or held by a worker whose lease ran out. Their call
+        ids, sorted.
+        """
 
     @abstractmethod
     def purge(self, finished_before: datetime) -> int:
@@ -360,10 +376,11 @@ class BudgetStoreBase(ABC):
         if len({c.counter_key for c in claims}) != len(claims):
             raise ValueError(f"claims of call {call_id!r} name a counter more than once")
         now = as_utc(now or self._clock())
-        expires_at = now + (self._default_ttl if ttl is None else ttl)
-        result = self._reserve(call_id, claims, trace_id, now, expires_at)
-        if not result.granted and self._expire(now):
-            result = self._reserve(call_id, claims, trace_id, now, expires_at)
+        ttl = self._default_ttl if ttl is None else ttl
+        result = self._reserve(call_id, claims, trace_id, now, ttl)
+        # Reclaim by the database's clock, never by `now`: a skewed caller expires nothing live.
+        if not result.granted and self._expire(None):
+            result = self._reserve(call_id, claims, trace_id, now, ttl)
         return result
 
     def settle(
@@ -389,8 +406,8 @@ class BudgetStoreBase(ABC):
         return self._release(call_id, as_utc(now or self._clock()))
 
     def expire(self, now: datetime | None = None) -> list[str]:
-        """See `BudgetStore.expire`."""
-        return self._expire(as_utc(now or self._clock()))
+        """See `BudgetStore.expire` (`now` is a moment of the database's clock, not `clock`)."""
+        return self._expire(None if now is None else as_utc(now))
 
     @contextmanager
     def reservation(

@@ -15,7 +15,11 @@ ReservationState = Literal["reserved", "settled", "released", "expired"]
 
 UNITS: frozenset[str] = frozenset(("usd", "tokens", "calls"))
 DEFAULT_RESERVATION_TTL = timedelta(minutes=30)
-"""How long a reservation holds budget before `expire` may give it back (crashed worker)."""
+"""The longest a reservation holds budget, on the database's clock, even if its worker lives."""
+DEFAULT_WORKER_LEASE = timedelta(seconds=10)
+"""How long a worker's reservations outlive its last heartbeat (its death), database clock."""
+DEFAULT_RESERVATION_RETENTION = timedelta(days=1)
+"""How long a finished reservation is kept (and its call id idempotent) before it is purged."""
 MAX_COUNTER_KEY_LENGTH = 512
 MAX_CALL_ID_LENGTH = 128
 

@@ -37,9 +37,12 @@ from agent_finops.ledger._base import (
     check_limit,
     check_status,
     one_match,
+    utcnow,
 )
 from agent_finops.ledger._budget import (
+    DEFAULT_RESERVATION_RETENTION,
     DEFAULT_RESERVATION_TTL,
+    DEFAULT_WORKER_LEASE,
     Claim,
     CounterState,
     ReservationState,
@@ -408,10 +411,21 @@ class InMemoryLedger(LedgerBase):
     # -- budgets --------------------------------------------------------------------------
 
     def budget_store(
-        self, *, clock: Clock | None = None, default_ttl: timedelta = DEFAULT_RESERVATION_TTL
+        self,
+        *,
+        clock: Clock | None = None,
+        default_ttl: timedelta = DEFAULT_RESERVATION_TTL,
+        worker_lease: timedelta | None = DEFAULT_WORKER_LEASE,
+        retention: timedelta | None = DEFAULT_RESERVATION_RETENTION,
     ) -> BudgetStore:
-        """A store on this ledger's budget counters (every store of the ledger shares them)."""
-        return InMemoryBudgetStore._sharing(self._book, clock=clock, default_ttl=default_ttl)
+        """A store on this ledger's budget counters (every store of the ledger shares them).
+
+        `worker_lease` is accepted for the protocol and unused: every store of an in-memory
+        ledger lives and dies with its one process, so no worker can die alone.
+        """
+        return InMemoryBudgetStore._sharing(
+            self._book, clock=clock, default_ttl=default_ttl, retention=retention
+        )
 
 
 # -- budgets ----------------------------------------------------------------------------------
@@ -428,6 +442,10 @@ class _Reservation:
     finished_at: datetime | None = None
 
 
+PURGE_EVERY = 1000
+"""An in-memory store purges old finished reservations once per this many finished calls."""
+
+
 class _BudgetBook:
     """The counters and reservations the stores of one in-memory ledger share."""
 
@@ -435,6 +453,7 @@ class _BudgetBook:
         self.lock = threading.Lock()
         self.counters: dict[str, CounterRow] = {}
         self.reservations: dict[str, _Reservation] = {}
+        self.finished = 0
 
     def copies(self, keys: Iterable[str]) -> dict[str, CounterRow]:
         """Working copies of the named counters that exist (planning may change them)."""
@@ -445,21 +464,34 @@ class InMemoryBudgetStore(BudgetStoreBase):
     """A `BudgetStore` on an in-memory ledger's counters: one lock serializes every operation.
 
     Get one from `InMemoryLedger.budget_store()`; a store made on its own has its own counters.
+    Its "database clock", which reservation expiry is judged by, is this process's real
+    clock (`datetime.now(UTC)`), never `clock`. Finished reservations older than `retention`
+    (by that clock) are purged once every `PURGE_EVERY` settled or released calls.
     """
 
     def __init__(
-        self, *, clock: Clock | None = None, default_ttl: timedelta = DEFAULT_RESERVATION_TTL
+        self,
+        *,
+        clock: Clock | None = None,
+        default_ttl: timedelta = DEFAULT_RESERVATION_TTL,
+        retention: timedelta | None = DEFAULT_RESERVATION_RETENTION,
     ) -> None:
-        """A store with counters of its own."""
+        """A store with counters of its own (`retention=None`: never purge by itself)."""
         super().__init__(clock=clock, default_ttl=default_ttl)
         self._book = _BudgetBook()
+        self._retention = retention
 
     @classmethod
     def _sharing(
-        cls, book: _BudgetBook, *, clock: Clock | None, default_ttl: timedelta
+        cls,
+        book: _BudgetBook,
+        *,
+        clock: Clock | None,
+        default_ttl: timedelta,
+        retention: timedelta | None,
     ) -> InMemoryBudgetStore:
         """A store on a ledger's counters."""
-        store = cls(clock=clock, default_ttl=default_ttl)
+        store = cls(clock=clock, default_ttl=default_ttl, retention=retention)
         store._book = book
         return store
 
@@ -469,9 +501,10 @@ class InMemoryBudgetStore(BudgetStoreBase):
         claims: Sequence[Claim],
         trace_id: str | None,
         now: datetime,
-        expires_at: datetime,
+        ttl: timedelta,
     ) -> ReserveResult:
         book = self._book
+        expires_at = utcnow() + ttl  # this process's clock is the "database's"
         with book.lock:
             existing = book.reservations.get(call_id)
             if existing is not None:
@@ -503,7 +536,12 @@ class InMemoryBudgetStore(BudgetStoreBase):
                 return Settlement(call_id, False)
             book.counters.update(plan.counters)
             found.state, found.actual, found.finished_at = target, plan.actual, now
-            return Settlement(call_id, plan.changed, plan.overruns)
+            book.finished += 1
+            due = self._retention is not None and book.finished % PURGE_EVERY == 0
+        if due:
+            assert self._retention is not None
+            self.purge(utcnow() - self._retention)
+        return Settlement(call_id, plan.changed, plan.overruns)
 
     def _settle(
         self, call_id: str, now: datetime, charges: Mapping[str, Decimal | None]
@@ -513,7 +551,8 @@ class InMemoryBudgetStore(BudgetStoreBase):
     def _release(self, call_id: str, now: datetime) -> bool:
         return self._finish(call_id, now, "released", {}).settled
 
-    def _expire(self, now: datetime) -> list[str]:
+    def _expire(self, at: datetime | None) -> list[str]:
+        now = utcnow() if at is None else at
         book = self._book
         with book.lock:
             due = sorted(

@@ -23,7 +23,9 @@ from typing import Protocol, Self, runtime_checkable
 
 from agent_finops.ledger._aggregates import Aggregate, Window
 from agent_finops.ledger._budget import (
+    DEFAULT_RESERVATION_RETENTION,
     DEFAULT_RESERVATION_TTL,
+    DEFAULT_WORKER_LEASE,
     Claim,
     CounterState,
     ReservationState,
@@ -65,6 +67,15 @@ class BudgetStore(Protocol):
            │  └───release──▶ released ◀──release── expired
            └──────expire───▶ expired ──settle──▶ settled   (a late answer's spend is real)
 
+    Time: expiry is judged on the database's clock, never a worker's (a worker whose clock
+    runs ahead must not give back others' live reservations); the caller's `now`/`clock`
+    only stamps records, and budget windows are the caller's choice, made in the claims'
+    counter keys. Dead workers: a store may tie its reservations to a *worker lease* that
+    it renews while it lives (the SQL stores do, every few seconds); `expire` gives back
+    the reservations of a worker whose lease ran out, however long their TTL. Finished
+    reservations are purged after a retention, which bounds how long a call id stays
+    idempotent. See docs/scaling.md ("Clocks", "Dead workers", "Retention").
+
     Designed for budget leases (issue 12). A later store may let each process take a
     *lease*, a slice of a budget's remaining headroom reserved in the database in one
     transaction, and decide `reserve` calls locally until the slice is used up (slices
@@ -103,7 +114,10 @@ class BudgetStore(Protocol):
         Refused when, for any enforced claim, spent + reserved + amount > limit; nothing is
         reserved then, and a later retry with the same call id is evaluated afresh.
         Reserving a granted call id again returns the original result (`replayed=True`).
-        Before refusing, expired reservations are given back and the call is tried again.
+        Before refusing, expired reservations are given back (by the database's clock) and
+        the call is tried again. `now` (else the store's clock) only stamps the reservation;
+        it expires `ttl` after the database's "now", or earlier when its worker's lease runs
+        out (the worker died).
         Raises ValueError for an empty or too long call id or a counter named twice, and
         `ConfigurationError` when a counter already counts another unit.
         """
@@ -134,7 +148,14 @@ class BudgetStore(Protocol):
         ...
 
     def expire(self, now: datetime | None = None) -> list[str]:
-        """Give back every reservation past its expiry (its worker died); their call ids."""
+        """Give back every reservation past its expiry, or whose worker died; their call ids.
+
+        Judged on the database's clock. `now` is a moment of that clock to judge TTLs at
+        instead (tests, operators: `expire(datetime.now(UTC) + timedelta(days=1))` frees
+        every reservation made up to a day ago); workers' leases are always judged at the
+        database's now. The store's `clock` is never used. Stores also run this
+        periodically and before refusing.
+        """
         ...
 
     def purge(self, finished_before: datetime) -> int:
@@ -142,6 +163,8 @@ class BudgetStore(Protocol):
 
         Idempotency holds for as long as a reservation is kept: purge only what no retry
         can still reach. Counters are untouched. Returns the number of reservations deleted.
+        `finished_before` is compared with `finished_at`, the caller's time of the finish.
+        Stores also purge by themselves, what finished more than their `retention` ago.
         """
         ...
 
@@ -400,12 +423,21 @@ class Ledger(Protocol):
     # -- budgets --------------------------------------------------------------------------
 
     def budget_store(
-        self, *, clock: Clock | None = None, default_ttl: timedelta = DEFAULT_RESERVATION_TTL
+        self,
+        *,
+        clock: Clock | None = None,
+        default_ttl: timedelta = DEFAULT_RESERVATION_TTL,
+        worker_lease: timedelta | None = DEFAULT_WORKER_LEASE,
+        retention: timedelta | None = DEFAULT_RESERVATION_RETENTION,
     ) -> BudgetStore:
         """A budget store on the same database (close it before the ledger).
 
-        `clock` gives "now" when an operation is not given one; `default_ttl` is how long
-        a reservation holds budget before `expire` may give it back.
+        `clock` gives the caller's "now" when an operation is not given one (record stamps;
+        never expiry). `default_ttl` is the longest a reservation holds budget (database
+        clock); `worker_lease` how long it outlives its worker's last heartbeat (a dead
+        worker blocks budget about this long; None: TTL only); `retention` how long finished
+        reservations are kept, and their call ids idempotent, before the store purges them
+        (None: never). See docs/scaling.md, "Clocks" and "Dead workers".
         """
         ...
 

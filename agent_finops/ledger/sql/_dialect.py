@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -48,9 +48,14 @@ class BudgetBackend(ABC):
         claims: Sequence[Claim],
         trace_id: str | None,
         now: datetime,
-        expires_at: datetime,
+        ttl: timedelta,
+        worker_id: str | None,
     ) -> ReserveResult:
-        """Reserve once (no expire-and-retry)."""
+        """Reserve once (no expire-and-retry), expiring `ttl` after the database's now.
+
+        `now` (the caller's) stamps `created_at`; `worker_id` ties the reservation to that
+        worker's lease (None: only its TTL ends it).
+        """
 
     @abstractmethod
     def finish(
@@ -63,12 +68,28 @@ class BudgetBackend(ABC):
         """Settle or release; `settled` of the result: whether anything changed now."""
 
     @abstractmethod
-    def expire(self, now: datetime) -> list[str]:
-        """Expire the reservations due at `now`; their call ids, sorted."""
+    def expire(self, at: datetime | None) -> list[str]:
+        """Expire what is due at `at` (None: the database's now); their call ids, sorted.
+
+        Due: open reservations past their `expires_at`, or whose worker's lease ran out or
+        is gone. Expired leases are deleted in the same transaction.
+        """
 
     @abstractmethod
     def purge(self, finished_before: datetime) -> int:
         """Delete finished reservations; how many."""
+
+    @abstractmethod
+    def purge_older(self, retention: timedelta, batch: int) -> int:
+        """Delete up to `batch` finished reservations older than the database's now - retention."""
+
+    @abstractmethod
+    def renew_worker(self, worker_id: str, host: str, pid: int, lease: timedelta) -> None:
+        """Create or extend a worker's lease to the database's now + `lease`."""
+
+    @abstractmethod
+    def drop_worker(self, worker_id: str) -> None:
+        """Delete a worker's lease (its open reservations become due at once)."""
 
     @abstractmethod
     def counter(self, counter_key: str) -> CounterState | None:

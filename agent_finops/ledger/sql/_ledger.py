@@ -36,7 +36,11 @@ from agent_finops.ledger._base import (
     check_status,
     one_match,
 )
-from agent_finops.ledger._budget import DEFAULT_RESERVATION_TTL
+from agent_finops.ledger._budget import (
+    DEFAULT_RESERVATION_RETENTION,
+    DEFAULT_RESERVATION_TTL,
+    DEFAULT_WORKER_LEASE,
+)
 from agent_finops.ledger._money import EXACT, split_money, stored_money
 from agent_finops.ledger._protocol import BudgetStore, Clock, Ledger
 from agent_finops.ledger._records import (
@@ -570,6 +574,8 @@ class SQLLedger(LedgerBase):
         *,
         clock: Clock | None = None,
         default_ttl: timedelta = DEFAULT_RESERVATION_TTL,
+        worker_lease: timedelta | None = DEFAULT_WORKER_LEASE,
+        retention: timedelta | None = DEFAULT_RESERVATION_RETENTION,
         durable_commits: bool = True,
         max_idle_connections: int = DEFAULT_MAX_IDLE_CONNECTIONS,
     ) -> SQLBudgetStore:
@@ -580,6 +586,8 @@ class SQLLedger(LedgerBase):
             auto_setup=False,
             clock=clock,
             default_ttl=default_ttl,
+            worker_lease=worker_lease,
+            retention=retention,
             durable_commits=durable_commits,
             max_idle_connections=max_idle_connections,
         )

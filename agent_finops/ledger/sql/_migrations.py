@@ -20,7 +20,9 @@ Versions:
 4. `finops_cost_events.bucket` (filled from the kind), `.cost_nano` and `.cost_rest` (the
    cost as integers SQL sums exactly; filled from `cost`), `.policy_version`; the rollup
    index (covering the standard tags and the measures, by time) replaces the indexes by
-   time, team and project; the `finops_alerts` and `finops_alert_deliveries` tables.
+   time, team and project; the `finops_alerts` and `finops_alert_deliveries` tables;
+   `finops_reservations.worker_id` and an index of finished reservations by `finished_at`
+   (the scheduled purge), and the `finops_budget_workers` table (worker leases).
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ from sqlalchemy.schema import CreateColumn
 from agent_finops.exceptions import LedgerError
 from agent_finops.ledger._money import split_money
 from agent_finops.ledger.sql._dialect import SQLDialect
-from agent_finops.ledger.sql._tables import approvals, cost_events, metadata, runs, schema
+from agent_finops.ledger.sql._tables import (
+    approvals,
+    cost_events,
+    metadata,
+    reservations,
+    runs,
+    schema,
+)
 
 __all__ = ["SCHEMA_VERSION", "set_up", "stored_version"]
 
@@ -94,7 +103,14 @@ def _to_v3(conn: Connection, dialect: SQLDialect) -> None:
 _BACKFILL_BATCH = 5000
 
 
+def _reservations_v4(conn: Connection) -> None:
+    """Reservations: `worker_id` (the worker lease) and the index of finished ones."""
+    if _add_column(conn, reservations, "worker_id") or _columns(conn, reservations):
+        _add_index(conn, _index(reservations, "ix_finops_reservations_finished"))
+
+
 def _to_v4(conn: Connection, dialect: SQLDialect) -> None:
+    _reservations_v4(conn)  # the workers table is new: `create_all` makes it
     if _columns(conn, cost_events) is None:
         return
     _add_column(conn, cost_events, "bucket")

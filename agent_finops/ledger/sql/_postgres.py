@@ -6,6 +6,10 @@ UPDATE`, so counter rows are always locked in one global order (no deadlocks), b
 decision and the updates, which are gated on it. Missing counter rows are first created in
 their own short transaction with `INSERT ... ON CONFLICT DO NOTHING`. Money is
 `NUMERIC(38, 18)`; times are `timestamptz`, bound as aware UTC datetimes.
+
+Reservation expiry and worker leases are on the server's clock, `statement_timestamp()` (the
+start of the statement; each budget statement is its own transaction, so it is also
+`CURRENT_TIMESTAMP`), shared by every worker whatever `clock` its store was given.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -50,6 +54,17 @@ _SQL_CREATE_COUNTER = (
     " ON CONFLICT (counter_key) DO NOTHING"
 )
 _SQL_PURGE = "DELETE FROM finops_reservations WHERE state <> 'reserved' AND finished_at < %s"
+_SQL_PURGE_OLDER = (
+    "DELETE FROM finops_reservations WHERE call_id IN (SELECT call_id FROM finops_reservations"
+    " WHERE state <> 'reserved' AND finished_at < statement_timestamp() - %s::interval"
+    " LIMIT %s FOR UPDATE SKIP LOCKED)"
+)
+_SQL_RENEW_WORKER = (
+    "INSERT INTO finops_budget_workers (worker_id, host, pid, started_at, expires_at)"
+    " VALUES (%s, %s, %s, statement_timestamp(), statement_timestamp() + %s::interval)"
+    " ON CONFLICT (worker_id) DO UPDATE SET expires_at = excluded.expires_at"
+)
+_SQL_DROP_WORKER = "DELETE FROM finops_budget_workers WHERE worker_id = %s"
 
 # One statement per reserve: lock the counters in key order, decide, insert the reservation,
 # update the counters. The decision is only true if every counter exists (else the caller
@@ -84,8 +99,10 @@ decision AS MATERIALIZED (
     FROM input i LEFT JOIN locked l ON l.counter_key = i.counter_key
 ),
 ins AS (
-    INSERT INTO finops_reservations (call_id, trace_id, state, claims, created_at, expires_at)
-    SELECT %(call_id)s, %(trace_id)s, 'reserved', d.claims, %(now)s, %(expires_at)s
+    INSERT INTO finops_reservations
+        (call_id, trace_id, state, claims, created_at, expires_at, worker_id)
+    SELECT %(call_id)s, %(trace_id)s, 'reserved', d.claims, %(now)s,
+        statement_timestamp() + %(ttl)s::interval, %(worker_id)s
     FROM decision d WHERE d.ok
     ON CONFLICT (call_id) DO NOTHING
     RETURNING claims
@@ -147,13 +164,26 @@ SELECT (SELECT state FROM res), (SELECT count(*) FROM fin), (SELECT count(*) FRO
         FROM items WHERE %(settling)s AND charge > amount)
 """
 
-# One statement per expiry: lock the due reservations (skipping those another transaction is
-# finishing), then their counters in key order; give the estimates back; mark them expired.
+# One statement per expiry, TTLs judged at `at` (the server's clock unless given), leases
+# always at the server's clock: lock the due reservations (past their expiry, or of a worker
+# whose lease ran out or is gone; skipping
+# those another transaction is finishing), then their counters in key order; give the
+# estimates back; mark them expired; delete the expired leases.
 _EXPIRE = """
-WITH due AS MATERIALIZED (
-    SELECT call_id, claims FROM finops_reservations
-    WHERE state = 'reserved' AND expires_at <= %(now)s
-    ORDER BY call_id FOR UPDATE SKIP LOCKED
+WITH clock AS MATERIALIZED (
+    SELECT coalesce(%(at)s::timestamptz, statement_timestamp()) AS at
+),
+due AS MATERIALIZED (
+    SELECT r.call_id, r.claims FROM finops_reservations r
+    WHERE r.state = 'reserved' AND (r.expires_at <= (SELECT at FROM clock)
+        OR (r.worker_id IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM finops_budget_workers w
+            WHERE w.worker_id = r.worker_id AND w.expires_at > statement_timestamp())))
+    ORDER BY r.call_id FOR UPDATE OF r SKIP LOCKED
+),
+dead AS (
+    DELETE FROM finops_budget_workers WHERE expires_at <= statement_timestamp()
+    RETURNING 1
 ),
 back AS MATERIALIZED (
     SELECT e ->> 'counter_key' AS k, sum((e ->> 'amount')::numeric) AS amount
@@ -165,18 +195,19 @@ locked AS MATERIALIZED (
     ORDER BY counter_key FOR UPDATE
 ),
 upd AS (
-    UPDATE finops_budget_counters c SET reserved = c.reserved - b.amount, updated_at = %(now)s
+    UPDATE finops_budget_counters c SET reserved = c.reserved - b.amount,
+        updated_at = (SELECT at FROM clock)
     FROM back b
     WHERE c.counter_key = b.k AND (SELECT count(*) FROM locked) >= 0
     RETURNING 1
 ),
 fin AS (
-    UPDATE finops_reservations r SET state = 'expired', finished_at = %(now)s
+    UPDATE finops_reservations r SET state = 'expired', finished_at = (SELECT at FROM clock)
     FROM due d
     WHERE r.call_id = d.call_id
     RETURNING r.call_id
 )
-SELECT call_id FROM fin ORDER BY call_id
+SELECT call_id FROM fin WHERE (SELECT count(*) FROM dead) >= 0 ORDER BY call_id
 """
 
 
@@ -270,7 +301,8 @@ class PostgresBudgets(BudgetBackend):
         claims: Sequence[Claim],
         trace_id: str | None,
         now: datetime,
-        expires_at: datetime,
+        ttl: timedelta,
+        worker_id: str | None,
     ) -> ReserveResult:
         """Check and reserve in one statement (creating missing counters first)."""
         rows = []
@@ -285,7 +317,8 @@ class PostgresBudgets(BudgetBackend):
             "call_id": call_id,
             "trace_id": trace_id,
             "now": as_utc(now),
-            "expires_at": as_utc(expires_at),
+            "ttl": ttl,
+            "worker_id": worker_id,
         }
 
         def attempt() -> ReserveResult:
@@ -360,15 +393,44 @@ class PostgresBudgets(BudgetBackend):
 
         return self.connections.run("settlement" if settling else "release", attempt)
 
-    def expire(self, now: datetime) -> list[str]:
+    def expire(self, at: datetime | None) -> list[str]:
         """Give back every due reservation in one statement."""
+        params = {"at": None if at is None else as_utc(at)}
 
         def attempt() -> list[str]:
             with self.connections.connection() as conn:
-                rows = conn.execute(_EXPIRE, {"now": as_utc(now)}).fetchall()
+                rows = conn.execute(_EXPIRE, params).fetchall()
             return [row[0] for row in rows]
 
         return self.connections.run("expiry", attempt)
+
+    def purge_older(self, retention: timedelta, batch: int) -> int:
+        """Delete one batch of old finished reservations (skipping rows being finished)."""
+
+        def attempt() -> int:
+            with self.connections.connection() as conn:
+                deleted: int = conn.execute(_SQL_PURGE_OLDER, (retention, batch)).rowcount
+                return deleted
+
+        return self.connections.run("purge", attempt)
+
+    def renew_worker(self, worker_id: str, host: str, pid: int, lease: timedelta) -> None:
+        """Upsert the worker's lease."""
+
+        def attempt() -> None:
+            with self.connections.connection() as conn:
+                conn.execute(_SQL_RENEW_WORKER, (worker_id, host, pid, lease))
+
+        self.connections.run("lease renewal", attempt)
+
+    def drop_worker(self, worker_id: str) -> None:
+        """Delete the worker's lease."""
+
+        def attempt() -> None:
+            with self.connections.connection() as conn:
+                conn.execute(_SQL_DROP_WORKER, (worker_id,))
+
+        self.connections.run("lease end", attempt)
 
     def purge(self, finished_before: datetime) -> int:
         """Delete finished reservations."""

@@ -3,7 +3,12 @@
 Budget operations run in `BEGIN IMMEDIATE` transactions: SQLite's write lock is taken before
 the counters are read, so the check and the update are one transaction across threads and
 processes (WAL, busy timeout). Money is text here, so the arithmetic is done in Python with
-`Decimal` inside the transaction, by the shared planning functions. Threads of one process
+`Decimal` inside the transaction, by the shared planning functions.
+
+Reservation expiry and worker leases are on SQLite's clock, `strftime('%Y-%m-%d %H:%M:%f',
+'now')`: the clock of the host the file is on, read by SQLite itself, so every process on
+that file shares it whatever `clock` its store was given (a SQLite file is only shared by
+processes of one host: not across a network file system). Threads of one process
 also queue on an in-process lock, which hands the write lock over faster than SQLite's
 sleeping busy handler. WAL checkpoints (their fsyncs) run on a background thread, not inside
 a caller's commit (see `_checkpointer.py`).
@@ -19,7 +24,7 @@ import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
@@ -59,23 +64,46 @@ __all__ = ["SQLITE", "SQLiteBudgets", "SQLiteDialect"]
 BUSY_TIMEOUT_MS = 30_000
 _COUNTERS = "finops_budget_counters"
 _RESERVATIONS = "finops_reservations"
+_WORKERS = "finops_budget_workers"
 _COLUMNS = 'counter_key, unit, "limit", spent, reserved, window_end'
+_DB_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now') || '000'"
+"""SQLite's clock in SQLAlchemy's DateTime text format (microseconds; SQLite has millis)."""
+_DB_NOW_PLUS = "strftime('%Y-%m-%d %H:%M:%f', 'now', ?) || '000'"
+"""SQLite's clock moved by a modifier bound as text (`_seconds`)."""
 
 _SQL_COUNTER = f'SELECT spent, reserved, "limit" FROM {_COUNTERS} WHERE counter_key = ?'
 _SQL_RESERVATION = f"SELECT state, claims FROM {_RESERVATIONS} WHERE call_id = ?"
 _SQL_INSERT_RESERVATION = (
-    f"INSERT INTO {_RESERVATIONS} (call_id, trace_id, state, claims, created_at, expires_at)"
-    " VALUES (?, ?, 'reserved', ?, ?, ?)"
+    f"INSERT INTO {_RESERVATIONS}"
+    " (call_id, trace_id, state, claims, created_at, expires_at, worker_id)"
+    f" VALUES (?, ?, 'reserved', ?, ?, {_DB_NOW_PLUS}, ?)"
 )
 _SQL_FINISH = f"UPDATE {_RESERVATIONS} SET state = ?, actual = ?, finished_at = ? WHERE call_id = ?"
+_SQL_CLOCK = f"SELECT coalesce(?, {_DB_NOW}), {_DB_NOW}"
+# Due: past its own expiry at `:at`, or its worker's lease ran out (always judged at SQLite's
+# clock now, `:live`) or is gone. Scans the open reservations (few: the calls in flight).
+_DUE = (
+    f"FROM {_RESERVATIONS} AS r INDEXED BY ix_finops_reservations_open"
+    " WHERE r.state = 'reserved' AND (r.expires_at <= :at OR (r.worker_id IS NOT NULL"
+    f" AND NOT EXISTS (SELECT 1 FROM {_WORKERS} AS w"
+    " WHERE w.worker_id = r.worker_id AND w.expires_at > :live)))"
+)
 _SQL_ANY_EXPIRED = (
-    f"SELECT 1 FROM {_RESERVATIONS} WHERE state = 'reserved' AND expires_at <= ? LIMIT 1"
+    f"SELECT 1 {_DUE} UNION ALL SELECT 1 FROM {_WORKERS} WHERE expires_at <= :live LIMIT 1"
 )
-_SQL_EXPIRED = (
-    f"SELECT call_id, claims FROM {_RESERVATIONS} WHERE state = 'reserved' AND expires_at <= ?"
-    " ORDER BY call_id"
-)
+_SQL_EXPIRED = f"SELECT r.call_id, r.claims {_DUE} ORDER BY r.call_id"
+_SQL_DROP_DEAD_WORKERS = f"DELETE FROM {_WORKERS} WHERE expires_at <= ?"
 _SQL_PURGE = f"DELETE FROM {_RESERVATIONS} WHERE state <> 'reserved' AND finished_at < ?"
+_SQL_PURGE_OLDER = (
+    f"DELETE FROM {_RESERVATIONS} WHERE call_id IN (SELECT call_id FROM {_RESERVATIONS}"
+    f" WHERE state <> 'reserved' AND finished_at < {_DB_NOW_PLUS} LIMIT ?)"
+)
+_SQL_RENEW_WORKER = (
+    f"INSERT INTO {_WORKERS} (worker_id, host, pid, started_at, expires_at)"
+    f" VALUES (?, ?, ?, {_DB_NOW}, {_DB_NOW_PLUS})"
+    " ON CONFLICT (worker_id) DO UPDATE SET expires_at = excluded.expires_at"
+)
+_SQL_DROP_WORKER = f"DELETE FROM {_WORKERS} WHERE worker_id = ?"
 
 _AUTOCHECKPOINT = "agent_finops_wal_autocheckpoint"
 """Key in a pooled connection's `info`: its `wal_autocheckpoint` before the store changed it."""
@@ -102,6 +130,11 @@ def _text_time(moment: datetime | None) -> str | None:
             moment = moment.astimezone(UTC)
         moment = moment.replace(tzinfo=None)
     return moment.isoformat(" ", "microseconds")
+
+
+def _seconds(delta: timedelta) -> str:
+    """A SQLite date modifier moving a time by `delta` (millisecond precision)."""
+    return f"{delta.total_seconds():+.3f} seconds"
 
 
 class SQLiteDialect(SQLDialect):
@@ -383,7 +416,8 @@ class SQLiteBudgets(BudgetBackend):
         claims: Sequence[Claim],
         trace_id: str | None,
         now: datetime,
-        expires_at: datetime,
+        ttl: timedelta,
+        worker_id: str | None,
     ) -> ReserveResult:
         """Check and reserve in one `BEGIN IMMEDIATE` transaction."""
         keys = sorted(c.counter_key for c in claims)
@@ -400,7 +434,7 @@ class SQLiteBudgets(BudgetBackend):
                     self._write_counters(conn, writes, stamp)
                     conn.execute(
                         _SQL_INSERT_RESERVATION,
-                        (call_id, trace_id, json.dumps(records), stamp, _text_time(expires_at)),
+                        (call_id, trace_id, json.dumps(records), stamp, _seconds(ttl), worker_id),
                     )
                 return result
 
@@ -435,17 +469,15 @@ class SQLiteBudgets(BudgetBackend):
 
         return self.connections.run("settlement" if target == "settled" else "release", attempt)
 
-    def expire(self, now: datetime) -> list[str]:
-        """Give back expired reservations in one transaction (after a cheap unlocked look)."""
-        stamp = _text_time(now)
-        assert stamp is not None
+    def expire(self, at: datetime | None) -> list[str]:
+        """Give back due reservations in one transaction (after a cheap unlocked look)."""
 
         def attempt() -> list[str]:
             with self._transaction() as conn:
-                expired = [
-                    (call_id, json.loads(claims))
-                    for call_id, claims in conn.execute(_SQL_EXPIRED, (stamp,)).fetchall()
-                ]
+                stamp, live = conn.execute(_SQL_CLOCK, (_text_time(at),)).fetchone()
+                due = conn.execute(_SQL_EXPIRED, {"at": stamp, "live": live}).fetchall()
+                expired = [(call_id, json.loads(claims)) for call_id, claims in due]
+                conn.execute(_SQL_DROP_DEAD_WORKERS, (live,))
                 if not expired:
                     return []
                 back = given_back([records for _, records in expired])
@@ -458,7 +490,14 @@ class SQLiteBudgets(BudgetBackend):
                 return [call_id for call_id, _ in expired]
 
         # A cheap look first: there is usually nothing to expire.
-        if not self._read(_SQL_ANY_EXPIRED, (stamp,)):
+        def look() -> bool:
+            with _WRITER_LOCKS[self._lock_key]:
+                conn = self._connection()
+                stamp, live = conn.execute(_SQL_CLOCK, (_text_time(at),)).fetchone()
+                found = conn.execute(_SQL_ANY_EXPIRED, {"at": stamp, "live": live}).fetchall()
+                return bool(found)
+
+        if not self.connections.run("read", look):
             return []
         return self.connections.run("expiry", attempt)
 
@@ -471,6 +510,35 @@ class SQLiteBudgets(BudgetBackend):
                 return deleted
 
         return self.connections.run("purge", attempt)
+
+    def purge_older(self, retention: timedelta, batch: int) -> int:
+        """Delete one batch of old finished reservations in one transaction."""
+
+        def attempt() -> int:
+            with self._transaction() as conn:
+                params = (_seconds(-retention), batch)
+                deleted: int = conn.execute(_SQL_PURGE_OLDER, params).rowcount
+                return deleted
+
+        return self.connections.run("purge", attempt)
+
+    def renew_worker(self, worker_id: str, host: str, pid: int, lease: timedelta) -> None:
+        """Upsert the worker's lease in one short transaction."""
+
+        def attempt() -> None:
+            with self._transaction() as conn:
+                conn.execute(_SQL_RENEW_WORKER, (worker_id, host, pid, _seconds(lease)))
+
+        self.connections.run("lease renewal", attempt)
+
+    def drop_worker(self, worker_id: str) -> None:
+        """Delete the worker's lease."""
+
+        def attempt() -> None:
+            with self._transaction() as conn:
+                conn.execute(_SQL_DROP_WORKER, (worker_id,))
+
+        self.connections.run("lease end", attempt)
 
     def counter(self, counter_key: str) -> CounterState | None:
         """A counter's values, tidied."""

@@ -42,6 +42,7 @@ __all__ = [
     "alerts",
     "approvals",
     "budget_counters",
+    "budget_workers",
     "cost_events",
     "decisions",
     "metadata",
@@ -307,6 +308,7 @@ reservations = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
+    Column("worker_id", String(64)),  # schema v4; None: no worker lease, only `expires_at`
     # Only open reservations are indexed, so `expire` finds them without a scan.
     Index(
         "ix_finops_reservations_open",
@@ -314,9 +316,32 @@ reservations = Table(
         sqlite_where=text("state = 'reserved'"),
         postgresql_where=text("state = 'reserved'"),
     ),
+    # Finished ones by finish time, so the scheduled purge deletes without a scan (v4).
+    Index(
+        "ix_finops_reservations_finished",
+        "finished_at",
+        sqlite_where=text("state <> 'reserved'"),
+        postgresql_where=text("state <> 'reserved'"),
+    ),
     sqlite_with_rowid=False,
 )
-"""One call's reservation on all its counters; the claims are kept as JSON records."""
+"""One call's reservation on all its counters; the claims are kept as JSON records.
+
+`expires_at` is on the database's clock; `created_at` and `finished_at` are the caller's."""
+
+budget_workers = Table(
+    "finops_budget_workers",
+    metadata,
+    Column("worker_id", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+"""A live budget store's lease (schema v4), renewed by its heartbeat on the database's clock.
+
+A reservation with a `worker_id` is reclaimed by `expire` as soon as that worker's lease
+ran out (or its row is gone), however long its own TTL."""
 
 alerts = Table(
     "finops_alerts",
@@ -343,4 +368,4 @@ alert_deliveries = Table(
 )
 """Which channels an alert reached (schema v4): delivered once per channel."""
 
-BUDGET_TABLES = (budget_counters, reservations)
+BUDGET_TABLES = (budget_counters, reservations, budget_workers)

@@ -1,0 +1,110 @@
+"""Bytes on disk per guarded call on SQLite, with settled reservations kept or purged.
+
+Run: `python bench/bench_storage.py [--calls N] [--retention SECONDS]`.
+
+N guarded calls (`PolicyEngine.check_before_model_call` + `check_after_model_call`: four
+claims reserved and settled, decisions recorded by the tracker's background writer), the
+policy of bench/bench_decisions.py, against a fresh SQLite file ledger, twice:
+
+- `kept`: `ledger.budget_store(retention=None)`: finished reservations are never purged
+  (what every release before the scheduled purge did);
+- `purged`: `ledger.budget_store(retention=R)`: the store's upkeep thread deletes finished
+  reservations older than R (the default is a day; a short R shows the steady state within
+  a short run).
+
+Printed per mode: the file's size (database + WAL) per call, the reservations table's size
+per call (SQLite's `dbstat`: its pages and its indexes' pages), and the reservations left.
+SQLite reuses the pages a purge frees, so the file stops growing once the purge keeps up;
+it does not shrink (`VACUUM` would). Quick: about 10 s for the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from agent_finops import CostTracker
+from agent_finops.ledger import SQLLedger
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_decisions import POLICY, _Calls
+
+from agent_finops.policy import Policy, PolicyEngine
+
+RESERVATION_OBJECTS = (
+    "finops_reservations",
+    "ix_finops_reservations_open",
+    "ix_finops_reservations_finished",
+)
+
+
+def _sizes(path: Path) -> tuple[int, int, int]:
+    """(file bytes incl. WAL, reservation table + index bytes, reservations kept)."""
+    wal = Path(f"{path}-wal")
+    file_bytes = path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+    with sqlite3.connect(path) as conn:
+        marks = ", ".join("?" * len(RESERVATION_OBJECTS))
+        table_bytes = conn.execute(
+            f"SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name IN ({marks})",
+            RESERVATION_OBJECTS,
+        ).fetchone()[0]
+        rows = conn.execute("SELECT count(*) FROM finops_reservations").fetchone()[0]
+    return file_bytes, int(table_bytes), int(rows)
+
+
+def run(mode: str, calls: int, retention: timedelta | None, tmp: Path) -> dict[str, float]:
+    """N guarded calls on a fresh file; the sizes per call after them."""
+    path = tmp / f"{mode}.sqlite"
+    with SQLLedger.from_url(f"sqlite:///{path}") as ledger:
+        tracker = CostTracker(ledger, tags={"team": "support"})
+        with ledger.budget_store(retention=retention) as store:
+            engine = PolicyEngine(
+                Policy.from_mapping(POLICY, source="bench"), tracker, budgets=store
+            )
+            guarded = _Calls(engine, per_run=20)
+            start = time.perf_counter()
+            for _ in range(calls):
+                guarded.step()
+            elapsed = time.perf_counter() - start
+            if retention is not None:  # one more purge after the last call
+                time.sleep(retention.total_seconds() + 1.5)
+            tracker.flush()
+        tracker.close()
+    file_bytes, table_bytes, rows = _sizes(path)
+    return {
+        "file_per_call": file_bytes / calls,
+        "reservations_per_call": table_bytes / calls,
+        "rows": rows,
+        "calls_per_s": calls / elapsed,
+    }
+
+
+def main() -> None:
+    """Both modes, then the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=5000)
+    parser.add_argument("--retention", type=float, default=1.0, help="seconds (purged mode)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {
+            "kept": run("kept", args.calls, None, Path(tmp)),
+            "purged": run("purged", args.calls, timedelta(seconds=args.retention), Path(tmp)),
+        }
+    print(f"{args.calls} guarded calls on SQLite (purged: retention {args.retention:g} s)")
+    print(
+        f"{'mode':8} {'file B/call':>12} {'reservations B/call':>20} {'rows kept':>10} {'calls/s':>8}"
+    )
+    for mode, r in results.items():
+        print(
+            f"{mode:8} {r['file_per_call']:12,.0f} {r['reservations_per_call']:20,.0f}"
+            f" {r['rows']:10,.0f} {r['calls_per_s']:8,.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
