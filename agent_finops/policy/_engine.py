@@ -109,8 +109,9 @@ class PolicyEngine:
             budgets: the reservation store (default: on the tracker's ledger engine).
             approvals: files and answers approval requests (default: a service on the
                 tracker's ledger, configured by the policy's `approvals:` section).
-            reservation_ttl: a reservation not settled within this is given back
-                (its worker died); it must outlast your slowest model call.
+            reservation_ttl: the longest one call may hold budget, even from a live worker
+                (a dead worker's reservations are given back within its store's worker
+                lease, seconds); it must outlast your slowest model call.
             resume_target: the name under which the application registers how to resume
                 its runs (`ResumeTargets`), stored on approval requests so an approver in
                 another process (`agent-finops approvals approve --resume`) can resume them.
