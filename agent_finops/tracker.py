@@ -25,9 +25,11 @@ from agent_finops.clock import utcnow
 from agent_finops.exceptions import ConfigurationError
 from agent_finops.ledger import (
     BUCKETS,
+    DEFAULT_BUCKETS,
     CostBucket,
     CostEvent,
     DecisionRecord,
+    EventKind,
     Ledger,
     RunRecord,
     SpanKind,
@@ -329,25 +331,7 @@ class CostTracker:
         if cost is None:
             cost = Cost(amount=Decimal(0), source=NO_FEE_SOURCE, version="-")
         span = self._span_or_orphan(span_id)
-        event = CostEvent(
-            event_id=event_id or span_id,
-            trace_id=span.trace_id,
-            span_id=span_id,
-            kind="tool",
-            name=tool[:200],
-            provider=None,
-            created_at=self._clock(),
-            node_path=span.node_path,
-            tags=span.tags,
-            cost=cost.amount,
-            price_source=cost.source,
-            price_version=cost.version,
-            model_ref=cost.model_ref,
-            units=cost.units or 0,
-            bucket=self._bucket(span.tags, "tools"),
-            policy_version=self.policy_version,
-        )
-        return self._emit(event, cost)
+        return self._fee_event(span, "tool", tool[:200], cost, event_id or span_id)
 
     def record_compute(
         self, span_id: str, *, resource: str, seconds: float, event_id: str | None = None
@@ -381,12 +365,18 @@ class CostTracker:
         self, span: SpanRecord, rate: ComputeRate, seconds: float, event_id: str
     ) -> CostEvent:
         cost = self.prices.price_compute(rate, seconds)
+        return self._fee_event(span, "compute", rate.name, cost, event_id)
+
+    def _fee_event(
+        self, span: SpanRecord, kind: EventKind, name: str, cost: Cost, event_id: str
+    ) -> CostEvent:
+        """A tool or compute event: priced per call or unit, no tokens."""
         event = CostEvent(
             event_id=event_id,
             trace_id=span.trace_id,
             span_id=span.span_id,
-            kind="compute",
-            name=rate.name,
+            kind=kind,
+            name=name,
             provider=None,
             created_at=self._clock(),
             node_path=span.node_path,
@@ -396,16 +386,15 @@ class CostTracker:
             price_version=cost.version,
             model_ref=cost.model_ref,
             units=cost.units or 0,
-            bucket=self._bucket(span.tags, "compute"),
+            bucket=self._bucket(span.tags, DEFAULT_BUCKETS[kind]),
             policy_version=self.policy_version,
         )
         return self._emit(event, cost)
 
     def _bucket(self, tags: Mapping[str, str], default: CostBucket) -> CostBucket:
-        named = tags.get(BUCKET_TAG)
-        for bucket in BUCKETS:
-            if named == bucket:
-                return bucket
+        named = _BUCKETS_BY_NAME.get(tags.get(BUCKET_TAG, ""))
+        if named is not None:
+            return named
         if self.overhead and all(tags.get(k) in v for k, v in self.overhead.items()):
             return "overhead"
         return default
@@ -482,6 +471,7 @@ class CostTracker:
 MAX_COMPUTE_SECONDS: Final = 366 * 86_400
 """Longest compute time one event may bill (a year)."""
 BUCKET_TAG = "cost_bucket"
+_BUCKETS_BY_NAME: Final[dict[str, CostBucket]] = {b: b for b in BUCKETS}
 """A call tagged `cost_bucket` (tokens, tools, compute, overhead) lands in that bucket."""
 
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from agent_finops.cli._args import csv_arg, moment_arg, moment_in, text_arg, where_arg
 from agent_finops.ledger import Ledger
+from agent_finops.ledger._money import money_text
 from agent_finops.policy import Policy, load_policy
 from agent_finops.rollups import PERIODS, Rollup, rollup, to_json, write_csv, zone
-from agent_finops.rollups._table import money_text
 
 __all__ = ["add_range_arguments", "range_of", "register"]
 

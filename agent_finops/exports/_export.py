@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import IO, Any, Final, Literal
 from zoneinfo import ZoneInfo
@@ -28,7 +28,8 @@ from zoneinfo import ZoneInfo
 from agent_finops.allocation import AllocationRules, Allocator, CostLine, measure_period
 from agent_finops.exports._gl import GLMapping
 from agent_finops.ledger import CostEvent, Ledger, bucket_of
-from agent_finops.ledger._money import tidy
+from agent_finops.ledger._money import money_text as _text
+from agent_finops.policy.periods import window_for
 
 __all__ = ["EXPORT_COLUMNS", "ExportFormat", "Progress", "export_rows", "write_export"]
 
@@ -74,10 +75,6 @@ NO_RULES: Final = ""
 
 Progress = Callable[[int], None]
 """Called with the number of events written so far (every few hundred, and at the end)."""
-
-
-def _text(value: Decimal | None) -> str | None:
-    return None if value is None else format(tidy(value), "f")
 
 
 def _line(event: CostEvent) -> CostLine:
@@ -194,14 +191,10 @@ def write_export(
 
 
 def _months_around(start: datetime, end: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
-    """From the first of `start`'s month to the first of the month after `end`'s last moment."""
-    first = start.astimezone(zone).date().replace(day=1)
-    last = (end - timedelta(microseconds=1)).astimezone(zone).date()
-    after = date(last.year + (last.month == 12), last.month % 12 + 1, 1)
-    return (
-        datetime.combine(first, datetime.min.time(), zone),
-        datetime.combine(after, datetime.min.time(), zone),
-    )
+    """From the start of `start`'s calendar month to the end of `end`'s last moment's."""
+    first, _ = window_for("monthly", start, zone)
+    _, after = window_for("monthly", end - timedelta(microseconds=1), zone)
+    return first, after
 
 
 def _counting(events: Iterator[CostEvent], progress: Progress | None) -> Iterator[CostEvent]:

@@ -25,7 +25,8 @@ from typing import Any, Final
 
 from agent_finops.exceptions import ConfigurationError
 from agent_finops.ledger import Ledger
-from agent_finops.ledger._money import EXACT, tidy
+from agent_finops.ledger._money import EXACT
+from agent_finops.ledger._money import money_text as _money
 from agent_finops.policy import Policy
 from agent_finops.rollups import calendar_windows, rollup, zone
 
@@ -129,10 +130,6 @@ class FinanceReport:
         return data
 
 
-def _money(value: Decimal | None) -> str | None:
-    return None if value is None else format(tidy(value), "f")
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Decimal):
         return _money(value)
@@ -180,17 +177,17 @@ def build_finance_report(
         raise ConfigurationError(
             "month out of range", field="month", value=month, expected="a month of 1971-8999"
         )
-    prev_start, _ = month_range(_previous(month), tz)
+    prev_start, _ = month_range(_shifted(month, -1), tz)
     year_start, _ = month_range(f"{start.year}-01", tz)
-    this = rollup(ledger, start=start, end=end, period="all", tz=tz)
-    before = rollup(ledger, start=prev_start, end=start, period="all", tz=tz)
-    total, previous = this.total.cost, before.total.cost
     pairs = rollup(ledger, start=start, end=end, by=["team", "agent"], period="all", tz=tz)
     models = rollup(ledger, start=start, end=end, by=[":model"], period="all", tz=tz)
     prev_pairs = rollup(
         ledger, start=prev_start, end=start, by=["team", "agent"], period="all", tz=tz
     )
     prev_models = rollup(ledger, start=prev_start, end=start, by=[":model"], period="all", tz=tz)
+    # Every event is in exactly one team x agent group: the month's sums are those rows'.
+    this, before = pairs.total, prev_pairs.total
+    total, previous = this.cost, before.cost
     teams = rollup(ledger, start=start, end=end, by=["team"], period="all", tz=tz)
     centers = rollup(
         ledger, start=start, end=end, by=["cost_center"], period="month", tz=tz, policy=policy
@@ -212,9 +209,9 @@ def build_finance_report(
         previous_total=previous,
         change=EXACT.subtract(total, previous),
         change_pct=_pct(EXACT.subtract(total, previous), previous),
-        events=this.total.events,
-        unpriced=this.total.unpriced,
-        by_bucket=dict(this.total.cost_by_bucket),
+        events=this.events,
+        unpriced=this.unpriced,
+        by_bucket=dict(this.cost_by_bucket),
         drivers=_drivers(pairs.rows, prev_pairs.rows, models.rows, prev_models.rows),
         cost_centers=[
             CostCenterLine(
@@ -235,14 +232,10 @@ def build_finance_report(
     )
 
 
-def _previous(month: str) -> str:
-    try:
-        year, number = (int(part) for part in month.split("-"))
-    except ValueError:
-        raise ConfigurationError(
-            "not a month", field="month", value=month, expected="YYYY-MM, e.g. 2026-11"
-        ) from None
-    return f"{year - 1}-12" if number == 1 else f"{year}-{number - 1:02d}"
+def _shifted(month: str, by: int) -> str:
+    """The month `by` months from `month` (already checked by `month_range`)."""
+    year, index = divmod(int(month[:4]) * 12 + int(month[5:7]) - 1 + by, 12)
+    return f"{year:04d}-{index + 1:02d}"
 
 
 def _by_cost(rows: list[Any]) -> list[Any]:
@@ -308,7 +301,7 @@ def _forecast(month: str, daily: list[tuple[date, Decimal]], tz: str) -> Forecas
         EXACT.divide(sum((c for _, c in recent), _ZERO), Decimal(len(recent))) if recent else _ZERO
     )
     rate = rate.quantize(Decimal("0.000001"), ROUND_HALF_EVEN, EXACT)
-    nxt = _previous_inverse(month)
+    nxt = _shifted(month, 1)
     nstart, nend = month_range(nxt, tz)
     days = (nend.date() - nstart.date()).days
     return Forecast(
@@ -317,8 +310,3 @@ def _forecast(month: str, daily: list[tuple[date, Decimal]], tz: str) -> Forecas
         daily_rate=rate,
         method=f"mean daily cost of the last {len(recent)} days x {days} days",
     )
-
-
-def _previous_inverse(month: str) -> str:
-    year, number = (int(part) for part in month.split("-"))
-    return f"{year + 1}-01" if number == 12 else f"{year}-{number + 1:02d}"

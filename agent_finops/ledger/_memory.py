@@ -344,11 +344,15 @@ class InMemoryLedger(LedgerBase):
         dims, spans, filters = check_query(by, windows, where)
         with self._lock:
             events = list(self._events.values())
-            seconds = {
-                r.trace_id: (r.ended_at - r.started_at).total_seconds()
-                for r in self._runs.values()
-                if r.ended_at is not None and runtime
-            }
+            seconds = (
+                {
+                    r.trace_id: (r.ended_at - r.started_at).total_seconds()
+                    for r in self._runs.values()
+                    if r.ended_at is not None
+                }
+                if runtime
+                else {}
+            )
         found = aggregate_events(events, seconds, dims, spans, filters)
         if not distinct:
             for a in found:

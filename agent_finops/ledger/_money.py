@@ -41,6 +41,11 @@ def tidy(value: Decimal) -> Decimal:
     return value.normalize(EXACT)
 
 
+def money_text(value: Decimal | None) -> str | None:
+    """Exact decimal text, no exponent, no trailing zeros (None stays None): money in data."""
+    return None if value is None else format(tidy(value), "f")
+
+
 NANO = Decimal(1).scaleb(-9)
 HUGE_REST = -1
 """`cost_rest` of a priced amount too large for `cost_nano` (never a real remainder)."""

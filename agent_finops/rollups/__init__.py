@@ -7,10 +7,10 @@ minute, and budget vs actual where a policy's budget covers the group. `to_json`
 `write_csv` give the same rows as data. `agent-finops rollup` prints them.
 """
 
+from agent_finops.ledger._money import money_text
 from agent_finops.rollups._rollup import RATE_PLACES, BudgetLine, Rollup, RollupRow, rollup
 from agent_finops.rollups._table import (
     ROLLUP_COLUMNS,
-    money_text,
     rollup_records,
     to_json,
     write_csv,

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import IO, Any, Final
 
 from agent_finops.ledger import BUCKETS
-from agent_finops.ledger._money import tidy
+from agent_finops.ledger._money import money_text
 from agent_finops.rollups._rollup import Rollup, RollupRow
 
 __all__ = ["ROLLUP_COLUMNS", "rollup_records", "to_json", "write_csv"]
@@ -44,11 +44,6 @@ ROLLUP_COLUMNS: Final = (
     "budget_remaining",
 )
 """Columns after the `by` tags, in order."""
-
-
-def money_text(value: Decimal | None) -> str | None:
-    """Exact decimal text without exponent or trailing zeros (None stays None)."""
-    return None if value is None else format(tidy(value), "f")
 
 
 def _record(rollup: Rollup, row: RollupRow) -> dict[str, Any]:

@@ -48,24 +48,36 @@ def _hours(start: datetime, end: datetime, tz: ZoneInfo) -> list[Window]:
 
     The hour repeated when clocks go back is two windows (two real hours), not one.
     """
-    try:
-        moment = window_for("hourly", start, tz)[0]
-    except (ValueError, OverflowError):
-        raise ConfigurationError(
-            "the range reaches past the calendar", field="from", value=start.isoformat()
-        ) from None
+    moment = _window("hourly", start, tz)[0]
     if (end - moment) / _HOUR > MAX_WINDOWS:
-        raise ConfigurationError(
-            "too many windows in the range",
-            field="period",
-            value="hour",
-            expected=f"at most {MAX_WINDOWS} windows (choose a longer period)",
-        )
+        raise _too_many("hour")
     windows: list[Window] = []
     while moment < end:
         windows.append((max(moment, start), min(moment + _HOUR, end)))
         moment += _HOUR
     return windows
+
+
+def _window(kind: str, moment: datetime, tz: ZoneInfo) -> Window:
+    """`window_for`, with the ends of the calendar as a `ConfigurationError`."""
+    try:
+        return window_for(kind, moment, tz)  # type: ignore[arg-type]
+    except (ValueError, OverflowError):
+        raise ConfigurationError(
+            "the range reaches past the calendar",
+            field="from/to",
+            value=moment.isoformat(),
+            expected="dates within years 1-9998",
+        ) from None
+
+
+def _too_many(period: str) -> ConfigurationError:
+    return ConfigurationError(
+        "too many windows in the range",
+        field="period",
+        value=period,
+        expected=f"at most {MAX_WINDOWS} windows (choose a longer period)",
+    )
 
 
 _HOUR: Final = timedelta(hours=1)
@@ -103,22 +115,9 @@ def calendar_windows(period: str, start: datetime, end: datetime, tz: ZoneInfo) 
     windows: list[Window] = []
     moment = start
     while moment < end:
-        try:
-            lo, hi = window_for(kind, moment, tz)  # type: ignore[arg-type]
-        except (ValueError, OverflowError):
-            raise ConfigurationError(
-                "the range reaches past the calendar",
-                field="to",
-                value=end.isoformat(),
-                expected="dates within years 1-9998",
-            ) from None
+        lo, hi = _window(kind, moment, tz)
         windows.append((max(lo, start), min(hi, end)))
         if len(windows) > MAX_WINDOWS:
-            raise ConfigurationError(
-                "too many windows in the range",
-                field="period",
-                value=period,
-                expected=f"at most {MAX_WINDOWS} windows (choose a longer period)",
-            )
+            raise _too_many(period)
         moment = hi
     return windows

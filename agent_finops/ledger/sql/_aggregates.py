@@ -68,6 +68,11 @@ def tag_column(name: str) -> Any:
     return _events.c.tags[name].as_string()
 
 
+def _group_keys(dims: tuple[str, ...]) -> list[Any]:
+    """The `by` expressions, labelled `g0`, `g1`... (the statements group and join on them)."""
+    return [tag_column(d).label(f"g{i}") for i, d in enumerate(dims)]
+
+
 def _filters(where: Mapping[str, tuple[str, ...]]) -> list[Any]:
     return [tag_column(k).in_(v) for k, v in where.items()]
 
@@ -85,7 +90,7 @@ def _totals_statement(
     Splitting buckets and kinds by grouping rather than with `CASE` sums keeps the work per
     row to a few additions, all read from the rollup index.
     """
-    keys = [tag_column(d).label(f"g{i}") for i, d in enumerate(dims)]
+    keys = _group_keys(dims)
     e = _events.c
     columns = [
         *keys,
@@ -102,7 +107,7 @@ def _totals_statement(
 
 def _distinct_statement(dims: tuple[str, ...], where: Mapping[str, tuple[str, ...]]) -> Any:
     """Distinct runs and tasks per group."""
-    keys = [tag_column(d).label(f"g{i}") for i, d in enumerate(dims)]
+    keys = _group_keys(dims)
     e = _events.c
     return (
         select(*keys, func.count(distinct(e.trace_id)), func.count(distinct(e.task)))
@@ -115,7 +120,7 @@ def _runtime_statement(
     dims: tuple[str, ...], where: Mapping[str, tuple[str, ...]], dialect: SQLDialect
 ) -> Any:
     """Seconds of the distinct runs of each group (a run counts once per group)."""
-    keys = [tag_column(d).label(f"g{i}") for i, d in enumerate(dims)]
+    keys = _group_keys(dims)
     pairs = (
         select(*keys, _events.c.trace_id.label("trace_id"))
         .where(*_in_window(), *_filters(where))
