@@ -189,3 +189,26 @@ def test_csv_cells_a_spreadsheet_would_run_are_quoted(sqlite_ledger: SQLLedger) 
     assert row["raw_cost"] == "-0.5"  # numbers are numbers
     (as_json,) = json.loads(export(sqlite_ledger, "json"))
     assert as_json["team"] == '=HYPERLINK("x")'  # JSON keeps the value
+
+
+def test_cli_chargeback_statement_adds_up_to_the_cent(
+    ledger: SQLLedger, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nrules:\n  - {id: guardrails, type: shared_pool, match: {agent: guardrail}}\n"
+    )
+    url = str(ledger.engine.url)
+    argv = ["chargeback", "--db", url, "--month", "2026-11", "--rules", str(rules)]
+    assert main([*argv, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    totals = {k: D(v) for k, v in data["owner_totals"].items()}
+    assert sum(totals.values()) == D(data["total"]) == D("12.10")  # raw 12.105, half-even
+    assert D(data["raw_total"]) == D("12.105")
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    for owner, amount in totals.items():  # each owner's cents, as in the JSON
+        assert f"  {owner}: ${amount.quantize(D('0.01'))}\n" in text
+    assert "Total $12.10" in text  # whole cents shown with both places
+    assert main([*argv, "--csv"]) == 0
+    assert capsys.readouterr().out.startswith("owner,rule,source,raw_amount,amount\n")

@@ -80,10 +80,11 @@ def run(ledger: Ledger, args: argparse.Namespace) -> int:
             f"Chargeback {args.month} by {statement.owner_tag} (raw total "
             f"${money_text(statement.raw_total)})"
         )
+        cents = statement.quantum  # whole quanta: shown with all their places ($2.10)
         for owner, amount in statement.owner_totals.items():
-            print(f"  {owner}: ${money_text(amount)}")
+            print(f"  {owner}: ${amount.quantize(cents)}")
         print(
-            f"Total ${money_text(statement.total)} (rounding "
+            f"Total ${statement.total.quantize(cents)} (rounding "
             f"{money_text(statement.rounding_difference)})"
         )
     return 0
