@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
@@ -30,6 +31,7 @@ from agent_finops.ledger import (
     CostEvent,
     DecisionRecord,
     EventKind,
+    LeaseCharge,
     Ledger,
     RunRecord,
     SpanKind,
@@ -110,6 +112,7 @@ class CostTracker:
         self.tags = validate_tags(tags, source="CostTracker(tags=)")
         self._clock = clock
         self._lock = threading.Lock()
+        self._local = threading.local()
         self._open: dict[str, SpanRecord] = {}
         self._runs: dict[str, RunRecord] = {}
         self._outcomes: dict[str, tuple[SpanStatus, str]] = {}
@@ -422,6 +425,44 @@ class CostTracker:
         """Queue a policy decision for the ledger (same path and guarantees as events)."""
         self._write(decisions=[decision])
 
+    def emit_charges(self, charges: Sequence[LeaseCharge]) -> None:
+        """Queue budget-lease charges (a `ChargeSink`: the policy engine's store sends them).
+
+        Inside `grouped()`, they join the group, so the ledger writes them in one
+        transaction with the call's cost event.
+        """
+        if charges:
+            self._write(charges=charges)
+
+    @contextmanager
+    def grouped(self) -> Iterator[None]:
+        """Emit every record made on this thread inside the block as one group, at its end.
+
+        A ledger writes a group in one transaction: the `RunGuard` records a call's cost
+        event and settles its budgets inside one, so the event and its budget charges are
+        durable together (a SIGKILL loses both or neither). Nested blocks join the outer one.
+        """
+        local = self._local
+        if getattr(local, "group", None) is not None:
+            yield
+            return
+        group: list[Records] = []
+        local.group = group
+        try:
+            yield
+        finally:
+            local.group = None
+            if group:
+                merged = Records(
+                    runs=[r for g in group for r in g.runs],
+                    spans=[s for g in group for s in g.spans],
+                    events=[e for g in group for e in g.events],
+                    decisions=[d for g in group for d in g.decisions],
+                    charges=[c for g in group for c in g.charges],
+                )
+                for sink in self.sinks:
+                    sink.emit(merged)
+
     def _write(
         self,
         *,
@@ -429,8 +470,15 @@ class CostTracker:
         spans: Sequence[SpanRecord] = (),
         events: Sequence[CostEvent] = (),
         decisions: Sequence[DecisionRecord] = (),
+        charges: Sequence[LeaseCharge] = (),
     ) -> None:
-        records = Records(runs=runs, spans=spans, events=events, decisions=decisions)
+        records = Records(
+            runs=runs, spans=spans, events=events, decisions=decisions, charges=charges
+        )
+        group = getattr(self._local, "group", None)
+        if group is not None:
+            group.append(records)
+            return
         for sink in self.sinks:
             sink.emit(records)
 

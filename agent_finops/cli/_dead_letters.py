@@ -17,7 +17,14 @@ from typing import Any
 
 from agent_finops.cli._args import text_arg
 from agent_finops.exceptions import LedgerError, RunNotFound
-from agent_finops.ledger import CostEvent, DecisionRecord, Ledger, RunRecord, SpanRecord
+from agent_finops.ledger import (
+    CostEvent,
+    DecisionRecord,
+    LeaseCharge,
+    Ledger,
+    RunRecord,
+    SpanRecord,
+)
 from agent_finops.sinks import DeadLetter, default_dead_letter_path, read_dead_letters
 
 __all__ = ["register"]
@@ -60,6 +67,8 @@ def _id(d: DeadLetter) -> str:
     r = d.record
     if isinstance(r, CostEvent):
         return r.event_id
+    if isinstance(r, LeaseCharge):
+        return f"{r.event_id or '-'}:{r.counter_key}"
     if isinstance(r, DecisionRecord):
         return r.decision_id
     if isinstance(r, SpanRecord):
@@ -78,7 +87,7 @@ def _is_new(ledger: Ledger, d: DeadLetter) -> bool:
     or holds it still open while the kept state ended.
     """
     r = d.record
-    if isinstance(r, CostEvent | DecisionRecord):
+    if isinstance(r, CostEvent | DecisionRecord | LeaseCharge):
         return True
     try:
         trace = ledger.load_trace(r.trace_id)
@@ -109,17 +118,29 @@ def _replay(ledger: Ledger, letters: list[DeadLetter]) -> int:
     written = skipped = refused = 0
     latest = _latest(letters)
     skipped = len(letters) - len(latest)
+    # A budget-lease charge goes back with its event, in one write (applied once with it).
+    events = {r.event_id for d in latest if isinstance(r := d.record, CostEvent)}
+    charges: dict[str, list[LeaseCharge]] = {}
     for d in latest:
+        if isinstance(c := d.record, LeaseCharge) and c.event_id in events:
+            charges.setdefault(c.event_id, []).append(c)
+    for d in latest:
+        r = d.record
+        if isinstance(r, LeaseCharge) and r.event_id in events:
+            continue  # written with its event
         if not _is_new(ledger, d):
             skipped += 1
             continue
-        r = d.record
         try:
             ledger.write(
                 runs=[r] if isinstance(r, RunRecord) else [],
                 spans=[r] if isinstance(r, SpanRecord) else [],
                 events=[r] if isinstance(r, CostEvent) else [],
                 decisions=[r] if isinstance(r, DecisionRecord) else [],
+                charges=(
+                    charges.get(r.event_id, []) if isinstance(r, CostEvent)
+                    else [r] if isinstance(r, LeaseCharge) else []
+                ),
             )
         except LedgerError as exc:
             refused += 1

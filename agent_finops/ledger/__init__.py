@@ -18,12 +18,17 @@ from agent_finops.ledger._aggregates import (
 )
 from agent_finops.ledger._base import BudgetStoreBase, LedgerBase
 from agent_finops.ledger._budget import (
+    DEFAULT_LEASE_FRACTION,
+    DEFAULT_LEASE_IDLE,
     DEFAULT_RESERVATION_RETENTION,
     DEFAULT_RESERVATION_TTL,
     DEFAULT_WORKER_LEASE,
     Claim,
     ClaimUsage,
     CounterState,
+    LeaseCharge,
+    LeaseGrant,
+    LeaseRequest,
     Overrun,
     Refusal,
     ReservationState,
@@ -31,9 +36,10 @@ from agent_finops.ledger._budget import (
     Settlement,
     Unit,
 )
+from agent_finops.ledger._leased import LeaseBackend, LeasedBudgetStore
 from agent_finops.ledger._memory import InMemoryBudgetStore, InMemoryLedger
 from agent_finops.ledger._money import MONEY_LIMIT, MONEY_PLACES
-from agent_finops.ledger._protocol import BudgetStore, Clock, Ledger
+from agent_finops.ledger._protocol import BudgetStore, ChargeSink, Clock, Ledger
 from agent_finops.ledger._records import (
     DEFAULT_BUCKETS,
     AlertKind,
@@ -113,4 +119,13 @@ __all__ = [
     "DEFAULT_RESERVATION_TTL",
     "DEFAULT_WORKER_LEASE",
     "DEFAULT_RESERVATION_RETENTION",
+    # budget leases
+    "LeasedBudgetStore",
+    "LeaseBackend",
+    "ChargeSink",
+    "LeaseCharge",
+    "LeaseRequest",
+    "LeaseGrant",
+    "DEFAULT_LEASE_FRACTION",
+    "DEFAULT_LEASE_IDLE",
 ]

@@ -200,3 +200,66 @@ class CounterState(NamedTuple):
     spent: Decimal
     reserved: Decimal
     limit: Decimal
+
+
+DEFAULT_LEASE_FRACTION = Decimal("0.125")
+"""The share of a budget's remaining headroom a worker leases at a time, beyond a call's need."""
+DEFAULT_LEASE_IDLE = timedelta(seconds=2)
+"""A budget lease unused for this long is given back (so other workers can have it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseCharge:
+    """What a call decided from a worker's budget lease cost, for one counter.
+
+    Written by the ledger in the same transaction as the call's cost event (`Ledger.write`),
+    so the counter and the ledger never disagree: the counter's `spent` grows by `spent`,
+    and `consumed` of it (at most what the worker's lease still holds in the database) moves
+    out of the lease and out of the counter's `reserved`. Applied once: when `event_id` is
+    given, only if that event is inserted by the same write (a replayed write is a no-op).
+    """
+
+    worker_id: str
+    counter_key: str
+    unit: Unit
+    limit: Decimal
+    """The limit claimed (recreates the counter if it was deleted by hand)."""
+    spent: Decimal
+    consumed: Decimal
+    event_id: str | None = None
+    """The cost event this charge belongs to (its idempotency key), if any."""
+
+    def __post_init__(self) -> None:
+        """Validate the amounts (exact, storable, consumed <= spent)."""
+        object.__setattr__(self, "spent", exact_amount(self.spent, "LeaseCharge.spent"))
+        object.__setattr__(self, "consumed", exact_amount(self.consumed, "LeaseCharge.consumed"))
+        object.__setattr__(self, "limit", exact_amount(self.limit, "LeaseCharge.limit"))
+        if self.consumed > self.spent:
+            raise ValueError(
+                f"LeaseCharge.consumed ({self.consumed}) must not exceed spent ({self.spent})"
+            )
+        if self.unit not in UNITS:
+            raise ValueError(f"LeaseCharge.unit must be one of {sorted(UNITS)}, got {self.unit!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRequest:
+    """Grow a worker's lease on one counter by at least `claim.amount` (a call's shortfall)."""
+
+    claim: Claim
+    """The counter, its rule, unit, limit (written to the counter), window; `amount`: needed."""
+    fraction: Decimal = DEFAULT_LEASE_FRACTION
+    """Take up to this share of the counter's remaining headroom, if more than needed."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """What a lease grew by, and the counter as the database holds it afterwards."""
+
+    counter_key: str
+    granted: Decimal
+    lease: Decimal
+    """The worker's lease on the counter in the database, after the grant."""
+    spent: Decimal
+    reserved: Decimal
+    """The counter's reserved amount after the grant (every worker's leases included)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -45,10 +46,16 @@ from agent_finops.ledger._budget import (
     DEFAULT_WORKER_LEASE,
     Claim,
     CounterState,
+    LeaseCharge,
+    LeaseGrant,
+    LeaseRequest,
+    Refusal,
     ReservationState,
     ReserveResult,
     Settlement,
 )
+from agent_finops.ledger._lease_planning import plan_charges, plan_grow, plan_shrink
+from agent_finops.ledger._leased import LeasedBudgetStore
 from agent_finops.ledger._money import EXACT, stored_money, tidy
 from agent_finops.ledger._planning import (
     ClaimRecord,
@@ -58,7 +65,7 @@ from agent_finops.ledger._planning import (
     plan_reserve,
     replayed,
 )
-from agent_finops.ledger._protocol import BudgetStore, Clock, Ledger
+from agent_finops.ledger._protocol import BudgetStore, ChargeSink, Clock, Ledger
 from agent_finops.ledger._records import (
     AlertRecord,
     ApprovalRecord,
@@ -115,6 +122,7 @@ class InMemoryLedger(LedgerBase):
         spans: Sequence[SpanRecord] = (),
         events: Sequence[CostEvent] = (),
         decisions: Sequence[DecisionRecord] = (),
+        charges: Sequence[LeaseCharge] = (),
     ) -> None:
         """Write records all or none; see `Ledger.write`."""
         try:
@@ -129,8 +137,20 @@ class InMemoryLedger(LedgerBase):
         with self._lock:
             self._runs.update((r.trace_id, r) for r in new_runs)
             self._spans.update((s.span_id, s) for s in new_spans)
+            inserted = set()
             for event in new_events:
-                self._events.setdefault(event.event_id, event)
+                if event.event_id not in self._events:
+                    inserted.add(event.event_id)
+                    self._events[event.event_id] = event
+            if charges:
+                written = {e.event_id for e in new_events}
+                self._book.apply_charges(
+                    [
+                        c
+                        for c in charges
+                        if c.event_id is None or c.event_id not in written or c.event_id in inserted
+                    ]
+                )
             for decision in new_decisions:
                 self._decisions.setdefault(decision.decision_id, decision)
 
@@ -421,15 +441,43 @@ class InMemoryLedger(LedgerBase):
         default_ttl: timedelta = DEFAULT_RESERVATION_TTL,
         worker_lease: timedelta | None = DEFAULT_WORKER_LEASE,
         retention: timedelta | None = DEFAULT_RESERVATION_RETENTION,
+        leases: bool = False,
+        charges_to: ChargeSink | None = None,
     ) -> BudgetStore:
         """A store on this ledger's budget counters (every store of the ledger shares them).
 
         `worker_lease` is accepted for the protocol and unused: every store of an in-memory
         ledger lives and dies with its one process, so no worker can die alone.
+        `leases=True`: a `LeasedBudgetStore` on it (the same decisions as on a database,
+        for tests of code that runs on one).
         """
-        return InMemoryBudgetStore._sharing(
+        store = InMemoryBudgetStore._sharing(
             self._book, clock=clock, default_ttl=default_ttl, retention=retention
         )
+        if not leases:
+            return store
+        own = charges_to is None
+        return LeasedBudgetStore(
+            store,
+            charges_to or _InlineCharges(self),
+            clock=clock,
+            default_ttl=default_ttl,
+            close_sink=own,
+        )
+
+
+class _InlineCharges:
+    """Charges written at once (an in-memory write is as cheap as a queue)."""
+
+    def __init__(self, ledger: InMemoryLedger) -> None:
+        self.ledger = ledger
+
+    def emit_charges(self, charges: Sequence[LeaseCharge]) -> None:
+        """Write them now."""
+        self.ledger.write(charges=charges)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Nothing is pending."""
 
 
 # -- budgets ----------------------------------------------------------------------------------
@@ -457,11 +505,21 @@ class _BudgetBook:
         self.lock = threading.Lock()
         self.counters: dict[str, CounterRow] = {}
         self.reservations: dict[str, _Reservation] = {}
+        self.leases: dict[tuple[str, str], Decimal] = {}
+        """Budget leases by (worker id, counter key)."""
         self.finished = 0
 
     def copies(self, keys: Iterable[str]) -> dict[str, CounterRow]:
         """Working copies of the named counters that exist (planning may change them)."""
         return {k: replace(self.counters[k]) for k in keys if k in self.counters}
+
+    def apply_charges(self, charges: Sequence[LeaseCharge]) -> None:
+        """Budget-lease charges into the counters and leases (see `plan_charges`)."""
+        with self.lock:
+            counters = self.copies(c.counter_key for c in charges)
+            rows, after = plan_charges(charges, counters, self.leases)
+            self.counters.update(rows)
+            self.leases.update(after)
 
 
 class InMemoryBudgetStore(BudgetStoreBase):
@@ -484,6 +542,7 @@ class InMemoryBudgetStore(BudgetStoreBase):
         super().__init__(clock=clock, default_ttl=default_ttl)
         self._book = _BudgetBook()
         self._retention = retention
+        self._worker_id = uuid.uuid4().hex
 
     @classmethod
     def _sharing(
@@ -601,6 +660,50 @@ class InMemoryBudgetStore(BudgetStoreBase):
         with self._book.lock:
             found = self._book.reservations.get(call_id)
             return None if found is None else found.state
+
+    # -- budget leases (one process: the worker never dies alone) ------------------------
+
+    def lease_worker(self) -> str:
+        """This store's worker id."""
+        return self._worker_id
+
+    def lease_age(self) -> float:
+        """Always fresh: no worker of an in-memory ledger dies alone."""
+        return 0.0
+
+    @property
+    def worker_lease_seconds(self) -> float:
+        """Infinite."""
+        return float("inf")
+
+    def grow_leases(
+        self, worker_id: str, requests: Sequence[LeaseRequest], now: datetime
+    ) -> tuple[list[LeaseGrant], list[Refusal]]:
+        """Grow under the ledger's lock (see `plan_grow`)."""
+        book = self._book
+        with book.lock:
+            keys = [r.claim.counter_key for r in requests]
+            counters = book.copies(keys)
+            held = {k: book.leases[worker_id, k] for k in keys if (worker_id, k) in book.leases}
+            plan = plan_grow(requests, counters, held)
+            if plan.refusals:
+                return [], plan.refusals
+            book.counters.update(plan.counters)
+            book.leases.update(((worker_id, k), v) for k, v in plan.leases.items())
+            return plan.grants, []
+
+    def shrink_leases(self, worker_id: str, amounts: Mapping[str, Decimal], now: datetime) -> None:
+        """Give back under the ledger's lock."""
+        book = self._book
+        with book.lock:
+            held = {k: book.leases[worker_id, k] for k in amounts if (worker_id, k) in book.leases}
+            rows, after = plan_shrink(amounts, book.copies(amounts), held)
+            book.counters.update(rows)
+            for key, left in after.items():
+                if left > 0:
+                    book.leases[worker_id, key] = left
+                else:
+                    del book.leases[worker_id, key]
 
     def close(self) -> None:
         """Nothing to give back."""

@@ -28,6 +28,7 @@ from agent_finops.ledger._budget import (
     DEFAULT_WORKER_LEASE,
     Claim,
     CounterState,
+    LeaseCharge,
     ReservationState,
     ReserveResult,
     Settlement,
@@ -45,7 +46,7 @@ from agent_finops.ledger._records import (
     TraceData,
 )
 
-__all__ = ["BudgetStore", "Clock", "Ledger"]
+__all__ = ["BudgetStore", "ChargeSink", "Clock", "Ledger"]
 
 Clock = Callable[[], datetime]
 """Returns the current time as an aware datetime."""
@@ -209,6 +210,18 @@ class BudgetStore(Protocol):
         ...
 
 
+class ChargeSink(Protocol):
+    """Where settled charges go to be written (`CostTracker` is one: `emit_charges`, `flush`)."""
+
+    def emit_charges(self, charges: Sequence[LeaseCharge]) -> None:
+        """Queue the charges (in one group with whatever the caller is grouping)."""
+        ...
+
+    def flush(self, timeout: float | None = ...) -> None:
+        """Wait until everything emitted is written."""
+        ...
+
+
 @runtime_checkable
 class Ledger(Protocol):
     """Where runs, spans, cost events, policy decisions and approval requests are kept.
@@ -261,8 +274,14 @@ class Ledger(Protocol):
         spans: Sequence[SpanRecord] = (),
         events: Sequence[CostEvent] = (),
         decisions: Sequence[DecisionRecord] = (),
+        charges: Sequence[LeaseCharge] = (),
     ) -> None:
         """Write records in one transaction: all of them or none (idempotent, see above).
+
+        `charges` (budget-lease charges, `LeasedBudgetStore`) are applied to their budget
+        counters in the same transaction: a charge whose event is in this write only if that
+        event is inserted now (so a replayed write charges nothing twice), one without an
+        event in the write always.
 
         A record the ledger cannot store (a required field missing, a naive datetime, money
         out of range) raises `LedgerError` with `retryable=False` and nothing is written.
@@ -429,8 +448,14 @@ class Ledger(Protocol):
         default_ttl: timedelta = DEFAULT_RESERVATION_TTL,
         worker_lease: timedelta | None = DEFAULT_WORKER_LEASE,
         retention: timedelta | None = DEFAULT_RESERVATION_RETENTION,
+        leases: bool = False,
+        charges_to: ChargeSink | None = None,
     ) -> BudgetStore:
         """A budget store on the same database (close it before the ledger).
+
+        `leases=True` gives a `LeasedBudgetStore`: decisions in process from per-worker
+        budget leases, its settlements written as `LeaseCharge`s through `charges_to` (the
+        tracker: with each call's cost event; default: a background writer of its own).
 
         `clock` gives the caller's "now" when an operation is not given one (record stamps;
         never expiry). `default_ttl` is the longest a reservation holds budget (database

@@ -12,6 +12,7 @@ Records the ledger refuses as data are kept in a dead-letter JSONL file, never d
 """
 
 from agent_finops.sinks._base import Records, RecordSink
+from agent_finops.sinks._charge_writer import ChargeWriter
 from agent_finops.sinks._dead_letter import (
     DEAD_LETTER_NAME,
     DeadLetter,
@@ -37,6 +38,7 @@ __all__ = [
     "DurableLedgerSink",
     "InlineLedgerSink",
     "MemorySink",
+    "ChargeWriter",
     "LINGER",
     "SIGTERM_FLUSH_TIMEOUT",
     "flush_all_writers",

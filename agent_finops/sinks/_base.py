@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from agent_finops.ledger import CostEvent, DecisionRecord, RunRecord, SpanRecord
+from agent_finops.ledger import CostEvent, DecisionRecord, LeaseCharge, RunRecord, SpanRecord
 
 __all__ = ["RecordSink", "Records"]
 
@@ -24,10 +24,13 @@ class Records:
     spans: Sequence[SpanRecord] = ()
     events: Sequence[CostEvent] = ()
     decisions: Sequence[DecisionRecord] = ()
+    charges: Sequence[LeaseCharge] = ()
+    """Budget-lease charges of the calls whose events are in the group (a ledger writes them
+    in one transaction with those events; other sinks ignore them)."""
 
     def __bool__(self) -> bool:
         """Whether there is anything in the group."""
-        return bool(self.runs or self.spans or self.events or self.decisions)
+        return bool(self.runs or self.spans or self.events or self.decisions or self.charges)
 
 
 @runtime_checkable

@@ -22,7 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
-from agent_finops.ledger import CostEvent, DecisionRecord, RunRecord, SpanRecord
+from agent_finops.ledger import CostEvent, DecisionRecord, LeaseCharge, RunRecord, SpanRecord
 
 __all__ = [
     "DEAD_LETTER_NAME",
@@ -39,12 +39,13 @@ DEAD_LETTER_NAME: Final = "agent-finops-dead-letter.jsonl"
 _SUFFIX: Final = ".dead-letter.jsonl"
 _FORMAT: Final = 1
 
-LedgerRecord = RunRecord | SpanRecord | CostEvent | DecisionRecord
+LedgerRecord = RunRecord | SpanRecord | CostEvent | DecisionRecord | LeaseCharge
 _KINDS: Final[dict[str, type[Any]]] = {
     "run": RunRecord,
     "span": SpanRecord,
     "event": CostEvent,
     "decision": DecisionRecord,
+    "charge": LeaseCharge,
 }
 _KIND_OF: Final = {cls: kind for kind, cls in _KINDS.items()}
 
@@ -54,7 +55,8 @@ class DeadLetter:
     """One record the ledger did not take, as read back from a dead-letter file."""
 
     kind: str
-    """`run`, `span`, `event` or `decision`."""
+    """`run`, `span`, `event`, `decision` or `charge` (a budget-lease charge: write it back
+    with its event, `ledger.write(events=[...], charges=[...])`)."""
     record: LedgerRecord
     """The record itself, rebuilt (write it again with `ledger.write` once fixed)."""
     error: str

@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Final
 
 from agent_finops.exceptions import LedgerError
-from agent_finops.ledger import CostEvent, DecisionRecord, Ledger, RunRecord, SpanRecord
+from agent_finops.ledger import (
+    CostEvent,
+    DecisionRecord,
+    LeaseCharge,
+    Ledger,
+    RunRecord,
+    SpanRecord,
+)
 from agent_finops.sinks._base import Records
 from agent_finops.sinks._dead_letter import DeadLetterFile, LedgerRecord, default_dead_letter_path
 from agent_finops.sinks._sigterm import install_sigterm_flush
@@ -57,6 +64,7 @@ class _Batch:
     spans: list[SpanRecord] = field(default_factory=list)
     events: list[CostEvent] = field(default_factory=list)
     decisions: list[DecisionRecord] = field(default_factory=list)
+    charges: list[LeaseCharge] = field(default_factory=list)
 
     @classmethod
     def of(cls, groups: Iterable[Records]) -> _Batch:
@@ -65,34 +73,53 @@ class _Batch:
         spans: dict[str, SpanRecord] = {}
         events: dict[str, CostEvent] = {}
         decisions: dict[str, DecisionRecord] = {}
+        charges: list[LeaseCharge] = []  # not keyed: each is applied (once, with its event)
         for group in groups:
             runs.update((x.trace_id, x) for x in group.runs)
             spans.update((x.span_id, x) for x in group.spans)
             events.update((x.event_id, x) for x in group.events)
             decisions.update((x.decision_id, x) for x in group.decisions)
+            charges.extend(group.charges)
         return cls(
             list(runs.values()),
             list(spans.values()),
             list(events.values()),
             list(decisions.values()),
+            charges,
         )
 
     def __len__(self) -> int:
-        return len(self.runs) + len(self.spans) + len(self.events) + len(self.decisions)
+        return (
+            len(self.runs) + len(self.spans) + len(self.events) + len(self.decisions)
+            + len(self.charges)
+        )
 
     def records(self) -> list[LedgerRecord]:
-        return [*self.runs, *self.spans, *self.events, *self.decisions]
+        return [*self.runs, *self.spans, *self.events, *self.decisions, *self.charges]
 
     def singles(self) -> list[_Batch]:
+        """One batch per record; a charge stays with its event (one transaction, as before)."""
+        by_event: dict[str | None, list[LeaseCharge]] = {}
+        for c in self.charges:
+            by_event.setdefault(c.event_id, []).append(c)
+        events = {e.event_id for e in self.events}
+        alone = [c for c in self.charges if c.event_id not in events]
         return (
             [_Batch(runs=[r]) for r in self.runs]
             + [_Batch(spans=[s]) for s in self.spans]
-            + [_Batch(events=[e]) for e in self.events]
+            + [_Batch(events=[e], charges=by_event.get(e.event_id, [])) for e in self.events]
             + [_Batch(decisions=[d]) for d in self.decisions]
+            + [_Batch(charges=[c]) for c in alone]
         )
 
     def write_to(self, ledger: Ledger) -> None:
-        ledger.write(runs=self.runs, spans=self.spans, events=self.events, decisions=self.decisions)
+        ledger.write(
+            runs=self.runs,
+            spans=self.spans,
+            events=self.events,
+            decisions=self.decisions,
+            charges=self.charges,
+        )
 
 
 class _Delivery:
@@ -184,6 +211,7 @@ class InlineLedgerSink:
             spans=list(records.spans),
             events=list(records.events),
             decisions=list(records.decisions),
+            charges=list(records.charges),
         )
 
     def flush(self, timeout: float | None = None) -> None:

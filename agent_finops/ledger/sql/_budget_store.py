@@ -32,6 +32,9 @@ from agent_finops.ledger._budget import (
     DEFAULT_WORKER_LEASE,
     Claim,
     CounterState,
+    LeaseGrant,
+    LeaseRequest,
+    Refusal,
     ReservationState,
     ReserveResult,
     Settlement,
@@ -204,6 +207,38 @@ class SQLBudgetStore(BudgetStoreBase):
         )
         thread.start()
         self._upkeep = thread
+
+    # -- budget leases (`LeasedBudgetStore` decides from them) ------------------------------
+
+    def lease_worker(self) -> str:
+        """This store's worker id, registered and fresh (budget leases need a worker lease)."""
+        worker = self._worker()
+        if worker is None:
+            raise ValueError("budget leases need a worker lease (worker_lease=None was given)")
+        return worker
+
+    def lease_age(self) -> float:
+        """Seconds since the worker lease was last renewed (infinity before the first)."""
+        lease = self._lease
+        if lease.pid != os.getpid() or not lease.renewed:
+            return float("inf")
+        return time.monotonic() - lease.renewed
+
+    @property
+    def worker_lease_seconds(self) -> float:
+        """The worker lease's length in seconds (infinity without one)."""
+        length = self._lease.length
+        return float("inf") if length is None else length.total_seconds()
+
+    def grow_leases(
+        self, worker_id: str, requests: Sequence[LeaseRequest], now: datetime
+    ) -> tuple[list[LeaseGrant], list[Refusal]]:
+        """Grow this worker's budget leases in one transaction (see `plan_grow`)."""
+        return self._db.grow_leases(worker_id, requests, now)
+
+    def shrink_leases(self, worker_id: str, amounts: Mapping[str, Decimal], now: datetime) -> None:
+        """Give back up to `amounts` of this worker's leases."""
+        self._db.shrink_leases(worker_id, amounts, now)
 
     # -- primitives -----------------------------------------------------------------------
 

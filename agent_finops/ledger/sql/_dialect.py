@@ -23,6 +23,9 @@ from agent_finops.exceptions import ConfigurationError
 from agent_finops.ledger._budget import (
     Claim,
     CounterState,
+    LeaseGrant,
+    LeaseRequest,
+    Refusal,
     ReservationState,
     ReserveResult,
     Settlement,
@@ -92,6 +95,16 @@ class BudgetBackend(ABC):
         """Delete a worker's lease (its open reservations become due at once)."""
 
     @abstractmethod
+    def grow_leases(
+        self, worker_id: str, requests: Sequence[LeaseRequest], now: datetime
+    ) -> tuple[list[LeaseGrant], list[Refusal]]:
+        """Grow the worker's budget leases in one transaction, all or none (`plan_grow`)."""
+
+    @abstractmethod
+    def shrink_leases(self, worker_id: str, amounts: Mapping[str, Decimal], now: datetime) -> None:
+        """Give back up to `amounts` of the worker's leases; delete the ones left at zero."""
+
+    @abstractmethod
     def counter(self, counter_key: str) -> CounterState | None:
         """A counter's values."""
 
@@ -131,6 +144,15 @@ class SQLDialect(ABC):
     @abstractmethod
     def insert(self, table: Table) -> Any:
         """The dialect's INSERT construct (with `on_conflict_do_update` / `_do_nothing`)."""
+
+    @abstractmethod
+    def lock_for_budget_write(self, conn: Connection) -> None:
+        """Make a ledger write that changes budget counters a serialized one.
+
+        PostgreSQL locks the rows it changes (`FOR UPDATE`: nothing to do here); SQLite
+        needs the file's write lock from the start (`BEGIN IMMEDIATE`), or a read-then-write
+        races other writers.
+        """
 
     @abstractmethod
     def begin_schema_change(self, conn: Connection) -> None:

@@ -9,13 +9,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Self
+from typing import Any, Literal, Self, overload
 
 from sqlalchemy import Engine, Table, select
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
 
 from agent_finops.attribution import STANDARD_TAGS
+from agent_finops.clock import utcnow
 from agent_finops.exceptions import (
     AlertNotFound,
     AlreadyDecided,
@@ -37,12 +38,16 @@ from agent_finops.ledger._base import (
     one_match,
 )
 from agent_finops.ledger._budget import (
+    DEFAULT_LEASE_FRACTION,
+    DEFAULT_LEASE_IDLE,
     DEFAULT_RESERVATION_RETENTION,
     DEFAULT_RESERVATION_TTL,
     DEFAULT_WORKER_LEASE,
+    LeaseCharge,
 )
+from agent_finops.ledger._leased import LeasedBudgetStore
 from agent_finops.ledger._money import EXACT, split_money, stored_money
-from agent_finops.ledger._protocol import BudgetStore, Clock, Ledger
+from agent_finops.ledger._protocol import BudgetStore, ChargeSink, Clock, Ledger
 from agent_finops.ledger._records import (
     AlertRecord,
     ApprovalRecord,
@@ -58,6 +63,7 @@ from agent_finops.ledger._records import (
 )
 from agent_finops.ledger.sql import _aggregates as _sql_aggregates
 from agent_finops.ledger.sql._budget_store import DEFAULT_MAX_IDLE_CONNECTIONS, SQLBudgetStore
+from agent_finops.ledger.sql._charges import apply_charges, due_charges
 from agent_finops.ledger.sql._dialect import SQLDialect, dialect_named
 from agent_finops.ledger.sql._faults import faults, shown_url
 from agent_finops.ledger.sql._migrations import set_up, stored_version
@@ -104,6 +110,7 @@ class SQLLedger(LedgerBase):
         self._writes = self._sql.ledger_writes(engine)
         self._setup_lock = threading.Lock()
         self._stores: weakref.WeakSet[SQLBudgetStore] = weakref.WeakSet()
+        self._leased: weakref.WeakSet[LeasedBudgetStore] = weakref.WeakSet()
         self._ready = False
         self._statements: dict[tuple[str, str], Any] = {}
         if auto_setup:
@@ -163,6 +170,8 @@ class SQLLedger(LedgerBase):
 
     def close(self) -> None:
         """Release connections, those the budget stores it gave out keep included."""
+        for leased in list(self._leased):
+            leased.close()  # first: it gives its budget leases back through its backing store
         for store in list(self._stores):
             store.close()  # idempotent: a store already closed by its owner stays closed
         self._writes.close()
@@ -205,9 +214,10 @@ class SQLLedger(LedgerBase):
         spans: Sequence[SpanRecord] = (),
         events: Sequence[CostEvent] = (),
         decisions: Sequence[DecisionRecord] = (),
+        charges: Sequence[LeaseCharge] = (),
     ) -> None:
         """Write records in one transaction: all of them or none (see `Ledger.write`)."""
-        if not (runs or spans or events or decisions):
+        if not (runs or spans or events or decisions or charges):
             return
         # Runs and spans (upserted, and the rows concurrent writers share) go in key order,
         # so writers of overlapping batches lock them in one order; one given twice in a batch
@@ -218,6 +228,8 @@ class SQLLedger(LedgerBase):
             self._writes.writing(),
             self.engine.begin() as conn,
         ):
+            if charges:
+                self._sql.lock_for_budget_write(conn)
             if runs:
                 latest = {r.trace_id: r for r in runs}
                 rows = [_row(latest[key]) for key in sorted(latest)]
@@ -225,10 +237,20 @@ class SQLLedger(LedgerBase):
             if spans:
                 last = {s.span_id: s for s in spans}
                 conn.execute(self._upsert(_spans, "span_id"), [_row(last[k]) for k in sorted(last)])
+            inserted: set[str] = set()
             if events:
-                conn.execute(self._insert_ignore(_events), [_event_row(e) for e in events])
+                rows = [_event_row(e) for e in events]
+                if charges:
+                    stmt = self._insert_ignore(_events).returning(_events.c.event_id)
+                    inserted = set(conn.execute(stmt, rows).scalars())
+                else:
+                    conn.execute(self._insert_ignore(_events), rows)
             if decisions:
                 conn.execute(self._insert_ignore(_decisions), [_row(d) for d in decisions])
+            if charges:
+                written = {e.event_id for e in events}
+                due = due_charges(charges, written, inserted)
+                apply_charges(conn, self._sql, due, utcnow())
 
     def _upsert(self, table: Table, key: str) -> Any:
         # Built once per table: building `on_conflict_do_update` (its `excluded` column
@@ -569,6 +591,7 @@ class SQLLedger(LedgerBase):
 
     # -- budgets ------------------------------------------------------------------------
 
+    @overload
     def budget_store(
         self,
         *,
@@ -578,8 +601,61 @@ class SQLLedger(LedgerBase):
         retention: timedelta | None = DEFAULT_RESERVATION_RETENTION,
         durable_commits: bool = True,
         max_idle_connections: int = DEFAULT_MAX_IDLE_CONNECTIONS,
-    ) -> SQLBudgetStore:
-        """A budget store on this ledger's database (see `SQLBudgetStore` for the options)."""
+        leases: Literal[False] = False,
+    ) -> SQLBudgetStore: ...
+
+    @overload
+    def budget_store(
+        self,
+        *,
+        clock: Clock | None = None,
+        default_ttl: timedelta = DEFAULT_RESERVATION_TTL,
+        worker_lease: timedelta | None = DEFAULT_WORKER_LEASE,
+        retention: timedelta | None = DEFAULT_RESERVATION_RETENTION,
+        durable_commits: bool = True,
+        max_idle_connections: int = DEFAULT_MAX_IDLE_CONNECTIONS,
+        leases: Literal[True],
+        charges_to: ChargeSink | None = None,
+        lease_fraction: Decimal = DEFAULT_LEASE_FRACTION,
+        lease_idle: timedelta | None = DEFAULT_LEASE_IDLE,
+    ) -> LeasedBudgetStore: ...
+
+    @overload
+    def budget_store(
+        self,
+        *,
+        clock: Clock | None = None,
+        default_ttl: timedelta = DEFAULT_RESERVATION_TTL,
+        worker_lease: timedelta | None = DEFAULT_WORKER_LEASE,
+        retention: timedelta | None = DEFAULT_RESERVATION_RETENTION,
+        durable_commits: bool = True,
+        max_idle_connections: int = DEFAULT_MAX_IDLE_CONNECTIONS,
+        leases: bool = False,
+        charges_to: ChargeSink | None = None,
+        lease_fraction: Decimal = DEFAULT_LEASE_FRACTION,
+        lease_idle: timedelta | None = DEFAULT_LEASE_IDLE,
+    ) -> SQLBudgetStore | LeasedBudgetStore: ...
+
+    def budget_store(
+        self,
+        *,
+        clock: Clock | None = None,
+        default_ttl: timedelta = DEFAULT_RESERVATION_TTL,
+        worker_lease: timedelta | None = DEFAULT_WORKER_LEASE,
+        retention: timedelta | None = DEFAULT_RESERVATION_RETENTION,
+        durable_commits: bool = True,
+        max_idle_connections: int = DEFAULT_MAX_IDLE_CONNECTIONS,
+        leases: bool = False,
+        charges_to: ChargeSink | None = None,
+        lease_fraction: Decimal = DEFAULT_LEASE_FRACTION,
+        lease_idle: timedelta | None = DEFAULT_LEASE_IDLE,
+    ) -> SQLBudgetStore | LeasedBudgetStore:
+        """A budget store on this ledger's database (see `SQLBudgetStore` for the options).
+
+        `leases=True`: a `LeasedBudgetStore` on it, deciding in process from budget leases
+        (docs/scaling.md, "Budget leases"); its charges go to `charges_to` (the tracker, so
+        each is written with its event), else to a background `LedgerWriter` of its own.
+        """
         self.setup()
         store = SQLBudgetStore(
             self.engine,
@@ -592,7 +668,27 @@ class SQLLedger(LedgerBase):
             max_idle_connections=max_idle_connections,
         )
         self._stores.add(store)
-        return store
+        if not leases:
+            return store
+        if worker_lease is None:
+            store.close()
+            raise ValueError("budget leases need a worker lease: worker_lease=None was given")
+        own_sink = charges_to is None
+        if charges_to is None:
+            from agent_finops.sinks import ChargeWriter  # the sinks import the ledger
+
+            charges_to = ChargeWriter(self)
+        leased = LeasedBudgetStore(
+            store,
+            charges_to,
+            clock=clock,
+            default_ttl=default_ttl,
+            fraction=lease_fraction,
+            idle=lease_idle,
+            close_sink=own_sink,
+        )
+        self._leased.add(leased)
+        return leased
 
 
 def _parse(url: str) -> URL:

@@ -47,7 +47,7 @@ from agent_finops.ledger.sql._tables import (
 
 __all__ = ["SCHEMA_VERSION", "set_up", "stored_version"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 Step = Callable[[Connection, SQLDialect], None]
 
@@ -157,7 +157,11 @@ def _to_v4(conn: Connection, dialect: SQLDialect) -> None:
         after = rows[-1][0]
 
 
-STEPS: dict[int, Step] = {2: _to_v2, 3: _to_v3, 4: _to_v4}
+def _to_v5(conn: Connection, dialect: SQLDialect) -> None:
+    """Budget leases: a new table only (`create_all` makes it)."""
+
+
+STEPS: dict[int, Step] = {2: _to_v2, 3: _to_v3, 4: _to_v4, 5: _to_v5}
 """version -> the step that brings a database from version - 1 up to it."""
 
 

@@ -31,12 +31,16 @@ from agent_finops.ledger._base import as_utc
 from agent_finops.ledger._budget import (
     Claim,
     CounterState,
+    LeaseGrant,
+    LeaseRequest,
     Overrun,
+    Refusal,
     ReservationState,
     ReserveResult,
     Settlement,
     Unit,
 )
+from agent_finops.ledger._lease_planning import plan_grow, plan_shrink
 from agent_finops.ledger._money import tidy
 from agent_finops.ledger._planning import CounterRow, claim_record, plan_reserve, replayed
 from agent_finops.ledger.sql._connections import KeptConnections
@@ -65,6 +69,53 @@ _SQL_RENEW_WORKER = (
     " ON CONFLICT (worker_id) DO UPDATE SET expires_at = excluded.expires_at"
 )
 _SQL_DROP_WORKER = "DELETE FROM finops_budget_workers WHERE worker_id = %s"
+_SQL_LOCK_COUNTERS = (
+    'SELECT counter_key, unit, "limit", spent, reserved, window_end FROM finops_budget_counters'
+    " WHERE counter_key = ANY(%s) ORDER BY counter_key FOR UPDATE"
+)
+_SQL_LOCK_LEASES = (
+    "SELECT counter_key, amount FROM finops_budget_leases WHERE worker_id = %s"
+    " AND counter_key = ANY(%s) ORDER BY counter_key FOR UPDATE"
+)
+_SQL_WRITE_COUNTER = (
+    'UPDATE finops_budget_counters SET "limit" = %s, spent = %s, reserved = %s,'
+    " window_end = %s, updated_at = %s WHERE counter_key = %s"
+)
+_SQL_UPSERT_LEASE = (
+    "INSERT INTO finops_budget_leases (worker_id, counter_key, amount, updated_at)"
+    " VALUES (%s, %s, %s, %s) ON CONFLICT (worker_id, counter_key)"
+    " DO UPDATE SET amount = excluded.amount, updated_at = excluded.updated_at"
+)
+_SQL_DROP_LEASE = "DELETE FROM finops_budget_leases WHERE worker_id = %s AND counter_key = %s"
+# The leases of workers whose worker lease ran out (or whose row is gone), given back in one
+# statement: lease rows first (skipping any a live transaction holds), then their counters in
+# key order.
+_REAP_LEASES = """
+WITH dead AS MATERIALIZED (
+    SELECT l.worker_id, l.counter_key, l.amount FROM finops_budget_leases l
+    WHERE NOT EXISTS (SELECT 1 FROM finops_budget_workers w
+        WHERE w.worker_id = l.worker_id AND w.expires_at > statement_timestamp())
+    ORDER BY l.counter_key, l.worker_id FOR UPDATE OF l SKIP LOCKED
+),
+back AS MATERIALIZED (
+    SELECT counter_key AS k, sum(amount) AS amount FROM dead GROUP BY 1
+),
+locked AS MATERIALIZED (
+    SELECT counter_key FROM finops_budget_counters WHERE counter_key IN (SELECT k FROM back)
+    ORDER BY counter_key FOR UPDATE
+),
+upd AS (
+    UPDATE finops_budget_counters c SET reserved = GREATEST(0, c.reserved - b.amount)
+    FROM back b WHERE c.counter_key = b.k AND (SELECT count(*) FROM locked) >= 0
+    RETURNING 1
+),
+del AS (
+    DELETE FROM finops_budget_leases l USING dead d
+    WHERE l.worker_id = d.worker_id AND l.counter_key = d.counter_key
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM del), (SELECT count(*) FROM upd)
+"""
 
 # One statement per reserve: lock the counters in key order, decide, insert the reservation,
 # update the counters. The decision is only true if every counter exists (else the caller
@@ -225,6 +276,9 @@ class PostgresDialect(SQLDialect):
     def insert(self, table: Table) -> Any:
         """PostgreSQL's INSERT (ON CONFLICT ... DO UPDATE / DO NOTHING)."""
         return postgresql.insert(table)
+
+    def lock_for_budget_write(self, conn: Connection) -> None:
+        """Nothing: the charges lock the rows they change (`FOR UPDATE`, key order)."""
 
     def begin_schema_change(self, conn: Connection) -> None:
         """A transaction-scoped advisory lock: concurrent `setup()`s run one after another."""
@@ -400,6 +454,7 @@ class PostgresBudgets(BudgetBackend):
         def attempt() -> list[str]:
             with self.connections.connection() as conn:
                 rows = conn.execute(_EXPIRE, params).fetchall()
+                conn.execute(_REAP_LEASES)
             return [row[0] for row in rows]
 
         return self.connections.run("expiry", attempt)
@@ -442,6 +497,82 @@ class PostgresBudgets(BudgetBackend):
 
         return self.connections.run("purge", attempt)
 
+    def _locked(self, conn: Any, worker_id: str, keys: list[str]) -> tuple[Any, Any]:
+        counters = {
+            key: CounterRow(unit, tidy(limit), tidy(spent), tidy(reserved), end)
+            for key, unit, limit, spent, reserved, end in conn.execute(
+                _SQL_LOCK_COUNTERS, (keys,)
+            ).fetchall()
+        }
+        leases = {
+            key: tidy(amount)
+            for key, amount in conn.execute(_SQL_LOCK_LEASES, (worker_id, keys)).fetchall()
+        }
+        return counters, leases
+
+    def grow_leases(
+        self, worker_id: str, requests: Sequence[LeaseRequest], now: datetime
+    ) -> tuple[list[LeaseGrant], list[Refusal]]:
+        """Grow in one transaction: counters created if missing, then locked in key order."""
+        stamp = as_utc(now)
+        claims = sorted((r.claim for r in requests), key=lambda c: c.counter_key)
+        keys = [c.counter_key for c in claims]
+        created = [
+            (c.counter_key, c.unit, c.limit, c.window_end and as_utc(c.window_end), stamp)
+            for c in claims
+        ]
+
+        def attempt() -> tuple[list[LeaseGrant], list[Refusal]]:
+            with self.connections.connection() as conn, conn.transaction():
+                cursor = conn.cursor()
+                cursor.executemany(_SQL_CREATE_COUNTER, created)
+                counters, leases = self._locked(conn, worker_id, keys)
+                plan = plan_grow(requests, counters, leases)
+                if plan.refusals:
+                    return [], plan.refusals
+                cursor.executemany(
+                    _SQL_WRITE_COUNTER,
+                    [
+                        (c.limit, c.spent, c.reserved, _end(c.window_end), stamp, key)
+                        for key, c in sorted(plan.counters.items())
+                    ],
+                )
+                cursor.executemany(
+                    _SQL_UPSERT_LEASE,
+                    [(worker_id, k, v, stamp) for k, v in sorted(plan.leases.items())],
+                )
+                return plan.grants, []
+
+        return self.connections.run("lease", attempt)
+
+    def shrink_leases(self, worker_id: str, amounts: Mapping[str, Decimal], now: datetime) -> None:
+        """Give back in one transaction (counters, then the worker's leases, locked)."""
+        keys = sorted(amounts)
+        if not keys:
+            return
+        stamp = as_utc(now)
+
+        def attempt() -> None:
+            with self.connections.connection() as conn, conn.transaction():
+                counters, leases = self._locked(conn, worker_id, keys)
+                rows, after = plan_shrink(amounts, counters, leases)
+                cursor = conn.cursor()
+                if rows:
+                    cursor.executemany(
+                        _SQL_WRITE_COUNTER,
+                        [
+                            (c.limit, c.spent, c.reserved, _end(c.window_end), stamp, key)
+                            for key, c in sorted(rows.items())
+                        ],
+                    )
+                for key, left in sorted(after.items()):
+                    if left > 0:
+                        conn.execute(_SQL_UPSERT_LEASE, (worker_id, key, left, stamp))
+                    else:
+                        conn.execute(_SQL_DROP_LEASE, (worker_id, key))
+
+        self.connections.run("lease return", attempt)
+
     def counter(self, counter_key: str) -> CounterState | None:
         """A counter's values, without NUMERIC's padding zeros."""
         rows = self._read(_SQL_COUNTER, (counter_key,))
@@ -459,6 +590,11 @@ class PostgresBudgets(BudgetBackend):
 # Module functions, not methods: what the kept connections hold must not refer back to the
 # backend, so that a store dropped without `close()` is freed (and its connections returned
 # to the pool) at once by reference counting, not later by the cycle collector.
+
+
+def _end(value: Any) -> Any:
+    """A counter's `window_end` to bind: as read back (aware), or a claim's datetime."""
+    return None if value is None else as_utc(value)
 
 
 def _prepare(fairy: Any) -> None:

@@ -39,10 +39,14 @@ from agent_finops.exceptions import LedgerNotFound
 from agent_finops.ledger._budget import (
     Claim,
     CounterState,
+    LeaseGrant,
+    LeaseRequest,
+    Refusal,
     ReservationState,
     ReserveResult,
     Settlement,
 )
+from agent_finops.ledger._lease_planning import plan_grow, plan_shrink
 from agent_finops.ledger._money import EXACT, join_money, tidy
 from agent_finops.ledger._planning import (
     CounterRow,
@@ -104,6 +108,19 @@ _SQL_RENEW_WORKER = (
     " ON CONFLICT (worker_id) DO UPDATE SET expires_at = excluded.expires_at"
 )
 _SQL_DROP_WORKER = f"DELETE FROM {_WORKERS} WHERE worker_id = ?"
+_LEASES = "finops_budget_leases"
+_SQL_UPSERT_LEASE = (
+    f"INSERT INTO {_LEASES} (worker_id, counter_key, amount, updated_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (worker_id, counter_key) DO UPDATE SET amount = excluded.amount,"
+    " updated_at = excluded.updated_at"
+)
+_SQL_DROP_LEASE = f"DELETE FROM {_LEASES} WHERE worker_id = ? AND counter_key = ?"
+# Leases of workers whose worker lease ran out at `:live` or whose row is gone.
+_SQL_DEAD_LEASES = (
+    f"SELECT l.worker_id, l.counter_key, l.amount FROM {_LEASES} AS l WHERE NOT EXISTS"
+    f" (SELECT 1 FROM {_WORKERS} AS w WHERE w.worker_id = l.worker_id AND w.expires_at > :live)"
+    " ORDER BY l.counter_key"
+)
 
 _AUTOCHECKPOINT = "agent_finops_wal_autocheckpoint"
 """Key in a pooled connection's `info`: its `wal_autocheckpoint` before the store changed it."""
@@ -188,6 +205,10 @@ class SQLiteDialect(SQLDialect):
 
         (pysqlite starts no transaction before DDL by itself.)
         """
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def lock_for_budget_write(self, conn: Connection) -> None:
+        """`BEGIN IMMEDIATE`, as for a schema change."""
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     def backfill_thread_ids(self, conn: Connection) -> None:
@@ -477,7 +498,10 @@ class SQLiteBudgets(BudgetBackend):
                 stamp, live = conn.execute(_SQL_CLOCK, (_text_time(at),)).fetchone()
                 due = conn.execute(_SQL_EXPIRED, {"at": stamp, "live": live}).fetchall()
                 expired = [(call_id, json.loads(claims)) for call_id, claims in due]
+                dead = conn.execute(_SQL_DEAD_LEASES, {"live": live}).fetchall()
                 conn.execute(_SQL_DROP_DEAD_WORKERS, (live,))
+                if dead:
+                    self._reap_leases(conn, dead, stamp)
                 if not expired:
                     return []
                 back = given_back([records for _, records in expired])
@@ -495,6 +519,8 @@ class SQLiteBudgets(BudgetBackend):
                 conn = self._connection()
                 stamp, live = conn.execute(_SQL_CLOCK, (_text_time(at),)).fetchone()
                 found = conn.execute(_SQL_ANY_EXPIRED, {"at": stamp, "live": live}).fetchall()
+                if not found:
+                    found = conn.execute(_SQL_DEAD_LEASES + " LIMIT 1", {"live": live}).fetchall()
                 return bool(found)
 
         if not self.connections.run("read", look):
@@ -539,6 +565,71 @@ class SQLiteBudgets(BudgetBackend):
                 conn.execute(_SQL_DROP_WORKER, (worker_id,))
 
         self.connections.run("lease end", attempt)
+
+    def _reap_leases(self, conn: Any, dead: Sequence[Any], stamp: str) -> None:
+        """Give back the leases of dead workers (inside the expiry's transaction)."""
+        back: dict[str, Decimal] = {}
+        for worker_id, key, amount in dead:
+            back[key] = EXACT.add(back.get(key, Decimal(0)), Decimal(amount))
+            conn.execute(_SQL_DROP_LEASE, (worker_id, key))
+        counters = self._counters(self._query_counters(conn, sorted(back)))
+        for key, counter in counters.items():
+            counter.reserved = max(Decimal(0), EXACT.subtract(counter.reserved, back[key]))
+        self._write_counters(conn, counters, stamp)
+
+    def _leases_of(self, conn: Any, worker_id: str, keys: Sequence[str]) -> dict[str, Decimal]:
+        marks = ", ".join("?" * len(keys))
+        rows = conn.execute(
+            f"SELECT counter_key, amount FROM {_LEASES} WHERE worker_id = ?"
+            f" AND counter_key IN ({marks})",
+            (worker_id, *keys),
+        ).fetchall()
+        return {key: Decimal(amount) for key, amount in rows}
+
+    def grow_leases(
+        self, worker_id: str, requests: Sequence[LeaseRequest], now: datetime
+    ) -> tuple[list[LeaseGrant], list[Refusal]]:
+        """Grow in one `BEGIN IMMEDIATE` transaction."""
+        keys = sorted(r.claim.counter_key for r in requests)
+        stamp = _text_time(now)
+        assert stamp is not None
+
+        def attempt() -> tuple[list[LeaseGrant], list[Refusal]]:
+            with self._transaction() as conn:
+                counters = self._counters(self._query_counters(conn, keys))
+                plan = plan_grow(requests, counters, self._leases_of(conn, worker_id, keys))
+                if plan.refusals:
+                    return [], plan.refusals
+                self._write_counters(conn, plan.counters, stamp)
+                conn.executemany(
+                    _SQL_UPSERT_LEASE,
+                    [(worker_id, k, format(v, "f"), stamp) for k, v in sorted(plan.leases.items())],
+                )
+                return plan.grants, []
+
+        return self.connections.run("lease", attempt)
+
+    def shrink_leases(self, worker_id: str, amounts: Mapping[str, Decimal], now: datetime) -> None:
+        """Give back in one `BEGIN IMMEDIATE` transaction."""
+        keys = sorted(amounts)
+        if not keys:
+            return
+        stamp = _text_time(now)
+        assert stamp is not None
+
+        def attempt() -> None:
+            with self._transaction() as conn:
+                leases = self._leases_of(conn, worker_id, keys)
+                counters = self._counters(self._query_counters(conn, keys))
+                rows, after = plan_shrink(amounts, counters, leases)
+                self._write_counters(conn, rows, stamp)
+                for key, left in after.items():
+                    if left > 0:
+                        conn.execute(_SQL_UPSERT_LEASE, (worker_id, key, format(left, "f"), stamp))
+                    else:
+                        conn.execute(_SQL_DROP_LEASE, (worker_id, key))
+
+        self.connections.run("lease return", attempt)
 
     def counter(self, counter_key: str) -> CounterState | None:
         """A counter's values, tidied."""

@@ -42,6 +42,7 @@ __all__ = [
     "alerts",
     "approvals",
     "budget_counters",
+    "budget_leases",
     "budget_workers",
     "cost_events",
     "decisions",
@@ -368,4 +369,19 @@ alert_deliveries = Table(
 )
 """Which channels an alert reached (schema v4): delivered once per channel."""
 
-BUDGET_TABLES = (budget_counters, reservations, budget_workers)
+budget_leases = Table(
+    "finops_budget_leases",
+    metadata,
+    Column("worker_id", String(64), primary_key=True),
+    Column("counter_key", String(MAX_COUNTER_KEY_LENGTH), primary_key=True),
+    Column("amount", Money, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    sqlite_with_rowid=False,
+)
+"""A worker's budget lease on one counter (schema v5): headroom it decides from locally.
+
+Counted in the counter's `reserved`. Charges (written with their cost events) move what
+calls consumed out of it; the worker gives back what is left when idle or closing, and the
+reaper (`expire`) gives back the leases of workers whose worker lease ran out."""
+
+BUDGET_TABLES = (budget_counters, reservations, budget_workers, budget_leases)

@@ -1,0 +1,532 @@
+"""`LeasedBudgetStore`: the `BudgetStore` protocol decided in process, from budget leases.
+
+A worker takes a **lease** on a counter, a slice of its remaining headroom reserved in the
+database in one transaction (`grow_leases`; a row per worker and counter, counted in the
+counter's `reserved`), and decides `reserve` calls locally until the slice is used: a call
+fits when the lease minus what calls in flight hold covers its estimate. Slices are a
+fraction (`DEFAULT_LEASE_FRACTION`) of the headroom left when taken, so they shrink as the
+budget nears its limit, and the sum of every worker's leases and spend never exceeds it
+(the database refuses a grow that does not fit). Near the limit a slice is exactly a call's
+shortfall: one transaction per call, as a per-call reservation.
+
+Settling is local too: it emits a `LeaseCharge` per counter (spent, and what that frees
+from the lease) through `charges_to`, a record sink, normally the tracker's, inside the
+same group as the call's cost event, so the ledger writes the event and the charge in one
+transaction (`Ledger.write(charges=...)`): a SIGKILL loses both or neither.
+
+Unused slices go back when idle (`idle`), when the store closes, and, for a dead worker,
+by the reaper of any live one (`expire`: the lease rows of workers whose worker lease ran
+out). A call id is idempotent within the process that reserved it (reserve, settle and
+release of an id this store does not know go to the database store underneath).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Protocol
+
+from agent_finops.clock import utcnow
+from agent_finops.ledger._base import BudgetStoreBase
+from agent_finops.ledger._budget import (
+    DEFAULT_LEASE_FRACTION,
+    DEFAULT_LEASE_IDLE,
+    DEFAULT_RESERVATION_TTL,
+    Claim,
+    ClaimUsage,
+    CounterState,
+    LeaseCharge,
+    LeaseGrant,
+    LeaseRequest,
+    Overrun,
+    Refusal,
+    ReservationState,
+    ReserveResult,
+    Settlement,
+)
+from agent_finops.ledger._money import EXACT
+from agent_finops.ledger._protocol import BudgetStore, ChargeSink, Clock
+
+__all__ = ["LeaseBackend", "LeasedBudgetStore"]
+
+_log = logging.getLogger("agent_finops.ledger")
+_ZERO = Decimal(0)
+_add = EXACT.add
+_sub = EXACT.subtract
+KEPT_CALLS = 100_000
+"""Finished calls a store remembers (their ids stay idempotent in this process)."""
+_GROW_TRIES = 4
+
+
+class LeaseBackend(BudgetStore, Protocol):
+    """A database budget store that can hold budget leases for its worker."""
+
+    def lease_worker(self) -> str:
+        """The worker id leases are tied to: registered in this process, its lease fresh."""
+        ...
+
+    def lease_age(self) -> float:
+        """Seconds since the worker lease was last renewed (infinity before the first)."""
+        ...
+
+    @property
+    def worker_lease_seconds(self) -> float:
+        """How long the worker lease lasts without renewal."""
+        ...
+
+    def grow_leases(
+        self, worker_id: str, requests: Sequence[LeaseRequest], now: datetime
+    ) -> tuple[list[LeaseGrant], list[Refusal]]:
+        """Grow the worker's leases in one transaction, all or none (see `plan_grow`)."""
+        ...
+
+    def shrink_leases(self, worker_id: str, amounts: Mapping[str, Decimal], now: datetime) -> None:
+        """Give back up to `amounts` of the worker's leases; leases left at zero are deleted."""
+        ...
+
+
+@dataclass(slots=True)
+class _Slice:
+    """This worker's lease on one counter, as the store sees it."""
+
+    unit: str
+    limit: Decimal
+    rule_id: str
+    amount: Decimal = _ZERO
+    """Leased and not consumed by a settled call (the database row, minus charges in flight)."""
+    held: Decimal = _ZERO
+    """Estimates of the calls in flight on it."""
+    seen: Decimal = _ZERO
+    """Spent plus other workers' reserved, at the last grow."""
+    since: Decimal = _ZERO
+    """Charged by this store since the last grow."""
+    used_at: float = 0.0
+
+
+@dataclass(slots=True)
+class _Call:
+    claims: tuple[Claim, ...]
+    result: ReserveResult
+    expires_at: datetime
+    state: ReservationState = "reserved"
+    finished_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class _State:
+    """Shared with the upkeep thread (which must not refer to the store)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    slices: dict[str, _Slice] = field(default_factory=dict)
+    calls: OrderedDict[str, _Call] = field(default_factory=OrderedDict)
+    worker: str | None = None
+
+
+class LeasedBudgetStore(BudgetStoreBase):
+    """Budget decisions in process from per-worker leases on a database store (module doc).
+
+    Thread-safe. Get one from `SQLLedger.budget_store(leases=True)` or let the
+    `PolicyEngine` make it (its default on SQL ledgers). `close()` returns every slice.
+    """
+
+    def __init__(
+        self,
+        backing: LeaseBackend,
+        charges_to: ChargeSink,
+        *,
+        clock: Clock | None = None,
+        default_ttl: timedelta = DEFAULT_RESERVATION_TTL,
+        fraction: Decimal = DEFAULT_LEASE_FRACTION,
+        idle: timedelta | None = DEFAULT_LEASE_IDLE,
+        close_backing: bool = True,
+        close_sink: bool = False,
+    ) -> None:
+        """Lease from `backing`; settled charges go to `charges_to`.
+
+        Args:
+            backing: the database store leases are taken from (its worker lease ties them
+                to this process: a killed worker's leases are reaped like its reservations).
+            charges_to: the sink that writes `LeaseCharge`s (the tracker's, so a charge is
+                written in one transaction with its call's cost event).
+            clock: the caller's "now" for stamps.
+            default_ttl: how long a call may hold its estimate before it is given back.
+            fraction: the share of a counter's remaining headroom a grow takes beyond the
+                shortfall (0 < fraction <= 1).
+            idle: a slice unused this long is given back (None: only at close).
+            close_backing: also close `backing` in `close()`.
+            close_sink: also close `charges_to` in `close()` (a sink made for this store).
+        """
+        super().__init__(clock=clock, default_ttl=default_ttl)
+        if not _ZERO < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+        if idle is not None and idle <= timedelta(0):
+            raise ValueError(f"idle must be positive or None, got {idle!r}")
+        self.backing = backing
+        self.charges_to = charges_to
+        self.fraction = fraction
+        self._idle = idle
+        self._close_backing = close_backing
+        self._close_sink = close_sink
+        self._state = _State()
+        self._stop = threading.Event()
+        self._upkeep: threading.Thread | None = None
+        self._stop_upkeep = weakref.finalize(self, self._stop.set)
+        self._closed = False
+
+    # -- the worker -----------------------------------------------------------------------
+
+    def _worker(self) -> str:
+        """The worker id; slices taken under a lease that may have run out are dropped."""
+        state = self._state
+        backing = self.backing
+        if backing.lease_age() > backing.worker_lease_seconds * 0.75 and state.worker:
+            self._drop_all("the worker lease was not renewed in time")
+        worker = backing.lease_worker()
+        if worker != state.worker:
+            with state.lock:
+                if state.worker is not None and state.worker != worker:
+                    state.slices.clear()  # forked: the parent's leases are the parent's
+                state.worker = worker
+            self._start_upkeep()
+        return worker
+
+    def _drop_all(self, why: str) -> None:
+        state = self._state
+        with state.lock:
+            slices, state.slices = state.slices, {}
+            worker = state.worker
+        if not slices or worker is None:
+            return
+        _log.warning("giving back every budget lease of worker %s: %s", worker, why)
+        try:
+            self.charges_to.flush(5.0)
+            amounts = {k: s.amount for k, s in slices.items() if s.amount > 0}
+            self.backing.shrink_leases(worker, amounts, as_now(self._clock))
+        except Exception:  # the reaper gives them back
+            _log.warning("could not give back budget leases of %s", worker, exc_info=True)
+
+    def _start_upkeep(self) -> None:
+        if self._idle is None or (self._upkeep is not None and self._upkeep.is_alive()):
+            return
+        thread = threading.Thread(
+            target=_upkeep,
+            args=(weakref.ref(self), self._idle.total_seconds(), self._stop),
+            name="agent-finops-lease-upkeep",
+            daemon=True,
+        )
+        thread.start()
+        self._upkeep = thread
+
+    # -- primitives -----------------------------------------------------------------------
+
+    def _reserve(
+        self,
+        call_id: str,
+        claims: Sequence[Claim],
+        trace_id: str | None,
+        now: datetime,
+        ttl: timedelta,
+    ) -> ReserveResult:
+        state = self._state
+        with state.lock:
+            found = state.calls.get(call_id)
+            if found is not None:  # only granted calls are kept
+                return _replayed(found)
+        worker = self._worker()
+        for _ in range(_GROW_TRIES):
+            with state.lock:
+                short = self._shortfalls(claims)
+                if not short:
+                    return self._grant(call_id, claims, now, ttl)
+            grants, refusals = self.backing.grow_leases(
+                worker,
+                [LeaseRequest(_need(c, amount), self.fraction) for c, amount in short],
+                now,
+            )
+            if refusals:
+                return self._refused(call_id, claims, refusals)
+            with state.lock:
+                self._take(grants, short)
+        raise RuntimeError(f"budget leases of {call_id!r} kept being used up by other threads")
+
+    def _shortfalls(self, claims: Sequence[Claim]) -> list[tuple[Claim, Decimal]]:
+        """The claims the slices cannot cover now, with how much more each needs."""
+        short = []
+        slices = self._state.slices
+        for claim in claims:
+            s = slices.get(claim.counter_key)
+            if s is None or s.limit != claim.limit or s.unit != claim.unit:
+                short.append((claim, claim.amount))
+                continue
+            free = _sub(s.amount, s.held)
+            if free < claim.amount:
+                short.append((claim, _sub(claim.amount, max(free, _ZERO))))
+        return short
+
+    def _take(self, grants: Sequence[LeaseGrant], short: Sequence[tuple[Claim, Decimal]]) -> None:
+        slices = self._state.slices
+        claims = {c.counter_key: c for c, _ in short}
+        now = time.monotonic()
+        for grant in grants:
+            claim = claims[grant.counter_key]
+            s = slices.get(grant.counter_key)
+            if s is None:
+                s = slices[grant.counter_key] = _Slice(claim.unit, claim.limit, claim.rule_id)
+            s.limit, s.unit = claim.limit, claim.unit
+            s.amount = _add(s.amount, grant.granted)
+            # Spent + every other worker's reserved, as the database just said.
+            s.seen = _sub(_add(grant.spent, grant.reserved), grant.lease)
+            s.since = _ZERO
+            s.used_at = now
+
+    def _grant(
+        self, call_id: str, claims: Sequence[Claim], now: datetime, ttl: timedelta
+    ) -> ReserveResult:
+        state = self._state
+        usage = []
+        moment = time.monotonic()
+        for claim in claims:
+            s = state.slices[claim.counter_key]
+            s.held = _add(s.held, claim.amount)
+            s.used_at = moment
+            used = _add(_add(s.seen, s.since), s.held)
+            usage.append(
+                ClaimUsage(
+                    claim.counter_key, claim.rule_id, claim.unit, claim.limit, used, claim.enforce
+                )
+            )
+        result = ReserveResult(call_id, tuple(usage))
+        state.calls[call_id] = _Call(tuple(claims), result, utcnow() + ttl)
+        state.calls.move_to_end(call_id)
+        while len(state.calls) > KEPT_CALLS:
+            oldest, call = next(iter(state.calls.items()))
+            if call.state == "reserved":
+                break
+            del state.calls[oldest]
+        return result
+
+    def _refused(
+        self, call_id: str, claims: Sequence[Claim], refusals: Sequence[Refusal]
+    ) -> ReserveResult:
+        by_key = {r.counter_key: r for r in refusals}
+        usage = []
+        with self._state.lock:
+            for claim in claims:
+                s = self._state.slices.get(claim.counter_key)
+                refusal = by_key.get(claim.counter_key)
+                if refusal is not None:
+                    used = refusal.observed
+                elif s is not None:
+                    used = _add(_add(s.seen, s.since), s.held)
+                else:
+                    used = _ZERO
+                usage.append(
+                    ClaimUsage(
+                        claim.counter_key, claim.rule_id, claim.unit, claim.limit, used,
+                        claim.enforce,
+                    )
+                )
+        ordered = tuple(by_key[c.counter_key] for c in claims if c.counter_key in by_key)
+        return ReserveResult(call_id, tuple(usage), ordered, state=None)
+
+    def _settle(
+        self, call_id: str, now: datetime, charges: Mapping[str, Decimal | None]
+    ) -> Settlement:
+        state = self._state
+        out: list[LeaseCharge] = []
+        overruns: list[Overrun] = []
+        with state.lock:
+            call = state.calls.get(call_id)
+            if call is None:
+                local = False
+            else:
+                local = True
+                if call.state not in ("reserved", "expired"):
+                    return Settlement(call_id, False)
+                worker = state.worker or ""
+                for claim in call.claims:
+                    charge = charges.get(claim.unit)
+                    if charge is None:
+                        charge = claim.amount
+                    elif charge > claim.amount:
+                        overruns.append(
+                            Overrun(claim.counter_key, claim.rule_id, claim.unit, claim.amount,
+                                    charge)
+                        )
+                    s = state.slices.get(claim.counter_key)
+                    consumed = _ZERO
+                    if s is not None:
+                        if call.state == "reserved":
+                            s.held = max(_ZERO, _sub(s.held, claim.amount))
+                        consumed = min(charge, max(s.amount, _ZERO))
+                        s.amount = _sub(s.amount, consumed)
+                        s.since = _add(s.since, charge)
+                    out.append(
+                        LeaseCharge(worker, claim.counter_key, claim.unit, claim.limit, charge,
+                                    consumed, event_id=call_id)
+                    )
+                call.state, call.finished_at = "settled", now
+        if not local:
+            return self.backing.settle(call_id, charges, now=now)
+        self.charges_to.emit_charges(out)
+        return Settlement(call_id, True, tuple(overruns))
+
+    def _release(self, call_id: str, now: datetime) -> bool:
+        state = self._state
+        with state.lock:
+            call = state.calls.get(call_id)
+            if call is not None:
+                if call.state != "reserved":
+                    if call.state == "expired":
+                        call.state, call.finished_at = "released", now
+                    return False
+                for claim in call.claims:
+                    s = state.slices.get(claim.counter_key)
+                    if s is not None:
+                        s.held = max(_ZERO, _sub(s.held, claim.amount))
+                call.state, call.finished_at = "released", now
+                return True
+        return self.backing.release(call_id, now=now)
+
+    def _expire(self, at: datetime | None) -> list[str]:
+        return sorted(self._expire_local(at) + self.backing.expire(at))
+
+    def _expire_local(self, at: datetime | None = None) -> list[str]:
+        """Give back the estimates of this process's calls past their TTL."""
+        moment = utcnow() if at is None else at
+        due = []
+        with self._state.lock:
+            for call_id, call in self._state.calls.items():
+                if call.state == "reserved" and call.expires_at <= moment:
+                    for claim in call.claims:
+                        s = self._state.slices.get(claim.counter_key)
+                        if s is not None:
+                            s.held = max(_ZERO, _sub(s.held, claim.amount))
+                    call.state, call.finished_at = "expired", moment
+                    due.append(call_id)
+        return due
+
+    def purge(self, finished_before: datetime) -> int:
+        """See `BudgetStore.purge` (this process's finished calls, then the database's)."""
+        with self._state.lock:
+            calls = self._state.calls
+            done = [
+                k for k, c in calls.items()
+                if c.finished_at is not None and c.finished_at < finished_before
+            ]
+            for key in done:
+                del calls[key]
+        return len(done) + self.backing.purge(finished_before)
+
+    def counter(self, counter_key: str) -> CounterState | None:
+        """The counter in the database: leased headroom counts as reserved."""
+        return self.backing.counter(counter_key)
+
+    def reservation_state(self, call_id: str) -> ReservationState | None:
+        """This process's call, else the database's reservation."""
+        with self._state.lock:
+            call = self._state.calls.get(call_id)
+            if call is not None:
+                return call.state if call.result.granted else None
+        return self.backing.reservation_state(call_id)
+
+    def leased(self) -> dict[str, Decimal]:
+        """This worker's leases by counter key: leased and not yet consumed."""
+        with self._state.lock:
+            return {k: s.amount for k, s in self._state.slices.items()}
+
+    # -- giving slices back -----------------------------------------------------------------
+
+    def give_back_idle(self, idle: float) -> int:
+        """Give back the slices no call used for `idle` seconds; how many."""
+        state = self._state
+        cutoff = time.monotonic() - idle
+        with state.lock:
+            worker = state.worker
+            retired = {
+                k: s for k, s in state.slices.items() if s.held <= 0 and s.used_at <= cutoff
+            }
+            for key in retired:
+                del state.slices[key]
+        if not retired or worker is None:
+            return 0
+        self._give_back(worker, retired)
+        return len(retired)
+
+    def _give_back(self, worker: str, retired: Mapping[str, _Slice]) -> None:
+        # The charges of the calls that used them go first: a charge must find its lease.
+        self.charges_to.flush(30.0)
+        amounts = {k: max(s.amount, _ZERO) for k, s in retired.items()}
+        self.backing.shrink_leases(worker, amounts, as_now(self._clock))
+
+    def close(self) -> None:
+        """Return every slice (after the charges are written), then close the backing store."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        upkeep, self._upkeep = self._upkeep, None
+        if upkeep is not None and upkeep.is_alive() and upkeep is not threading.current_thread():
+            upkeep.join(timeout=5)
+        state = self._state
+        with state.lock:
+            slices, state.slices = state.slices, {}
+            worker = state.worker
+        try:
+            if slices and worker is not None:
+                self._give_back(worker, slices)
+        except Exception:  # the reaper gives them back once the worker lease ends
+            _log.warning("could not give back budget leases at close", exc_info=True)
+        finally:
+            if self._close_sink:
+                close = getattr(self.charges_to, "close", None)
+                if close is not None:
+                    close()
+            if self._close_backing:
+                self.backing.close()
+
+
+def _need(claim: Claim, amount: Decimal) -> Claim:
+    """The claim with its amount replaced by what a grow must at least add."""
+    return Claim(
+        counter_key=claim.counter_key,
+        rule_id=claim.rule_id,
+        unit=claim.unit,
+        limit=claim.limit,
+        amount=amount,
+        window_end=claim.window_end,
+        enforce=claim.enforce,
+    )
+
+
+def _replayed(call: _Call) -> ReserveResult:
+    r = call.result
+    return ReserveResult(r.call_id, r.usage, r.refusals, replayed=True, state=call.state)
+
+
+def as_now(clock: Clock) -> datetime:
+    """The clock's now."""
+    return clock()
+
+
+def _upkeep(store_ref: weakref.ref[LeasedBudgetStore], idle: float, stop: threading.Event) -> None:
+    """Give back idle slices and expire overdue calls until `stop` (faults logged, retried)."""
+    beat = max(0.05, idle / 2)
+    while not stop.wait(beat):
+        store = store_ref()
+        if store is None:
+            return
+        try:
+            store.give_back_idle(idle)
+            store._expire_local()
+        except Exception:
+            _log.warning("budget lease upkeep failed; retrying", exc_info=True)
+        finally:
+            del store
