@@ -79,6 +79,41 @@ def postgres() -> Iterator[Ledger]:
         schema.__exit__(None, None, None)
 
 
+@ledger_backend(
+    "sqlite-file+leases",
+    capabilities=EXTENDED_SQL,
+    reopen=SQLLedger.from_url,
+    address=_address,
+    store_options={"leases": True},
+)
+def sqlite_file_leased() -> Iterator[Ledger]:
+    """A SQLite file, every budget store a `LeasedBudgetStore`."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        SQLLedger.from_url(f"sqlite:///{tmp}/l.sqlite") as ledger,
+    ):
+        yield ledger
+
+
+@ledger_backend("in-memory+leases", capabilities={Capability.THREADS}, store_options={"leases": True})
+def in_memory_leased() -> Iterator[Ledger]:
+    """The reference backend, every budget store a `LeasedBudgetStore`."""
+    with InMemoryLedger() as ledger:
+        yield ledger
+
+
+@ledger_backend(
+    "postgres+leases",
+    capabilities=EXTENDED_SQL,
+    reopen=SQLLedger.from_url,
+    address=_address,
+    store_options={"leases": True},
+)
+def postgres_leased() -> Iterator[Ledger]:
+    """PostgreSQL, every budget store a `LeasedBudgetStore`."""
+    yield from postgres.factory.__wrapped__()  # type: ignore[attr-defined]
+
+
 SKIP_POSTGRES = pytest.mark.skipif(
     not os.environ.get(POSTGRES_ENV),
     reason=f"PostgreSQL tests need {POSTGRES_ENV} "
@@ -89,8 +124,14 @@ SLOW = {Capability.PROCESSES: [pytest.mark.slow]}
 
 @pytest.mark.parametrize(
     "case",
-    pytest_params(in_memory, sqlite_file, sqlite_memory, capability_marks=SLOW)
-    + pytest_params(postgres, marks=[pytest.mark.postgres, SKIP_POSTGRES], capability_marks=SLOW),
+    pytest_params(
+        in_memory, sqlite_file, sqlite_memory, in_memory_leased, sqlite_file_leased,
+        capability_marks=SLOW,
+    )
+    + pytest_params(
+        postgres, postgres_leased, marks=[pytest.mark.postgres, SKIP_POSTGRES],
+        capability_marks=SLOW,
+    ),
 )
 def test_conformance(case: Case) -> None:
     case.run()

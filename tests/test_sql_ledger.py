@@ -44,6 +44,7 @@ FINOPS_TABLES = {
     "finops_approvals",
     "finops_budget_counters",
     "finops_reservations",
+    "finops_budget_leases",
     "finops_budget_workers",
     "finops_alerts",
     "finops_alert_deliveries",

@@ -9,8 +9,10 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from agent_finops.conformance._registry import T0
+from agent_finops.conformance._registry import T0, Subject
 from agent_finops.ledger import (
+    BudgetStore,
+    LeasedBudgetStore,
     DEFAULT_BUCKETS,
     ApprovalRecord,
     Claim,
@@ -109,3 +111,15 @@ def approval(approval_id: str = "ap-1", trace: str = "trace-1", **kw: Any) -> Ap
 def usd(key: str, limit: str, amount: str, *, enforce: bool = True, rule: str = "") -> Claim:
     """A USD claim on counter `key` (its rule is `rule-<key>` unless given)."""
     return Claim(key, rule or f"rule-{key}", "usd", D(limit), D(amount), enforce=enforce)
+
+
+def held_here(store: BudgetStore, key: str) -> Decimal:
+    """What `store` itself holds of a counter's `reserved` (its budget lease; 0 for others)."""
+    if isinstance(store, LeasedBudgetStore):
+        return store.leased().get(key, Decimal(0))
+    return Decimal(0)
+
+
+def leased(s: Subject) -> bool:
+    """Whether the checks of this subject run on `LeasedBudgetStore`s."""
+    return bool(s.backend.store_options.get("leases"))

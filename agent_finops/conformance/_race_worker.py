@@ -22,10 +22,10 @@ MICRO = Decimal("0.000001")
 CRASH_TTL = timedelta(milliseconds=200)
 
 
-def main(start: Any, reports: Any, *args: Any) -> None:
+def main(start: Any, reports: Any, options: dict[str, Any], *args: Any) -> None:
     """Process entry point: wait for every process at `start`, race, put the report."""
     try:
-        reports.put(race(*args, start=start))
+        reports.put(race(*args, start=start, options=options))
     except BaseException as exc:
         reports.put({"errors": [f"process failed: {exc!r}"]})
 
@@ -40,6 +40,7 @@ def race(
     seed: int,
     *,
     start: Any = None,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Hammer one hard budget from several threads; report what this process saw and did.
 
@@ -61,7 +62,7 @@ def race(
         "violations": [],
         "errors": [],
     }
-    with reopen(address) as ledger, ledger.budget_store() as store:
+    with reopen(address) as ledger, ledger.budget_store(**(options or {})) as store:
 
         def calls(thread_no: int) -> None:
             rng = random.Random(seed * 1000 + thread_no)
@@ -115,7 +116,14 @@ def race(
     return report
 
 
-def hold(reopen: Reopen, address: str, counter_key: str, lease: float, ready: Any) -> None:
+def hold(
+    reopen: Reopen,
+    address: str,
+    counter_key: str,
+    lease: float,
+    ready: Any,
+    options: dict[str, Any] | None = None,
+) -> None:
     """Process entry point: reserve the one call of a 1-call budget (`held-<key>`), say so, wait.
 
     The reservation's TTL is the default (30 minutes): only the worker lease (`lease`
@@ -124,7 +132,7 @@ def hold(reopen: Reopen, address: str, counter_key: str, lease: float, ready: An
     """
     try:
         with reopen(address) as ledger:
-            store = ledger.budget_store(worker_lease=timedelta(seconds=lease))
+            store = ledger.budget_store(worker_lease=timedelta(seconds=lease), **(options or {}))
             claim = Claim(counter_key, "one-call", "calls", Decimal(1), Decimal(1))
             result = store.reserve(f"held-{counter_key}", [claim], trace_id="held")
             ready.put("held" if result.granted else "refused")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +59,9 @@ class LedgerBackend:
     picklable (a module-level function or class method) for `processes`."""
     address: Callable[[Ledger], str] | None = None
     """The string `reopen` takes to reach the ledger the factory yielded."""
+    store_options: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword arguments of every `budget_store()` the checks open (`{"leases": True}`
+    checks the `LeasedBudgetStore` on the backend); picklable, for `processes`."""
 
     def open(self) -> AbstractContextManager[Ledger]:
         """A fresh ledger (a context manager)."""
@@ -75,6 +78,7 @@ def ledger_backend(
     capabilities: Iterable[Capability | str] = (),
     reopen: Reopen | None = None,
     address: Callable[[Ledger], str] | None = None,
+    store_options: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[[], Any]], LedgerBackend]:
     """Register a backend factory for the conformance suite.
 
@@ -82,7 +86,8 @@ def ledger_backend(
     after the `yield` (or a function returning such a context manager). `capabilities`
     names the extended capabilities the backend supports (`threads`, `processes`,
     `persistent`, `migrations`); the base ones are always checked. `processes` and
-    `persistent` also need `reopen` and `address`::
+    `persistent` also need `reopen` and `address`. `store_options` are passed to every
+    `budget_store()` a check opens (in this process and in the spawned ones)::
 
         @ledger_backend("sqlite-file", capabilities={"threads", "persistent"},
                         reopen=SQLLedger.from_url, address=lambda led: led.engine.url...)
@@ -98,7 +103,9 @@ def ledger_backend(
 
     def decorator(fn: Callable[[], Any]) -> LedgerBackend:
         factory = cast(Factory, contextmanager(fn) if inspect.isgeneratorfunction(fn) else fn)
-        return LedgerBackend(name, factory, BASE_CAPABILITIES | declared, reopen, address)
+        return LedgerBackend(
+            name, factory, BASE_CAPABILITIES | declared, reopen, address, dict(store_options or {})
+        )
 
     return decorator
 
@@ -113,7 +120,9 @@ class Subject:
 
     def store(self, *, clock: Callable[[], datetime] | None = None) -> BudgetStore:
         """A budget store on the ledger (clock fixed at `T0` unless given); closed after."""
-        return self._stack.enter_context(self.ledger.budget_store(clock=clock or (lambda: T0)))
+        return self._stack.enter_context(
+            self.ledger.budget_store(clock=clock or (lambda: T0), **self.backend.store_options)
+        )
 
     @contextmanager
     def reopened(self) -> Iterator[Ledger]:

@@ -399,29 +399,32 @@ class RunGuard:
             requested, provider = self._calls.pop(call_id, (None, None))
         settled = False
         event = None
-        try:
-            if usage_error is not None:
-                self._failed("after_model_call", usage_error)
-            event = self.tracker.record_model_call(
-                call_id, model=model or requested, usage=usage, provider=provider, cost=cost
-            )
-            if self.engine is not None:
-                tokens = usage.total_tokens if usage is not None else None
-                self.engine.check_after_model_call(
-                    call_id,
-                    cost=event.cost,
-                    tokens=tokens,
-                    trace_id=event.trace_id,
-                    tags=event.tags,
+        # One group: the event, its budget charges and the closed span are written in one
+        # transaction (durable together: a SIGKILL loses all of them or none).
+        with self.tracker.grouped():
+            try:
+                if usage_error is not None:
+                    self._failed("after_model_call", usage_error)
+                event = self.tracker.record_model_call(
+                    call_id, model=model or requested, usage=usage, provider=provider, cost=cost
                 )
-                settled = True
-        except Exception as exc:
-            self._failed("after_model_call", exc)
-        finally:
-            if self.engine is not None and not settled:
-                self._settle_unknown(call_id, tool=False)
-            self._landed(call_id)
-            self.close_step(call_id)
+                if self.engine is not None:
+                    tokens = usage.total_tokens if usage is not None else None
+                    self.engine.check_after_model_call(
+                        call_id,
+                        cost=event.cost,
+                        tokens=tokens,
+                        trace_id=event.trace_id,
+                        tags=event.tags,
+                    )
+                    settled = True
+            except Exception as exc:
+                self._failed("after_model_call", exc)
+            finally:
+                if self.engine is not None and not settled:
+                    self._settle_unknown(call_id, tool=False)
+                self._landed(call_id)
+                self.close_step(call_id)
         return event
 
     def model_call_failed(self, call_id: str, error: BaseException) -> None:
@@ -479,24 +482,25 @@ class RunGuard:
         """The tool returned: record it with its fee, settle, close its span."""
         settled = False
         event = None
-        try:
-            span = self.tracker.span(call_id)
-            if span is not None:
-                event = self.tracker.record_tool_call(
-                    call_id, tool=span.name, output=output, units=units
-                )
-                if self.engine is not None:
-                    self.engine.check_after_tool_call(
-                        call_id, cost=event.cost, trace_id=event.trace_id, tags=event.tags
+        with self.tracker.grouped():  # the event and its charges in one transaction
+            try:
+                span = self.tracker.span(call_id)
+                if span is not None:
+                    event = self.tracker.record_tool_call(
+                        call_id, tool=span.name, output=output, units=units
                     )
-                    settled = True
-        except Exception as exc:
-            self._failed("after_tool_call", exc)
-        finally:
-            if self.engine is not None and not settled:
-                self._settle_unknown(call_id, tool=True)
-            self._landed(call_id)
-            self.close_step(call_id)
+                    if self.engine is not None:
+                        self.engine.check_after_tool_call(
+                            call_id, cost=event.cost, trace_id=event.trace_id, tags=event.tags
+                        )
+                        settled = True
+            except Exception as exc:
+                self._failed("after_tool_call", exc)
+            finally:
+                if self.engine is not None and not settled:
+                    self._settle_unknown(call_id, tool=True)
+                self._landed(call_id)
+                self.close_step(call_id)
         return event
 
     def tool_call_failed(self, call_id: str, error: BaseException) -> None:

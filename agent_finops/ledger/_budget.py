@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal, NamedTuple
@@ -168,6 +168,11 @@ class Overrun:
     """The call's estimate on this counter."""
     actual: Decimal
     """What was charged (more than `reserved`)."""
+    used: Decimal | None = field(default=None, compare=False)
+    """Spent + reserved on the counter after the charge, as the store sees it (None: read
+    the counter; a lease store's view includes charges not yet written)."""
+    limit: Decimal | None = field(default=None, compare=False)
+    """The counter's limit, with `used`."""
 
     @property
     def excess(self) -> Decimal:

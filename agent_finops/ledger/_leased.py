@@ -28,7 +28,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
@@ -62,7 +62,7 @@ _add = EXACT.add
 _sub = EXACT.subtract
 KEPT_CALLS = 100_000
 """Finished calls a store remembers (their ids stay idempotent in this process)."""
-_GROW_TRIES = 4
+_GROW_TRIES = 16
 
 
 class LeaseBackend(BudgetStore, Protocol):
@@ -108,6 +108,10 @@ class _Slice:
     since: Decimal = _ZERO
     """Charged by this store since the last grow."""
     used_at: float = 0.0
+    beyond: bool = False
+    """A charge went beyond the lease (an overrun): the database sees that spend only once
+    the charge is written, so the next grow waits for it (else it would see headroom the
+    overrun already spent)."""
 
 
 @dataclass(slots=True)
@@ -175,6 +179,7 @@ class LeasedBudgetStore(BudgetStoreBase):
         self._close_backing = close_backing
         self._close_sink = close_sink
         self._state = _State()
+        self._grow_lock = threading.Lock()
         self._stop = threading.Event()
         self._upkeep: threading.Thread | None = None
         self._stop_upkeep = weakref.finalize(self, self._stop.set)
@@ -245,15 +250,36 @@ class LeasedBudgetStore(BudgetStoreBase):
                 short = self._shortfalls(claims)
                 if not short:
                     return self._grant(call_id, claims, now, ttl)
-            grants, refusals = self.backing.grow_leases(
-                worker,
-                [LeaseRequest(_need(c, amount), self.fraction) for c, amount in short],
-                now,
-            )
-            if refusals:
-                return self._refused(call_id, claims, refusals)
-            with state.lock:
-                self._take(grants, short)
+            # One grow at a time: threads short on the same counter wait for one grow, then
+            # decide from it (instead of each taking a slice, or a replay being refused).
+            with self._grow_lock:
+                with state.lock:
+                    found = state.calls.get(call_id)
+                    if found is not None:
+                        return _replayed(found)
+                    short = self._shortfalls(claims)
+                    if not short:
+                        return self._grant(call_id, claims, now, ttl)
+                    beyond = [
+                        c.counter_key for c, _ in short if _beyond(state.slices, c.counter_key)
+                    ]
+                if beyond:  # the database must see what overruns spent before it grants more
+                    self.charges_to.flush(30.0)
+                    with state.lock:
+                        for key in beyond:
+                            if key in state.slices:
+                                state.slices[key].beyond = False
+                grants, refusals = self.backing.grow_leases(
+                    worker,
+                    [LeaseRequest(_need(c, amount), self.fraction) for c, amount in short],
+                    now,
+                )
+                if refusals:
+                    return self._refused(call_id, claims, refusals)
+                with state.lock:  # decide from the grant at once, before other threads
+                    self._take(grants, short)
+                    if not self._shortfalls(claims):
+                        return self._grant(call_id, claims, now, ttl)
         raise RuntimeError(f"budget leases of {call_id!r} kept being used up by other threads")
 
     def _shortfalls(self, claims: Sequence[Claim]) -> list[tuple[Claim, Decimal]]:
@@ -268,6 +294,10 @@ class LeasedBudgetStore(BudgetStoreBase):
             free = _sub(s.amount, s.held)
             if free < claim.amount:
                 short.append((claim, _sub(claim.amount, max(free, _ZERO))))
+            elif claim.enforce and s.beyond:
+                # An overrun spent beyond the lease: let the database (which will see that
+                # spend once the charge is written) decide, not the slice.
+                short.append((claim, claim.amount))
         return short
 
     def _take(self, grants: Sequence[LeaseGrant], short: Sequence[tuple[Claim, Decimal]]) -> None:
@@ -290,6 +320,9 @@ class LeasedBudgetStore(BudgetStoreBase):
         self, call_id: str, claims: Sequence[Claim], now: datetime, ttl: timedelta
     ) -> ReserveResult:
         state = self._state
+        found = state.calls.get(call_id)
+        if found is not None:  # another thread reserved this call id meanwhile
+            return _replayed(found)
         usage = []
         moment = time.monotonic()
         for claim in claims:
@@ -368,6 +401,13 @@ class LeasedBudgetStore(BudgetStoreBase):
                         consumed = min(charge, max(s.amount, _ZERO))
                         s.amount = _sub(s.amount, consumed)
                         s.since = _add(s.since, charge)
+                        s.beyond = s.beyond or consumed < charge
+                        if overruns and overruns[-1].counter_key == claim.counter_key:
+                            overruns[-1] = replace(
+                                overruns[-1],
+                                used=_add(_add(s.seen, s.since), s.held),
+                                limit=s.limit,
+                            )
                     out.append(
                         LeaseCharge(worker, claim.counter_key, claim.unit, claim.limit, charge,
                                     consumed, event_id=call_id)
@@ -426,8 +466,21 @@ class LeasedBudgetStore(BudgetStoreBase):
         return len(done) + self.backing.purge(finished_before)
 
     def counter(self, counter_key: str) -> CounterState | None:
-        """The counter in the database: leased headroom counts as reserved."""
-        return self.backing.counter(counter_key)
+        """The counter as this worker sees it: the database's, after the charges emitted so
+        far are written, less this worker's own unused lease.
+
+        So `reserved` is what calls in flight hold plus what other workers lease (their
+        unused slices are theirs to decide from); `spent + reserved <= limit` holds as for
+        any store. `leased()` is what this worker holds.
+        """
+        self.charges_to.flush(30.0)
+        found = self.backing.counter(counter_key)
+        if found is None:
+            return None
+        with self._state.lock:
+            s = self._state.slices.get(counter_key)
+            unused = _ZERO if s is None else max(_ZERO, _sub(s.amount, s.held))
+        return CounterState(found.spent, max(_ZERO, _sub(found.reserved, unused)), found.limit)
 
     def reservation_state(self, call_id: str) -> ReservationState | None:
         """This process's call, else the database's reservation."""
@@ -491,6 +544,11 @@ class LeasedBudgetStore(BudgetStoreBase):
                     close()
             if self._close_backing:
                 self.backing.close()
+
+
+def _beyond(slices: Mapping[str, _Slice], key: str) -> bool:
+    s = slices.get(key)
+    return s is not None and s.beyond
 
 
 def _need(claim: Claim, amount: Decimal) -> Claim:

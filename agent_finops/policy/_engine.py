@@ -99,6 +99,7 @@ class PolicyEngine:
         reservation_ttl: timedelta = DEFAULT_RESERVATION_TTL,
         resume_target: str | None = None,
         clock: Any = utcnow,
+        budget_leases: bool = True,
     ) -> None:
         """Enforce `policy` on the calls `tracker` sees.
 
@@ -106,7 +107,8 @@ class PolicyEngine:
             policy: the rules.
             tracker: where decisions are recorded and spans are looked up; its ledger's
                 database also holds the budget counters and reservations.
-            budgets: the reservation store (default: on the tracker's ledger engine).
+            budgets: the reservation store (default: on the tracker's ledger, with budget
+                leases unless `budget_leases=False`).
             approvals: files and answers approval requests (default: a service on the
                 tracker's ledger, configured by the policy's `approvals:` section).
             reservation_ttl: the longest one call may hold budget, even from a live worker
@@ -116,13 +118,19 @@ class PolicyEngine:
                 its runs (`ResumeTargets`), stored on approval requests so an approver in
                 another process (`agent-finops approvals approve --resume`) can resume them.
             clock: returns the current aware datetime.
+            budget_leases: the default store decides in process from per-worker budget
+                leases (`LeasedBudgetStore`; its charges are written with each call's cost
+                event through the tracker). False: one database reservation per call
+                (docs/scaling.md, "Budget leases").
         """
         self.policy = policy
         self.version = policy.version
         self.tracker = tracker
         self.ledger = tracker.ledger
         self.ledger.setup()  # creates the reservation tables with the rest of the schema
-        self.budgets = budgets or self.ledger.budget_store(clock=clock)
+        self.budgets = budgets or self.ledger.budget_store(
+            clock=clock, leases=budget_leases, charges_to=tracker if budget_leases else None
+        )
         self.approvals = approvals or ApprovalService.from_settings(
             self.ledger, policy.approvals, clock=clock
         )
@@ -391,11 +399,13 @@ class PolicyEngine:
         rule = next((b for b in self.policy.budgets if b.id == overrun.rule_id), None)
         if rule is None or not rule.thresholds:
             return
-        state = self.budgets.counter(overrun.counter_key)
-        if state is None:
-            return
-        used = state.spent + state.reserved
-        limit = state.limit
+        if overrun.used is not None and overrun.limit is not None:
+            used, limit = overrun.used, overrun.limit
+        else:
+            state = self.budgets.counter(overrun.counter_key)
+            if state is None:
+                return
+            used, limit = state.spent + state.reserved, state.limit
         scope = rule.scope.scope(tags) or {}
         for pct in rule.crossed_thresholds(used - overrun.excess, used):
             claim = Claim(
