@@ -48,10 +48,11 @@ from sqlalchemy import create_engine, text
 from agent_finops import SQLLedger
 from agent_finops.policy import Policy
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from soak_checks import Incarnation, Outcome, run_checks
 from soak_worker import INPUT_TOKENS, MAX_OUTPUT_TOKENS
+
+HERE = Path(__file__).resolve().parent
 
 DEFAULT_DB = os.environ.get(
     "AGENT_FINOPS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -117,7 +118,9 @@ class Worker:
 class Soak:
     """Starts, kills and restarts the workers until the deadline."""
 
-    def __init__(self, args: argparse.Namespace, url: str, policy: dict[str, Any], work: Path) -> None:
+    def __init__(
+        self, args: argparse.Namespace, url: str, policy: dict[str, Any], work: Path
+    ) -> None:
         """Prepare the run (nothing starts yet)."""
         self.args, self.url, self.work = args, url, work
         self.policy_json = json.dumps(policy)
@@ -221,12 +224,20 @@ def main(argv: list[str] | None = None) -> int:
         "--team-usd", type=Decimal, default=None,
         help="daily budget per team (default: sized to run out partway, from --seconds)",
     )  # fmt: skip
-    parser.add_argument("--strict-settlement", action="store_true", help="fail if a recorded call was never charged")
+    parser.add_argument(
+        "--strict-settlement", action="store_true", help="fail if a recorded call was never charged"
+    )
     parser.add_argument("--seed", type=int, default=12)
     args = parser.parse_args(argv)
-    team_usd = args.team_usd or (Decimal("0.0025") * Decimal(args.seconds)).quantize(Decimal("0.0001"))
+    team_usd = args.team_usd or (Decimal("0.004") * Decimal(args.seconds)).quantize(
+        Decimal("0.0001")
+    )
     policy = policy_for(team_usd, args.seconds)
-    per_call = {"usd": ESTIMATE_USD, "tokens": Decimal(INPUT_TOKENS + MAX_OUTPUT_TOKENS), "calls": Decimal(1)}
+    per_call = {
+        "usd": ESTIMATE_USD,
+        "tokens": Decimal(INPUT_TOKENS + MAX_OUTPUT_TOKENS),
+        "calls": Decimal(1),
+    }
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp, ledger_url(args.db) as url:
         with SQLLedger.from_url(url) as ledger:
@@ -238,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         out = run_checks(
             url, Policy.from_mapping(policy, source="soak"), soak.journals(), soak.dead_letter,
             durable=args.durable, lease=args.lease, per_call_bound=per_call,
-            strict_settlement=args.strict_settlement,
+            started=started, strict_settlement=args.strict_settlement,
         )  # fmt: skip
     shown = "sqlite file" if not args.db.startswith("postgresql") else "postgresql (own schema)"
     figures = {
@@ -252,7 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"soak: {'FAILED' if out.failed else 'passed'}")
     report(out, figures)
-    verdict = {"figures": {**figures, **out.figures}, "passed": out.passed, "failed": out.failed, "notes": out.notes}
+    verdict = {
+        "figures": {**figures, **out.figures},
+        "passed": out.passed,
+        "failed": out.failed,
+        "notes": out.notes,
+    }
     print("SOAK-JSON " + json.dumps(verdict, default=str))
     return 1 if out.failed else 0
 

@@ -30,7 +30,11 @@ __all__ = ["Incarnation", "Outcome", "run_checks"]
 
 LOSS_WINDOW = 0.050
 """Non-durable mode: a SIGKILL may lose the calls a worker returned in its last 50 ms."""
-EVENTS, COUNTERS, RESERVATIONS = "finops_cost_events", "finops_budget_counters", "finops_reservations"
+EVENTS, COUNTERS, RESERVATIONS = (
+    "finops_cost_events",
+    "finops_budget_counters",
+    "finops_reservations",
+)
 LEASES = "finops_budget_leases"
 """Budget leases (a store that leases headroom to workers): must be empty at the end."""
 
@@ -47,6 +51,8 @@ class Incarnation:
     failed: int = 0
     poison: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    exhausted: dict[str, float] = field(default_factory=dict)
+    """Team -> when this process saw its first team-budget refusal (epoch seconds)."""
     first: float = math.inf
     last: float = 0.0
 
@@ -61,7 +67,10 @@ class Incarnation:
             if what == "ok":
                 self.ok.append(rest)
             elif what == "refused":
-                self.refused[rest.split(" ")[0]] += 1
+                rule, _, team = rest.split(" ")
+                self.refused[rule] += 1
+                if rule == "team-daily":
+                    self.exhausted.setdefault(team, stamp)
             elif what == "failed":
                 self.failed += 1
             elif what == "poison":
@@ -168,6 +177,7 @@ def run_checks(
     durable: bool,
     lease: float,
     per_call_bound: dict[str, Decimal],
+    started: float,
     strict_settlement: bool = False,
 ) -> Outcome:
     """Reap past the worker lease, then check everything (all workers have exited)."""
@@ -178,7 +188,11 @@ def run_checks(
         refused.update(inc.refused)
     errors = [e for inc in incarnations for e in inc.errors]
     out.check("no worker error", not errors, "; ".join(errors[:3]))
-    bad_exits = [f"{i.name}: {i.ended}" for i in incarnations if i.ended.startswith("exit ") and i.ended != "exit 0"]
+    bad_exits = [
+        f"{i.name}: {i.ended}"
+        for i in incarnations
+        if i.ended.startswith("exit ") and i.ended != "exit 0"
+    ]
     out.check("every worker the soak did not kill exited 0", not bad_exits, ", ".join(bad_exits))
     time.sleep(lease * 1.5)  # every killed worker's lease runs out
     with SQLLedger.from_url(url) as ledger, ledger.budget_store() as store:
@@ -193,7 +207,9 @@ def run_checks(
 
     # 1. no hard limit exceeded
     over = [f"{k}: {c.spent} > {c.limit}" for k, c in counters.items() if c and c.spent > c.limit]
-    out.check("no budget exceeded (spent <= limit on every deny counter)", not over, "; ".join(over[:3]))
+    out.check(
+        "no budget exceeded (spent <= limit on every deny counter)", not over, "; ".join(over[:3])
+    )
     # 3. nothing left reserved
     open_rows = [c for c, s in states.items() if s == "reserved"]
     held = [f"{k}: {c.reserved}" for k, c in counters.items() if c and c.reserved != 0]
@@ -218,8 +234,16 @@ def run_checks(
     if durable:
         out.check("durable: every returned call is in the ledger", lost == 0, f"{lost} missing")
     else:
-        over_window = [f"{i.name} lost {lost_by[i.name]} > {i.allowed_loss}" for i in incarnations if lost_by[i.name] > i.allowed_loss]
-        out.check(f"loss within {LOSS_WINDOW * 1000:.0f} ms of calls per killed worker", not over_window, "; ".join(over_window[:3]))
+        over_window = [
+            f"{i.name} ({i.ended}) lost {lost_by[i.name]} > {i.allowed_loss}"
+            for i in incarnations
+            if lost_by[i.name] > i.allowed_loss
+        ]
+        out.check(
+            f"loss within {LOSS_WINDOW * 1000:.0f} ms of calls per killed worker",
+            not over_window,
+            "; ".join(over_window[:3]),
+        )
 
     # 5. poison records: each in the dead-letter file or the ledger
     poison = [p for inc in incarnations for p in inc.poison]
@@ -228,9 +252,51 @@ def run_checks(
         kept = {getattr(d.record, "event_id", None) for d in read_dead_letters(dead_letter)}
     missing_poison = [p for p in poison if p not in kept and p not in ids]
     out.figures["poison records"] = len(poison)
-    out.check("every poison record is in the dead-letter file or the ledger", not missing_poison or (not durable and len(missing_poison) <= sum(i.allowed_loss > 0 for i in incarnations)), f"{len(missing_poison)} missing")
+    out.check(
+        "every poison record is in the dead-letter file or the ledger",
+        not missing_poison
+        or (not durable and len(missing_poison) <= sum(i.allowed_loss > 0 for i in incarnations)),
+        f"{len(missing_poison)} missing",
+    )
 
-    # 2. ledger totals == counters, exactly
+    check_totals(
+        out,
+        policy,
+        model,
+        counters,
+        states,
+        durable=durable,
+        per_call_bound=per_call_bound,
+        strict_settlement=strict_settlement,
+    )
+    out.figures["returned calls"] = len(ok_ids)
+    out.figures["model events in the ledger"] = sum(not e.trace_id.endswith("p") for e in model)
+    out.figures["failed calls (released)"] = sum(i.failed for i in incarnations)
+    out.figures["refusals"] = dict(sorted(refused.items()))
+    first_refusal: dict[str, float] = {}
+    for inc in incarnations:
+        for team, at in inc.exhausted.items():
+            first_refusal[team] = min(first_refusal.get(team, at), at)
+    out.figures["team budget ran out at (s after start)"] = {
+        t: round(at - started, 1) for t, at in sorted(first_refusal.items())
+    }
+    out.check("the team budget was exhausted (refusals happened)", refused.get("team-daily", 0) > 0)
+    return out
+
+
+def check_totals(
+    out: Outcome,
+    policy: Policy,
+    model: list[Event],
+    counters: dict[str, Any],
+    states: dict[str, str],
+    *,
+    durable: bool,
+    per_call_bound: dict[str, Decimal],
+    strict_settlement: bool,
+) -> None:
+    """Check 2: per rule and scope, the ledger's events sum to the counters' spent exactly."""
+    per_call = {e.call_id for e in model}
     guarded = [e for e in model if not e.trace_id.endswith("p")]
     ledger_sum: dict[str, Decimal] = defaultdict(Decimal)
     uncharged: dict[str, Decimal] = defaultdict(Decimal)
@@ -250,7 +316,9 @@ def run_checks(
             spent[group_of(key)] += state.spent
             limit_of[key] = state.limit
     settled_unrecorded = sum(1 for c, s in states.items() if s == "settled" and c not in per_call)
-    out.figures["calls recorded but never charged (killed between record and settle)"] = len(never_charged)
+    out.figures["calls recorded but never charged (killed between record and settle)"] = len(
+        never_charged
+    )
     out.figures["calls charged but not recorded (killed before the write)"] = settled_unrecorded
     mismatch = []
     for group in sorted(set(ledger_sum) | set(spent)):
@@ -258,23 +326,27 @@ def run_checks(
         slack = settled_unrecorded * per_call_bound[units.get(group, "usd")]
         got = spent[group]
         if not (expected <= got <= expected + (0 if durable else slack)):
-            mismatch.append(f"{group}: counters {got} vs ledger {ledger_sum[group]} - never charged {uncharged[group]}")
+            mismatch.append(
+                f"{group}: counters {got} vs ledger {ledger_sum[group]} - never charged {uncharged[group]}"
+            )
     out.figures["counter groups compared"] = len(set(ledger_sum) | set(spent))
-    out.check("ledger totals == counters' spent (exact Decimal, per rule and scope)", not mismatch, "; ".join(mismatch[:3]))
+    out.check(
+        "ledger totals == counters' spent (exact Decimal, per rule and scope)",
+        not mismatch,
+        "; ".join(mismatch[:3]),
+    )
     if strict_settlement:
         out.check("every recorded call was charged", not never_charged, f"{len(never_charged)} not")
     elif never_charged:
-        out.notes.append(f"{len(never_charged)} call(s) in the ledger were never charged to their budgets (their process was killed between writing the event and settling; the reaper then gave their reservation back): {', '.join(sorted(never_charged_ids)[:3])}")
+        out.notes.append(
+            f"{len(never_charged)} call(s) in the ledger were never charged to their budgets (their process was killed between writing the event and settling; the reaper then gave their reservation back): {', '.join(sorted(never_charged_ids)[:3])}"
+        )
     team = [g for g in ledger_sum if g.startswith("team-daily|")]
-    real_over = [f"{g}: ledger {ledger_sum[g]}" for g in team if ledger_sum[g] > max((v for k, v in limit_of.items() if group_of(k) == g), default=Decimal(0))]
+    real_over = [
+        f"{g}: ledger {ledger_sum[g]}"
+        for g in team
+        if ledger_sum[g]
+        > max((v for k, v in limit_of.items() if group_of(k) == g), default=Decimal(0))
+    ]
     if real_over:
         out.notes.append("real spend (ledger) above a team limit: " + "; ".join(real_over))
-
-    out.figures["returned calls"] = len(ok_ids)
-    out.figures["model events in the ledger"] = len(guarded)
-    out.figures["failed calls (released)"] = sum(i.failed for i in incarnations)
-    out.figures["refusals"] = dict(sorted(refused.items()))
-    out.check("the team budget was exhausted (refusals happened)", refused.get("team-daily", 0) > 0)
-    return out
-
-

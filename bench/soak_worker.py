@@ -9,7 +9,7 @@ framework-neutral `RunGuard`. Every thread runs runs of a few calls each; a refu
 
 The journal is this process's account of what it saw, one line per outcome, appended and
 written through (`O_APPEND`, one `write` per line) right after the outcome, so it survives
-SIGKILL: `ok <call id>` once `after_model_call` returned, `refused <rule> <call id>`,
+SIGKILL: `ok <call id>` once `after_model_call` returned, `refused <rule> <call id> <team>`,
 `failed <call id>` (a model error: the reservation is released), `poison <event id>` (a
 record the ledger refuses, tracked without the guard), `error <text>` (anything else: the
 soak fails).
@@ -44,7 +44,7 @@ AGENTS = ("researcher", "writer", "critic")
 CALLS_PER_RUN = (4, 14)
 FAILED_SHARE = 0.03
 """Calls whose model request fails (no usage): their reservation is released."""
-POISON_EVERY = 40
+POISON_EVERY = 10
 """Thread 0 tracks one record the ledger refuses every this many runs."""
 UNSTORABLE = Decimal("1e25")
 """A cost no ledger stores (money is below 1e20): the record goes to the dead-letter file."""
@@ -101,7 +101,8 @@ def one_call(guard: RunGuard, journal: Journal, rng: random.Random, call_id: str
             max_output_tokens=MAX_OUTPUT_TOKENS,
         )
     except PolicyViolation as refused:
-        journal.add("refused", refused.rule_id or type(refused).__name__, call_id)
+        team = refused.scope.get("team", "-") if refused.scope else "-"
+        journal.add("refused", refused.rule_id or type(refused).__name__, call_id, team)
         return False
     time.sleep(rng.uniform(0.0, 0.004))  # the model "thinks"
     if rng.random() < FAILED_SHARE:
@@ -119,7 +120,9 @@ def one_call(guard: RunGuard, journal: Journal, rng: random.Random, call_id: str
 
 def poison(tracker: CostTracker, journal: Journal, run_id: str) -> None:
     """Track (without the guard: no budget is charged) one call the ledger refuses."""
-    tracker.start_span(run_id, parent_span_id=None, name="poison", kind="run", tags={"team": "poison"})
+    tracker.start_span(
+        run_id, parent_span_id=None, name="poison", kind="run", tags={"team": "poison"}
+    )
     call_id = f"{run_id}c"
     tracker.start_span(call_id, parent_span_id=run_id, name="llm", kind="model")
     event = tracker.record_model_call(
