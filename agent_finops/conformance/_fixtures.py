@@ -11,12 +11,12 @@ from typing import Any, Generic, TypeVar
 
 from agent_finops.conformance._registry import T0, Subject
 from agent_finops.ledger import (
-    BudgetStore,
-    LeasedBudgetStore,
     DEFAULT_BUCKETS,
     ApprovalRecord,
+    BudgetStore,
     Claim,
     CostEvent,
+    LeasedBudgetStore,
     RunRecord,
     SpanRecord,
 )

@@ -466,10 +466,9 @@ class LeasedBudgetStore(BudgetStoreBase):
         return len(done) + self.backing.purge(finished_before)
 
     def counter(self, counter_key: str) -> CounterState | None:
-        """The counter as this worker sees it: the database's, after the charges emitted so
-        far are written, less this worker's own unused lease.
+        """The counter as this worker sees it (the database's, less its own unused lease).
 
-        So `reserved` is what calls in flight hold plus what other workers lease (their
+        The charges emitted so far are written first. `reserved` is what calls in flight hold plus what other workers lease (their
         unused slices are theirs to decide from); `spent + reserved <= limit` holds as for
         any store. `leased()` is what this worker holds.
         """
