@@ -144,6 +144,8 @@ class Soak:
         ]  # fmt: skip
         if self.args.durable:
             cmd.append("--durable")
+        if self.args.per_call:
+            cmd.append("--per-call")
         w.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, cwd=self.work)
         w.current = Incarnation(name)
         self.incarnations.append((w.current, journal))
@@ -220,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-every", type=float, default=2.0, help="mean seconds between kills")
     parser.add_argument("--lease", type=float, default=2.0, help="worker lease, seconds")
     parser.add_argument("--durable", action="store_true", help="CostTracker(durable=True)")
+    parser.add_argument(
+        "--per-call",
+        action="store_true",
+        help="one database reservation per call (budget_leases=False): the event and the "
+        "settlement are then two transactions, and a kill between them shows",
+    )
     parser.add_argument(
         "--team-usd", type=Decimal, default=None,
         help="daily budget per team (default: sized to run out partway, from --seconds)",

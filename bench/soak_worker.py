@@ -149,6 +149,7 @@ def main() -> int:
     parser.add_argument("--max-calls", type=int, default=10**9, help="per thread")
     parser.add_argument("--lease", type=float, default=2.0, help="worker lease, seconds")
     parser.add_argument("--durable", action="store_true")
+    parser.add_argument("--per-call", action="store_true", help="no budget leases")
     parser.add_argument("--dead-letter", required=True)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -157,7 +158,13 @@ def main() -> int:
     policy = Policy.from_mapping(json.loads(args.policy), source="soak")
     ledger = SQLLedger.from_url(args.url)
     tracker = CostTracker(ledger, durable=args.durable, dead_letter=args.dead_letter)
-    store = ledger.budget_store(worker_lease=timedelta(seconds=args.lease))
+    # The engine's default store (budget leases, charges written with their events through
+    # the tracker), with a short worker lease so a killed worker's leases come back quickly.
+    store = ledger.budget_store(
+        worker_lease=timedelta(seconds=args.lease),
+        leases=not args.per_call,
+        charges_to=None if args.per_call else tracker,
+    )
     guard = RunGuard(tracker, policy=PolicyEngine(policy, tracker, budgets=store))
     print("ready", flush=True)
 
