@@ -7,10 +7,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from agent_finops.conformance._capabilities import Capability
-from agent_finops.conformance._fixtures import D, leased, raises, usd
+from agent_finops.conformance._fixtures import D, event, leased, raises, run, usd
 from agent_finops.conformance._registry import T0, Subject, spec
-from agent_finops.exceptions import BudgetExceeded, ConfigurationError
-from agent_finops.ledger import Claim, Overrun, Settlement
+from agent_finops.exceptions import BudgetExceeded, ConfigurationError, LedgerError
+from agent_finops.ledger import Claim, LeaseCharge, Overrun, Settlement
 
 budgets = spec(Capability.BUDGETS)
 
@@ -464,3 +464,29 @@ def amounts_beyond_18_decimals_round_alike(s: Subject) -> None:
     assert store.counter("k") == (D(0), D("0.000000000000000002"), D(1))
     store.settle("c1", {"usd": D("0.0000000000000000025")})
     assert store.counter("k") == (D("0.000000000000000002"), D(0), D(1))
+
+
+# -- budget-lease charges, written with their events -------------------------------------------
+
+
+@budgets
+def a_charge_is_applied_once_with_its_event(s: Subject) -> None:
+    """`write(events, charges)`: one transaction; a replayed write charges nothing twice."""
+    store = s.store()
+    assert store.reserve("seed", [usd("k", "1.00", "0")], trace_id="t").granted
+    store.release("seed")
+    s.ledger.write(runs=[run()])
+    charge = LeaseCharge("w-1", "k", "usd", D("1.00"), D("0.30"), D(0), event_id="e1")
+    s.ledger.write(events=[event("e1", "0.30")], charges=[charge])
+    assert store.counter("k") == (D("0.30"), D(0), D(1))
+    s.ledger.write(events=[event("e1", "0.30")], charges=[charge])  # a retried batch
+    assert store.counter("k") == (D("0.30"), D(0), D(1))
+    with raises(LedgerError):  # the event is refused: its charge is not applied either
+        s.ledger.write(
+            events=[event("e2", "0.10", created_at=datetime(2026, 1, 1))],  # naive: refused
+            charges=[LeaseCharge("w-1", "k", "usd", D("1.00"), D("0.10"), D(0), event_id="e2")],
+        )
+    assert store.counter("k") == (D("0.30"), D(0), D(1))
+    # A charge without its event in the write (a settle outside a tracker group) applies.
+    s.ledger.write(charges=[LeaseCharge("w-1", "k", "usd", D("1.00"), D("0.05"), D(0))])
+    assert store.counter("k") == (D("0.35"), D(0), D(1))
