@@ -468,9 +468,10 @@ class LeasedBudgetStore(BudgetStoreBase):
     def counter(self, counter_key: str) -> CounterState | None:
         """The counter as this worker sees it (the database's, less its own unused lease).
 
-        The charges emitted so far are written first. `reserved` is what calls in flight hold plus what other workers lease (their
-        unused slices are theirs to decide from); `spent + reserved <= limit` holds as for
-        any store. `leased()` is what this worker holds.
+        The charges emitted so far are written first. `reserved` is what calls in flight
+        hold plus what other workers lease (their unused slices are theirs to decide from);
+        `spent + reserved <= limit` holds as for any store. `leased()` is what this worker
+        holds.
         """
         self.charges_to.flush(30.0)
         found = self.backing.counter(counter_key)
