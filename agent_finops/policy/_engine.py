@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+from agent_finops._ids import new_id
 from agent_finops.approvals import ApprovalService, ThresholdAlert
 from agent_finops.clock import utcnow
 from agent_finops.exceptions import (
@@ -783,7 +784,7 @@ class PolicyEngine:
     ) -> None:
         self.tracker.record_decision(
             DecisionRecord(
-                decision_id=uuid.uuid4().hex,
+                decision_id=new_id(),
                 trace_id=decision.trace_id,
                 call_id=decision.call_id,
                 action=kind or decision.action,  # type: ignore[arg-type]
