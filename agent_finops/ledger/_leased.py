@@ -23,6 +23,7 @@ release of an id this store does not know go to the database store underneath).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import weakref
@@ -34,6 +35,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from agent_finops.clock import utcnow
+from agent_finops.exceptions import LedgerError
 from agent_finops.ledger._base import BudgetStoreBase
 from agent_finops.ledger._budget import (
     DEFAULT_LEASE_FRACTION,
@@ -74,6 +76,10 @@ class LeaseBackend(BudgetStore, Protocol):
 
     def lease_age(self) -> float:
         """Seconds since the worker lease was last renewed (infinity before the first)."""
+        ...
+
+    def lease_lapses(self) -> int:
+        """How many times a renewal found the worker lease had lapsed (or its row gone)."""
         ...
 
     @property
@@ -117,6 +123,9 @@ class _Slice:
 @dataclass(slots=True)
 class _Call:
     claims: tuple[Claim, ...]
+    slices: tuple[_Slice, ...]
+    """The slices the call holds on, one per claim: a slice given back or dropped stays
+    this call's, so its settle never touches a newer slice of the same counter."""
     result: ReserveResult
     expires_at: datetime
     state: ReservationState = "reserved"
@@ -131,6 +140,9 @@ class _State:
     slices: dict[str, _Slice] = field(default_factory=dict)
     calls: OrderedDict[str, _Call] = field(default_factory=OrderedDict)
     worker: str | None = None
+    pid: int = field(default_factory=os.getpid)
+    lapses: int = 0
+    """The backing store's count of lapsed worker leases, as last seen."""
 
 
 class LeasedBudgetStore(BudgetStoreBase):
@@ -168,6 +180,8 @@ class LeasedBudgetStore(BudgetStoreBase):
             close_sink: also close `charges_to` in `close()` (a sink made for this store).
         """
         super().__init__(clock=clock, default_ttl=default_ttl)
+        if not isinstance(fraction, Decimal):
+            raise TypeError(f"fraction must be a Decimal, got {fraction!r}")
         if not _ZERO < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
         if idle is not None and idle <= timedelta(0):
@@ -188,19 +202,37 @@ class LeasedBudgetStore(BudgetStoreBase):
     # -- the worker -----------------------------------------------------------------------
 
     def _worker(self) -> str:
-        """The worker id; slices taken under a lease that may have run out are dropped."""
+        """The worker id; slices taken under a worker lease that may have lapsed are dropped.
+
+        Dropped (their unused part given back: a no-op for rows the reaper took) when the
+        lease is older than 3/4 of its length, or when a renewal found it had lapsed (a
+        process paused longer than the lease, then renewed by its upkeep thread first).
+        """
+        if self._closed:
+            raise LedgerError("the budget store is closed", retryable=False)
         state = self._state
+        if state.pid != os.getpid():
+            self._forked()
         backing = self.backing
-        if backing.lease_age() > backing.worker_lease_seconds * 0.75 and state.worker:
+        if state.worker and backing.lease_age() > backing.worker_lease_seconds * 0.75:
             self._drop_all("the worker lease was not renewed in time")
         worker = backing.lease_worker()
+        lapses = backing.lease_lapses()
+        if lapses != state.lapses:
+            if state.worker:
+                self._drop_all("the worker lease lapsed (the reaper may have its leases)")
+            state.lapses = lapses
         if worker != state.worker:
             with state.lock:
-                if state.worker is not None and state.worker != worker:
-                    state.slices.clear()  # forked: the parent's leases are the parent's
                 state.worker = worker
             self._start_upkeep()
         return worker
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's slices and calls are the parent's."""
+        self._state = _State(pid=os.getpid())
+        self._grow_lock = threading.Lock()
+        self._upkeep = None
 
     def _drop_all(self, why: str) -> None:
         state = self._state
@@ -211,9 +243,7 @@ class LeasedBudgetStore(BudgetStoreBase):
             return
         _log.warning("giving back every budget lease of worker %s: %s", worker, why)
         try:
-            self.charges_to.flush(5.0)
-            amounts = {k: s.amount for k, s in slices.items() if s.amount > 0}
-            self.backing.shrink_leases(worker, amounts, as_now(self._clock))
+            self._give_back(worker, slices)
         except Exception:  # the reaper gives them back
             _log.warning("could not give back budget leases of %s", worker, exc_info=True)
 
@@ -293,7 +323,7 @@ class LeasedBudgetStore(BudgetStoreBase):
                 continue
             free = _sub(s.amount, s.held)
             if free < claim.amount:
-                short.append((claim, _sub(claim.amount, max(free, _ZERO))))
+                short.append((claim, _sub(claim.amount, free)))
             elif claim.enforce and s.beyond:
                 # An overrun spent beyond the lease: let the database (which will see that
                 # spend once the charge is written) decide, not the slice.
@@ -324,9 +354,11 @@ class LeasedBudgetStore(BudgetStoreBase):
         if found is not None:  # another thread reserved this call id meanwhile
             return _replayed(found)
         usage = []
+        held: list[_Slice] = []
         moment = time.monotonic()
         for claim in claims:
             s = state.slices[claim.counter_key]
+            held.append(s)
             s.held = _add(s.held, claim.amount)
             s.used_at = moment
             used = _add(_add(s.seen, s.since), s.held)
@@ -336,7 +368,7 @@ class LeasedBudgetStore(BudgetStoreBase):
                 )
             )
         result = ReserveResult(call_id, tuple(usage))
-        state.calls[call_id] = _Call(tuple(claims), result, utcnow() + ttl)
+        state.calls[call_id] = _Call(tuple(claims), tuple(held), result, utcnow() + ttl)
         state.calls.move_to_end(call_id)
         while len(state.calls) > KEPT_CALLS:
             oldest, call = next(iter(state.calls.items()))
@@ -384,7 +416,7 @@ class LeasedBudgetStore(BudgetStoreBase):
                 if call.state not in ("reserved", "expired"):
                     return Settlement(call_id, False)
                 worker = state.worker or ""
-                for claim in call.claims:
+                for claim, s in zip(call.claims, call.slices, strict=True):
                     charge = charges.get(claim.unit)
                     if charge is None:
                         charge = claim.amount
@@ -393,21 +425,20 @@ class LeasedBudgetStore(BudgetStoreBase):
                             Overrun(claim.counter_key, claim.rule_id, claim.unit, claim.amount,
                                     charge)
                         )
-                    s = state.slices.get(claim.counter_key)
-                    consumed = _ZERO
-                    if s is not None:
-                        if call.state == "reserved":
-                            s.held = max(_ZERO, _sub(s.held, claim.amount))
-                        consumed = min(charge, max(s.amount, _ZERO))
-                        s.amount = _sub(s.amount, consumed)
-                        s.since = _add(s.since, charge)
-                        s.beyond = s.beyond or consumed < charge
-                        if overruns and overruns[-1].counter_key == claim.counter_key:
-                            overruns[-1] = replace(
-                                overruns[-1],
-                                used=_add(_add(s.seen, s.since), s.held),
-                                limit=s.limit,
-                            )
+                    if call.state == "reserved":
+                        s.held = max(_ZERO, _sub(s.held, claim.amount))
+                    # Never what other calls in flight hold: an overrun must not free their
+                    # backing in the database.
+                    consumed = min(charge, max(_sub(s.amount, s.held), _ZERO))
+                    s.amount = _sub(s.amount, consumed)
+                    s.since = _add(s.since, charge)
+                    s.beyond = s.beyond or consumed < charge
+                    if overruns and overruns[-1].counter_key == claim.counter_key:
+                        overruns[-1] = replace(
+                            overruns[-1],
+                            used=_add(_add(s.seen, s.since), s.held),
+                            limit=s.limit,
+                        )
                     out.append(
                         LeaseCharge(worker, claim.counter_key, claim.unit, claim.limit, charge,
                                     consumed, event_id=call_id)
@@ -427,10 +458,8 @@ class LeasedBudgetStore(BudgetStoreBase):
                     if call.state == "expired":
                         call.state, call.finished_at = "released", now
                     return False
-                for claim in call.claims:
-                    s = state.slices.get(claim.counter_key)
-                    if s is not None:
-                        s.held = max(_ZERO, _sub(s.held, claim.amount))
+                for claim, s in zip(call.claims, call.slices, strict=True):
+                    s.held = max(_ZERO, _sub(s.held, claim.amount))
                 call.state, call.finished_at = "released", now
                 return True
         return self.backing.release(call_id, now=now)
@@ -445,10 +474,8 @@ class LeasedBudgetStore(BudgetStoreBase):
         with self._state.lock:
             for call_id, call in self._state.calls.items():
                 if call.state == "reserved" and call.expires_at <= moment:
-                    for claim in call.claims:
-                        s = self._state.slices.get(claim.counter_key)
-                        if s is not None:
-                            s.held = max(_ZERO, _sub(s.held, claim.amount))
+                    for claim, s in zip(call.claims, call.slices, strict=True):
+                        s.held = max(_ZERO, _sub(s.held, claim.amount))
                     call.state, call.finished_at = "expired", moment
                     due.append(call_id)
         return due
@@ -514,10 +541,19 @@ class LeasedBudgetStore(BudgetStoreBase):
         return len(retired)
 
     def _give_back(self, worker: str, retired: Mapping[str, _Slice]) -> None:
-        # The charges of the calls that used them go first: a charge must find its lease.
+        """Give back what retired slices hold beyond their calls in flight.
+
+        The charges of the calls that used them go first (a charge must find its lease);
+        what calls still in flight hold stays leased until they settle or the worker ends.
+        """
         self.charges_to.flush(30.0)
-        amounts = {k: max(s.amount, _ZERO) for k, s in retired.items()}
-        self.backing.shrink_leases(worker, amounts, as_now(self._clock))
+        with self._state.lock:
+            amounts = {k: max(_sub(s.amount, s.held), _ZERO) for k, s in retired.items()}
+            for k, s in retired.items():
+                s.amount = _sub(s.amount, amounts[k])
+        amounts = {k: v for k, v in amounts.items() if v > 0}
+        if amounts:
+            self.backing.shrink_leases(worker, amounts, as_now(self._clock))
 
     def close(self) -> None:
         """Return every slice (after the charges are written), then close the backing store."""
@@ -529,6 +565,8 @@ class LeasedBudgetStore(BudgetStoreBase):
         if upkeep is not None and upkeep.is_alive() and upkeep is not threading.current_thread():
             upkeep.join(timeout=5)
         state = self._state
+        if state.pid != os.getpid():  # a forked child: the leases are the parent's
+            return
         with state.lock:
             slices, state.slices = state.slices, {}
             worker = state.worker

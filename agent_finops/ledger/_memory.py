@@ -671,6 +671,10 @@ class InMemoryBudgetStore(BudgetStoreBase):
         """Always fresh: no worker of an in-memory ledger dies alone."""
         return 0.0
 
+    def lease_lapses(self) -> int:
+        """Never."""
+        return 0
+
     @property
     def worker_lease_seconds(self) -> float:
         """Infinite."""

@@ -79,6 +79,9 @@ class _Lease:
     """The process that registered `worker_id` (0: none yet); a forked child takes a new id."""
     renewed: float = 0.0
     """`time.monotonic()` before the last renewal that succeeded."""
+    lapses: int = 0
+    """Renewals that found the lease had lapsed or its row gone (the reaper may have given
+    back what the worker held: a `LeasedBudgetStore` then drops its slices)."""
 
 
 class SQLBudgetStore(BudgetStoreBase):
@@ -196,6 +199,7 @@ class SQLBudgetStore(BudgetStoreBase):
         lease = self._lease
         if lease.length is not None:
             lease.worker_id = uuid.uuid4().hex
+            lease.renewed = 0.0  # a new worker: its first renewal registers it
             _renew(self._db, lease)
         lease.pid = os.getpid()
         self._stop.clear()
@@ -216,6 +220,10 @@ class SQLBudgetStore(BudgetStoreBase):
         if worker is None:
             raise ValueError("budget leases need a worker lease (worker_lease=None was given)")
         return worker
+
+    def lease_lapses(self) -> int:
+        """How many times a renewal found this worker's lease had lapsed."""
+        return self._lease.lapses
 
     def lease_age(self) -> float:
         """Seconds since the worker lease was last renewed (infinity before the first)."""
@@ -284,7 +292,10 @@ class SQLBudgetStore(BudgetStoreBase):
 def _renew(db: BudgetBackend, lease: _Lease) -> None:
     assert lease.length is not None
     started = time.monotonic()
-    db.renew_worker(lease.worker_id, socket.gethostname()[:255], os.getpid(), lease.length)
+    first = not lease.renewed
+    live = db.renew_worker(lease.worker_id, socket.gethostname()[:255], os.getpid(), lease.length)
+    if not live and not first:
+        lease.lapses += 1
     lease.renewed = started
 
 

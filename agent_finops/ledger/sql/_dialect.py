@@ -87,8 +87,11 @@ class BudgetBackend(ABC):
         """Delete up to `batch` finished reservations older than the database's now - retention."""
 
     @abstractmethod
-    def renew_worker(self, worker_id: str, host: str, pid: int, lease: timedelta) -> None:
-        """Create or extend a worker's lease to the database's now + `lease`."""
+    def renew_worker(self, worker_id: str, host: str, pid: int, lease: timedelta) -> bool:
+        """Create or extend a worker's lease to the database's now + `lease`.
+
+        Returns whether the lease was live before (False: new, lapsed or its row gone).
+        """
 
     @abstractmethod
     def drop_worker(self, worker_id: str) -> None:

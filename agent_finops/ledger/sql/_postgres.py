@@ -64,9 +64,13 @@ _SQL_PURGE_OLDER = (
     " LIMIT %s FOR UPDATE SKIP LOCKED)"
 )
 _SQL_RENEW_WORKER = (
-    "INSERT INTO finops_budget_workers (worker_id, host, pid, started_at, expires_at)"
-    " VALUES (%s, %s, %s, statement_timestamp(), statement_timestamp() + %s::interval)"
+    "WITH before AS MATERIALIZED (SELECT expires_at > statement_timestamp() AS live"
+    " FROM finops_budget_workers WHERE worker_id = %(w)s)"
+    " INSERT INTO finops_budget_workers (worker_id, host, pid, started_at, expires_at)"
+    " VALUES (%(w)s, %(host)s, %(pid)s, statement_timestamp(),"
+    " statement_timestamp() + %(lease)s::interval)"
     " ON CONFLICT (worker_id) DO UPDATE SET expires_at = excluded.expires_at"
+    " RETURNING coalesce((SELECT live FROM before), false)"
 )
 _SQL_DROP_WORKER = "DELETE FROM finops_budget_workers WHERE worker_id = %s"
 _SQL_LOCK_COUNTERS = (
@@ -88,25 +92,32 @@ _SQL_UPSERT_LEASE = (
 )
 _SQL_DROP_LEASE = "DELETE FROM finops_budget_leases WHERE worker_id = %s AND counter_key = %s"
 # The leases of workers whose worker lease ran out (or whose row is gone), given back in one
-# statement: lease rows first (skipping any a live transaction holds), then their counters in
-# key order.
+# statement. Locks in the order every budget transaction takes them: the counters first, in
+# key order (their keys from a plain read of the dead leases), then the lease rows (skipping
+# any a live transaction holds: the next reaper takes them).
 _REAP_LEASES = """
-WITH dead AS MATERIALIZED (
-    SELECT l.worker_id, l.counter_key, l.amount FROM finops_budget_leases l
+WITH keys AS MATERIALIZED (
+    SELECT DISTINCT l.counter_key FROM finops_budget_leases l
     WHERE NOT EXISTS (SELECT 1 FROM finops_budget_workers w
+        WHERE w.worker_id = l.worker_id AND w.expires_at > statement_timestamp())
+),
+locked AS MATERIALIZED (
+    SELECT counter_key FROM finops_budget_counters
+    WHERE counter_key IN (SELECT counter_key FROM keys) ORDER BY counter_key FOR UPDATE
+),
+dead AS MATERIALIZED (
+    SELECT l.worker_id, l.counter_key, l.amount FROM finops_budget_leases l
+    WHERE l.counter_key IN (SELECT counter_key FROM locked)
+      AND NOT EXISTS (SELECT 1 FROM finops_budget_workers w
         WHERE w.worker_id = l.worker_id AND w.expires_at > statement_timestamp())
     ORDER BY l.counter_key, l.worker_id FOR UPDATE OF l SKIP LOCKED
 ),
 back AS MATERIALIZED (
     SELECT counter_key AS k, sum(amount) AS amount FROM dead GROUP BY 1
 ),
-locked AS MATERIALIZED (
-    SELECT counter_key FROM finops_budget_counters WHERE counter_key IN (SELECT k FROM back)
-    ORDER BY counter_key FOR UPDATE
-),
 upd AS (
     UPDATE finops_budget_counters c SET reserved = GREATEST(0, c.reserved - b.amount)
-    FROM back b WHERE c.counter_key = b.k AND (SELECT count(*) FROM locked) >= 0
+    FROM back b WHERE c.counter_key = b.k
     RETURNING 1
 ),
 del AS (
@@ -469,14 +480,16 @@ class PostgresBudgets(BudgetBackend):
 
         return self.connections.run("purge", attempt)
 
-    def renew_worker(self, worker_id: str, host: str, pid: int, lease: timedelta) -> None:
-        """Upsert the worker's lease."""
+    def renew_worker(self, worker_id: str, host: str, pid: int, lease: timedelta) -> bool:
+        """Upsert the worker's lease; whether it was still live before."""
+        params = {"w": worker_id, "host": host, "pid": pid, "lease": lease}
 
-        def attempt() -> None:
+        def attempt() -> bool:
             with self.connections.connection() as conn:
-                conn.execute(_SQL_RENEW_WORKER, (worker_id, host, pid, lease))
+                row = conn.execute(_SQL_RENEW_WORKER, params).fetchone()
+            return bool(row and row[0])
 
-        self.connections.run("lease renewal", attempt)
+        return self.connections.run("lease renewal", attempt)
 
     def drop_worker(self, worker_id: str) -> None:
         """Delete the worker's lease."""

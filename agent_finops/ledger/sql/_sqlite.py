@@ -108,6 +108,7 @@ _SQL_RENEW_WORKER = (
     " ON CONFLICT (worker_id) DO UPDATE SET expires_at = excluded.expires_at"
 )
 _SQL_DROP_WORKER = f"DELETE FROM {_WORKERS} WHERE worker_id = ?"
+_SQL_WORKER_LIVE = f"SELECT expires_at > {_DB_NOW} FROM {_WORKERS} WHERE worker_id = ?"
 _LEASES = "finops_budget_leases"
 _SQL_UPSERT_LEASE = (
     f"INSERT INTO {_LEASES} (worker_id, counter_key, amount, updated_at) VALUES (?, ?, ?, ?)"
@@ -548,14 +549,16 @@ class SQLiteBudgets(BudgetBackend):
 
         return self.connections.run("purge", attempt)
 
-    def renew_worker(self, worker_id: str, host: str, pid: int, lease: timedelta) -> None:
-        """Upsert the worker's lease in one short transaction."""
+    def renew_worker(self, worker_id: str, host: str, pid: int, lease: timedelta) -> bool:
+        """Upsert the worker's lease in one short transaction; whether it was still live."""
 
-        def attempt() -> None:
+        def attempt() -> bool:
             with self._transaction() as conn:
+                found = conn.execute(_SQL_WORKER_LIVE, (worker_id,)).fetchone()
                 conn.execute(_SQL_RENEW_WORKER, (worker_id, host, pid, _seconds(lease)))
+                return bool(found and found[0])
 
-        self.connections.run("lease renewal", attempt)
+        return self.connections.run("lease renewal", attempt)
 
     def drop_worker(self, worker_id: str) -> None:
         """Delete the worker's lease."""
