@@ -24,7 +24,7 @@ pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
 ]
 SHORT = ["--workers", "4", "--threads", "2", "--kill-every", "2.5"]
-SHORT += ["--lease", "1", "--team-usd", "0.005", "--durable"]
+SHORT += ["--lease", "1", "--team-usd", "0.002", "--durable"]
 
 
 def soak(db: str, seconds: int) -> dict[str, Any]:

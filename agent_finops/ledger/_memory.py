@@ -41,6 +41,8 @@ from agent_finops.ledger._base import (
     utcnow,
 )
 from agent_finops.ledger._budget import (
+    DEFAULT_LEASE_FRACTION,
+    DEFAULT_LEASE_IDLE,
     DEFAULT_RESERVATION_RETENTION,
     DEFAULT_RESERVATION_TTL,
     DEFAULT_WORKER_LEASE,
@@ -443,6 +445,8 @@ class InMemoryLedger(LedgerBase):
         retention: timedelta | None = DEFAULT_RESERVATION_RETENTION,
         leases: bool = False,
         charges_to: ChargeSink | None = None,
+        lease_fraction: Decimal = DEFAULT_LEASE_FRACTION,
+        lease_idle: timedelta | None = DEFAULT_LEASE_IDLE,
     ) -> BudgetStore:
         """A store on this ledger's budget counters (every store of the ledger shares them).
 
@@ -462,6 +466,8 @@ class InMemoryLedger(LedgerBase):
             charges_to or _InlineCharges(self),
             clock=clock,
             default_ttl=default_ttl,
+            fraction=lease_fraction,
+            idle=lease_idle,
             close_sink=own,
         )
 

@@ -23,6 +23,8 @@ from typing import Protocol, Self, runtime_checkable
 
 from agent_finops.ledger._aggregates import Aggregate, Window
 from agent_finops.ledger._budget import (
+    DEFAULT_LEASE_FRACTION,
+    DEFAULT_LEASE_IDLE,
     DEFAULT_RESERVATION_RETENTION,
     DEFAULT_RESERVATION_TTL,
     DEFAULT_WORKER_LEASE,
@@ -450,12 +452,16 @@ class Ledger(Protocol):
         retention: timedelta | None = DEFAULT_RESERVATION_RETENTION,
         leases: bool = False,
         charges_to: ChargeSink | None = None,
+        lease_fraction: Decimal = DEFAULT_LEASE_FRACTION,
+        lease_idle: timedelta | None = DEFAULT_LEASE_IDLE,
     ) -> BudgetStore:
         """A budget store on the same database (close it before the ledger).
 
         `leases=True` gives a `LeasedBudgetStore`: decisions in process from per-worker
         budget leases, its settlements written as `LeaseCharge`s through `charges_to` (the
-        tracker: with each call's cost event; default: a background writer of its own).
+        tracker: with each call's cost event; default: a writer of its own), taking
+        `lease_fraction` of the headroom left per grow, giving back slices idle for
+        `lease_idle`.
 
         `clock` gives the caller's "now" when an operation is not given one (record stamps;
         never expiry). `default_ttl` is the longest a reservation holds budget (database
