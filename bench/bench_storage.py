@@ -10,7 +10,9 @@ policy of bench/bench_decisions.py, against a fresh SQLite file ledger, twice:
   (what every release before the scheduled purge did);
 - `purged`: `ledger.budget_store(retention=R)`: the store's upkeep thread deletes finished
   reservations older than R (the default is a day; a short R shows the steady state within
-  a short run).
+  a short run);
+- `leases`: the engine's default store (budget leases, `LeasedBudgetStore`): no reservation
+  row per call at all, a lease row per worker and counter.
 
 Printed per mode: the file's size (database + WAL) per call, the reservations table's size
 per call (SQLite's `dbstat`: its pages and its indexes' pages), and the reservations left.
@@ -62,9 +64,12 @@ def run(mode: str, calls: int, retention: timedelta | None, tmp: Path) -> dict[s
     path = tmp / f"{mode}.sqlite"
     with SQLLedger.from_url(f"sqlite:///{path}") as ledger:
         tracker = CostTracker(ledger, tags={"team": "support"})
+        leases = mode == "leases"
         with ledger.budget_store(retention=retention) as store:
-            engine = PolicyEngine(
-                Policy.from_mapping(POLICY, source="bench"), tracker, budgets=store
+            engine = PolicyEngine(  # "leases": the engine's own default store
+                Policy.from_mapping(POLICY, source="bench"),
+                tracker,
+                budgets=None if leases else store,
             )
             guarded = _Calls(engine, per_run=20)
             start = time.perf_counter()
@@ -94,6 +99,7 @@ def main() -> None:
         results = {
             "kept": run("kept", args.calls, None, Path(tmp)),
             "purged": run("purged", args.calls, timedelta(seconds=args.retention), Path(tmp)),
+            "leases": run("leases", args.calls, None, Path(tmp)),
         }
     print(f"{args.calls} guarded calls on SQLite (purged: retention {args.retention:g} s)")
     print(
