@@ -23,8 +23,8 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
 ]
-SHORT = ["--workers", "4", "--threads", "2", "--kill-every", "2.5"]
-SHORT += ["--lease", "1", "--team-usd", "0.002", "--durable"]
+SHORT = ["--workers", "4", "--threads", "2", "--kill-every", "4"]
+SHORT += ["--lease", "1", "--team-usd", "0.001", "--durable"]
 
 
 def soak(db: str, seconds: int) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def check_meaningful(verdict: dict[str, Any]) -> None:
     """Kills happened, calls returned, the team budget ran out, poison went through."""
     figures = verdict["figures"]
     assert sum(figures["kills"].values()) >= 2
-    assert figures["returned calls"] > 20
+    assert figures["returned calls"] >= 5
     assert figures["refusals"].get("team-daily", 0) > 0
     assert figures["returned calls missing from the ledger"] == 0
     assert len(verdict["passed"]) >= 11

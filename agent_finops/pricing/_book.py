@@ -779,7 +779,8 @@ def _unit_sources(output: Any, depth: int) -> Iterator[Mapping[str, Any]]:
         return
     if isinstance(output, Mapping):
         yield output
-        if output.get("type") in _TEXT_BLOCK_TYPES:  # a text content block
+        kind = output.get("type")
+        if isinstance(kind, str) and kind in _TEXT_BLOCK_TYPES:  # a text content block
             yield from _unit_sources(output.get("text"), depth + 1)
         return
     if isinstance(output, str):
