@@ -60,6 +60,7 @@ from agent_finops.ledger._records import (
     SpanRecord,
     TraceData,
     bucket_of,
+    with_event_spans,
 )
 from agent_finops.ledger.sql import _aggregates as _sql_aggregates
 from agent_finops.ledger.sql._budget_store import DEFAULT_MAX_IDLE_CONNECTIONS, SQLBudgetStore
@@ -84,7 +85,7 @@ _DECIDED = ("approved", "denied", "expired")
 
 def _columns(table: Table, record: Any) -> list[Any]:
     """The table's columns that are fields of `record`, in field order."""
-    return [table.c[f.name] for f in dataclasses.fields(record)]
+    return [table.c[f.name] for f in dataclasses.fields(record) if f.name in table.c]
 
 
 _RUN_COLUMNS = _columns(_runs, RunRecord)
@@ -234,9 +235,11 @@ class SQLLedger(LedgerBase):
                 latest = {r.trace_id: r for r in runs}
                 rows = [_row(latest[key]) for key in sorted(latest)]
                 conn.execute(self._upsert(_runs, "trace_id"), rows)
-            if spans:
-                last = {s.span_id: s for s in spans}
-                conn.execute(self._upsert(_spans, "span_id"), [_row(last[k]) for k in sorted(last)])
+            # A span stored on its call's event (`SpanRecord.on_event`) has no row of its own.
+            last = {s.span_id: s for s in spans if not s.on_event}
+            if last:
+                rows = [_span_row(last[k]) for k in sorted(last)]
+                conn.execute(self._upsert(_spans, "span_id"), rows)
             inserted: set[str] = set()
             if events:
                 rows = [_event_row(e) for e in events]
@@ -348,7 +351,9 @@ class SQLLedger(LedgerBase):
                 .order_by(_events.c.created_at)
             )
             events = [CostEvent(**row._mapping) for row in found_events]
-        return TraceData(run=RunRecord(**run._mapping), spans=spans, events=events)
+        return TraceData(
+            run=RunRecord(**run._mapping), spans=with_event_spans(spans, events), events=events
+        )
 
     def decisions_for(self, trace_id: str) -> list[DecisionRecord]:
         """See `Ledger.decisions_for`."""
@@ -725,6 +730,13 @@ def _row(record: Any) -> dict[str, Any]:
     # Not `dataclasses.asdict`: it deep-copies every tag dict, datetime and Decimal, which
     # was most of the writer's time. The values are only read while the statement runs.
     return {name: getattr(record, name) for name in record.__dataclass_fields__}
+
+
+_SPAN_FIELDS = tuple(c.name for c in _SPAN_COLUMNS)
+
+
+def _span_row(span: SpanRecord) -> dict[str, Any]:
+    return {name: getattr(span, name) for name in _SPAN_FIELDS}  # not `on_event`
 
 
 def _event_row(e: CostEvent) -> dict[str, Any]:
