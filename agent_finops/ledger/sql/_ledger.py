@@ -64,6 +64,7 @@ from agent_finops.ledger._records import (
 )
 from agent_finops.ledger.sql import _aggregates as _sql_aggregates
 from agent_finops.ledger.sql._budget_store import DEFAULT_MAX_IDLE_CONNECTIONS, SQLBudgetStore
+from agent_finops.ledger.sql._bulk import BulkInsert
 from agent_finops.ledger.sql._charges import apply_charges, due_charges
 from agent_finops.ledger.sql._dialect import SQLDialect, dialect_named
 from agent_finops.ledger.sql._faults import faults, shown_url
@@ -114,6 +115,7 @@ class SQLLedger(LedgerBase):
         self._leased: weakref.WeakSet[LeasedBudgetStore] = weakref.WeakSet()
         self._ready = False
         self._statements: dict[tuple[str, str], Any] = {}
+        self._bulks: dict[tuple[str, str], BulkInsert] = {}
         if auto_setup:
             self.setup()
 
@@ -234,26 +236,34 @@ class SQLLedger(LedgerBase):
             if runs:
                 latest = {r.trace_id: r for r in runs}
                 rows = [_row(latest[key]) for key in sorted(latest)]
-                conn.execute(self._upsert(_runs, "trace_id"), rows)
+                self._bulk(_runs, "trace_id").execute(conn, rows)
             # A span stored on its call's event (`SpanRecord.on_event`) has no row of its own.
             last = {s.span_id: s for s in spans if not s.on_event}
             if last:
                 rows = [_span_row(last[k]) for k in sorted(last)]
-                conn.execute(self._upsert(_spans, "span_id"), rows)
+                self._bulk(_spans, "span_id").execute(conn, rows)
             inserted: set[str] = set()
             if events:
                 rows = [_event_row(e) for e in events]
-                if charges:
+                if charges:  # which events are new decides which charges apply: RETURNING
                     stmt = self._insert_ignore(_events).returning(_events.c.event_id)
                     inserted = set(conn.execute(stmt, rows).scalars())
                 else:
-                    conn.execute(self._insert_ignore(_events), rows)
+                    self._bulk(_events).execute(conn, rows)
             if decisions:
-                conn.execute(self._insert_ignore(_decisions), [_row(d) for d in decisions])
+                self._bulk(_decisions).execute(conn, [_row(d) for d in decisions])
             if charges:
                 written = {e.event_id for e in events}
                 due = due_charges(charges, written, inserted)
                 apply_charges(conn, self._sql, due, utcnow())
+
+    def _bulk(self, table: Table, key: str = "") -> BulkInsert:
+        """The writer's upsert on `key` (insert-or-ignore without one), compiled once."""
+        bulk = self._bulks.get((table.name, key))
+        if bulk is None:
+            stmt = self._upsert(table, key) if key else self._insert_ignore(table)
+            bulk = self._bulks[table.name, key] = BulkInsert(stmt, table, self.engine.dialect)
+        return bulk
 
     def _upsert(self, table: Table, key: str) -> Any:
         # Built once per table: building `on_conflict_do_update` (its `excluded` column
