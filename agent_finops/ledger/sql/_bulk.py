@@ -35,8 +35,7 @@ class BulkInsert:
         self.sql = str(compiled)
         self.names: tuple[str, ...] = tuple(names or ())
         processors: list[Callable[[Any], Any] | None] = [
-            table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-            for name in self.names
+            table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self.names
         ]
         self._values = itemgetter(*self.names) if len(self.names) > 1 else None
         self._processors = [(i, p) for i, p in enumerate(processors) if p is not None]
