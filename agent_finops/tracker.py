@@ -117,6 +117,8 @@ class CostTracker:
         self._runs: dict[str, RunRecord] = {}
         self._outcomes: dict[str, tuple[SpanStatus, str]] = {}
         self._plumbing: set[str] = set()
+        self._on_event: dict[str, CostEvent] = {}  # open model spans their event carries
+        self._parents: set[str] = set()  # open model spans that opened a span of their own
         self._writer: LedgerWriter | DurableLedgerSink | None = None
         if durable:
             self._writer = DurableLedgerSink(ledger, dead_letter=dead_letter)
@@ -205,6 +207,8 @@ class CostTracker:
                 run = None
                 if not persist:
                     self._plumbing.add(span_id)
+                if parent.kind == "model":
+                    self._parents.add(parent.span_id)  # its own row then says so
             self._open[span_id] = span
         if run is not None:
             self._write(runs=[run])
@@ -242,6 +246,14 @@ class CostTracker:
             if span_id in self._plumbing:
                 self._plumbing.discard(span_id)
                 spans = []
+            carrier = self._on_event.pop(span_id, None)
+            if carrier is not None:
+                if span_id in self._parents or span.status != "ok" or span.error is not None:
+                    self._parents.discard(span_id)  # stored as a row: the row wins on read
+                else:
+                    span.ended_at, span.on_event = carrier.created_at, True
+            elif span.kind == "model":
+                self._parents.discard(span_id)
             if span.status == "interrupted" and span.parent_span_id is not None:
                 # A step paused (interrupt) and the run ended without an error: the run paused.
                 self._outcomes.setdefault(span.trace_id, ("interrupted", ""))
@@ -255,6 +267,8 @@ class CostTracker:
                 for other_id, other in list(self._open.items()):
                     if other.trace_id == span.trace_id:
                         del self._open[other_id]
+                        self._on_event.pop(other_id, None)
+                        self._parents.discard(other_id)
                         if other_id in self._plumbing:
                             self._plumbing.discard(other_id)
                             continue
@@ -293,6 +307,14 @@ class CostTracker:
             cost = self.prices.price_model_call(model, usage, provider=provider)
         u = usage or TokenUsage()
         span = self._span_or_orphan(span_id)
+        # The call's span adds nothing to its event unless it opens spans of its own or
+        # fails later: the event carries it, and it gets no row (`SpanRecord.on_event`).
+        carries = (
+            span.kind == "model"
+            and span.parent_span_id is not None
+            and (event_id is None or event_id == span_id)
+            and span_id not in self._parents
+        )
         event = CostEvent(
             event_id=event_id or span_id,
             trace_id=span.trace_id,
@@ -317,6 +339,13 @@ class CostTracker:
             bucket=self._bucket(span.tags, "tokens"),
             policy_version=self.policy_version,
         )
+        if carries:
+            event.span_parent_id = span.parent_span_id
+            event.span_name = span.name
+            event.span_started_at = span.started_at
+            with self._lock:
+                if span_id in self._open:  # recorded twice: the first event is kept
+                    self._on_event.setdefault(span_id, event)
         return self._emit(event, cost)
 
     def record_tool_call(

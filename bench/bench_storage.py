@@ -18,6 +18,13 @@ Printed per mode: the file's size (database + WAL) per call, the reservations ta
 per call (SQLite's `dbstat`: its pages and its indexes' pages), and the reservations left.
 SQLite reuses the pages a purge frees, so the file stops growing once the purge keeps up;
 it does not shrink (`VACUUM` would). Quick: about 10 s for the defaults.
+
+`--tracking 100000,1000000`: instead, tracking only (no policy), bytes on disk per tracked
+call after each number of calls: the records bench_tracking's graph makes (a run of 20
+calls, each call a node span and a model call), driven through the `RunGuard` directly
+(the framework's time is not the point here) into one SQLite file. Printed per checkpoint:
+the file (database + WAL, after a checkpoint) per call, and each table's and index's bytes
+per call (`dbstat`). 1M calls take several minutes.
 """
 
 from __future__ import annotations
@@ -27,14 +34,17 @@ import sqlite3
 import sys
 import tempfile
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from agent_finops import CostTracker
+from agent_finops import CostTracker, normalize_usage
+from agent_finops.guard import RunGuard
 from agent_finops.ledger import SQLLedger
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_decisions import POLICY, _Calls
+from bench_tracking import CALLS_PER_RUN, MODEL, USAGE
 
 from agent_finops.policy import Policy, PolicyEngine
 
@@ -89,12 +99,79 @@ def run(mode: str, calls: int, retention: timedelta | None, tmp: Path) -> dict[s
     }
 
 
+def tracking(checkpoints: list[int], tmp: Path) -> None:
+    """Tracking-only calls into one file; bytes per tracked call at each checkpoint."""
+    path = tmp / "tracking.sqlite"
+    usage = normalize_usage(USAGE)
+    print(f"tracking only (no policy), {CALLS_PER_RUN} calls a run, one SQLite file")
+    with SQLLedger.from_url(f"sqlite:///{path}") as ledger:
+        guard = RunGuard(CostTracker(ledger, tags={"team": "bench"}))
+        done = 0
+        start = time.perf_counter()
+        for target in sorted(checkpoints):
+            while done < target:
+                run_id = str(uuid.uuid4())
+                guard.open_step(run_id, parent_id=None, name="loop", kind="run")
+                for _ in range(CALLS_PER_RUN):
+                    node, call = str(uuid.uuid4()), str(uuid.uuid4())
+                    guard.open_step(node, parent_id=run_id, name="agent", kind="node", node="agent")
+                    guard.before_model_call(
+                        call,
+                        parent_id=node,
+                        name="ScriptedChatModel",
+                        model=MODEL,
+                        provider="openai",
+                        input_tokens=0,
+                    )
+                    guard.after_model_call(call, usage=usage)
+                    guard.close_step(node)
+                guard.close_step(run_id)
+                done += CALLS_PER_RUN
+                if done % 10_000 == 0:
+                    # This loop makes calls faster than the writer thread (on the same GIL)
+                    # writes them; unpaced, its queue grows without bound (docs/benchmarks.md).
+                    guard.tracker.flush(timeout=None)
+            guard.tracker.flush(timeout=None)
+            elapsed = time.perf_counter() - start
+            _report_tracking(path, done, elapsed)
+        guard.close()
+
+
+def _report_tracking(path: Path, calls: int, elapsed: float) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        objects = conn.execute(
+            "SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC"
+        ).fetchall()
+        events, spans = (
+            conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("finops_cost_events", "finops_spans")
+        )
+    wal = Path(f"{path}-wal")
+    file_bytes = path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+    assert events == calls, (events, calls)
+    print(
+        f"{calls:>9,} calls: file {file_bytes / calls:6,.0f} B/call "
+        f"({spans / calls:.2f} span rows a call, {calls / elapsed:,.0f} calls/s)"
+    )
+    for name, size in objects:
+        if size / calls >= 1:
+            print(f"           {name:40} {size / calls:6,.0f} B/call")
+
+
 def main() -> None:
-    """Both modes, then the table."""
+    """Both modes, then the table (or the tracking-only figures)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--retention", type=float, default=1.0, help="seconds (purged mode)")
+    parser.add_argument(
+        "--tracking", help="tracking only: bytes per call at these counts (e.g. 100000,1000000)"
+    )
     args = parser.parse_args()
+    if args.tracking:
+        with tempfile.TemporaryDirectory() as tmp:
+            tracking([int(n) for n in args.tracking.split(",")], Path(tmp))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         results = {
             "kept": run("kept", args.calls, None, Path(tmp)),

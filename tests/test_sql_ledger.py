@@ -94,7 +94,7 @@ def _event(event_id: str, **kw: Any) -> CostEvent:
 
 
 def test_a_new_ledger_is_at_the_current_version(shared_ledger: SQLLedger) -> None:
-    assert shared_ledger.schema_version() == SCHEMA_VERSION == 5
+    assert shared_ledger.schema_version() == SCHEMA_VERSION == 6
     assert set(inspect(shared_ledger.engine).get_table_names()) >= FINOPS_TABLES
 
 

@@ -303,3 +303,43 @@ def test_every_record_reaches_every_sink(tmp_path: Any) -> None:
     assert (tool.kind, tool.cost, tool.price_source) == ("tool", Decimal(0), "no-fee")
     trace = t.ledger.load_trace("root")
     assert trace is not None and len(trace.events) == 2 and trace.run.thread_id == "th-1"
+
+
+def test_a_model_call_span_that_adds_nothing_is_stored_on_its_event(
+    tracker: CostTracker, sqlite_ledger: SQLLedger
+) -> None:
+    from sqlalchemy import text
+
+    tracker.start_span("root", parent_span_id=None, name="graph", kind="run")
+    tracker.start_span("n1", parent_span_id="root", name="agent", kind="node", node="agent")
+    _model_call(tracker, "ok-call", "n1")  # succeeded, no span of its own: on its event
+    tracker.start_span("failed", parent_span_id="n1", name="llm", kind="model")
+    tracker.end_span("failed", error=RuntimeError("rate limited"))  # no event: a row
+    tracker.start_span("parent", parent_span_id="n1", name="llm", kind="model")
+    tracker.start_span("child", parent_span_id="parent", name="tool", kind="tool")
+    tracker.end_span("child")
+    tracker.record_model_call("parent", model="gpt-4o-mini", provider="openai", usage=U)
+    tracker.end_span("parent")  # it opened a span of its own: a row
+    tracker.start_span("late", parent_span_id="n1", name="llm", kind="model")
+    tracker.record_model_call("late", model="gpt-4o-mini", provider="openai", usage=U)
+    tracker.end_span("late", status="error", error="failed after its usage")  # a row wins
+    tracker.end_span("n1")
+    tracker.end_span("root")
+    tracker.flush()
+    with sqlite_ledger.engine.connect() as conn:
+        rows = {r for (r,) in conn.execute(text("select span_id from finops_spans"))}
+    assert rows == {"root", "n1", "failed", "parent", "child", "late"}
+    spans = {s.span_id: s for s in sqlite_ledger.load_trace("root").spans}
+    ok = spans["ok-call"]
+    assert (ok.kind, ok.name, ok.parent_span_id, ok.status, ok.node_path) == (
+        "model",
+        "llm",
+        "n1",
+        "ok",
+        "agent",
+    )
+    assert ok.on_event and ok.ended_at is not None and ok.ended_at >= ok.started_at
+    assert (spans["late"].status, spans["late"].on_event) == ("error", False)
+    assert spans["child"].parent_span_id == "parent"
+    report = tracker.report("root")
+    assert report.totals.model_calls == 3

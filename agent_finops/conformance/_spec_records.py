@@ -45,6 +45,62 @@ def roundtrip_keeps_every_decimal_digit(s: Subject) -> None:
     assert trace.run == run()
 
 
+def _call_on_event(start: datetime, end: datetime) -> tuple[Any, Any]:
+    """A model call `c1` under node n1 whose span its event carries (`on_event`)."""
+    call = span(
+        "c1",
+        "n1",
+        name="ChatOpenAI",
+        kind="model",
+        node_path="n1",
+        started_at=start,
+        ended_at=end,
+        tags={"team": "t", "project": "p", "custom": "x"},
+        on_event=True,
+    )
+    carrier = event(
+        "c1",
+        "0.5",
+        span_id="c1",
+        created_at=end,
+        span_parent_id="n1",
+        span_name="ChatOpenAI",
+        span_started_at=start,
+    )
+    return call, carrier
+
+
+@records
+def span_on_its_event_reads_back_as_a_span(s: Subject) -> None:
+    """A span stored on its call's event (`on_event`) is read back as written, in start order.
+
+    It has no row of its own: written with its event, in another write, or not written at
+    all, `load_trace` rebuilds it from the event (ended at the event's `created_at`).
+    """
+    call, carrier = _call_on_event(T0 + timedelta(milliseconds=5), T0 + timedelta(seconds=2))
+    s.ledger.write(runs=[run()], spans=[span("trace-1", None), call])
+    s.ledger.write(spans=[span("n1", "trace-1", started_at=T0 + timedelta(milliseconds=1))])
+    s.ledger.write(events=[carrier])
+    trace = s.ledger.load_trace("trace-1")
+    assert [sp.span_id for sp in trace.spans] == ["trace-1", "n1", "c1"]
+    assert trace.spans[2] == call
+    assert trace.events == [carrier]
+    other = {"trace_id": "trace-2", "span_id": "c2"}
+    s.ledger.write(runs=[run(trace="trace-2")], events=[replace(carrier, event_id="c2", **other)])
+    (alone,) = s.ledger.load_trace("trace-2").spans  # the span itself never arrived
+    assert alone == replace(call, **other)
+
+
+@records
+def stored_span_row_wins_over_its_event(s: Subject) -> None:
+    """A call's span written as a row (it failed, or opened spans of its own) wins on read."""
+    call, carrier = _call_on_event(T0, T0 + timedelta(seconds=2))
+    failed = replace(call, on_event=False, status="error", error="boom")
+    s.ledger.write(runs=[run()], spans=[failed], events=[carrier])
+    (only,) = s.ledger.load_trace("trace-1").spans
+    assert only == failed
+
+
 @records
 def event_written_twice_counts_once(s: Subject) -> None:
     """Events are inserted once by id: a repeated event id is ignored."""

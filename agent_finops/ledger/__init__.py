@@ -59,6 +59,7 @@ from agent_finops.ledger._records import (
     SpanStatus,
     TraceData,
     bucket_of,
+    with_event_spans,
 )
 from agent_finops.ledger.sql import DEFAULT_URL, SCHEMA_VERSION, SQLBudgetStore, SQLLedger
 
@@ -106,6 +107,7 @@ __all__ = [
     "CostBucket",
     "DEFAULT_BUCKETS",
     "bucket_of",
+    "with_event_spans",
     # budget store values
     "Claim",
     "ClaimUsage",

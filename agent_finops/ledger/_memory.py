@@ -80,6 +80,7 @@ from agent_finops.ledger._records import (
     SpanRecord,
     TraceData,
     bucket_of,
+    with_event_spans,
 )
 
 __all__ = ["InMemoryBudgetStore", "InMemoryLedger"]
@@ -129,7 +130,7 @@ class InMemoryLedger(LedgerBase):
         """Write records all or none; see `Ledger.write`."""
         try:
             new_runs = [_stored(r) for r in runs]
-            new_spans = [_stored(s) for s in spans]
+            new_spans = [_stored(s) for s in spans if not s.on_event]  # on their events
             new_events = [_stored(e) for e in events]
             new_decisions = [_stored(d) for d in decisions]
         except (TypeError, ValueError) as exc:
@@ -212,8 +213,11 @@ class InMemoryLedger(LedgerBase):
             events = [e for e in self._events.values() if e.trace_id == trace_id]
         spans.sort(key=lambda s: s.started_at)
         events.sort(key=lambda e: e.created_at)
+        copies = [_copy(s) for s in spans]
         return TraceData(
-            run=_copy(run), spans=[_copy(s) for s in spans], events=[_copy(e) for e in events]
+            run=_copy(run),
+            spans=with_event_spans(copies, events),
+            events=[_copy(e) for e in events],
         )
 
     def decisions_for(self, trace_id: str) -> list[DecisionRecord]:

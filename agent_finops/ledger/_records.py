@@ -6,6 +6,7 @@ Datetimes are timezone-aware; a ledger returns them in UTC. Money is `Decimal`, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -58,6 +59,11 @@ class SpanRecord:
     status: SpanStatus = "running"
     error: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    on_event: bool = False
+    """True for a model call's span that adds nothing to its cost event (the call succeeded
+    and opened no span of its own): the event (`event_id == span_id`) carries its parent,
+    name and start (`CostEvent.span_parent_id`...), so a ledger stores no row for it and
+    `load_trace` rebuilds it from the event, ended at the event's `created_at`."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -99,6 +105,13 @@ class CostEvent:
     resolved, so a read-back event always names its bucket."""
     policy_version: str | None = None
     """The version of the cost policy the call ran under (None: no policy), for exports."""
+    span_parent_id: str | None = None
+    """With `span_started_at`: the call's span is stored on this event, not as a row of its
+    own (`SpanRecord.on_event`): its parent span."""
+    span_name: str | None = None
+    """The name of the call's span stored on this event (e.g. `ChatOpenAI`)."""
+    span_started_at: datetime | None = None
+    """When the call's span stored on this event started (None: the event carries no span)."""
 
 
 DecisionAction = Literal[
@@ -256,3 +269,42 @@ class AlertRecord:
     """The top cost drivers of the window (e.g. `{"agent": "planner", "cost": "12.5"}`)."""
     delivered: list[str] = field(default_factory=list)
     """The channels the alert was delivered to (retried on the others)."""
+
+
+def event_span(event: CostEvent) -> SpanRecord | None:
+    """The model call's span its event carries (`SpanRecord.on_event`), or None."""
+    if event.span_started_at is None or event.span_name is None:
+        return None
+    return SpanRecord(
+        span_id=event.span_id,
+        trace_id=event.trace_id,
+        parent_span_id=event.span_parent_id,
+        name=event.span_name,
+        kind="model",
+        node_path=event.node_path,
+        started_at=event.span_started_at,
+        ended_at=event.created_at,
+        status="ok",
+        tags=dict(event.tags),
+        on_event=True,
+    )
+
+
+def with_event_spans(spans: list[SpanRecord], events: Sequence[CostEvent]) -> list[SpanRecord]:
+    """`spans` (by start) with the spans stored on `events` that have no row of their own.
+
+    What every ledger's `load_trace` returns: a model call's span reads the same whether it
+    was stored as a row or on its event (a stored row wins: the span changed after its
+    event, e.g. it failed or opened a span of its own).
+    """
+    stored = {s.span_id for s in spans}
+    extra = [
+        span
+        for event in events
+        if event.span_started_at is not None
+        and event.span_id not in stored
+        and (span := event_span(event)) is not None
+    ]
+    if not extra:
+        return spans
+    return sorted([*spans, *extra], key=lambda s: s.started_at)

@@ -60,9 +60,11 @@ from agent_finops.ledger._records import (
     SpanRecord,
     TraceData,
     bucket_of,
+    with_event_spans,
 )
 from agent_finops.ledger.sql import _aggregates as _sql_aggregates
 from agent_finops.ledger.sql._budget_store import DEFAULT_MAX_IDLE_CONNECTIONS, SQLBudgetStore
+from agent_finops.ledger.sql._bulk import BulkInsert
 from agent_finops.ledger.sql._charges import apply_charges, due_charges
 from agent_finops.ledger.sql._dialect import SQLDialect, dialect_named
 from agent_finops.ledger.sql._faults import faults, shown_url
@@ -84,7 +86,7 @@ _DECIDED = ("approved", "denied", "expired")
 
 def _columns(table: Table, record: Any) -> list[Any]:
     """The table's columns that are fields of `record`, in field order."""
-    return [table.c[f.name] for f in dataclasses.fields(record)]
+    return [table.c[f.name] for f in dataclasses.fields(record) if f.name in table.c]
 
 
 _RUN_COLUMNS = _columns(_runs, RunRecord)
@@ -113,6 +115,7 @@ class SQLLedger(LedgerBase):
         self._leased: weakref.WeakSet[LeasedBudgetStore] = weakref.WeakSet()
         self._ready = False
         self._statements: dict[tuple[str, str], Any] = {}
+        self._bulks: dict[tuple[str, str], BulkInsert] = {}
         if auto_setup:
             self.setup()
 
@@ -233,24 +236,34 @@ class SQLLedger(LedgerBase):
             if runs:
                 latest = {r.trace_id: r for r in runs}
                 rows = [_row(latest[key]) for key in sorted(latest)]
-                conn.execute(self._upsert(_runs, "trace_id"), rows)
-            if spans:
-                last = {s.span_id: s for s in spans}
-                conn.execute(self._upsert(_spans, "span_id"), [_row(last[k]) for k in sorted(last)])
+                self._bulk(_runs, "trace_id").execute(conn, rows)
+            # A span stored on its call's event (`SpanRecord.on_event`) has no row of its own.
+            last = {s.span_id: s for s in spans if not s.on_event}
+            if last:
+                rows = [_span_row(last[k]) for k in sorted(last)]
+                self._bulk(_spans, "span_id").execute(conn, rows)
             inserted: set[str] = set()
             if events:
                 rows = [_event_row(e) for e in events]
-                if charges:
+                if charges:  # which events are new decides which charges apply: RETURNING
                     stmt = self._insert_ignore(_events).returning(_events.c.event_id)
                     inserted = set(conn.execute(stmt, rows).scalars())
                 else:
-                    conn.execute(self._insert_ignore(_events), rows)
+                    self._bulk(_events).execute(conn, rows)
             if decisions:
-                conn.execute(self._insert_ignore(_decisions), [_row(d) for d in decisions])
+                self._bulk(_decisions).execute(conn, [_row(d) for d in decisions])
             if charges:
                 written = {e.event_id for e in events}
                 due = due_charges(charges, written, inserted)
                 apply_charges(conn, self._sql, due, utcnow())
+
+    def _bulk(self, table: Table, key: str = "") -> BulkInsert:
+        """The writer's upsert on `key` (insert-or-ignore without one), compiled once."""
+        bulk = self._bulks.get((table.name, key))
+        if bulk is None:
+            stmt = self._upsert(table, key) if key else self._insert_ignore(table)
+            bulk = self._bulks[table.name, key] = BulkInsert(stmt, table, self.engine.dialect)
+        return bulk
 
     def _upsert(self, table: Table, key: str) -> Any:
         # Built once per table: building `on_conflict_do_update` (its `excluded` column
@@ -348,7 +361,9 @@ class SQLLedger(LedgerBase):
                 .order_by(_events.c.created_at)
             )
             events = [CostEvent(**row._mapping) for row in found_events]
-        return TraceData(run=RunRecord(**run._mapping), spans=spans, events=events)
+        return TraceData(
+            run=RunRecord(**run._mapping), spans=with_event_spans(spans, events), events=events
+        )
 
     def decisions_for(self, trace_id: str) -> list[DecisionRecord]:
         """See `Ledger.decisions_for`."""
@@ -725,6 +740,13 @@ def _row(record: Any) -> dict[str, Any]:
     # Not `dataclasses.asdict`: it deep-copies every tag dict, datetime and Decimal, which
     # was most of the writer's time. The values are only read while the statement runs.
     return {name: getattr(record, name) for name in record.__dataclass_fields__}
+
+
+_SPAN_FIELDS = tuple(c.name for c in _SPAN_COLUMNS)
+
+
+def _span_row(span: SpanRecord) -> dict[str, Any]:
+    return {name: getattr(span, name) for name in _SPAN_FIELDS}  # not `on_event`
 
 
 def _event_row(e: CostEvent) -> dict[str, Any]:

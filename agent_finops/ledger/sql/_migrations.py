@@ -23,6 +23,10 @@ Versions:
    time, team and project; the `finops_alerts` and `finops_alert_deliveries` tables;
    `finops_reservations.worker_id` and an index of finished reservations by `finished_at`
    (the scheduled purge), and the `finops_budget_workers` table (worker leases).
+5. the budget leases table (new table only).
+6. `finops_cost_events.span_parent_id`, `.span_name`, `.span_started_at`: a model call's
+   span that adds nothing to its event is stored on the event, not as a `finops_spans` row
+   (`SpanRecord.on_event`; older rows keep their span rows and read the same).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from agent_finops.ledger.sql._tables import (
 
 __all__ = ["SCHEMA_VERSION", "set_up", "stored_version"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 Step = Callable[[Connection, SQLDialect], None]
 
@@ -161,7 +165,13 @@ def _to_v5(conn: Connection, dialect: SQLDialect) -> None:
     """Budget leases: a new table only (`create_all` makes it)."""
 
 
-STEPS: dict[int, Step] = {2: _to_v2, 3: _to_v3, 4: _to_v4, 5: _to_v5}
+def _to_v6(conn: Connection, dialect: SQLDialect) -> None:
+    """The model-call span stored on its event: nullable columns, nothing to fill."""
+    for column in ("span_parent_id", "span_name", "span_started_at"):
+        _add_column(conn, cost_events, column)
+
+
+STEPS: dict[int, Step] = {2: _to_v2, 3: _to_v3, 4: _to_v4, 5: _to_v5, 6: _to_v6}
 """version -> the step that brings a database from version - 1 up to it."""
 
 

@@ -1,4 +1,4 @@
-"""The ledger's tables (schema version 4), on the package's own `MetaData`.
+"""The ledger's tables (schema version 6), on the package's own `MetaData`.
 
 Not on `SQLModel.metadata` (the process-global one): creating the ledger's tables must never
 create an application's own tables in the ledger's database. SQLAlchemy Core tables, so the
@@ -219,6 +219,11 @@ cost_events = Table(
     Column("cost_nano", BigInteger),
     Column("cost_rest", BigInteger),
     Column("policy_version", String(64)),
+    # Schema v6: the span of a model call that adds nothing to its event, stored on the event
+    # (`SpanRecord.on_event`), not as a row of `finops_spans`.
+    Column("span_parent_id", String(64)),
+    Column("span_name", String(200)),
+    Column("span_started_at", UTCDateTime),
     # Rollups scan a time range reading only this index (SQLite: covering, no table reads
     # for the standard tags, buckets and measures).
     Index("ix_finops_events_rollup", *ROLLUP_INDEX_COLUMNS),
