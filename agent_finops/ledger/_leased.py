@@ -194,6 +194,8 @@ class LeasedBudgetStore(BudgetStoreBase):
         self._close_sink = close_sink
         self._state = _State()
         self._grow_lock = threading.Lock()
+        self._unwritten = False
+        """Charges were emitted since the last flush (a grow writes them first)."""
         self._stop = threading.Event()
         self._upkeep: threading.Thread | None = None
         self._stop_upkeep = weakref.finalize(self, self._stop.set)
@@ -293,7 +295,11 @@ class LeasedBudgetStore(BudgetStoreBase):
                     beyond = [
                         c.counter_key for c, _ in short if _beyond(state.slices, c.counter_key)
                     ]
-                if beyond:  # the database must see what overruns spent before it grants more
+                if beyond or self._unwritten:
+                    # The database must see what this worker's calls spent before it grants
+                    # more (overruns), and before this worker takes its view of the budget
+                    # from it (thresholds): write the charges emitted so far first.
+                    self._unwritten = False
                     self.charges_to.flush(30.0)
                     with state.lock:
                         for key in beyond:
@@ -447,6 +453,7 @@ class LeasedBudgetStore(BudgetStoreBase):
         if not local:
             return self.backing.settle(call_id, charges, now=now)
         self.charges_to.emit_charges(out)
+        self._unwritten = True
         return Settlement(call_id, True, tuple(overruns))
 
     def _release(self, call_id: str, now: datetime) -> bool:
