@@ -9,7 +9,7 @@ them agree on how big a slice is, when a grow is refused, and what a charge free
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 
@@ -18,7 +18,10 @@ from agent_finops.ledger._budget import LeaseCharge, LeaseGrant, LeaseRequest, R
 from agent_finops.ledger._money import EXACT
 from agent_finops.ledger._planning import CounterRow
 
-__all__ = ["LeasePlan", "merge_charges", "plan_charges", "plan_grow", "plan_shrink", "slice_of"]
+__all__ = [
+    "LeasePlan",
+    "due_charges",
+    "merge_charges", "plan_charges", "plan_grow", "plan_shrink", "slice_of"]
 
 _ZERO = Decimal(0)
 _add = EXACT.add
@@ -169,3 +172,17 @@ def plan_shrink(
                 row.window_end,
             )
     return rows, after
+
+
+def due_charges(
+    charges: Sequence[LeaseCharge], written: Collection[str], inserted: Collection[str]
+) -> list[LeaseCharge]:
+    """The charges to apply: those whose event was inserted now, or that came without one.
+
+    A charge whose event is in the write but was already in the ledger (the write is a
+    replay) was applied with it the first time.
+    """
+    return [
+        c for c in charges
+        if c.event_id is None or c.event_id not in written or c.event_id in inserted
+    ]

@@ -104,7 +104,6 @@ class _Slice:
 
     unit: str
     limit: Decimal
-    rule_id: str
     amount: Decimal = _ZERO
     """Leased and not consumed by a settled call (the database row, minus charges in flight)."""
     held: Decimal = _ZERO
@@ -344,7 +343,7 @@ class LeasedBudgetStore(BudgetStoreBase):
             claim = claims[grant.counter_key]
             s = slices.get(grant.counter_key)
             if s is None:
-                s = slices[grant.counter_key] = _Slice(claim.unit, claim.limit, claim.rule_id)
+                s = slices[grant.counter_key] = _Slice(claim.unit, claim.limit)
             s.limit, s.unit = claim.limit, claim.unit
             s.amount = _add(s.amount, grant.granted)
             # Spent + every other worker's reserved, as the database just said.
@@ -560,7 +559,7 @@ class LeasedBudgetStore(BudgetStoreBase):
                 s.amount = _sub(s.amount, amounts[k])
         amounts = {k: v for k, v in amounts.items() if v > 0}
         if amounts:
-            self.backing.shrink_leases(worker, amounts, as_now(self._clock))
+            self.backing.shrink_leases(worker, amounts, self._clock())
 
     def close(self) -> None:
         """Return every slice (after the charges are written), then close the backing store."""
@@ -612,11 +611,6 @@ def _need(claim: Claim, amount: Decimal) -> Claim:
 def _replayed(call: _Call) -> ReserveResult:
     r = call.result
     return ReserveResult(r.call_id, r.usage, r.refusals, replayed=True, state=call.state)
-
-
-def as_now(clock: Clock) -> datetime:
-    """The clock's now."""
-    return clock()
 
 
 def _upkeep(store_ref: weakref.ref[LeasedBudgetStore], idle: float, stop: threading.Event) -> None:

@@ -56,7 +56,12 @@ from agent_finops.ledger._budget import (
     ReserveResult,
     Settlement,
 )
-from agent_finops.ledger._lease_planning import plan_charges, plan_grow, plan_shrink
+from agent_finops.ledger._lease_planning import (
+    due_charges,
+    plan_charges,
+    plan_grow,
+    plan_shrink,
+)
 from agent_finops.ledger._leased import LeasedBudgetStore
 from agent_finops.ledger._money import EXACT, stored_money, tidy
 from agent_finops.ledger._planning import (
@@ -147,13 +152,7 @@ class InMemoryLedger(LedgerBase):
                     self._events[event.event_id] = event
             if charges:
                 written = {e.event_id for e in new_events}
-                self._book.apply_charges(
-                    [
-                        c
-                        for c in charges
-                        if c.event_id is None or c.event_id not in written or c.event_id in inserted
-                    ]
-                )
+                self._book.apply_charges(due_charges(charges, written, inserted))
             for decision in new_decisions:
                 self._decisions.setdefault(decision.decision_id, decision)
 

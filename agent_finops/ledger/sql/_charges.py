@@ -9,7 +9,7 @@ transaction does (no deadlocks); on SQLite the write is a `BEGIN IMMEDIATE` tran
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -23,24 +23,10 @@ from agent_finops.ledger._planning import CounterRow
 from agent_finops.ledger.sql._dialect import SQLDialect
 from agent_finops.ledger.sql._tables import budget_counters, budget_leases
 
-__all__ = ["apply_charges", "due_charges"]
+__all__ = ["apply_charges"]
 
 _counters = budget_counters
 _leases = budget_leases
-
-
-def due_charges(
-    charges: Sequence[LeaseCharge], written: Collection[str], inserted: Collection[str]
-) -> list[LeaseCharge]:
-    """The charges to apply: those whose event was inserted now, or that came without one.
-
-    A charge whose event is in the write but was already in the ledger (the write is a
-    replay) was applied with it the first time.
-    """
-    return [
-        c for c in charges
-        if c.event_id is None or c.event_id not in written or c.event_id in inserted
-    ]
 
 
 def apply_charges(

@@ -45,6 +45,7 @@ from agent_finops.ledger._budget import (
     DEFAULT_WORKER_LEASE,
     LeaseCharge,
 )
+from agent_finops.ledger._lease_planning import due_charges
 from agent_finops.ledger._leased import LeasedBudgetStore
 from agent_finops.ledger._money import EXACT, split_money, stored_money
 from agent_finops.ledger._protocol import BudgetStore, ChargeSink, Clock, Ledger
@@ -65,7 +66,7 @@ from agent_finops.ledger._records import (
 from agent_finops.ledger.sql import _aggregates as _sql_aggregates
 from agent_finops.ledger.sql._budget_store import DEFAULT_MAX_IDLE_CONNECTIONS, SQLBudgetStore
 from agent_finops.ledger.sql._bulk import BulkInsert
-from agent_finops.ledger.sql._charges import apply_charges, due_charges
+from agent_finops.ledger.sql._charges import apply_charges
 from agent_finops.ledger.sql._dialect import SQLDialect, dialect_named
 from agent_finops.ledger.sql._faults import faults, shown_url
 from agent_finops.ledger.sql._migrations import set_up, stored_version
