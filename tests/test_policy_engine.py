@@ -484,3 +484,39 @@ def test_an_overrun_that_crosses_a_threshold_alerts_once(tracker: CostTracker) -
     tracker.flush()
     kinds = [d.action for d in tracker.ledger.decisions_for("run-1")]
     assert kinds.count("overrun") == 1 and kinds.count("threshold") == 1
+
+
+def test_each_call_is_charged_to_the_bucket_of_its_own_moment_and_tags(
+    tracker: CostTracker,
+) -> None:
+    """Claims are planned once per run, tags and window: a plan never outlives its window."""
+    clock = Clock()
+    one_call = worst(1000, 100)
+    e = engine(
+        tracker,
+        {
+            "timezone": "Europe/Paris",
+            "budgets": [
+                {
+                    "id": "daily",
+                    "scope": {"team": "*"},
+                    "limit": str(one_call),
+                    "period": "daily",
+                    "action": "deny",
+                }
+            ],
+        },
+        clock,
+    )
+    support = {"team": "support"}
+    clock.now = datetime(2026, 11, 22, 22, 59, 59, tzinfo=UTC)  # 23:59:59 in Paris
+    assert call(e, 0, tags=support).action == "allow"
+    assert call(e, 1, tags=support).action == "deny"
+    # Same run, other tags: another bucket, not the plan cached for `support`.
+    assert call(e, 2, tags={"team": "sales"}, run="run-2").action == "allow"
+    # Paris midnight: a new day's bucket for the same run and tags.
+    clock.now = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)
+    assert call(e, 3, tags=support).action == "allow"
+    # A clock stepping back lands in yesterday's bucket again, which is full.
+    clock.now = datetime(2026, 11, 22, 22, 0, tzinfo=UTC)
+    assert call(e, 4, tags=support).action == "deny"

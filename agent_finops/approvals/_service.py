@@ -246,8 +246,17 @@ class ApprovalService:
     # -- applying decisions to runs --------------------------------------------------------
 
     def begin_run(self, *, thread_id: str | None, trace_id: str) -> bool:
-        """A run (re)starts: whether it has requests open or decisions to take up."""
+        """A run (re)starts: whether it has requests open or decisions to take up.
+
+        Only a thread's run can come back (be resumed, here or in another worker), so only a
+        thread is looked up in the ledger; a run without one is its trace, which the
+        framework makes new for every invocation: it has requests only if this service
+        opened them (a guard that re-begins the same trace).
+        """
         key = thread_id or trace_id
+        if thread_id is None:
+            with self._lock:
+                return key in self._open_runs
         found = self.ledger.has_open_requests(
             thread_id=thread_id, trace_id=None if thread_id else trace_id
         ) or bool(self._expired_unapplied(thread_id=thread_id, trace_id=trace_id))

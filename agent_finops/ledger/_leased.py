@@ -193,8 +193,9 @@ class LeasedBudgetStore(BudgetStoreBase):
         self._close_sink = close_sink
         self._state = _State()
         self._grow_lock = threading.Lock()
-        self._unwritten = False
-        """Charges were emitted since the last flush (a grow writes them first)."""
+        self._unwritten: set[str] = set()
+        """Counters with charges emitted since the last flush (a grow of one writes them
+        first; a grow of counters without any, such as a new run's cap, does not wait)."""
         self._stop = threading.Event()
         self._upkeep: threading.Thread | None = None
         self._stop_upkeep = weakref.finalize(self, self._stop.set)
@@ -294,11 +295,13 @@ class LeasedBudgetStore(BudgetStoreBase):
                     beyond = [
                         c.counter_key for c, _ in short if _beyond(state.slices, c.counter_key)
                     ]
-                if beyond or self._unwritten:
-                    # The database must see what this worker's calls spent before it grants
-                    # more (overruns), and before this worker takes its view of the budget
-                    # from it (thresholds): write the charges emitted so far first.
-                    self._unwritten = False
+                    unwritten = any(c.counter_key in self._unwritten for c, _ in short)
+                    if beyond or unwritten:
+                        self._unwritten = set()
+                if beyond or unwritten:
+                    # The database must see what this worker's calls spent on these counters
+                    # before it grants more (overruns), and before this worker takes its view
+                    # of them from it (thresholds): write the charges emitted so far first.
                     self.charges_to.flush(30.0)
                     with state.lock:
                         for key in beyond:
@@ -452,7 +455,8 @@ class LeasedBudgetStore(BudgetStoreBase):
         if not local:
             return self.backing.settle(call_id, charges, now=now)
         self.charges_to.emit_charges(out)
-        self._unwritten = True
+        with state.lock:  # after emitting: a flush from here on writes them
+            self._unwritten.update(c.counter_key for c in out)
         return Settlement(call_id, True, tuple(overruns))
 
     def _release(self, call_id: str, now: datetime) -> bool:

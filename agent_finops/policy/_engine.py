@@ -28,7 +28,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -51,6 +51,7 @@ from agent_finops.ledger import (
     Overrun,
     ReserveResult,
     Settlement,
+    Unit,
 )
 from agent_finops.policy._loops import LoopDetector, LoopHit
 from agent_finops.policy._model import Budget, Policy, RateLimit
@@ -144,6 +145,9 @@ class PolicyEngine:
         self._grants: dict[str, dict[str, Decimal | None]] = {}
         self._stopped: dict[str, Decision] = {}
         self._pending: dict[str, Decision] = {}
+        # Each run's claim plans, by (tags, rate limits?): see `_plan`.
+        self._plans: dict[str, dict[tuple[Any, bool], _Plan]] = {}
+        self._plans_of = policy
         self._has_limits = bool(policy.budgets or policy.rate_limits)
 
     def close(self) -> None:
@@ -202,6 +206,7 @@ class PolicyEngine:
         if not paused:
             self.loops.forget(run_key)
         with self._lock:
+            self._plans.pop(run_key, None)
             self._grants.pop(run_key, None)
             self._stopped.pop(run_key, None)
             self._pending.pop(run_key, None)
@@ -441,46 +446,100 @@ class PolicyEngine:
         *,
         rate_limits: bool,
     ) -> list[tuple[Claim, Budget | RateLimit, dict[str, str]]]:
+        """The claims of one call: its plan's (cached per run, tags and window) with amounts."""
+        plan = self._plan(tags, run_key, now, rate_limits=rate_limits)
+        with self._lock:  # read without creating: most runs never have an approval
+            grants = self._grants.get(run_key)
         claims: list[tuple[Claim, Budget | RateLimit, dict[str, str]]] = []
-        tz = self.policy.tz
-        for budget in self.policy.budgets:
-            amount = amounts[budget.unit]
-            if not amount:
+        for part in plan.parts:
+            amount = amounts[part.unit]
+            if part.budget and not amount:
                 continue
+            extra = grants.get(part.counter_key) if grants and part.budget else None
+            claim = Claim(
+                counter_key=part.counter_key,
+                rule_id=part.rule.id,
+                unit=part.unit,
+                limit=part.limit + extra if extra else part.limit,
+                amount=amount,
+                window_end=part.window_end,
+                enforce=part.enforce,
+            )
+            claims.append((claim, part.rule, dict(part.scope)))
+        return claims
+
+    def _plan(
+        self, tags: Mapping[str, str], run_key: str, now: datetime, *, rate_limits: bool
+    ) -> _Plan:
+        """The rules a call with `tags` in `run_key` is charged to, valid for a time window.
+
+        Counter keys depend only on the tags, the run and the window `now` falls in, so a
+        run's calls share one plan until the earliest of their windows ends.
+        """
+        key = (tuple(tags.items()), rate_limits)
+        with self._lock:
+            if self._plans_of is not self.policy:  # the policy was replaced: start afresh
+                self._plans.clear()
+                self._plans_of = self.policy
+            found = self._plans.get(run_key, {}).get(key)
+        if found is not None and found.valid_from <= now < found.valid_until:
+            return found
+        plan = self._new_plan(tags, run_key, now, rate_limits=rate_limits)
+        with self._lock:
+            if len(self._plans) >= _MAX_PLANNED_RUNS and run_key not in self._plans:
+                self._plans.clear()  # runs that never ended (end_run forgets a run's plans)
+            self._plans.setdefault(run_key, {})[key] = plan
+        return plan
+
+    def _new_plan(
+        self, tags: Mapping[str, str], run_key: str, now: datetime, *, rate_limits: bool
+    ) -> _Plan:
+        parts: list[_Part] = []
+        tz = self.policy.tz
+        valid_from, valid_until = datetime.min.replace(tzinfo=now.tzinfo), _END_OF_TIME
+        for budget in self.policy.budgets:
             key = budget.counter_key(tags, now=now, tz=tz, run_id=run_key)
             if key is None:
                 continue
-            action = budget.effective_action(tags)
             window_end = None
             if not budget.is_cost_cap:
-                window_end = window_for(budget.period, now, tz, window=budget.window)[1]
-            claim = Claim(
-                counter_key=key,
-                rule_id=budget.id,
-                unit=budget.unit,
-                limit=budget.limit + self._extra(run_key, key),
-                amount=amount,
-                window_end=window_end,
-                enforce=not budget.shadow and action in ("deny", "pause"),
+                window_start, window_end = window_for(budget.period, now, tz, window=budget.window)
+                valid_from = max(valid_from, window_start)
+                valid_until = min(valid_until, window_end)
+            action = budget.effective_action(tags)
+            parts.append(
+                _Part(
+                    counter_key=key,
+                    rule=budget,
+                    scope=budget.scope.scope(tags) or {},
+                    unit=budget.unit,
+                    limit=budget.limit,
+                    window_end=window_end,
+                    enforce=not budget.shadow and action in ("deny", "pause"),
+                    budget=True,
+                )
             )
-            claims.append((claim, budget, budget.scope.scope(tags) or {}))
         if rate_limits:
             for limit in self.policy.rate_limits:
                 key = limit.counter_key(tags, now=now, tz=tz)
                 if key is None:
                     continue
-                start_end = window_for("rolling", now, tz, window=limit.window)
-                claim = Claim(
-                    counter_key=key,
-                    rule_id=limit.id,
-                    unit=limit.unit,
-                    limit=limit.limit,
-                    amount=amounts[limit.unit],
-                    window_end=start_end[1],
-                    enforce=not limit.shadow and limit.action == "deny",
+                window_start, window_end = window_for("rolling", now, tz, window=limit.window)
+                valid_from = max(valid_from, window_start)
+                valid_until = min(valid_until, window_end)
+                parts.append(
+                    _Part(
+                        counter_key=key,
+                        rule=limit,
+                        scope=limit.scope.scope(tags) or {},
+                        unit=limit.unit,
+                        limit=limit.limit,
+                        window_end=window_end,
+                        enforce=not limit.shadow and limit.action == "deny",
+                        budget=False,
+                    )
                 )
-                claims.append((claim, limit, limit.scope.scope(tags) or {}))
-        return claims
+        return _Plan(tuple(parts), valid_from, valid_until)
 
     def _reserve(
         self, call: _Call, amounts: Mapping[str, Decimal], now: datetime, *, rate_limits: bool
@@ -756,12 +815,6 @@ class PolicyEngine:
         with self._lock:
             return self._grants.setdefault(run_key, {})
 
-    def _extra(self, run_key: str, counter_key: str) -> Decimal:
-        with self._lock:  # read without creating: most runs never have an approval
-            grants = self._grants.get(run_key)
-            extra = grants.get(counter_key) if grants is not None else None
-        return extra or Decimal(0)
-
     def _refresh_grant(self, call: _Call, rule_id: str, counter_key: str | None = None) -> bool:
         """Load this run's approvals for a budget bucket (or a loop rule); True if new."""
         found, total = self.approvals.granted(
@@ -800,6 +853,35 @@ class PolicyEngine:
                 tags=dict(tags),
             )
         )
+
+
+_MAX_PLANNED_RUNS = 10_000
+"""Runs whose claim plans an engine keeps (more: they are dropped and made again)."""
+_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One rule a call is charged to, without the call's amount."""
+
+    counter_key: str
+    rule: Budget | RateLimit
+    scope: dict[str, str]
+    unit: Unit
+    limit: Decimal
+    window_end: datetime | None
+    enforce: bool
+    budget: bool
+    """A budget or cost cap (skipped when the call's amount of its unit is 0)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The rules a call with given tags in a given run is charged to, and when that holds."""
+
+    parts: tuple[_Part, ...]
+    valid_from: datetime
+    valid_until: datetime
 
 
 @dataclass(frozen=True, slots=True)

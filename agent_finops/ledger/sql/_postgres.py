@@ -511,16 +511,14 @@ class PostgresBudgets(BudgetBackend):
         return self.connections.run("purge", attempt)
 
     def _locked(self, conn: Any, worker_id: str, keys: list[str]) -> tuple[Any, Any]:
+        # Both sent before either is read: in pipeline mode, one round trip.
+        counter_rows = conn.execute(_SQL_LOCK_COUNTERS, (keys,))
+        lease_rows = conn.execute(_SQL_LOCK_LEASES, (worker_id, keys))
         counters = {
             key: CounterRow(unit, tidy(limit), tidy(spent), tidy(reserved), end)
-            for key, unit, limit, spent, reserved, end in conn.execute(
-                _SQL_LOCK_COUNTERS, (keys,)
-            ).fetchall()
+            for key, unit, limit, spent, reserved, end in counter_rows.fetchall()
         }
-        leases = {
-            key: tidy(amount)
-            for key, amount in conn.execute(_SQL_LOCK_LEASES, (worker_id, keys)).fetchall()
-        }
+        leases = {key: tidy(amount) for key, amount in lease_rows.fetchall()}
         return counters, leases
 
     def grow_leases(
@@ -536,7 +534,9 @@ class PostgresBudgets(BudgetBackend):
         ]
 
         def attempt() -> tuple[list[LeaseGrant], list[Refusal]]:
-            with self.connections.connection() as conn, conn.transaction():
+            # Pipelined: BEGIN, the counters' creation and both locks go in one round trip,
+            # the writes and COMMIT in a second (a grow is on a caller's decision path).
+            with self.connections.connection() as conn, conn.pipeline(), conn.transaction():
                 cursor = conn.cursor()
                 cursor.executemany(_SQL_CREATE_COUNTER, created)
                 counters, leases = self._locked(conn, worker_id, keys)
@@ -566,7 +566,7 @@ class PostgresBudgets(BudgetBackend):
         stamp = as_utc(now)
 
         def attempt() -> None:
-            with self.connections.connection() as conn, conn.transaction():
+            with self.connections.connection() as conn, conn.pipeline(), conn.transaction():
                 counters, leases = self._locked(conn, worker_id, keys)
                 rows, after = plan_shrink(amounts, counters, leases)
                 cursor = conn.cursor()
