@@ -520,3 +520,62 @@ def test_each_call_is_charged_to_the_bucket_of_its_own_moment_and_tags(
     # A clock stepping back lands in yesterday's bucket again, which is full.
     clock.now = datetime(2026, 11, 22, 22, 0, tzinfo=UTC)
     assert call(e, 4, tags=support).action == "deny"
+
+
+class WriteSpy:
+    """A ledger that remembers what each `write` carried, then writes it."""
+
+    def __init__(self, ledger: SQLLedger) -> None:
+        self.ledger = ledger
+        self.writes: list[dict[str, Any]] = []
+
+    def write(self, **records: Any) -> None:
+        self.writes.append(records)
+        self.ledger.write(**records)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ledger, name)
+
+
+def test_an_allowed_calls_decision_is_written_with_its_cost_event(
+    shared_ledger: SQLLedger,
+) -> None:
+    from agent_finops import TokenUsage
+
+    spy = WriteSpy(shared_ledger)
+    t = CostTracker(spy, background=False)  # type: ignore[arg-type]
+    e = engine(t, {"budgets": [{"id": "run-cap", "limit": "1", "period": "run"}]})
+    t.start_span("root", parent_span_id=None, name="run", kind="run")
+    for n in range(2):
+        call_id = f"call-{n}"
+        t.start_span(call_id, parent_span_id="root", name="llm", kind="model")
+        decision = e.check_before_model_call(
+            call_id=call_id, trace_id="root", run_key="root", tags={}, model="gpt-4o-mini",
+            provider="openai", input_tokens=1000, max_output_tokens=100,
+        )
+        assert decision.action == "allow"
+        with t.grouped():
+            event = t.record_model_call(
+                call_id, model="gpt-4o-mini", provider="openai",
+                usage=TokenUsage(uncached_input_tokens=10, output_tokens=5),
+            )
+            e.check_after_model_call(call_id, cost=event.cost, tokens=15)
+    third = "call-2"
+    t.start_span(third, parent_span_id="root", name="llm", kind="model")
+    e.check_before_model_call(
+        call_id=third, trace_id="root", run_key="root", tags={}, model="gpt-4o-mini",
+        provider="openai", input_tokens=1000, max_output_tokens=100,
+    )
+    for n in range(2):
+        (write,) = [
+            w for w in spy.writes if any(v.event_id == f"call-{n}" for v in w.get("events", ()))
+        ]
+        assert [d.call_id for d in write.get("decisions", ())] == [f"call-{n}"]
+        assert {c.event_id for c in write.get("charges", ())} == {f"call-{n}"}
+    # A call that has not ended yet: its allow is held, and written when its run ends.
+    assert [d.call_id for d in shared_ledger.decisions_for("root")] == ["call-0", "call-1"]
+    e.end_run("root")
+    actions = [(d.call_id, d.action) for d in shared_ledger.decisions_for("root")]
+    assert actions == [("call-0", "allow"), ("call-1", "allow"), ("call-2", "allow")]
+    e.close()
+    t.close()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -148,10 +149,14 @@ class PolicyEngine:
         # Each run's claim plans, by (tags, rate limits?): see `_plan`.
         self._plans: dict[str, dict[tuple[Any, bool], _Plan]] = {}
         self._plans_of = policy
+        # A call's `allow`, recorded when the call ends (with its cost event): {call id:
+        # (run key, record)}. See `_allow`.
+        self._allowed: OrderedDict[str, tuple[str, DecisionRecord]] = OrderedDict()
         self._has_limits = bool(policy.budgets or policy.rate_limits)
 
     def close(self) -> None:
-        """Give back the reservation store's connections (before closing the ledger)."""
+        """Record what is still held, give back the store's connections (before the ledger's)."""
+        self._record_allowed(lambda run_key: True)
         self.budgets.close()
 
     # -- run level ----------------------------------------------------------------------
@@ -205,6 +210,7 @@ class PolicyEngine:
         """
         if not paused:
             self.loops.forget(run_key)
+        self._record_allowed(lambda key: key == run_key)
         with self._lock:
             self._plans.pop(run_key, None)
             self._grants.pop(run_key, None)
@@ -312,6 +318,7 @@ class PolicyEngine:
         more than it reserved is charged in full (the next call sees it) and recorded as an
         `overrun` decision.
         """
+        self._record_allowed_call(call_id)
         if not self._has_limits:
             return False
         actual_tokens = None if tokens is None else Decimal(tokens)
@@ -323,6 +330,7 @@ class PolicyEngine:
 
     def release(self, call_id: str) -> bool:
         """The call failed: give its reservation back."""
+        self._record_allowed_call(call_id)
         if not self._has_limits:
             return False
         return self.budgets.release(call_id)
@@ -363,6 +371,7 @@ class PolicyEngine:
         tags: Mapping[str, str] | None = None,
     ) -> bool:
         """Settle a tool call's fee (an overrun is recorded as for model calls)."""
+        self._record_allowed_call(call_id)
         if not self._has_limits:
             return False
         settled = self.budgets.settle(call_id, {"usd": cost})
@@ -433,9 +442,38 @@ class PolicyEngine:
         return decision if decision is not None and decision.blocked else None
 
     def _allow(self, call: _Call) -> Decision:
+        """Allow a call; its decision is recorded when the call ends (settled or released).
+
+        So it is in the same ledger write as the call's cost event and budget charges (the
+        `RunGuard` ends a call inside `tracker.grouped()`): one transaction per call, not
+        two, and the two are durable together. A call that never ends is recorded when its
+        run ends, at `close()`, or when too many are held (`_MAX_HELD_ALLOWS`).
+        """
         decision = Decision(action="allow", trace_id=call.trace_id, call_id=call.call_id)
-        self._record(decision, call.tags)
+        if call.call_id is None:
+            self._record(decision, call.tags)
+            return decision
+        record = self._decision_record(decision, call.tags)
+        with self._lock:
+            self._allowed[call.call_id] = (call.run_key, record)
+            overflow = len(self._allowed) - _MAX_HELD_ALLOWS
+            oldest = [self._allowed.popitem(last=False)[1][1] for _ in range(max(overflow, 0))]
+        for held in oldest:
+            self.tracker.record_decision(held)
         return decision
+
+    def _record_allowed_call(self, call_id: str) -> None:
+        with self._lock:
+            held = self._allowed.pop(call_id, None)
+        if held is not None:
+            self.tracker.record_decision(held[1])
+
+    def _record_allowed(self, which: Callable[[str], bool]) -> None:
+        with self._lock:
+            ids = [call_id for call_id, (run_key, _) in self._allowed.items() if which(run_key)]
+            records = [self._allowed.pop(call_id)[1] for call_id in ids]
+        for record in records:
+            self.tracker.record_decision(record)
 
     def _claims(
         self,
@@ -835,26 +873,31 @@ class PolicyEngine:
     def _record(
         self, decision: Decision, tags: Mapping[str, str], *, kind: str | None = None
     ) -> None:
-        self.tracker.record_decision(
-            DecisionRecord(
-                decision_id=new_id(),
-                trace_id=decision.trace_id,
-                call_id=decision.call_id,
-                action=kind or decision.action,  # type: ignore[arg-type]
-                rule_id=decision.rule_id,
-                policy_version=self.version,
-                created_at=self._clock(),
-                scope=decision.scope,
-                limit=decision.limit,
-                observed=decision.observed,
-                estimate=decision.estimate,
-                unit=decision.unit,
-                message=decision.message[:4000],
-                tags=dict(tags),
-            )
+        self.tracker.record_decision(self._decision_record(decision, tags, kind=kind))
+
+    def _decision_record(
+        self, decision: Decision, tags: Mapping[str, str], *, kind: str | None = None
+    ) -> DecisionRecord:
+        return DecisionRecord(
+            decision_id=new_id(),
+            trace_id=decision.trace_id,
+            call_id=decision.call_id,
+            action=kind or decision.action,  # type: ignore[arg-type]
+            rule_id=decision.rule_id,
+            policy_version=self.version,
+            created_at=self._clock(),
+            scope=decision.scope,
+            limit=decision.limit,
+            observed=decision.observed,
+            estimate=decision.estimate,
+            unit=decision.unit,
+            message=decision.message[:4000],
+            tags=dict(tags),
         )
 
 
+_MAX_HELD_ALLOWS = 10_000
+"""Allowed calls whose decision an engine holds until they end (more: the oldest are recorded)."""
 _MAX_PLANNED_RUNS = 10_000
 """Runs whose claim plans an engine keeps (more: they are dropped and made again)."""
 _END_OF_TIME = datetime.max.replace(tzinfo=UTC)
