@@ -13,6 +13,7 @@ from agent_finops import (
     ApprovalRequired,
     BudgetExceeded,
     CostTracker,
+    LedgerError,
     LoopDetected,
     MissingTags,
     RateLimitExceeded,
@@ -579,3 +580,101 @@ def test_an_allowed_calls_decision_is_written_with_its_cost_event(
     assert actions == [("call-0", "allow"), ("call-1", "allow"), ("call-2", "allow")]
     e.close()
     t.close()
+
+
+class FlakyStore:
+    """A budget store whose database can be made unreachable for `reserve`."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.down = False
+
+    def reserve(self, *args: Any, **kwargs: Any) -> Any:
+        if self.down:
+            raise LedgerError("budget reserve failed: connection refused (test)")
+        return self.inner.reserve(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def fail_open_policy(**run_cap: Any) -> dict[str, Any]:
+    budgets: list[dict[str, Any]] = [
+        {
+            "id": "team-daily",
+            "scope": {"team": "*"},
+            "limit": "10",
+            "period": "daily",
+            "action": "warn",
+            "on_ledger_error": "allow",
+        }
+    ]
+    if run_cap:
+        budgets.append({"id": "run-cap", "limit": "1", "period": "run", **run_cap})
+    return {"budgets": budgets}
+
+
+def test_a_rule_that_fails_open_lets_the_call_go_and_is_charged_once_the_ledger_is_back(
+    shared_ledger: SQLLedger,
+) -> None:
+    from agent_finops import TokenUsage
+
+    t = CostTracker(shared_ledger)
+    store = FlakyStore(shared_ledger.budget_store(leases=True, charges_to=t))
+    e = PolicyEngine(
+        Policy.from_mapping(fail_open_policy()), t, budgets=store, clock=Clock()  # type: ignore[arg-type]
+    )
+    store.down = True
+    t.start_span("r", parent_span_id=None, name="run", kind="run")
+    costs = []
+    for n in range(2):
+        t.start_span(f"c{n}", parent_span_id="r", name="llm", kind="model")
+        decision = call(e, n, run="r", tags={"team": "support"})
+        assert decision.action == "allow"
+        if n == 1:  # the second call fails: nothing to charge
+            e.release(f"r-call-{n}")
+            continue
+        with t.grouped():
+            event = t.record_model_call(
+                f"c{n}", model="gpt-4o-mini", provider="openai", event_id=f"r-call-{n}",
+                usage=TokenUsage(uncached_input_tokens=1000, output_tokens=100),
+            )
+            assert event.cost is not None
+            costs.append(event.cost)
+            e.check_after_model_call(f"r-call-{n}", cost=event.cost, tokens=1100)
+    t.flush()
+    warned = [d for d in shared_ledger.decisions_for("r") if d.action == "warn"]
+    assert [(d.call_id, d.rule_id) for d in warned] == [
+        ("r-call-0", "team-daily"),
+        ("r-call-1", "team-daily"),
+    ]
+    assert "failed open" in warned[0].message
+    key = "team-daily|team=support|2026-11-22"
+    counter = store.inner.counter(key)
+    assert counter is not None and counter.spent == sum(costs) and counter.reserved == 0
+    e.close()
+    t.close()
+
+
+def test_rules_without_on_ledger_error_allow_fail_closed(shared_ledger: SQLLedger) -> None:
+    t = CostTracker(shared_ledger)
+    store = FlakyStore(shared_ledger.budget_store(leases=True, charges_to=t))
+    e = PolicyEngine(
+        Policy.from_mapping(fail_open_policy(action="deny")), t, budgets=store,  # type: ignore[arg-type]
+        clock=Clock(),
+    )
+    store.down = True
+    with pytest.raises(LedgerError, match="connection refused"):
+        call(e, 0, run="r2", tags={"team": "support"})
+    e.close()
+    t.close()
+
+
+def test_on_ledger_error_is_validated() -> None:
+    from agent_finops import FinOpsError
+
+    bad = fail_open_policy()
+    bad["budgets"][0]["on_ledger_error"] = "maybe"
+    with pytest.raises(FinOpsError, match="on_ledger_error") as info:
+        Policy.from_mapping(bad)
+    assert "maybe" in str(info.value)

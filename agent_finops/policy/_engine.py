@@ -24,6 +24,7 @@ approvals), otherwise the trace.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections import OrderedDict
@@ -39,6 +40,7 @@ from agent_finops.clock import utcnow
 from agent_finops.exceptions import (
     ApprovalRequired,
     BudgetExceeded,
+    LedgerError,
     MissingTags,
     PolicyViolation,
     RateLimitExceeded,
@@ -49,6 +51,7 @@ from agent_finops.ledger import (
     BudgetStore,
     Claim,
     DecisionRecord,
+    LeaseCharge,
     Overrun,
     ReserveResult,
     Settlement,
@@ -60,6 +63,9 @@ from agent_finops.policy._periods import window_for
 from agent_finops.tracker import CostTracker
 
 __all__ = ["Decision", "PolicyEngine"]
+
+_log = logging.getLogger("agent_finops.policy")
+_ZERO = Decimal(0)
 
 Outcome = Literal["allow", "warn", "deny", "pause", "shadow"]
 
@@ -152,6 +158,8 @@ class PolicyEngine:
         # A call's `allow`, recorded when the call ends (with its cost event): {call id:
         # (run key, record)}. See `_allow`.
         self._allowed: OrderedDict[str, tuple[str, DecisionRecord]] = OrderedDict()
+        # Calls let through by rules that failed open, and those rules' claims.
+        self._open_calls: OrderedDict[str, tuple[Claim, ...]] = OrderedDict()
         self._has_limits = bool(policy.budgets or policy.rate_limits)
 
     def close(self) -> None:
@@ -322,9 +330,9 @@ class PolicyEngine:
         if not self._has_limits:
             return False
         actual_tokens = None if tokens is None else Decimal(tokens)
-        settled = self.budgets.settle(
-            call_id, {"usd": cost, "tokens": actual_tokens, "calls": Decimal(1)}
-        )
+        actual = {"usd": cost, "tokens": actual_tokens, "calls": Decimal(1)}
+        self._charge_open(call_id, actual)
+        settled = self.budgets.settle(call_id, actual)
         self._record_overruns(settled, call_id, trace_id, tags)
         return bool(settled)
 
@@ -333,6 +341,7 @@ class PolicyEngine:
         self._record_allowed_call(call_id)
         if not self._has_limits:
             return False
+        self._charge_open(call_id, {}, charge=False)
         return self.budgets.release(call_id)
 
     # -- tool calls ---------------------------------------------------------------------
@@ -374,6 +383,7 @@ class PolicyEngine:
         self._record_allowed_call(call_id)
         if not self._has_limits:
             return False
+        self._charge_open(call_id, {"usd": cost})
         settled = self.budgets.settle(call_id, {"usd": cost})
         self._record_overruns(settled, call_id, trace_id, tags)
         return bool(settled)
@@ -586,29 +596,121 @@ class PolicyEngine:
         claims = self._claims(call.tags, call.run_key, now, amounts, rate_limits=rate_limits)
         if not claims:
             return self._allow(call)
-        result = self.budgets.reserve(
-            call.call_id, [c for c, _, _ in claims], trace_id=call.trace_id, now=now, ttl=self._ttl
-        )
-        if not result.granted:
+        result, claims = self._reserve_claims(call, claims, now)
+        if result is not None and not result.granted:
             # A human may have approved overspend on this rule since we last looked (here,
             # or in a parallel branch that loaded it first: compare limits, not freshness).
             refused = result.refusals[0]
             self._refresh_grant(call, refused.rule_id, refused.counter_key)
-            claims = self._claims(call.tags, call.run_key, now, amounts, rate_limits=rate_limits)
+            kept = {c.counter_key for c, _, _ in claims}
+            again = self._claims(call.tags, call.run_key, now, amounts, rate_limits=rate_limits)
+            claims = [c for c in again if c[0].counter_key in kept]
             if any(
                 c.counter_key == refused.counter_key and c.limit > refused.limit
                 for c, _, _ in claims
             ):
-                result = self.budgets.reserve(
-                    call.call_id,
-                    [c for c, _, _ in claims],
-                    trace_id=call.trace_id,
-                    now=now,
-                    ttl=self._ttl,
-                )
+                result, claims = self._reserve_claims(call, claims, now)
+        if result is None:  # every claim failed open
+            return self._allow(call)
         if not result.granted:
             return self._refused(result, claims, call)
         return self._granted(result, claims, call)
+
+    def _reserve_claims(
+        self,
+        call: _Call,
+        claims: list[tuple[Claim, Budget | RateLimit, dict[str, str]]],
+        now: datetime,
+    ) -> tuple[ReserveResult | None, list[tuple[Claim, Budget | RateLimit, dict[str, str]]]]:
+        """Reserve, or with the ledger unreachable, drop the rules that fail open.
+
+        Returns the result (None: nothing left to reserve) and the claims it is for. A rule
+        with `on_ledger_error: allow` is left out of the call's reservation (a `warn`
+        decision says so) and charged the call's cost with its cost event (`_charge_open`);
+        any other rule fails closed: the `LedgerError` propagates and the call is not sent.
+        """
+        assert call.call_id is not None
+        try:
+            return self._reserve_now(call.call_id, call.trace_id, claims, now), claims
+        except LedgerError as exc:
+            opened = [c for c in claims if c[1].on_ledger_error == "allow"]
+            if not exc.retryable or not opened:
+                raise
+            error = exc
+        kept = [c for c in claims if c[1].on_ledger_error != "allow"]
+        self._failed_open(call, opened, error)
+        if not kept:
+            return None, []
+        return self._reserve_now(call.call_id, call.trace_id, kept, now), kept
+
+    def _reserve_now(
+        self,
+        call_id: str,
+        trace_id: str,
+        claims: Sequence[tuple[Claim, Budget | RateLimit, dict[str, str]]],
+        now: datetime,
+    ) -> ReserveResult:
+        return self.budgets.reserve(
+            call_id, [c for c, _, _ in claims], trace_id=trace_id, now=now, ttl=self._ttl
+        )
+
+    def _failed_open(
+        self,
+        call: _Call,
+        opened: Sequence[tuple[Claim, Budget | RateLimit, dict[str, str]]],
+        error: LedgerError,
+    ) -> None:
+        assert call.call_id is not None
+        with self._lock:
+            known = call.call_id in self._open_calls
+            self._open_calls[call.call_id] = tuple(c for c, _, _ in opened)
+            self._open_calls.move_to_end(call.call_id)
+            while len(self._open_calls) > _MAX_HELD_ALLOWS:
+                dropped, _ = self._open_calls.popitem(last=False)
+                _log.warning("agent-finops: call %s failed open and never ended", dropped)
+        if known:
+            return
+        for claim, rule, scope in opened:
+            self._record(
+                Decision(
+                    action="warn",
+                    trace_id=call.trace_id,
+                    call_id=call.call_id,
+                    rule_id=rule.id,
+                    message=f"the ledger is unreachable ({error}): {rule.id} failed open "
+                    "(on_ledger_error: allow); the call goes ahead unchecked by it and is "
+                    f"charged to {claim.counter_key} with its cost event",
+                    scope=scope,
+                    limit=claim.limit,
+                    estimate=claim.amount,
+                    unit=claim.unit,
+                ),
+                call.tags,
+            )
+
+    def _charge_open(
+        self, call_id: str, actual: Mapping[str, Decimal | None], *, charge: bool = True
+    ) -> None:
+        """Charge a failed-open call's cost to the rules it skipped, with its cost event."""
+        with self._lock:
+            claims = self._open_calls.pop(call_id, ())
+        if not claims or not charge:
+            return
+        self.tracker.emit_charges(
+            [
+                LeaseCharge(
+                    "",  # no lease: nothing is consumed, the spend is added
+                    claim.counter_key,
+                    claim.unit,
+                    claim.limit,
+                    spent,
+                    _ZERO,
+                    event_id=call_id,
+                )
+                for claim in claims
+                if (spent := _actual(actual, claim))
+            ]
+        )
 
     def _granted(
         self,
@@ -925,6 +1027,12 @@ class _Plan:
     parts: tuple[_Part, ...]
     valid_from: datetime
     valid_until: datetime
+
+
+def _actual(actual: Mapping[str, Decimal | None], claim: Claim) -> Decimal:
+    """A call's actual amount in a claim's unit; unknown: its estimate (never 0)."""
+    found = actual.get(claim.unit)
+    return claim.amount if found is None else found
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,6 +95,8 @@ Action = Literal["deny", "pause", "warn"]
 """What happens when a rule trips: refuse the call, pause for approval, or only warn."""
 RateLimitAction = Literal["deny", "warn"]
 """Rate limits deny or warn; pausing a run to wait out a one-minute window makes no sense."""
+LedgerErrorAction = Literal["deny", "allow"]
+"""What a rule does when its decision needs the ledger and the ledger is unreachable."""
 Unit = Literal["usd", "tokens", "calls"]
 """What a budget counts."""
 LoopKind = Literal["repeated_tool_call", "model_call_burst", "ping_pong"]
@@ -324,6 +326,11 @@ class Budget(_Strict):
     without_task: Literal["run", "skip"] = "run"
     """`period: task` only: a call with no `task` tag is capped as the task of its run
     (`run`, the default), or not capped by this rule at all (`skip`)."""
+    on_ledger_error: LedgerErrorAction = "deny"
+    """When the decision needs the ledger and it is unreachable: `deny` (fail closed, the
+    default: the call is not sent) or `allow` (fail open: the call goes ahead unchecked by
+    this rule, a `warn` decision says so, and its cost is charged to the rule's counter
+    with its cost event once the ledger is back)."""
 
     @field_validator("limit")
     @classmethod
@@ -420,6 +427,8 @@ class RateLimit(_Strict):
     """Deny the call or only warn; rate limits never pause."""
     shadow: bool = False
     """Record what the rule would do, never block."""
+    on_ledger_error: LedgerErrorAction = "deny"
+    """As for budgets: fail closed (`deny`) or open (`allow`) when the ledger is unreachable."""
 
     @field_validator("max_usd")
     @classmethod
