@@ -41,7 +41,8 @@ def main() -> None:
     if args.user_handler:
 
         def on_term(signum: int, frame: Any) -> None:
-            print("user handler", flush=True)
+            # stderr: stdout may be mid-line (the handler runs between two bytecodes of a print)
+            print("user handler", file=sys.stderr, flush=True)
             sys.exit(7)
 
         signal.signal(signal.SIGTERM, on_term)
