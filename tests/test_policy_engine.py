@@ -678,3 +678,30 @@ def test_on_ledger_error_is_validated() -> None:
     with pytest.raises(FinOpsError, match="on_ledger_error") as info:
         Policy.from_mapping(bad)
     assert "maybe" in str(info.value)
+
+
+def test_closing_a_guard_with_a_call_in_flight_keeps_its_decision_and_gives_back_its_lease(
+    shared_ledger: SQLLedger,
+) -> None:
+    import time
+
+    from agent_finops.guard import RunGuard
+
+    t = CostTracker(shared_ledger)
+    policy = Policy.from_mapping({"budgets": [{"id": "cap", "limit": "5", "period": "daily"}]})
+    guard = RunGuard(t, policy=policy)
+    guard.start_run("root", name="run")
+    guard.before_model_call(
+        "c1", parent_id="root", name="llm", model="gpt-4o-mini", provider="openai",
+        input_tokens=100, max_output_tokens=10,
+    )
+    started = time.monotonic()
+    guard.close()  # the call never ended
+    assert time.monotonic() - started < 10  # no flush waiting on a closed writer
+    assert [(d.call_id, d.action) for d in shared_ledger.decisions_for("root")] == [("c1", "allow")]
+    store = shared_ledger.budget_store()
+    key = f"cap|*|{datetime.now(UTC):%Y-%m-%d}"
+    counter = store.counter(key)
+    # Only the call in flight's own estimate may stay reserved, not the worker's whole slice.
+    assert counter is not None and counter.reserved < Decimal("0.001")
+    store.close()

@@ -169,6 +169,8 @@ class RunGuard:
     def close(self) -> None:
         """Flush and close the tracker's sinks and the policy's budget store."""
         try:
+            if self.engine is not None:
+                self.engine.record_held()  # while the tracker can still write them
             self.tracker.close()
         finally:
             if self.engine is not None:

@@ -159,13 +159,21 @@ class PolicyEngine:
         # (run key, record)}. See `_allow`.
         self._allowed: OrderedDict[str, tuple[str, DecisionRecord]] = OrderedDict()
         # Calls let through by rules that failed open, and those rules' claims.
-        self._open_calls: OrderedDict[str, tuple[Claim, ...]] = OrderedDict()
+        # (its claims, whether nothing else was reserved for the call).
+        self._open_calls: OrderedDict[str, tuple[tuple[Claim, ...], bool]] = OrderedDict()
         self._has_limits = bool(policy.budgets or policy.rate_limits)
 
     def close(self) -> None:
         """Record what is still held, give back the store's connections (before the ledger's)."""
-        self._record_allowed(lambda run_key: True)
+        self.record_held()
         self.budgets.close()
+
+    def record_held(self) -> None:
+        """Record the `allow` decisions held for calls that have not ended.
+
+        Before the tracker closes: `RunGuard.close()` calls it first.
+        """
+        self._record_allowed(lambda run_key: True)
 
     # -- run level ----------------------------------------------------------------------
 
@@ -331,7 +339,8 @@ class PolicyEngine:
             return False
         actual_tokens = None if tokens is None else Decimal(tokens)
         actual = {"usd": cost, "tokens": actual_tokens, "calls": Decimal(1)}
-        self._charge_open(call_id, actual)
+        if self._charge_open(call_id, actual):
+            return True
         settled = self.budgets.settle(call_id, actual)
         self._record_overruns(settled, call_id, trace_id, tags)
         return bool(settled)
@@ -341,7 +350,8 @@ class PolicyEngine:
         self._record_allowed_call(call_id)
         if not self._has_limits:
             return False
-        self._charge_open(call_id, {}, charge=False)
+        if self._charge_open(call_id, {}, charge=False):
+            return True
         return self.budgets.release(call_id)
 
     # -- tool calls ---------------------------------------------------------------------
@@ -383,7 +393,8 @@ class PolicyEngine:
         self._record_allowed_call(call_id)
         if not self._has_limits:
             return False
-        self._charge_open(call_id, {"usd": cost})
+        if self._charge_open(call_id, {"usd": cost}):
+            return True
         settled = self.budgets.settle(call_id, {"usd": cost})
         self._record_overruns(settled, call_id, trace_id, tags)
         return bool(settled)
@@ -638,10 +649,11 @@ class PolicyEngine:
                 raise
             error = exc
         kept = [c for c in claims if c[1].on_ledger_error != "allow"]
-        self._failed_open(call, opened, error)
-        if not kept:
-            return None, []
-        return self._reserve_now(call.call_id, call.trace_id, kept, now), kept
+        # The rules that fail closed first: a call they stop is not let through (no warn).
+        result = self._reserve_now(call.call_id, call.trace_id, kept, now) if kept else None
+        if result is None or result.granted:
+            self._failed_open(call, opened, error, alone=result is None)
+        return result, kept
 
     def _reserve_now(
         self,
@@ -659,11 +671,13 @@ class PolicyEngine:
         call: _Call,
         opened: Sequence[tuple[Claim, Budget | RateLimit, dict[str, str]]],
         error: LedgerError,
+        *,
+        alone: bool,
     ) -> None:
         assert call.call_id is not None
         with self._lock:
             known = call.call_id in self._open_calls
-            self._open_calls[call.call_id] = tuple(c for c, _, _ in opened)
+            self._open_calls[call.call_id] = (tuple(c for c, _, _ in opened), alone)
             self._open_calls.move_to_end(call.call_id)
             while len(self._open_calls) > _MAX_HELD_ALLOWS:
                 dropped, _ = self._open_calls.popitem(last=False)
@@ -690,12 +704,16 @@ class PolicyEngine:
 
     def _charge_open(
         self, call_id: str, actual: Mapping[str, Decimal | None], *, charge: bool = True
-    ) -> None:
-        """Charge a failed-open call's cost to the rules it skipped, with its cost event."""
+    ) -> bool:
+        """Charge a failed-open call's cost to the rules it skipped, with its cost event.
+
+        True when every rule of the call failed open: the store holds nothing for it (its
+        settle or release must not go to the database that is down).
+        """
         with self._lock:
-            claims = self._open_calls.pop(call_id, ())
+            claims, alone = self._open_calls.pop(call_id, ((), False))
         if not claims or not charge:
-            return
+            return alone
         self.tracker.emit_charges(
             [
                 LeaseCharge(
@@ -711,6 +729,7 @@ class PolicyEngine:
                 if (spent := _actual(actual, claim))
             ]
         )
+        return alone
 
     def _granted(
         self,
