@@ -251,12 +251,13 @@ class ApprovalService:
         Only a thread's run can come back (be resumed, here or in another worker), so only a
         thread is looked up in the ledger; a run without one is its trace, which the
         framework makes new for every invocation: it has requests only if this service
-        opened them (a guard that re-begins the same trace).
+        opened them (a guard that re-begins the same trace, which is then looked up).
         """
         key = thread_id or trace_id
         if thread_id is None:
             with self._lock:
-                return key in self._open_runs
+                if key not in self._open_runs:
+                    return False
         found = self.ledger.has_open_requests(
             thread_id=thread_id, trace_id=None if thread_id else trace_id
         ) or bool(self._expired_unapplied(thread_id=thread_id, trace_id=trace_id))

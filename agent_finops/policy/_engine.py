@@ -59,7 +59,7 @@ from agent_finops.ledger import (
 )
 from agent_finops.policy._loops import LoopDetector, LoopHit
 from agent_finops.policy._model import Budget, Policy, RateLimit
-from agent_finops.policy._periods import window_for
+from agent_finops.policy._periods import PeriodKind, window_for
 from agent_finops.tracker import CostTracker
 
 __all__ = ["Decision", "PolicyEngine"]
@@ -154,12 +154,11 @@ class PolicyEngine:
         self._pending: dict[str, Decision] = {}
         # Each run's claim plans, by (tags, rate limits?): see `_plan`.
         self._plans: dict[str, dict[tuple[Any, bool], _Plan]] = {}
-        self._plans_of = policy
         # A call's `allow`, recorded when the call ends (with its cost event): {call id:
         # (run key, record)}. See `_allow`.
         self._allowed: OrderedDict[str, tuple[str, DecisionRecord]] = OrderedDict()
-        # Calls let through by rules that failed open, and those rules' claims.
-        # (its claims, whether nothing else was reserved for the call).
+        # Calls let through by rules that failed open: {call id: (those rules' claims,
+        # whether nothing else was reserved for the call)}.
         self._open_calls: OrderedDict[str, tuple[tuple[Claim, ...], bool]] = OrderedDict()
         self._has_limits = bool(policy.budgets or policy.rate_limits)
 
@@ -468,7 +467,7 @@ class PolicyEngine:
         So it is in the same ledger write as the call's cost event and budget charges (the
         `RunGuard` ends a call inside `tracker.grouped()`): one transaction per call, not
         two, and the two are durable together. A call that never ends is recorded when its
-        run ends, at `close()`, or when too many are held (`_MAX_HELD_ALLOWS`).
+        run ends, at `close()`, or when too many are held (`_MAX_HELD_CALLS`).
         """
         decision = Decision(action="allow", trace_id=call.trace_id, call_id=call.call_id)
         if call.call_id is None:
@@ -477,7 +476,7 @@ class PolicyEngine:
         record = self._decision_record(decision, call.tags)
         with self._lock:
             self._allowed[call.call_id] = (call.run_key, record)
-            overflow = len(self._allowed) - _MAX_HELD_ALLOWS
+            overflow = len(self._allowed) - _MAX_HELD_CALLS
             oldest = [self._allowed.popitem(last=False)[1][1] for _ in range(max(overflow, 0))]
         for held in oldest:
             self.tracker.record_decision(held)
@@ -512,9 +511,10 @@ class PolicyEngine:
         claims: list[tuple[Claim, Budget | RateLimit, dict[str, str]]] = []
         for part in plan.parts:
             amount = amounts[part.unit]
-            if part.budget and not amount:
+            budget = isinstance(part.rule, Budget)  # a rate limit counts a call of amount 0
+            if budget and not amount:
                 continue
-            extra = grants.get(part.counter_key) if grants and part.budget else None
+            extra = grants.get(part.counter_key) if grants and budget else None
             claim = Claim(
                 counter_key=part.counter_key,
                 rule_id=part.rule.id,
@@ -537,9 +537,6 @@ class PolicyEngine:
         """
         key = (tuple(tags.items()), rate_limits)
         with self._lock:
-            if self._plans_of is not self.policy:  # the policy was replaced: start afresh
-                self._plans.clear()
-                self._plans_of = self.policy
             found = self._plans.get(run_key, {}).get(key)
         if found is not None and found.valid_from <= now < found.valid_until:
             return found
@@ -553,51 +550,43 @@ class PolicyEngine:
     def _new_plan(
         self, tags: Mapping[str, str], run_key: str, now: datetime, *, rate_limits: bool
     ) -> _Plan:
-        parts: list[_Part] = []
         tz = self.policy.tz
+        # Each applicable rule: its counter key, its time window (None: a cost cap), enforce.
+        rules: list[tuple[Budget | RateLimit, str | None, PeriodKind | None, bool]] = [
+            (
+                budget,
+                budget.counter_key(tags, now=now, tz=tz, run_id=run_key),
+                None if budget.is_cost_cap else budget.period,
+                not budget.shadow and budget.effective_action(tags) in ("deny", "pause"),
+            )
+            for budget in self.policy.budgets
+        ]
+        if rate_limits:
+            rules += [
+                (
+                    limit,
+                    limit.counter_key(tags, now=now, tz=tz),
+                    "rolling",
+                    not limit.shadow and limit.action == "deny",
+                )
+                for limit in self.policy.rate_limits
+            ]
+        parts: list[_Part] = []
         valid_from, valid_until = datetime.min.replace(tzinfo=now.tzinfo), _END_OF_TIME
-        for budget in self.policy.budgets:
-            key = budget.counter_key(tags, now=now, tz=tz, run_id=run_key)
+        for rule, key, period, enforce in rules:
             if key is None:
                 continue
             window_end = None
-            if not budget.is_cost_cap:
-                window_start, window_end = window_for(budget.period, now, tz, window=budget.window)
+            if period is not None:
+                window_start, window_end = window_for(period, now, tz, window=rule.window)
                 valid_from = max(valid_from, window_start)
                 valid_until = min(valid_until, window_end)
-            action = budget.effective_action(tags)
             parts.append(
                 _Part(
-                    counter_key=key,
-                    rule=budget,
-                    scope=budget.scope.scope(tags) or {},
-                    unit=budget.unit,
-                    limit=budget.limit,
-                    window_end=window_end,
-                    enforce=not budget.shadow and action in ("deny", "pause"),
-                    budget=True,
+                    key, rule, rule.scope.scope(tags) or {}, rule.unit, rule.limit, window_end,
+                    enforce,
                 )
             )
-        if rate_limits:
-            for limit in self.policy.rate_limits:
-                key = limit.counter_key(tags, now=now, tz=tz)
-                if key is None:
-                    continue
-                window_start, window_end = window_for("rolling", now, tz, window=limit.window)
-                valid_from = max(valid_from, window_start)
-                valid_until = min(valid_until, window_end)
-                parts.append(
-                    _Part(
-                        counter_key=key,
-                        rule=limit,
-                        scope=limit.scope.scope(tags) or {},
-                        unit=limit.unit,
-                        limit=limit.limit,
-                        window_end=window_end,
-                        enforce=not limit.shadow and limit.action == "deny",
-                        budget=False,
-                    )
-                )
         return _Plan(tuple(parts), valid_from, valid_until)
 
     def _reserve(
@@ -679,7 +668,7 @@ class PolicyEngine:
             known = call.call_id in self._open_calls
             self._open_calls[call.call_id] = (tuple(c for c, _, _ in opened), alone)
             self._open_calls.move_to_end(call.call_id)
-            while len(self._open_calls) > _MAX_HELD_ALLOWS:
+            while len(self._open_calls) > _MAX_HELD_CALLS:
                 dropped, _ = self._open_calls.popitem(last=False)
                 _log.warning("agent-finops: call %s failed open and never ended", dropped)
         if known:
@@ -1017,8 +1006,8 @@ class PolicyEngine:
         )
 
 
-_MAX_HELD_ALLOWS = 10_000
-"""Allowed calls whose decision an engine holds until they end (more: the oldest are recorded)."""
+_MAX_HELD_CALLS = 10_000
+"""Calls an engine holds an `allow` decision or failed-open claims of until they end."""
 _MAX_PLANNED_RUNS = 10_000
 """Runs whose claim plans an engine keeps (more: they are dropped and made again)."""
 _END_OF_TIME = datetime.max.replace(tzinfo=UTC)
@@ -1035,8 +1024,6 @@ class _Part:
     limit: Decimal
     window_end: datetime | None
     enforce: bool
-    budget: bool
-    """A budget or cost cap (skipped when the call's amount of its unit is 0)."""
 
 
 @dataclass(frozen=True, slots=True)
