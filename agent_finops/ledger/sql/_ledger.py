@@ -246,9 +246,8 @@ class SQLLedger(LedgerBase):
             inserted: set[str] = set()
             if events:
                 rows = [_event_row(e) for e in events]
-                if charges:  # which events are new decides which charges apply: RETURNING
-                    stmt = self._insert_ignore(_events).returning(_events.c.event_id)
-                    inserted = set(conn.execute(stmt, rows).scalars())
+                if charges:  # which events are new decides which charges apply
+                    inserted = self._insert_new_events(conn, rows)
                 else:
                     self._bulk(_events).execute(conn, rows)
             if decisions:
@@ -256,7 +255,31 @@ class SQLLedger(LedgerBase):
             if charges:
                 written = {e.event_id for e in events}
                 due = due_charges(charges, written, inserted)
-                apply_charges(conn, self._sql, due, utcnow())
+                apply_charges(conn, due, utcnow())
+
+    def _insert_new_events(self, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
+        """Insert `rows` (insert-or-ignore); the ids of those this write inserted.
+
+        SQLite: the write holds the file's write lock (`lock_for_budget_write`), so the ids
+        already stored are read first and the rows go through the precompiled bulk insert
+        (an insert with RETURNING runs SQLAlchemy's per-row execution path). Elsewhere,
+        concurrent writers may insert the same event between a read and the insert: the
+        insert's RETURNING says what this write inserted.
+        """
+        if self.dialect != "sqlite":
+            stmt = self._insert_ignore(_events).returning(_events.c.event_id)
+            return set(conn.execute(stmt, rows).scalars())
+        ids = list(dict.fromkeys(r["event_id"] for r in rows))
+        stored: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            found = conn.exec_driver_sql(
+                f"SELECT event_id FROM {_events.name} WHERE event_id IN ({marks})", tuple(chunk)
+            )
+            stored.update(found.scalars())
+        self._bulk(_events).execute(conn, rows)
+        return {i for i in ids if i not in stored}
 
     def _bulk(self, table: Table, key: str = "") -> BulkInsert:
         """The writer's upsert on `key` (insert-or-ignore without one), compiled once."""
