@@ -10,7 +10,9 @@ start-up excluded.
     python bench/bench_instructions.py --drive MODE N   # what callgrind runs
 
 Modes: `none` (no callback), `track` (FinOpsCallbackHandler into a SQLite file ledger),
-`policy` (the same with a daily budget and a per-run cap). Needs `valgrind` on PATH.
+`policy` (the same with a daily budget and a per-run cap), `guard` (bench_decisions' and
+bench_peers' policy: four claims per call, thresholds, a rate limit and a loop rule). Needs
+`valgrind` on PATH.
 """
 
 from __future__ import annotations
@@ -63,8 +65,17 @@ def drive(mode: str, calls: int) -> None:
     tracker = None
     if mode != "none":
         folder = tempfile.mkdtemp()
-        tracker = CostTracker(SQLLedger.from_url(f"sqlite:///{folder}/l.sqlite"))
-        policy = Policy.from_mapping(POLICY) if mode == "policy" else None
+        tracker = CostTracker(
+            SQLLedger.from_url(f"sqlite:///{folder}/l.sqlite"), tags={"team": "support"}
+        )
+        policy = None
+        if mode == "policy":
+            policy = Policy.from_mapping(POLICY)
+        elif mode == "guard":
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from bench_decisions import POLICY as GUARD
+
+            policy = Policy.from_mapping(GUARD)
         callbacks = [FinOpsCallbackHandler(tracker, policy=policy)]
     for _ in range(calls // 20):
         graph.invoke({"messages": [], "k": 0}, config={"callbacks": callbacks})
