@@ -51,12 +51,7 @@ def apply_charges(
         found = conn.execute(
             select(_leases.c.worker_id, _leases.c.counter_key, _leases.c.amount)
             .where(
-                or_(
-                    *(
-                        and_(_leases.c.worker_id == w, _leases.c.counter_key == k)
-                        for w, k in pairs
-                    )
-                )
+                or_(*(and_(_leases.c.worker_id == w, _leases.c.counter_key == k) for w, k in pairs))
             )
             .order_by(_leases.c.counter_key, _leases.c.worker_id)
             .with_for_update()
