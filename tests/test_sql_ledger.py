@@ -204,8 +204,11 @@ def test_a_v2_ledger_is_migrated_to_the_current_version(empty_url: str) -> None:
 
 
 def _v6_records() -> tuple[RunRecord, list[SpanRecord], list[CostEvent]]:
-    """Records whose v6 rows v7 stores differently: ids equal to (or looking like) their
-    base, standard and free-form tags, moments with and without microseconds, before 1970."""
+    """Records whose v6 rows v7 stores differently.
+
+    Ids equal to (or looking like) their base, standard and free-form tags, moments with
+    and without microseconds, before 1970.
+    """
     early = datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC)
     run = RunRecord(trace_id="r6", name="g", started_at=T0, status="ok", tags={"team": "t"})
     spans = [
