@@ -7,7 +7,6 @@ read directly only to list what exists (counter keys, cost events, reservation s
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
@@ -116,24 +115,22 @@ class Event:
 
 
 def load_events(ledger: SQLLedger) -> list[Event]:
-    """Every cost event in the ledger."""
-    sql = text(
-        f"SELECT event_id, span_id, trace_id, kind, cost, tags, created_at, uncached_input_tokens"
-        f" + cache_read_tokens + cache_write_tokens + output_tokens FROM {EVENTS}"
-    )
-    with ledger.engine.connect() as conn:
-        rows = conn.execute(sql).all()
-    out = []
-    for event_id, span_id, trace_id, kind, cost, tags, created, tokens in rows:
-        if isinstance(tags, str):
-            tags = json.loads(tags)
-        if isinstance(created, str):
-            created = datetime.fromisoformat(created)
-        if created.tzinfo is None:
-            created = created.replace(tzinfo=ZoneInfo("UTC"))
-        amount = None if cost is None else Decimal(str(cost))
-        out.append(Event(event_id, span_id, trace_id, kind, amount, int(tokens), tags, created))
-    return out
+    """Every cost event in the ledger (read as records: the rows store some values once)."""
+    utc = ZoneInfo("UTC")
+    everything = (datetime(1, 1, 2, tzinfo=utc), datetime(9999, 12, 30, tzinfo=utc))
+    return [
+        Event(
+            e.event_id,
+            e.span_id,
+            e.trace_id,
+            e.kind,
+            e.cost,
+            e.uncached_input_tokens + e.cache_read_tokens + e.cache_write_tokens + e.output_tokens,
+            e.tags,
+            e.created_at,
+        )
+        for e in ledger.iter_events(*everything, batch_size=5000)
+    ]
 
 
 def _scalars(ledger: SQLLedger, sql: str) -> list[Any]:

@@ -6,6 +6,7 @@ tests look at the database itself.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, create_mock_engine, inspect, text
+from sqlalchemy import MetaData, create_engine, create_mock_engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, SQLModel
 
@@ -26,7 +27,9 @@ from agent_finops import (
     LedgerNotFound,
     NotFound,
     RunRecord,
+    SpanRecord,
 )
+from agent_finops.attribution import STANDARD_TAGS
 from agent_finops.conformance import postgres_schema
 from agent_finops.ledger import SCHEMA_VERSION, Claim, SQLBudgetStore, SQLLedger
 from agent_finops.ledger.sql import metadata
@@ -94,7 +97,7 @@ def _event(event_id: str, **kw: Any) -> CostEvent:
 
 
 def test_a_new_ledger_is_at_the_current_version(shared_ledger: SQLLedger) -> None:
-    assert shared_ledger.schema_version() == SCHEMA_VERSION == 6
+    assert shared_ledger.schema_version() == SCHEMA_VERSION == 7
     assert set(inspect(shared_ledger.engine).get_table_names()) >= FINOPS_TABLES
 
 
@@ -198,6 +201,148 @@ def test_a_v2_ledger_is_migrated_to_the_current_version(empty_url: str) -> None:
     with SQLLedger.from_url(empty_url) as again:  # and again: nothing left to migrate
         assert again.schema_version() == SCHEMA_VERSION
         assert again.resolve_thread_id("th-n") == "th-new"
+
+
+def _v6_records() -> tuple[RunRecord, list[SpanRecord], list[CostEvent]]:
+    """Records whose v6 rows v7 stores differently.
+
+    Ids equal to (or looking like) their base, standard and free-form tags, moments with
+    and without microseconds, before 1970.
+    """
+    early = datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC)
+    run = RunRecord(trace_id="r6", name="g", started_at=T0, status="ok", tags={"team": "t"})
+    spans = [
+        SpanRecord(
+            span_id=sid,
+            trace_id="r6",
+            parent_span_id=parent,
+            name="n",
+            kind="node",
+            node_path="n",
+            started_at=start,
+            ended_at=end,
+            status="ok",
+            tags={"team": "t", "free": "f"},
+        )
+        for sid, parent, start, end in [
+            ("r6", None, T0, T0 + timedelta(seconds=9)),
+            ("s-node", "r6", T0 + timedelta(microseconds=123_456), None),
+            ("s-empty", "", early, early + timedelta(microseconds=1)),
+            ("s-esc", "\x01r6", T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)),
+            ("s-other", "s-node", T0 + timedelta(seconds=3), T0 + timedelta(seconds=4)),
+        ]
+    ]
+    events = [
+        _event(
+            eid,
+            trace_id="r6",
+            span_id=span,
+            created_at=T0 + timedelta(seconds=n, microseconds=n * 7),
+            tags=tags,
+            cost=cost,
+            bucket="tokens",
+            **extra,
+        )
+        for n, (eid, span, tags, cost, extra) in enumerate(
+            [
+                (
+                    "e-own",
+                    "e-own",
+                    {"team": "t", "project": "p", "free": "f"},
+                    D("0.5"),
+                    {"span_parent_id": "s-node", "span_name": "llm", "span_started_at": early},
+                ),
+                ("e-empty", "", {"free": "f"}, D("0.25"), {}),
+                ("e-esc", "\x01e-esc", {"team": "t"}, None, {}),
+                ("e-node", "s-node", {}, D("1.000000000000000001"), {}),
+            ]
+        )
+    ]
+    return run, spans, events
+
+
+_V6_PARTS = {  # cost_nano, cost_rest as v6 stored them (`split_money`)
+    "e-own": (500_000_000, 0),
+    "e-empty": (250_000_000, 0),
+    "e-esc": (None, None),
+    "e-node": (1_000_000_000, 1),
+}
+
+
+def _write_v6(url: str, run: RunRecord, spans: list[SpanRecord], events: list[CostEvent]) -> None:
+    """A schema-v6 ledger holding the records, with the rows v6's writer made for them."""
+    engine = create_engine(url)
+    dialect = engine.dialect.name
+    ddl = (DATA / f"ledger_v6_{dialect}.sql").read_text()
+    money = (lambda v: None if v is None else format(v, "f")) if dialect == "sqlite" else None
+    with engine.begin() as conn:
+        for statement in ddl.split(";\n"):
+            body = "\n".join(x for x in statement.splitlines() if not x.startswith("--")).strip()
+            if body:
+                conn.exec_driver_sql(body)
+        conn.execute(text("INSERT INTO finops_schema (id, version) VALUES (1, 6)"))
+        tables = MetaData()
+        tables.reflect(conn, only=["finops_runs", "finops_spans", "finops_cost_events"])
+        conn.execute(tables.tables["finops_runs"].insert(), [dataclasses.asdict(run)])
+        span_rows = [
+            {k: v for k, v in dataclasses.asdict(s).items() if k != "on_event"} for s in spans
+        ]
+        conn.execute(tables.tables["finops_spans"].insert(), span_rows)
+        event_rows = []
+        for e in events:
+            row = dataclasses.asdict(e)
+            row.update({tag: e.tags.get(tag) for tag in STANDARD_TAGS})
+            row["cost_nano"], row["cost_rest"] = _V6_PARTS[e.event_id]
+            if money is not None:
+                row["cost"] = money(e.cost)
+            event_rows.append(row)
+        conn.execute(tables.tables["finops_cost_events"].insert(), event_rows)
+    engine.dispose()
+
+
+def test_a_v6_ledger_is_migrated_and_reads_back_the_same(empty_url: str) -> None:
+    run, spans, events = _v6_records()
+    _write_v6(empty_url, run, spans, events)
+    with SQLLedger.from_url("sqlite://") as fresh:  # the same records written at v7
+        fresh.write(runs=[run], spans=spans, events=events)
+        expected = fresh.load_trace("r6")
+    day = (T0 - timedelta(days=1), T0 + timedelta(days=1))
+    with SQLLedger.from_url(empty_url) as ledger:
+        assert ledger.schema_version() == SCHEMA_VERSION == 7
+        migrated = ledger.load_trace("r6")
+        assert migrated == expected
+        assert migrated.events == events
+        parents = {x.span_id: x.parent_span_id for x in migrated.spans}
+        assert parents == {
+            "r6": None,
+            "s-node": "r6",
+            "s-empty": "",
+            "s-esc": "\x01r6",
+            "s-other": "s-node",
+            "e-own": "s-node",  # the span stored on its event
+        }
+        assert list(ledger.iter_events(*day)) == events
+        groups = ledger.aggregate(by=["team", "free"], windows=[day], where={"team": ["t"]})
+        assert {a.group: (a.totals.events, a.totals.cost) for a in groups} == {
+            ("t", "f"): (1, D("0.5")),
+            ("t", None): (1, D(0)),
+        }
+        (whole,) = ledger.aggregate(windows=[day])
+        assert whole.totals.cost == D("1.750000000000000001")
+        # New rows next to the migrated ones: the same records under other ids read the same.
+        again = [dataclasses.replace(e, event_id=e.event_id + "-7", trace_id="r7") for e in events]
+        ledger.write(events=again)
+        assert ledger.load_trace("r6") == expected
+        assert list(ledger.iter_events(*day, where={"free": ["f"]}))[-1].event_id == "e-empty-7"
+        if ledger.dialect == "sqlite":  # the moments were rewritten as integers
+            with ledger.engine.connect() as conn:
+                kinds = conn.execute(
+                    text(
+                        "select distinct typeof(created_at) from finops_cost_events union"
+                        " select distinct typeof(started_at) from finops_spans"
+                    )
+                ).scalars()
+                assert set(kinds) == {"integer"}
 
 
 # -- the ledger's own tables ----------------------------------------------------------------

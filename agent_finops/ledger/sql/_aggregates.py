@@ -37,6 +37,7 @@ from agent_finops.ledger._money import EXACT, HUGE_REST, MONEY_PLACES
 from agent_finops.ledger._records import CostEvent
 from agent_finops.ledger.sql._dialect import SQLDialect
 from agent_finops.ledger.sql._faults import faults
+from agent_finops.ledger.sql._rows import EVENT_COLUMNS, event_from
 from agent_finops.ledger.sql._tables import cost_events as _events
 from agent_finops.ledger.sql._tables import runs as _runs
 
@@ -323,9 +324,6 @@ def _in_python(
     ]
 
 
-_EVENT_FIELDS = [_events.c[name] for name in CostEvent.__dataclass_fields__]
-
-
 def _page(
     conn: Connection,
     start: datetime,
@@ -336,11 +334,11 @@ def _page(
 ) -> list[CostEvent]:
     """One keyset page of events, after `(created_at, event_id)` if given."""
     created, key = _events.c.created_at, _events.c.event_id
-    query = select(*_EVENT_FIELDS).where(created >= start, created < end, *_filters(where))
+    query = select(*EVENT_COLUMNS).where(created >= start, created < end, *_filters(where))
     if after is not None:
         query = query.where(or_(created > after[0], and_(created == after[0], key > after[1])))
     rows = conn.execute(query.order_by(created, key).limit(batch_size))
-    return [CostEvent(**row._mapping) for row in rows]
+    return [event_from(row._mapping) for row in rows]
 
 
 def iter_events(

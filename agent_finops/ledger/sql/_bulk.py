@@ -8,6 +8,9 @@ column's bind processor (the same `UTCDateTime`, `Money`, `JSON` and `Boolean` p
 `execute` applies), then hands the rows to one DBAPI `executemany` through
 `exec_driver_sql`. Only for positional-parameter dialects (SQLite's `qmark`); others keep
 `execute`.
+
+A JSON column's text is made once per value object in a batch: rows sharing one dict (the
+events of a run share their tag dict) share its JSON.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import JSON, Table
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import StatementError
 
@@ -38,7 +41,8 @@ class BulkInsert:
             table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self.names
         ]
         self._values = itemgetter(*self.names) if len(self.names) > 1 else None
-        self._processors = [(i, p) for i, p in enumerate(processors) if p is not None]
+        shared = {i for i, name in enumerate(self.names) if isinstance(table.c[name].type, JSON)}
+        self._processors = [(i, p, i in shared) for i, p in enumerate(processors) if p is not None]
 
     def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         """Insert `rows`: dicts with a value for every column, keyed by column name."""
@@ -47,12 +51,21 @@ class BulkInsert:
             return
         values, processors = self._values, self._processors
         params = []
+        made: dict[int, Any] = {}  # id(value) -> its processed form, for shared values
         for row in rows:
             one = list(values(row))
             try:
-                for i, process in processors:
-                    if one[i] is not None:
-                        one[i] = process(one[i])
+                for i, process, shared in processors:
+                    value = one[i]
+                    if value is None:
+                        continue
+                    if not shared:
+                        one[i] = process(value)
+                        continue
+                    done = made.get(id(value))
+                    if done is None or done[0] is not value:
+                        done = made[id(value)] = (value, process(value))
+                    one[i] = done[1]
             except Exception as exc:  # as `execute` reports a value it cannot bind
                 raise StatementError(str(exc), self.sql, row, exc) from exc
             params.append(tuple(one))

@@ -139,6 +139,10 @@ class SQLDialect(ABC):
     money_as_text: ClassVar[bool]
     """True: money is stored as canonical decimal text (no exact decimal type); False:
     NUMERIC(38, 18)."""
+    times_as_integers: ClassVar[bool]
+    """True: the ledger's hot tables (cost events, spans) store moments as integer
+    microseconds since the Unix epoch, UTC (`CompactTime`); False: the database's
+    `TIMESTAMP WITH TIME ZONE`."""
 
     @abstractmethod
     def create_engine(self, url: URL, *, create: bool, engine_kwargs: dict[str, Any]) -> Engine:
@@ -168,6 +172,9 @@ class SQLDialect(ABC):
     @abstractmethod
     def drop_column(self, conn: Connection, table: str, column: str) -> None:
         """Drop a column if the database can (a column left in place must be nullable)."""
+
+    def times_to_integers(self, conn: Connection, table: str, column: str) -> None:  # noqa: B027
+        """Schema v7: rewrite a `CompactTime` column's older values (if `times_as_integers`)."""
 
     @abstractmethod
     def budget_backend(

@@ -70,6 +70,14 @@ from agent_finops.ledger.sql._charges import apply_charges
 from agent_finops.ledger.sql._dialect import SQLDialect, dialect_named
 from agent_finops.ledger.sql._faults import faults, shown_url
 from agent_finops.ledger.sql._migrations import set_up, stored_version
+from agent_finops.ledger.sql._rows import (
+    EVENT_COLUMNS,
+    SPAN_COLUMNS,
+    event_from,
+    extra_tags,
+    relative,
+    span_from,
+)
 from agent_finops.ledger.sql._tables import alert_deliveries as _deliveries
 from agent_finops.ledger.sql._tables import alerts as _alerts
 from agent_finops.ledger.sql._tables import approvals as _approvals
@@ -91,8 +99,6 @@ def _columns(table: Table, record: Any) -> list[Any]:
 
 
 _RUN_COLUMNS = _columns(_runs, RunRecord)
-_SPAN_COLUMNS = _columns(_spans, SpanRecord)
-_EVENT_COLUMNS = _columns(_events, CostEvent)
 _DECISION_COLUMNS = _columns(_decisions, DecisionRecord)
 _APPROVAL_COLUMNS = _columns(_approvals, ApprovalRecord)
 
@@ -245,7 +251,8 @@ class SQLLedger(LedgerBase):
                 self._bulk(_spans, "span_id").execute(conn, rows)
             inserted: set[str] = set()
             if events:
-                rows = [_event_row(e) for e in events]
+                shared: _SharedTags = {}
+                rows = [_event_row(e, shared) for e in events]
                 if charges:  # which events are new decides which charges apply
                     inserted = self._insert_new_events(conn, rows)
                 else:
@@ -374,17 +381,17 @@ class SQLLedger(LedgerBase):
             if run is None:
                 raise RunNotFound(f"no run {trace_id!r} in the ledger", key=trace_id)
             found_spans = conn.execute(
-                select(*_SPAN_COLUMNS)
+                select(*SPAN_COLUMNS)
                 .where(_spans.c.trace_id == trace_id)
                 .order_by(_spans.c.started_at)
             )
-            spans = [SpanRecord(**row._mapping) for row in found_spans]
+            spans = [span_from(row._mapping) for row in found_spans]
             found_events = conn.execute(
-                select(*_EVENT_COLUMNS)
+                select(*EVENT_COLUMNS)
                 .where(_events.c.trace_id == trace_id)
                 .order_by(_events.c.created_at)
             )
-            events = [CostEvent(**row._mapping) for row in found_events]
+            events = [event_from(row._mapping) for row in found_events]
         return TraceData(
             run=RunRecord(**run._mapping), spans=with_event_spans(spans, events), events=events
         )
@@ -766,23 +773,40 @@ def _row(record: Any) -> dict[str, Any]:
     return {name: getattr(record, name) for name in record.__dataclass_fields__}
 
 
-_SPAN_FIELDS = tuple(c.name for c in _SPAN_COLUMNS)
+_SPAN_FIELDS = tuple(c.name for c in SPAN_COLUMNS)
 
 
 def _span_row(span: SpanRecord) -> dict[str, Any]:
-    return {name: getattr(span, name) for name in _SPAN_FIELDS}  # not `on_event`
-
-
-def _event_row(e: CostEvent) -> dict[str, Any]:
-    row = _row(e)
-    for tag in STANDARD_TAGS:
-        row[tag] = e.tags.get(tag)
+    row = {name: getattr(span, name) for name in _SPAN_FIELDS}  # not `on_event`
     try:
+        row["parent_span_id"] = relative(span.parent_span_id, span.trace_id)
+    except (TypeError, IndexError) as exc:
+        raise LedgerError(
+            f"ledger write failed, nothing written: span {span.span_id}: {exc}", retryable=False
+        ) from exc
+    return row
+
+
+_SharedTags = dict[int, tuple[Mapping[str, str], dict[str, str]]]
+
+
+def _event_row(e: CostEvent, shared: _SharedTags) -> dict[str, Any]:
+    """`e`'s row; `shared`: the batch's tag dicts by identity (events share their run's)."""
+    row = _row(e)
+    try:
+        tags = e.tags
+        for tag in STANDARD_TAGS:
+            row[tag] = tags.get(tag)
+        seen = shared.get(id(tags))
+        if seen is None:  # the dict is kept in `seen`: its id is not reused within the batch
+            seen = shared[id(tags)] = (tags, extra_tags(tags))
+        row["tags"] = seen[1]  # one dict object for all: its JSON is made once (`BulkInsert`)
+        row["span_id"] = relative(e.span_id, e.event_id)
         row["bucket"] = bucket_of(e)
         row["cost_nano"], row["cost_rest"] = split_money(
             None if e.cost is None else stored_money(e.cost)
         )
-    except (TypeError, ValueError, ArithmeticError) as exc:
+    except (TypeError, ValueError, ArithmeticError, AttributeError, IndexError) as exc:
         raise LedgerError(
             f"ledger write failed, nothing written: event {e.event_id}: {exc}", retryable=False
         ) from exc

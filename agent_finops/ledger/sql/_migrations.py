@@ -27,19 +27,26 @@ Versions:
 6. `finops_cost_events.span_parent_id`, `.span_name`, `.span_started_at`: a model call's
    span that adds nothing to its event is stored on the event, not as a `finops_spans` row
    (`SpanRecord.on_event`; older rows keep their span rows and read the same).
+7. values stored once (`_rows.py`): an event's `span_id` equal to its `event_id` and a span's
+   `parent_span_id` equal to its `trace_id` are stored as `''` (older rows' empty or
+   `ESCAPE`-prefixed such ids are escaped, so they read the same; their full ids read as
+   before), an event's standard tags only in their columns (older rows' JSON still has them:
+   reads merge the two); on SQLite, events' and spans' moments become integer
+   microseconds (`CompactTime`; the older text rewritten in place).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Index, Table, bindparam, case, inspect, select
+from sqlalchemy import Index, String, Table, bindparam, case, func, inspect, literal, or_, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import CreateColumn
 
 from agent_finops.exceptions import LedgerError
 from agent_finops.ledger._money import split_money
 from agent_finops.ledger.sql._dialect import SQLDialect
+from agent_finops.ledger.sql._rows import ESCAPE
 from agent_finops.ledger.sql._tables import (
     approvals,
     cost_events,
@@ -47,11 +54,12 @@ from agent_finops.ledger.sql._tables import (
     reservations,
     runs,
     schema,
+    spans,
 )
 
 __all__ = ["SCHEMA_VERSION", "set_up", "stored_version"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 Step = Callable[[Connection, SQLDialect], None]
 
@@ -171,7 +179,40 @@ def _to_v6(conn: Connection, dialect: SQLDialect) -> None:
         _add_column(conn, cost_events, column)
 
 
-STEPS: dict[int, Step] = {2: _to_v2, 3: _to_v3, 4: _to_v4, 5: _to_v5, 6: _to_v6}
+def _escape(conn: Connection, table: Table, name: str) -> None:
+    """Escape the values of `name` that v7 would read as 'the same as its base' (`_rows.py`)."""
+    column = table.c[name]
+    conn.execute(
+        table.update()
+        .where(or_(column == "", func.substr(column, 1, 1) == ESCAPE))
+        .values({name: literal(ESCAPE, String()).concat(column)})
+    )
+
+
+def _to_v7(conn: Connection, dialect: SQLDialect) -> None:
+    """Ids stored relative to their row's; SQLite: moments as integers.
+
+    Old ids are escaped where needed; standard tags left in older rows' JSON read the same,
+    nothing to rewrite.
+    """
+    if _columns(conn, cost_events) is not None:
+        _escape(conn, cost_events, "span_id")
+        for name in ("created_at", "span_started_at"):
+            dialect.times_to_integers(conn, cost_events.name, name)
+    if _columns(conn, spans) is not None:
+        _escape(conn, spans, "parent_span_id")
+        for name in ("started_at", "ended_at"):
+            dialect.times_to_integers(conn, spans.name, name)
+
+
+STEPS: dict[int, Step] = {
+    2: _to_v2,
+    3: _to_v3,
+    4: _to_v4,
+    5: _to_v5,
+    6: _to_v6,
+    7: _to_v7,
+}
 """version -> the step that brings a database from version - 1 up to it."""
 
 

@@ -278,6 +278,7 @@ class PostgresDialect(SQLDialect):
 
     name = "postgresql"
     money_as_text = False
+    times_as_integers = False
 
     def create_engine(self, url: URL, *, create: bool, engine_kwargs: dict[str, Any]) -> Engine:
         """A pooled engine that checks a connection before handing it out."""

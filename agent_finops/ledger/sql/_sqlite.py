@@ -150,6 +150,16 @@ def _text_time(moment: datetime | None) -> str | None:
     return moment.isoformat(" ", "microseconds")
 
 
+def _micros_of_text(value: str) -> int:
+    moment = datetime.fromisoformat(value)
+    if moment.utcoffset() is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _seconds(delta: timedelta) -> str:
     """A SQLite date modifier moving a time by `delta` (millisecond precision)."""
     return f"{delta.total_seconds():+.3f} seconds"
@@ -160,6 +170,7 @@ class SQLiteDialect(SQLDialect):
 
     name = "sqlite"
     money_as_text = True
+    times_as_integers = True
 
     def create_engine(self, url: URL, *, create: bool, engine_kwargs: dict[str, Any]) -> Engine:
         """A WAL engine on a file (its directory made if `create`), or a private in-memory one."""
@@ -223,6 +234,34 @@ class SQLiteDialect(SQLDialect):
         """`ALTER TABLE ... DROP COLUMN` (SQLite 3.35+; older ones keep the nullable column)."""
         if sqlite3.sqlite_version_info >= (3, 35, 0):
             conn.exec_driver_sql(f'ALTER TABLE {table} DROP COLUMN "{column}"')
+
+    def times_to_integers(self, conn: Connection, table: str, column: str) -> None:
+        """Older DATETIME text to integer microseconds since the epoch.
+
+        In SQL for SQLAlchemy's form (`YYYY-MM-DD HH:MM:SS[.ffffff]`, UTC), in Python for any
+        other text (`datetime.fromisoformat`, an offset applied).
+        """
+        whole = "CAST(strftime('%s', substr({c}, 1, 19)) AS INTEGER) * 1000000"
+        fraction = "CAST(substr(substr({c}, 21) || '000000', 1, 6) AS INTEGER)"
+        canonical = (
+            "typeof({c}) = 'text' AND {c} GLOB"
+            " '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]*'"
+            " AND (length({c}) = 19 OR (substr({c}, 20, 1) = '.' AND length({c}) BETWEEN 21"
+            " AND 26 AND substr({c}, 21) NOT GLOB '*[^0-9]*'))"
+        )
+        c = f'"{column}"'
+        conn.exec_driver_sql(
+            f"UPDATE {table} SET {c} = {whole.format(c=c)} + {fraction.format(c=c)}"
+            f" WHERE {canonical.format(c=c)}"
+        )
+        rest = conn.exec_driver_sql(
+            f"SELECT rowid, {c} FROM {table} WHERE typeof({c}) = 'text'"
+        ).all()
+        if rest:
+            conn.exec_driver_sql(
+                f"UPDATE {table} SET {c} = ? WHERE rowid = ?",
+                [(_micros_of_text(value), rowid) for rowid, value in rest],
+            )
 
     def budget_backend(
         self, engine: Engine, *, durable_commits: bool, max_idle_connections: int

@@ -1,4 +1,4 @@
-"""The ledger's tables (schema version 6), on the package's own `MetaData`.
+"""The ledger's tables (schema version 7), on the package's own `MetaData`.
 
 Not on `SQLModel.metadata` (the process-global one): creating the ledger's tables must never
 create an application's own tables in the ledger's database. SQLAlchemy Core tables, so the
@@ -8,7 +8,8 @@ hot paths build no ORM objects. How money is stored is the dialect's say
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -36,6 +37,7 @@ from agent_finops.ledger._money import MONEY_PLACES, stored_money
 from agent_finops.ledger.sql._dialect import dialect_named
 
 __all__ = [
+    "CompactTime",
     "Money",
     "UTCDateTime",
     "alert_deliveries",
@@ -117,6 +119,92 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def micros(value: datetime) -> int:
+    """An aware datetime as integer microseconds since the Unix epoch (exact); naive refused."""
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise ValueError(f"a timezone-aware datetime is required, got {value!r}")
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def from_micros(value: int) -> datetime:
+    """The aware UTC datetime of `micros`."""
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def _from_stored(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return from_micros(value)
+    moment: datetime = (  # text: SQLAlchemy's DATETIME (a row written before v7)
+        datetime.fromisoformat(value) if isinstance(value, str) else value
+    )
+    if moment.utcoffset() is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+class CompactTime(TypeDecorator[datetime]):
+    """`UTCDateTime` for the hot tables, as integer microseconds where that is smaller.
+
+    Integer microseconds since the epoch (UTC) where the database has no time type of its
+    own (SQLite: 8 bytes a value instead of 26 of ISO text, and no text formatting on the
+    writer), `TIMESTAMP WITH TIME ZONE` elsewhere (`SQLDialect.times_as_integers`).
+
+    Exact to the microsecond both ways; naive datetimes are refused (ValueError). Integers
+    sort as the moments do, so ranges and ordering work in SQL with bound datetimes.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        """BIGINT if the dialect stores moments as integers, else `TIMESTAMP WITH TIME ZONE`."""
+        if dialect_named(dialect.name).times_as_integers:
+            return dialect.type_descriptor(BigInteger())
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any]:
+        """Chosen once per dialect: the writer calls it for every value."""
+        if dialect_named(dialect.name).times_as_integers:
+            return _bind_micros
+        impl = DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
+
+        def bind(value: Any) -> Any:
+            moment = _bind_utc(value)
+            return moment if impl is None or moment is None else impl(moment)
+
+        return bind
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        """Refuse naive datetimes; integer microseconds or UTC (literal SQL)."""
+        if value is None:
+            return None
+        if dialect_named(dialect.name).times_as_integers:
+            return micros(value)
+        return _bind_utc(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        """Aware, in UTC."""
+        return _from_stored(value)
+
+
+def _bind_micros(value: Any) -> int | None:
+    return None if value is None else micros(value)
+
+
+def _bind_utc(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise ValueError(f"a timezone-aware datetime is required, got {value!r}")
+    return value.astimezone(UTC)
+
+
 def _tags() -> Column[Any]:
     return Column("tags", JSON, nullable=False)
 
@@ -151,8 +239,8 @@ spans = Table(
     Column("name", String(200), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("node_path", Text),
-    Column("started_at", UTCDateTime, nullable=False),
-    Column("ended_at", UTCDateTime),
+    Column("started_at", CompactTime, nullable=False),
+    Column("ended_at", CompactTime),
     Column("status", String(16), nullable=False),
     Column("error", Text),
     _tags(),
@@ -196,7 +284,7 @@ cost_events = Table(
     Column("kind", String(8), nullable=False),
     Column("name", String(200), nullable=False),
     Column("provider", String(64)),
-    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_at", CompactTime, nullable=False),
     Column("node_path", Text),
     Column("cost", Money),
     Column("price_source", String(120), nullable=False),
@@ -223,7 +311,7 @@ cost_events = Table(
     # (`SpanRecord.on_event`), not as a row of `finops_spans`.
     Column("span_parent_id", String(64)),
     Column("span_name", String(200)),
-    Column("span_started_at", UTCDateTime),
+    Column("span_started_at", CompactTime),
     # Rollups scan a time range reading only this index (SQLite: covering, no table reads
     # for the standard tags, buckets and measures).
     Index("ix_finops_events_rollup", *ROLLUP_INDEX_COLUMNS),
