@@ -12,17 +12,25 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from agent_finops import SQLLedger
+from agent_finops import CostTracker, SQLLedger
 from agent_finops.exceptions import LedgerError
-from agent_finops.ledger import BudgetStore, Claim, InMemoryLedger, LeasedBudgetStore, Ledger
+from agent_finops.ledger import (
+    BudgetStore,
+    Claim,
+    InMemoryLedger,
+    LeaseCharge,
+    LeasedBudgetStore,
+    Ledger,
+)
 
 D = Decimal
 
@@ -194,3 +202,61 @@ def _race_a_paused_worker(child: subprocess.Popen[str], other: BudgetStore) -> N
     finally:
         if child.poll() is None:
             child.kill()
+
+
+class _HeldSink:
+    """A charge sink whose first emit waits (a thread switch between a settle's bookkeeping
+    and its emit), writing through a synchronous tracker."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.tracker = CostTracker(ledger, background=False)
+        self.emitting = threading.Event()
+        self.go_on = threading.Event()
+        self.emitted: list[LeaseCharge] = []
+
+    def emit_charges(self, charges: Sequence[LeaseCharge]) -> None:
+        if not self.emitted:
+            self.emitting.set()
+            self.go_on.wait(10)
+        self.emitted.extend(charges)
+        self.tracker.emit_charges(charges)
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.tracker.flush(timeout)
+
+
+def test_a_grow_waits_for_an_overrun_being_emitted_and_sees_its_spend(ledger: Ledger) -> None:
+    sink = _HeldSink(ledger)
+    first = ledger.budget_store(leases=True, charges_to=sink, lease_idle=None)
+    assert first.reserve("a", tokens(100), trace_id=None).granted  # a slice of 125
+    settling = threading.Thread(target=first.settle, args=("a", {"tokens": 950}))
+    settling.start()  # the overrun goes beyond the slice; its emit is held
+    assert sink.emitting.wait(10)
+    results: list[bool] = []
+    reserving = threading.Thread(
+        target=lambda: results.append(first.reserve("b", tokens(100), trace_id=None).granted)
+    )
+    reserving.start()
+    reserving.join(0.3)  # a grow that does not wait for the emit decides meanwhile
+    sink.go_on.set()
+    settling.join(10)
+    reserving.join(10)
+    # 950 spent: 100 more does not fit. Deciding before the charge was written, the grow
+    # would have seen 0 spent and granted it.
+    assert results == [False]
+    first.close()
+    assert ledger.budget_store().counter("k") == (D(950), D(0), D(1000))
+
+
+def test_spend_no_lease_held_is_written_before_the_next_grow(ledger: Ledger) -> None:
+    """A call that failed open (`on_ledger_error: allow`) is charged outside any lease."""
+    tracker = CostTracker(ledger)  # a background writer: charges wait in its queue
+    store = ledger.budget_store(leases=True, charges_to=tracker, lease_idle=None)
+    assert store.reserve("a", tokens(10), trace_id=None).granted  # a slice of 125
+    assert store.settle("a", {"tokens": 10})
+    store.emit_charges([LeaseCharge("", "k", "tokens", D(1000), D(980), D(0))])
+    # 990 spent: a call of 20 must not fit, from the slice (115 left in it) or a grow.
+    assert not store.reserve("b", tokens(20), trace_id=None).granted
+    store.close()
+    tracker.close()
+    assert ledger.budget_store().counter("k") == (D(990), D(0), D(1000))

@@ -193,6 +193,9 @@ class LeasedBudgetStore(BudgetStoreBase):
         self._close_sink = close_sink
         self._state = _State()
         self._grow_lock = threading.Lock()
+        self._emit_lock = threading.Lock()
+        """Held while a charge is emitted and its counter marked unwritten, and while a grow
+        decides what to flush: a grow never misses a charge emitted before its flush."""
         self._unwritten: set[str] = set()
         """Counters with charges emitted since the last flush (a grow of one writes them
         first; a grow of counters without any, such as a new run's cap, does not wait)."""
@@ -285,7 +288,7 @@ class LeasedBudgetStore(BudgetStoreBase):
             # One grow at a time: threads short on the same counter wait for one grow, then
             # decide from it (instead of each taking a slice, or a replay being refused).
             with self._grow_lock:
-                with state.lock:
+                with self._emit_lock, state.lock:
                     found = state.calls.get(call_id)
                     if found is not None:
                         return _replayed(found)
@@ -297,6 +300,8 @@ class LeasedBudgetStore(BudgetStoreBase):
                     ]
                     unwritten = any(c.counter_key in self._unwritten for c, _ in short)
                     if beyond or unwritten:
+                        # Every charge emitted so far is queued (the emit lock): the flush
+                        # below writes it; one emitted later marks its counter again.
                         self._unwritten = set()
                 if beyond or unwritten:
                     # The database must see what this worker's calls spent on these counters
@@ -412,52 +417,92 @@ class LeasedBudgetStore(BudgetStoreBase):
     def _settle(
         self, call_id: str, now: datetime, charges: Mapping[str, Decimal | None]
     ) -> Settlement:
-        state = self._state
         out: list[LeaseCharge] = []
         overruns: list[Overrun] = []
-        with state.lock:
-            call = state.calls.get(call_id)
-            if call is None:
+        with self._emit_lock:
+            # The slice's `beyond` flag, the charge's emit and its counter marked unwritten,
+            # all before a grow can look: a grow that sees the flag flushes the charge too.
+            settled = self._settle_locally(call_id, now, charges, out, overruns)
+            if settled is None:
                 local = False
             else:
                 local = True
-                if call.state not in ("reserved", "expired"):
+                if not settled:
                     return Settlement(call_id, False)
-                worker = state.worker or ""
-                for claim, s in zip(call.claims, call.slices, strict=True):
-                    charge = charges.get(claim.unit)
-                    if charge is None:
-                        charge = claim.amount
-                    elif charge > claim.amount:
-                        overruns.append(
-                            Overrun(claim.counter_key, claim.rule_id, claim.unit, claim.amount,
-                                    charge)
-                        )
-                    if call.state == "reserved":
-                        s.held = max(_ZERO, _sub(s.held, claim.amount))
-                    # Never what other calls in flight hold: an overrun must not free their
-                    # backing in the database.
-                    consumed = min(charge, max(_sub(s.amount, s.held), _ZERO))
-                    s.amount = _sub(s.amount, consumed)
-                    s.since = _add(s.since, charge)
-                    s.beyond = s.beyond or consumed < charge
-                    if overruns and overruns[-1].counter_key == claim.counter_key:
-                        overruns[-1] = replace(
-                            overruns[-1],
-                            used=_add(_add(s.seen, s.since), s.held),
-                            limit=s.limit,
-                        )
-                    out.append(
-                        LeaseCharge(worker, claim.counter_key, claim.unit, claim.limit, charge,
-                                    consumed, event_id=call_id)
-                    )
-                call.state, call.finished_at = "settled", now
+                self._emit(out)
         if not local:
             return self.backing.settle(call_id, charges, now=now)
-        self.charges_to.emit_charges(out)
-        with state.lock:  # after emitting: a flush from here on writes them
-            self._unwritten.update(c.counter_key for c in out)
         return Settlement(call_id, True, tuple(overruns))
+
+    def emit_charges(self, charges: Sequence[LeaseCharge]) -> None:
+        """Emit charges that no lease of this store held (e.g. a call that failed open).
+
+        Through `charges_to`, with the counters marked unwritten and any slice of theirs
+        marked `beyond`: the database must see that spend before this worker is granted
+        more of those budgets, or decides from a slice the spend already used.
+        """
+        if not charges:
+            return
+        with self._emit_lock:
+            with self._state.lock:
+                for charge in charges:
+                    s = self._state.slices.get(charge.counter_key)
+                    if s is not None and charge.consumed < charge.spent:
+                        s.beyond = True
+            self._emit(charges)
+
+    def _emit(self, charges: Sequence[LeaseCharge]) -> None:
+        # Under the emit lock.
+        self.charges_to.emit_charges(charges)
+        with self._state.lock:
+            self._unwritten.update(c.counter_key for c in charges)
+
+    def _settle_locally(
+        self,
+        call_id: str,
+        now: datetime,
+        charges: Mapping[str, Decimal | None],
+        out: list[LeaseCharge],
+        overruns: list[Overrun],
+    ) -> bool | None:
+        """Settle a call of this store's (its charges into `out`); None: not one of them."""
+        state = self._state
+        with state.lock:
+            call = state.calls.get(call_id)
+            if call is None:
+                return None
+            if call.state not in ("reserved", "expired"):
+                return False
+            worker = state.worker or ""
+            for claim, s in zip(call.claims, call.slices, strict=True):
+                charge = charges.get(claim.unit)
+                if charge is None:
+                    charge = claim.amount
+                elif charge > claim.amount:
+                    overruns.append(
+                        Overrun(claim.counter_key, claim.rule_id, claim.unit, claim.amount,
+                                charge)
+                    )
+                if call.state == "reserved":
+                    s.held = max(_ZERO, _sub(s.held, claim.amount))
+                # Never what other calls in flight hold: an overrun must not free their
+                # backing in the database.
+                consumed = min(charge, max(_sub(s.amount, s.held), _ZERO))
+                s.amount = _sub(s.amount, consumed)
+                s.since = _add(s.since, charge)
+                s.beyond = s.beyond or consumed < charge
+                if overruns and overruns[-1].counter_key == claim.counter_key:
+                    overruns[-1] = replace(
+                        overruns[-1],
+                        used=_add(_add(s.seen, s.since), s.held),
+                        limit=s.limit,
+                    )
+                out.append(
+                    LeaseCharge(worker, claim.counter_key, claim.unit, claim.limit, charge,
+                                consumed, event_id=call_id)
+                )
+            call.state, call.finished_at = "settled", now
+        return True
 
     def _release(self, call_id: str, now: datetime) -> bool:
         state = self._state

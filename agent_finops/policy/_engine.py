@@ -52,6 +52,7 @@ from agent_finops.ledger import (
     Claim,
     DecisionRecord,
     LeaseCharge,
+    LeasedBudgetStore,
     Overrun,
     ReserveResult,
     Settlement,
@@ -703,7 +704,14 @@ class PolicyEngine:
             claims, alone = self._open_calls.pop(call_id, ((), False))
         if not claims or not charge:
             return alone
-        self.tracker.emit_charges(
+        # A lease store must learn of spend its leases did not hold (its next grow of those
+        # counters writes it first); any other store's counters see it once it is written.
+        emit = (
+            self.budgets.emit_charges
+            if isinstance(self.budgets, LeasedBudgetStore)
+            else self.tracker.emit_charges
+        )
+        emit(
             [
                 LeaseCharge(
                     "",  # no lease: nothing is consumed, the spend is added
