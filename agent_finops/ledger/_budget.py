@@ -268,3 +268,56 @@ class LeaseGrant:
     spent: Decimal
     reserved: Decimal
     """The counter's reserved amount after the grant (every worker's leases included)."""
+
+
+_set = object.__setattr__
+
+
+def checked_claim(
+    counter_key: str,
+    rule_id: str,
+    unit: Unit,
+    limit: Decimal,
+    amount: Decimal,
+    window_end: datetime | None,
+    enforce: bool,
+) -> Claim:
+    """A `Claim` of values its caller has already checked (`Claim.__post_init__` skipped).
+
+    For the policy engine's hot path: `limit` and `amount` are stored amounts
+    (`exact_amount`), `unit` one of `UNITS`, `counter_key` of an accepted length.
+    """
+    claim = object.__new__(Claim)
+    _set(claim, "counter_key", counter_key)
+    _set(claim, "rule_id", rule_id)
+    _set(claim, "unit", unit)
+    _set(claim, "limit", limit)
+    _set(claim, "amount", amount)
+    _set(claim, "window_end", window_end)
+    _set(claim, "enforce", enforce)
+    return claim
+
+
+def checked_charge(
+    worker_id: str,
+    counter_key: str,
+    unit: Unit,
+    limit: Decimal,
+    spent: Decimal,
+    consumed: Decimal,
+    event_id: str | None,
+) -> LeaseCharge:
+    """A `LeaseCharge` of checked values; `LeaseCharge.__post_init__` skipped.
+
+    For a lease store's settle: from its checked claim and the settled amount, with
+    `consumed <= spent`.
+    """
+    charge = object.__new__(LeaseCharge)
+    _set(charge, "worker_id", worker_id)
+    _set(charge, "counter_key", counter_key)
+    _set(charge, "unit", unit)
+    _set(charge, "limit", limit)
+    _set(charge, "spent", spent)
+    _set(charge, "consumed", consumed)
+    _set(charge, "event_id", event_id)
+    return charge

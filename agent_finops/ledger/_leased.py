@@ -52,6 +52,7 @@ from agent_finops.ledger._budget import (
     ReservationState,
     ReserveResult,
     Settlement,
+    checked_charge,
 )
 from agent_finops.ledger._money import EXACT
 from agent_finops.ledger._protocol import BudgetStore, ChargeSink, Clock
@@ -497,9 +498,11 @@ class LeasedBudgetStore(BudgetStoreBase):
                         used=_add(_add(s.seen, s.since), s.held),
                         limit=s.limit,
                     )
-                out.append(
-                    LeaseCharge(worker, claim.counter_key, claim.unit, claim.limit, charge,
-                                consumed, event_id=call_id)
+                out.append(  # all checked: the claim's, the settled amount, consumed <= it
+                    checked_charge(
+                        worker, claim.counter_key, claim.unit, claim.limit, charge, consumed,
+                        call_id,
+                    )
                 )
             call.state, call.finished_at = "settled", now
         return True

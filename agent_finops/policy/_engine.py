@@ -58,6 +58,7 @@ from agent_finops.ledger import (
     Settlement,
     Unit,
 )
+from agent_finops.ledger._budget import checked_claim, exact_amount
 from agent_finops.policy._loops import LoopDetector, LoopHit
 from agent_finops.policy._model import Budget, Policy, RateLimit
 from agent_finops.policy._periods import PeriodKind, window_for
@@ -509,21 +510,24 @@ class PolicyEngine:
         plan = self._plan(tags, run_key, now, rate_limits=rate_limits)
         with self._lock:  # read without creating: most runs never have an approval
             grants = self._grants.get(run_key)
+        # Checked once per call, not once per claim: the claims are built unchecked.
+        stored = {unit: exact_amount(amount, "amount", unit) for unit, amount in amounts.items()}
         claims: list[tuple[Claim, Budget | RateLimit, dict[str, str]]] = []
         for part in plan.parts:
-            amount = amounts[part.unit]
-            budget = isinstance(part.rule, Budget)  # a rate limit counts a call of amount 0
+            amount = stored[part.unit]
+            budget = part.budget  # a rate limit counts a call of amount 0
             if budget and not amount:
                 continue
             extra = grants.get(part.counter_key) if grants and budget else None
-            claim = Claim(
-                counter_key=part.counter_key,
-                rule_id=part.rule.id,
-                unit=part.unit,
-                limit=part.limit + extra if extra else part.limit,
-                amount=amount,
-                window_end=part.window_end,
-                enforce=part.enforce,
+            limit = exact_amount(part.limit + extra, "limit") if extra else part.limit
+            claim = checked_claim(
+                part.counter_key,
+                part.rule.id,
+                part.unit,
+                limit,
+                amount,
+                part.window_end,
+                part.enforce,
             )
             claims.append((claim, part.rule, dict(part.scope)))
         return claims
@@ -584,8 +588,14 @@ class PolicyEngine:
                 valid_until = min(valid_until, window_end)
             parts.append(
                 _Part(
-                    key, rule, rule.scope.scope(tags) or {}, rule.unit, rule.limit, window_end,
+                    key,
+                    rule,
+                    rule.scope.scope(tags) or {},
+                    rule.unit,
+                    exact_amount(rule.limit, f"{rule.id}.limit"),
+                    window_end,
                     enforce,
+                    isinstance(rule, Budget),
                 )
             )
         return _Plan(tuple(parts), valid_from, valid_until)
@@ -1032,6 +1042,8 @@ class _Part:
     limit: Decimal
     window_end: datetime | None
     enforce: bool
+    budget: bool
+    """A budget (a rate limit counts calls of amount 0 too)."""
 
 
 @dataclass(frozen=True, slots=True)
