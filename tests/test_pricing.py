@@ -226,6 +226,46 @@ def test_token_fast_path_matches_genai_prices_over_the_whole_catalog() -> None:
     assert fast > 1000
 
 
+def test_worst_case_estimate_is_the_dearest_priced_usage_over_the_whole_catalog() -> None:
+    """`estimate_max_cost` (one formula from the rates) equals pricing each candidate usage."""
+    import random
+
+    from genai_prices import data_snapshot
+
+    from agent_finops.pricing import GenaiPricesCatalog
+
+    at = datetime(2026, 1, 15, 12, tzinfo=UTC)
+    book = PriceBook(catalog=GenaiPricesCatalog(at=at))
+    rnd = random.Random(11)
+    compared = 0
+    for provider in data_snapshot.get_snapshot().providers:
+        for info in provider.models:
+            for n in (0, 1, rnd.randint(2, 150_000), rnd.randint(150_001, 1_500_000)):
+                out = rnd.randint(0, 64_000)
+                worst = book.estimate_max_cost(
+                    info.id, provider=provider.id, input_tokens=n, max_output_tokens=out
+                )
+                priced = [
+                    book.price_model_call(info.id, usage, provider=provider.id).amount
+                    for usage in (
+                        TokenUsage(uncached_input_tokens=n, output_tokens=out),
+                        TokenUsage(cache_write_tokens=n, output_tokens=out),
+                        TokenUsage(cache_write_tokens=n, cache_write_1h_tokens=n, output_tokens=out),
+                    )
+                ]
+                if any(p is None for p in priced):
+                    assert worst is None, (provider.id, info.id, n, out)
+                    continue
+                compared += 1
+                assert worst == max(p for p in priced if p is not None), (
+                    provider.id,
+                    info.id,
+                    n,
+                    out,
+                )
+    assert compared > 1000
+
+
 def test_per_unit_tool_fee_records_the_units_it_charged(sqlite_ledger: Any) -> None:
     from agent_finops import CostTracker
 

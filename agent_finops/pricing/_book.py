@@ -426,6 +426,41 @@ class GenaiPricesCatalog:
             model_ref=model_ref,
         )
 
+    def worst_case(self, model: str, provider: str | None, n: int, out: int) -> Decimal | None:
+        """`PriceBook.estimate_max_cost` from plain token rates, without pricing three usages.
+
+        The dearest of `n` plain input, 5-minute write or 1-hour write tokens (one rate for
+        all `n`: every one of them is input, so one tier applies) plus `out` output tokens:
+        exactly the most of the three usages `estimate_max_cost` prices, since each is
+        `n` tokens at one input rate plus the same output. None when the model's price is
+        not plain token rates (a fee, other units): then each usage is priced in full.
+        """
+        found = self._find(model, provider)
+        if found is None:
+            return None
+        prov, info = found
+        prices = info.get_prices(self._at or datetime.now(tz=UTC))
+        cached = self._rates.get(id(prices))
+        if cached is None or cached[0] is not prices:
+            cached = (prices, _token_rates(prov.id, prices), f"{prov.id}:{info.id}")
+            with self._lock:
+                self._rates[id(prices)] = cached
+        rates = cached[1]
+        if rates is None:
+            return None
+        rate = {k: _tier_rate(v, n) for k, v in rates.items()}
+        if any(r is None for r in rate.values()):
+            return None
+        inp = rate["input_mtok"]
+        assert inp is not None
+        write, output = rate.get("cache_write_mtok"), rate.get("output_mtok")
+        write_1h = rate.get(_ONE_HOUR_KEY)
+        with localcontext(_EXACT):
+            if write_1h is None:  # as `_apply_rates`
+                write_1h = inp if write is None else inp * ONE_HOUR_WRITE_MULTIPLIER
+            dearest = max(inp, inp if write is None else write, write_1h)
+            return (n * dearest + out * (Decimal(0) if output is None else output)) / MILLION
+
     def _full_price(
         self, info: Any, prov: Any, usage: TokenUsage, at: datetime, one_hour_rule: bool
     ) -> Decimal:
@@ -598,6 +633,10 @@ class PriceBook:
                 ),
             ]
             return max(override.price(u) for u in candidates)
+        if isinstance(self.catalog, GenaiPricesCatalog):
+            quick = self.catalog.worst_case(model, provider, n, out)
+            if quick is not None:
+                return quick
         amounts: list[Decimal] = []
         for usage in (
             TokenUsage(uncached_input_tokens=n, output_tokens=out),
