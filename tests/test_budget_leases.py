@@ -205,8 +205,10 @@ def _race_a_paused_worker(child: subprocess.Popen[str], other: BudgetStore) -> N
 
 
 class _HeldSink:
-    """A charge sink whose first emit waits (a thread switch between a settle's bookkeeping
-    and its emit), writing through a synchronous tracker."""
+    """A charge sink whose first emit waits, writing through a synchronous tracker.
+
+    The wait stands for a thread switch between a settle's bookkeeping and its emit.
+    """
 
     def __init__(self, ledger: Ledger) -> None:
         self.tracker = CostTracker(ledger, background=False)

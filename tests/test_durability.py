@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +227,42 @@ def test_closing_the_writer_with_the_ledger_down_keeps_what_is_pending(
     writer.close(timeout=0.2)  # gives up: the records go to the dead-letter file, not away
     assert sorted(k.kind for k in read_dead_letters(dead)) == ["event", "span"]
     assert writer.dead_lettered == 2 and writer.dropped == 0
+
+
+def test_a_full_queue_keeps_groups_on_disk_instead_of_growing(
+    sqlite_ledger: SQLLedger, tmp_path: Path
+) -> None:
+    """A ledger that does not keep up never makes the writer hold more than `max_queued`."""
+    dead = tmp_path / "kept.jsonl"
+    down = DownLedger(sqlite_ledger)
+    writer = LedgerWriter(down, dead_letter=dead, max_queued=3)  # type: ignore[arg-type]
+    tracker = CostTracker(sqlite_ledger, background=False)
+    events = [
+        tracker.record_model_call(
+            tracker.start_span(f"r{i}", parent_span_id=None, name="run", kind="chain").span_id,
+            model="gpt-4o-mini",
+            provider="openai",
+            usage=USAGE,
+        )
+        for i in range(6)
+    ]
+    first, *rest = [Records(events=[e]) for e in events if e is not None]
+    writer.emit(first)
+    deadline = time.monotonic() + 10
+    while not down.tries and time.monotonic() < deadline:  # the writer took it, retrying
+        time.sleep(0.01)
+    for records in rest:
+        writer.emit(records)
+    # Three queued behind the batch being retried; the other two kept on disk after
+    # waiting for room: memory is bounded and nothing is dropped.
+    assert writer.overflowed == 2
+    kept = {k.record.event_id for k in read_dead_letters(dead)}  # type: ignore[union-attr]
+    assert kept == {r.events[0].event_id for r in rest[3:]}
+    writer.close(timeout=0.2)
+    kept = {k.record.event_id for k in read_dead_letters(dead)}  # type: ignore[union-attr]
+    assert kept == {e.event_id for e in events if e is not None} and writer.dropped == 0
+    with pytest.raises(ValueError, match="max_queued"):
+        LedgerWriter(sqlite_ledger, max_queued=0)
 
 
 def test_dead_letters_round_trip_every_field(sqlite_ledger: SQLLedger, tmp_path: Path) -> None:

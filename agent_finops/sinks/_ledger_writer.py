@@ -37,7 +37,15 @@ from agent_finops.sinks._base import Records
 from agent_finops.sinks._dead_letter import DeadLetterFile, LedgerRecord, default_dead_letter_path
 from agent_finops.sinks._sigterm import install_sigterm_flush
 
-__all__ = ["BATCH_MAX", "LINGER", "DurableLedgerSink", "InlineLedgerSink", "LedgerWriter"]
+__all__ = [
+    "BATCH_MAX",
+    "FULL_WAIT",
+    "LINGER",
+    "MAX_QUEUED",
+    "DurableLedgerSink",
+    "InlineLedgerSink",
+    "LedgerWriter",
+]
 
 log = logging.getLogger("agent_finops")
 
@@ -56,6 +64,15 @@ in the dead-letter file (fsynced) rather than block the caller longer."""
 _UNKNOWN_ERROR_TRIES: Final = 2
 """Tries for an error that is not a `LedgerError` (a backend bug?) before it counts as bad data."""
 _EXIT_FLUSH_TIMEOUT: Final = 10.0
+MAX_QUEUED: Final = 100_000
+"""Record groups a `LedgerWriter` holds in memory at most (a group is one call's records).
+
+A producer that outruns the ledger for long, or a ledger down for long, would otherwise
+grow memory without limit. With the queue full, `emit` waits up to `FULL_WAIT` for the
+writer to take a batch, then keeps the group in the dead-letter file (replayable, with
+the reason) instead of memory."""
+FULL_WAIT: Final = 1.0
+"""Seconds `emit` waits for room in a full queue before keeping the group on disk."""
 
 
 @dataclass(slots=True)
@@ -276,6 +293,7 @@ class LedgerWriter(_Delivery):
         linger: float = LINGER,
         dead_letter: str | os.PathLike[str] | None = None,
         flush_on_sigterm: bool = True,
+        max_queued: int = MAX_QUEUED,
     ) -> None:
         """Start the writer thread for `ledger`.
 
@@ -289,8 +307,15 @@ class LedgerWriter(_Delivery):
             flush_on_sigterm: install (once, from the main thread) a SIGTERM handler that
                 flushes every writer, then chains to the previous handler or exits as the
                 default would. False leaves SIGTERM alone.
+            max_queued: record groups held in memory at most (`MAX_QUEUED`); beyond, a
+                group waits up to `FULL_WAIT` for room, then goes to the dead-letter file.
         """
         super().__init__(ledger, dead_letter, sync=False)
+        if isinstance(max_queued, bool) or not isinstance(max_queued, int) or max_queued < 1:
+            raise ValueError(f"max_queued must be a positive int, got {max_queued!r}")
+        self.max_queued = max_queued
+        self.overflowed = 0
+        """Groups kept in the dead-letter file because the queue was full."""
         self.linger = linger
         self._cond = threading.Condition(threading.RLock())  # re-entrant: the SIGTERM flush
         self._queue: deque[Records] = deque()
@@ -308,15 +333,50 @@ class LedgerWriter(_Delivery):
             install_sigterm_flush(flush_all_writers)
 
     def emit(self, records: Records) -> None:
-        """Queue a group; the writer thread wakes for the first one."""
+        """Queue a group; the writer thread wakes for the first one.
+
+        With `max_queued` groups already queued, wait up to `FULL_WAIT` for room, then keep
+        the group in the dead-letter file (counted in `overflowed`): memory stays bounded
+        and nothing is dropped.
+        """
         with self._cond:
-            self._queue.append(records)
-            self._queued += 1
-            if len(self._queue) == 1:
-                self._oldest = time.monotonic()
+            if len(self._queue) >= self.max_queued and not self._on_writer_thread():
+                deadline = time.monotonic() + FULL_WAIT
                 self._cond.notify_all()
-            elif len(self._queue) >= BATCH_MAX:
-                self._cond.notify_all()
+                while len(self._queue) >= self.max_queued and not self._closed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            full = len(self._queue) >= self.max_queued
+            if not full:
+                self._enqueue(records)
+        if full:
+            self.overflowed += 1
+            log.warning(
+                "agent-finops: the writer's queue is full (%d groups): the ledger is not keeping "
+                "up; keeping a group in %s",
+                self.max_queued,
+                self.dead_letter_path,
+            )
+            self.keep(
+                _Batch.of((records,)).records(),
+                f"the writer's queue was full ({self.max_queued} groups): the ledger did not "
+                "keep up",
+            )
+
+    def _on_writer_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def _enqueue(self, records: Records) -> None:
+        # Under self._cond.
+        self._queue.append(records)
+        self._queued += 1
+        if len(self._queue) == 1:
+            self._oldest = time.monotonic()
+            self._cond.notify_all()
+        elif len(self._queue) >= BATCH_MAX:
+            self._cond.notify_all()
 
     def flush(self, timeout: float | None = 30.0) -> None:
         """Block until everything queued so far is in the ledger (or the dead-letter file)."""
@@ -387,6 +447,8 @@ class LedgerWriter(_Delivery):
                     self._cond.wait(remaining)
                 groups = [self._queue.popleft() for _ in range(min(len(self._queue), BATCH_MAX))]
                 self._oldest = time.monotonic()  # what arrives during the write waits from now
+                if len(self._queue) + len(groups) >= self.max_queued:
+                    self._cond.notify_all()  # room for producers waiting on a full queue
             try:
                 self._deliver(_Batch.of(groups))
                 self.batches += 1
