@@ -20,7 +20,9 @@ from agent_finops.sinks._dead_letter import (
     read_dead_letters,
 )
 from agent_finops.sinks._ledger_writer import (
+    FULL_WAIT,
     LINGER,
+    MAX_QUEUED,
     DurableLedgerSink,
     InlineLedgerSink,
     LedgerWriter,
@@ -40,6 +42,8 @@ __all__ = [
     "MemorySink",
     "ChargeWriter",
     "LINGER",
+    "MAX_QUEUED",
+    "FULL_WAIT",
     "SIGTERM_FLUSH_TIMEOUT",
     "flush_all_writers",
     # records the ledger refused
