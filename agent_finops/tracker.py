@@ -463,6 +463,10 @@ class CostTracker:
         if charges:
             self._write(charges=charges)
 
+    def grouping(self) -> bool:
+        """Whether this thread is inside `grouped()` (what it emits waits for the block's end)."""
+        return getattr(self._local, "group", None) is not None
+
     @contextmanager
     def grouped(self) -> Iterator[None]:
         """Emit every record made on this thread inside the block as one group, at its end.

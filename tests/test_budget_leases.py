@@ -256,9 +256,81 @@ def test_spend_no_lease_held_is_written_before_the_next_grow(ledger: Ledger) -> 
     store = ledger.budget_store(leases=True, charges_to=tracker, lease_idle=None)
     assert store.reserve("a", tokens(10), trace_id=None).granted  # a slice of 125
     assert store.settle("a", {"tokens": 10})
-    store.emit_charges([LeaseCharge("", "k", "tokens", D(1000), D(980), D(0))])
+    store.emit_charges([LeaseCharge("", "k", "tokens", D(1000), D(980), D(0), event_id="x1")])
     # 990 spent: a call of 20 must not fit, from the slice (115 left in it) or a grow.
     assert not store.reserve("b", tokens(20), trace_id=None).granted
     store.close()
     tracker.close()
     assert ledger.budget_store().counter("k") == (D(990), D(0), D(1000))
+
+
+def test_an_overrun_still_in_an_open_record_group_is_counted_by_a_grow(tmp_path: Path) -> None:
+    """The `RunGuard` settles inside `tracker.grouped()`: the charge waits for the block's end."""
+    with SQLLedger.from_url(f"sqlite:///{tmp_path}/l.sqlite") as ledger:
+        tracker = CostTracker(ledger)
+        store = ledger.budget_store(leases=True, charges_to=tracker, lease_idle=None)
+        assert store.reserve("a", tokens(100), trace_id=None).granted  # a slice of 125
+        settled, go_on = threading.Event(), threading.Event()
+
+        def settle_in_a_group() -> None:
+            with tracker.grouped():
+                store.settle("a", {"tokens": 950})  # beyond the slice
+                settled.set()
+                go_on.wait(10)  # the rest of the group: the event, the span...
+
+        settling = threading.Thread(target=settle_in_a_group)
+        settling.start()
+        assert settled.wait(10)
+        refused = not store.reserve("b", tokens(100), trace_id=None).granted
+        go_on.set()
+        settling.join(10)
+        store.close()
+        tracker.close()
+        assert refused  # 950 spent: 100 more does not fit
+        assert ledger.budget_store().counter("k") == (D(950), D(0), D(1000))
+
+
+class _QueueSink:
+    """A writer's queue: a flush writes what was queued when it began (the first one waits)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.pending: list[LeaseCharge] = []
+        self.lock = threading.Lock()
+        self.flushing, self.go_on = threading.Event(), threading.Event()
+
+    def emit_charges(self, charges: Sequence[LeaseCharge]) -> None:
+        with self.lock:
+            self.pending.extend(charges)
+
+    def flush(self, timeout: float | None = None) -> None:
+        with self.lock:
+            target = list(self.pending)
+        if not self.flushing.is_set():
+            self.flushing.set()
+            self.go_on.wait(10)
+        with self.lock:
+            self.pending = [c for c in self.pending if c not in target]
+        self.ledger.write(charges=target)
+
+
+def test_an_overrun_during_a_grows_flush_is_still_counted(ledger: Ledger) -> None:
+    sink = _QueueSink(ledger)
+    store = ledger.budget_store(leases=True, charges_to=sink, lease_idle=None)
+    assert store.reserve("a", tokens(100), trace_id=None).granted  # a slice of 125
+    assert store.reserve("c", tokens(10), trace_id=None).granted
+    assert store.settle("a", {"tokens": 300})  # an overrun
+    out: list[bool] = []
+    growing = threading.Thread(
+        target=lambda: out.append(store.reserve("b", tokens(150), trace_id=None).granted)
+    )
+    growing.start()
+    assert sink.flushing.wait(10)  # the grow writes the first overrun...
+    assert store.settle("c", {"tokens": 600})  # ...while a second one is settled
+    sink.go_on.set()
+    growing.join(10)
+    assert out == [False]  # 900 spent: 150 more does not fit
+    sink.flush()
+    store.close()
+    sink.flush()
+    assert ledger.budget_store().counter("k") == (D(900), D(0), D(1000))

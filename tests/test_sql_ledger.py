@@ -300,6 +300,26 @@ def _write_v6(url: str, run: RunRecord, spans: list[SpanRecord], events: list[Co
     engine.dispose()
 
 
+def test_a_writer_still_at_v6_is_refused_after_the_migration(tmp_path: Path) -> None:
+    """SQLite: text times from a process started before the migration would sort apart."""
+    url = f"sqlite:///{tmp_path}/ledger.sqlite"
+    run, spans, events = _v6_records()
+    _write_v6(url, run, spans, events)
+    with SQLLedger.from_url(url) as ledger:
+        assert ledger.schema_version() == 7
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    row = db.execute("SELECT * FROM finops_cost_events LIMIT 1").fetchone()
+    columns = [d[0] for d in db.execute("SELECT * FROM finops_cost_events").description]
+    as_v6 = dict(zip(columns, row, strict=True))
+    as_v6.update(event_id="from-v6", created_at="2025-01-01 12:00:00.000000")
+    marks = ", ".join("?" * len(as_v6))
+    with pytest.raises(sqlite3.IntegrityError, match="schema v7"):
+        db.execute(f"INSERT INTO finops_cost_events VALUES ({marks})", list(as_v6.values()))
+    with pytest.raises(sqlite3.IntegrityError, match="schema v7"):
+        db.execute("UPDATE finops_spans SET ended_at = '2025-01-01 12:00:00'")
+    db.close()
+
+
 def test_a_v6_ledger_is_migrated_and_reads_back_the_same(empty_url: str) -> None:
     run, spans, events = _v6_records()
     _write_v6(empty_url, run, spans, events)

@@ -255,6 +255,10 @@ class LeaseRequest:
     """The counter, its rule, unit, limit (written to the counter), window; `amount`: needed."""
     fraction: Decimal = DEFAULT_LEASE_FRACTION
     """Take up to this share of the counter's remaining headroom, if more than needed."""
+    unseen: Decimal = _ZERO
+    """Spend of this worker's calls beyond its lease that the database may not hold yet
+    (an overrun, a call that failed open, whose charge is still on its way): counted as
+    used by the grow, so a grow never decides from a counter without it."""
 
 
 @dataclass(frozen=True, slots=True)

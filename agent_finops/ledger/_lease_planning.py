@@ -77,7 +77,7 @@ def plan_grow(
             )
         spent = _ZERO if row is None else row.spent
         reserved = _ZERO if row is None else row.reserved
-        used = _add(spent, reserved)
+        used = _add(_add(spent, reserved), request.unseen)
         headroom = _sub(claim.limit, used)
         if claim.enforce and headroom < claim.amount:
             plan.refusals.append(

@@ -28,7 +28,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -66,6 +66,10 @@ _sub = EXACT.subtract
 KEPT_CALLS = 100_000
 """Finished calls a store remembers (their ids stay idempotent in this process)."""
 _GROW_TRIES = 16
+_VIEW_FLUSH_TIMEOUT = 2.0
+"""Seconds a grow waits for this worker's charges to be written (its view, not the limit)."""
+_VIEW_FLUSH_BACKOFF = 10.0
+"""After such a flush failed, grows go without one for this many seconds."""
 
 
 class LeaseBackend(BudgetStore, Protocol):
@@ -98,6 +102,10 @@ class LeaseBackend(BudgetStore, Protocol):
         """Give back up to `amounts` of the worker's leases; leases left at zero are deleted."""
         ...
 
+    def charged_events(self, event_ids: Sequence[str]) -> set[str]:
+        """Those of `event_ids` whose charges the database holds (written with their event)."""
+        ...
+
 
 @dataclass(slots=True)
 class _Slice:
@@ -118,6 +126,16 @@ class _Slice:
     """A charge went beyond the lease (an overrun): the database sees that spend only once
     the charge is written, so the next grow waits for it (else it would see headroom the
     overrun already spent)."""
+
+
+@dataclass(slots=True)
+class _Unseen:
+    """Spend of one call beyond this worker's lease on one counter, not known written."""
+
+    amount: Decimal
+    queued: float | None = None
+    """When its charge was handed to the writer (monotonic); None: in a caller's open record
+    group (then only its event in the database says it is written)."""
 
 
 @dataclass(slots=True)
@@ -194,12 +212,18 @@ class LeasedBudgetStore(BudgetStoreBase):
         self._close_sink = close_sink
         self._state = _State()
         self._grow_lock = threading.Lock()
-        self._emit_lock = threading.Lock()
-        """Held while a charge is emitted and its counter marked unwritten, and while a grow
-        decides what to flush: a grow never misses a charge emitted before its flush."""
         self._unwritten: set[str] = set()
         """Counters with charges emitted since the last flush (a grow of one writes them
-        first; a grow of counters without any, such as a new run's cap, does not wait)."""
+        first, so this worker's view of them, for thresholds, includes them; a grow of
+        counters without any, such as a new run's cap, does not wait)."""
+        self._flush_failed = float("-inf")
+        self._unseen: dict[str, dict[str, _Unseen]] = {}
+        """By counter: spend beyond this worker's lease (overruns, calls that failed open)
+        by event id, until the database is seen to hold that event (and so its charge), or
+        a flush started after the charge was queued to the writer has finished.
+        A grow counts it as used (`LeaseRequest.unseen`): whether the charge is still in a
+        caller's open record group, the writer's queue or a retry, the grow cannot decide
+        from a counter without it."""
         self._stop = threading.Event()
         self._upkeep: threading.Thread | None = None
         self._stop_upkeep = weakref.finalize(self, self._stop.set)
@@ -235,9 +259,11 @@ class LeasedBudgetStore(BudgetStoreBase):
         return worker
 
     def _forked(self) -> None:
-        """In a forked child: the parent's slices and calls are the parent's."""
+        """In a forked child: the parent's slices, calls and locks are the parent's."""
         self._state = _State(pid=os.getpid())
         self._grow_lock = threading.Lock()
+        self._unwritten = set()
+        self._unseen = {}
         self._upkeep = None
 
     def _drop_all(self, why: str) -> None:
@@ -289,45 +315,55 @@ class LeasedBudgetStore(BudgetStoreBase):
             # One grow at a time: threads short on the same counter wait for one grow, then
             # decide from it (instead of each taking a slice, or a replay being refused).
             with self._grow_lock:
-                with self._emit_lock, state.lock:
+                with state.lock:
                     found = state.calls.get(call_id)
                     if found is not None:
                         return _replayed(found)
                     short = self._shortfalls(claims)
                     if not short:
                         return self._grant(call_id, claims, now, ttl)
-                    beyond = [
-                        c.counter_key for c, _ in short if _beyond(state.slices, c.counter_key)
-                    ]
-                    unwritten = any(c.counter_key in self._unwritten for c, _ in short)
-                    if beyond or unwritten:
-                        # Every charge emitted so far is queued (the emit lock): the flush
-                        # below writes it; one emitted later marks its counter again.
+                    keys = [c.counter_key for c, _ in short]
+                    unwritten = any(k in self._unwritten or k in self._unseen for k in keys)
+                    if unwritten:
                         self._unwritten = set()
-                if beyond or unwritten:
-                    # The database must see what this worker's calls spent on these counters
-                    # before it grants more (overruns), and before this worker takes its view
-                    # of them from it (thresholds): write the charges emitted so far first.
-                    self.charges_to.flush(30.0)
-                    with state.lock:
-                        for key in beyond:
-                            if key in state.slices:
-                                state.slices[key].beyond = False
+                flushed = None
+                if unwritten and time.monotonic() - self._flush_failed > _VIEW_FLUSH_BACKOFF:
+                    # This worker's view of these counters (thresholds) is taken from the
+                    # database: write the charges it emitted so far first. Best effort: the
+                    # limit never depends on it (unseen spend is counted below).
+                    started = time.monotonic()
+                    try:
+                        self.charges_to.flush(_VIEW_FLUSH_TIMEOUT)
+                        flushed = started
+                    except LedgerError:  # the writer is behind or the ledger down
+                        self._flush_failed = time.monotonic()
+                        _log.debug("charges not written before a grow", exc_info=True)
+                unseen = self._unseen_of(keys, flushed)
                 grants, refusals = self.backing.grow_leases(
                     worker,
-                    [LeaseRequest(_need(c, amount), self.fraction) for c, amount in short],
+                    [
+                        LeaseRequest(
+                            _need(c, amount), self.fraction, unseen.get(c.counter_key, _ZERO)
+                        )
+                        for c, amount in short
+                    ],
                     now,
                 )
                 if refusals:
                     return self._refused(call_id, claims, refusals)
                 with state.lock:  # decide from the grant at once, before other threads
-                    self._take(grants, short)
-                    if not self._shortfalls(claims):
+                    self._take(grants, short, unseen)
+                    if not self._shortfalls(claims, grown={g.counter_key for g in grants}):
                         return self._grant(call_id, claims, now, ttl)
         raise RuntimeError(f"budget leases of {call_id!r} kept being used up by other threads")
 
-    def _shortfalls(self, claims: Sequence[Claim]) -> list[tuple[Claim, Decimal]]:
-        """The claims the slices cannot cover now, with how much more each needs."""
+    def _shortfalls(
+        self, claims: Sequence[Claim], grown: Collection[str] = ()
+    ) -> list[tuple[Claim, Decimal]]:
+        """The claims the slices cannot cover now, with how much more each needs.
+
+        `grown`: counters a grow just decided with this worker's unseen spend counted.
+        """
         short = []
         slices = self._state.slices
         for claim in claims:
@@ -338,13 +374,18 @@ class LeasedBudgetStore(BudgetStoreBase):
             free = _sub(s.amount, s.held)
             if free < claim.amount:
                 short.append((claim, _sub(claim.amount, free)))
-            elif claim.enforce and s.beyond:
-                # An overrun spent beyond the lease: let the database (which will see that
-                # spend once the charge is written) decide, not the slice.
+            elif claim.enforce and s.beyond and claim.counter_key not in grown:
+                # Spend beyond the lease the database may not hold yet: let a grow, which
+                # counts it, decide, not the slice.
                 short.append((claim, claim.amount))
         return short
 
-    def _take(self, grants: Sequence[LeaseGrant], short: Sequence[tuple[Claim, Decimal]]) -> None:
+    def _take(
+        self,
+        grants: Sequence[LeaseGrant],
+        short: Sequence[tuple[Claim, Decimal]],
+        unseen: Mapping[str, Decimal],
+    ) -> None:
         slices = self._state.slices
         claims = {c.counter_key: c for c, _ in short}
         now = time.monotonic()
@@ -355,10 +396,13 @@ class LeasedBudgetStore(BudgetStoreBase):
                 s = slices[grant.counter_key] = _Slice(claim.unit, claim.limit)
             s.limit, s.unit = claim.limit, claim.unit
             s.amount = _add(s.amount, grant.granted)
-            # Spent + every other worker's reserved, as the database just said.
-            s.seen = _sub(_add(grant.spent, grant.reserved), grant.lease)
+            # Spent + every other worker's reserved, as the database just said, and this
+            # worker's spend it does not hold yet.
+            extra = unseen.get(grant.counter_key, _ZERO)
+            s.seen = _add(_sub(_add(grant.spent, grant.reserved), grant.lease), extra)
             s.since = _ZERO
             s.used_at = now
+            s.beyond = bool(self._unseen.get(grant.counter_key))
 
     def _grant(
         self, call_id: str, claims: Sequence[Claim], now: datetime, ttl: timedelta
@@ -420,43 +464,91 @@ class LeasedBudgetStore(BudgetStoreBase):
     ) -> Settlement:
         out: list[LeaseCharge] = []
         overruns: list[Overrun] = []
-        with self._emit_lock:
-            # The slice's `beyond` flag, the charge's emit and its counter marked unwritten,
-            # all before a grow can look: a grow that sees the flag flushes the charge too.
-            settled = self._settle_locally(call_id, now, charges, out, overruns)
-            if settled is None:
-                local = False
-            else:
-                local = True
-                if not settled:
-                    return Settlement(call_id, False)
-                self._emit(out)
-        if not local:
+        settled = self._settle_locally(call_id, now, charges, out, overruns)
+        if settled is None:
             return self.backing.settle(call_id, charges, now=now)
+        if not settled:
+            return Settlement(call_id, False)
+        self._emit(out)
         return Settlement(call_id, True, tuple(overruns))
 
     def emit_charges(self, charges: Sequence[LeaseCharge]) -> None:
         """Emit charges that no lease of this store held (e.g. a call that failed open).
 
-        Through `charges_to`, with the counters marked unwritten and any slice of theirs
-        marked `beyond`: the database must see that spend before this worker is granted
-        more of those budgets, or decides from a slice the spend already used.
+        Through `charges_to`. What a charge spends beyond a lease is this worker's unseen
+        spend until the database holds its event: the next grow of that counter counts it,
+        and no enforced call is decided from the counter's slice meanwhile. Each charge
+        needs its `event_id` (the event it is written with).
         """
         if not charges:
             return
-        with self._emit_lock:
-            with self._state.lock:
-                for charge in charges:
-                    s = self._state.slices.get(charge.counter_key)
-                    if s is not None and charge.consumed < charge.spent:
-                        s.beyond = True
-            self._emit(charges)
+        missing = [c.counter_key for c in charges if c.event_id is None]
+        if missing:
+            raise ValueError(f"charges emitted through a lease store need an event_id: {missing}")
+        with self._state.lock:
+            for charge in charges:
+                if charge.consumed < charge.spent:
+                    assert charge.event_id is not None
+                    self._add_unseen(
+                        charge.counter_key, charge.event_id, _sub(charge.spent, charge.consumed)
+                    )
+        self._emit(charges)
+
+    def _add_unseen(self, key: str, event_id: str, amount: Decimal) -> None:
+        # Under the state lock.
+        pending = self._unseen.setdefault(key, {})
+        found = pending.get(event_id)
+        pending[event_id] = _Unseen(amount if found is None else _add(found.amount, amount))
+        s = self._state.slices.get(key)
+        if s is not None:
+            s.beyond = True
+
+    def _unseen_of(self, keys: Sequence[str], flushed: float | None) -> dict[str, Decimal]:
+        """This worker's unseen spend on `keys`, less what the database is known to hold.
+
+        Known: an entry queued to the writer before a finished flush that started at
+        `flushed` (monotonic), or whose event the database holds (its charge is written
+        with it; a charge still in a caller's open record group has no event there yet).
+        """
+        with self._state.lock:
+            pending = {k: dict(self._unseen[k]) for k in keys if self._unseen.get(k)}
+        if not pending:
+            return {}
+        if flushed is not None:
+            for entries in pending.values():
+                for event_id, entry in list(entries.items()):
+                    if entry.queued is not None and entry.queued <= flushed:
+                        del entries[event_id]
+        asked = sorted({e for entries in pending.values() for e in entries})
+        written = self.backing.charged_events(asked) if asked else set()
+        out: dict[str, Decimal] = {}
+        with self._state.lock:
+            for key, entries in pending.items():
+                mine = self._unseen.get(key, {})
+                for event_id in list(mine):
+                    if event_id in written or event_id not in entries:
+                        del mine[event_id]  # written (or dropped above as flushed)
+                if not mine:
+                    self._unseen.pop(key, None)
+                total = _ZERO
+                for entry in mine.values():
+                    total = _add(total, entry.amount)
+                if total:
+                    out[key] = total
+        return out
 
     def _emit(self, charges: Sequence[LeaseCharge]) -> None:
-        # Under the emit lock.
+        grouping = getattr(self.charges_to, "grouping", None)
+        held = grouping() if grouping is not None else False
         self.charges_to.emit_charges(charges)
-        with self._state.lock:
+        queued = None if held else time.monotonic()
+        with self._state.lock:  # after emitting: a flush from here on writes them
             self._unwritten.update(c.counter_key for c in charges)
+            if queued is not None:
+                for c in charges:
+                    entry = self._unseen.get(c.counter_key, {}).get(c.event_id or "")
+                    if entry is not None and entry.queued is None:
+                        entry.queued = queued
 
     def _settle_locally(
         self,
@@ -491,7 +583,8 @@ class LeasedBudgetStore(BudgetStoreBase):
                 consumed = min(charge, max(_sub(s.amount, s.held), _ZERO))
                 s.amount = _sub(s.amount, consumed)
                 s.since = _add(s.since, charge)
-                s.beyond = s.beyond or consumed < charge
+                if consumed < charge:
+                    self._add_unseen(claim.counter_key, call_id, _sub(charge, consumed))
                 if overruns and overruns[-1].counter_key == claim.counter_key:
                     overruns[-1] = replace(
                         overruns[-1],
@@ -640,11 +733,6 @@ class LeasedBudgetStore(BudgetStoreBase):
                     close()
             if self._close_backing:
                 self.backing.close()
-
-
-def _beyond(slices: Mapping[str, _Slice], key: str) -> bool:
-    s = slices.get(key)
-    return s is not None and s.beyond
 
 
 def _need(claim: Claim, amount: Decimal) -> Claim:

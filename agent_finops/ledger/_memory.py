@@ -516,6 +516,8 @@ class _BudgetBook:
         self.reservations: dict[str, _Reservation] = {}
         self.leases: dict[tuple[str, str], Decimal] = {}
         """Budget leases by (worker id, counter key)."""
+        self.charged: set[str] = set()
+        """Event ids whose charges were applied (the ledger holds those events anyway)."""
         self.finished = 0
 
     def copies(self, keys: Iterable[str]) -> dict[str, CounterRow]:
@@ -529,6 +531,7 @@ class _BudgetBook:
             rows, after = plan_charges(charges, counters, self.leases)
             self.counters.update(rows)
             self.leases.update(after)
+            self.charged.update(c.event_id for c in charges if c.event_id is not None)
 
 
 class InMemoryBudgetStore(BudgetStoreBase):
@@ -704,6 +707,11 @@ class InMemoryBudgetStore(BudgetStoreBase):
             book.counters.update(plan.counters)
             book.leases.update(((worker_id, k), v) for k, v in plan.leases.items())
             return plan.grants, []
+
+    def charged_events(self, event_ids: Sequence[str]) -> set[str]:
+        """Those of `event_ids` whose charges were applied."""
+        with self._book.lock:
+            return {e for e in event_ids if e in self._book.charged}
 
     def shrink_leases(self, worker_id: str, amounts: Mapping[str, Decimal], now: datetime) -> None:
         """Give back under the ledger's lock."""

@@ -279,6 +279,10 @@ class SQLBudgetStore(BudgetStoreBase):
         """See `BudgetStore.counter`."""
         return self._db.counter(counter_key)
 
+    def charged_events(self, event_ids: Sequence[str]) -> set[str]:
+        """Those of `event_ids` in the ledger: a charge is written with its event, or not."""
+        return self._db.events_present(event_ids)
+
     def reservation_state(self, call_id: str) -> ReservationState | None:
         """See `BudgetStore.reservation_state`."""
         return self._db.reservation_state(call_id)

@@ -115,6 +115,26 @@ class BudgetBackend(ABC):
     def reservation_state(self, call_id: str) -> ReservationState | None:
         """A reservation's state."""
 
+    def events_present(self, event_ids: Sequence[str]) -> set[str]:
+        """Those of `event_ids` in the ledger's cost events (a plain read, 500 ids a query)."""
+        found: set[str] = set()
+        ids = list(dict.fromkeys(event_ids))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join([self.param_mark] * len(chunk))
+            rows = self._read(
+                f"SELECT event_id FROM finops_cost_events WHERE event_id IN ({marks})", chunk
+            )
+            found.update(row[0] for row in rows)
+        return found
+
+    param_mark: str = "?"
+    """The DBAPI driver's positional parameter marker."""
+
+    @abstractmethod
+    def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """Rows of a read query (retried like the backend's other reads)."""
+
     def close(self) -> None:
         """Return the kept connections."""
         self.connections.close()
@@ -175,6 +195,11 @@ class SQLDialect(ABC):
 
     def times_to_integers(self, conn: Connection, table: str, column: str) -> None:  # noqa: B027
         """Schema v7: rewrite a `CompactTime` column's older values (if `times_as_integers`)."""
+
+    def refuse_text_times(  # noqa: B027
+        self, conn: Connection, table: str, columns: Sequence[str]
+    ) -> None:
+        """Schema v7: refuse rows that a process still at v6 writes with text times."""
 
     @abstractmethod
     def budget_backend(

@@ -199,10 +199,12 @@ def _to_v7(conn: Connection, dialect: SQLDialect) -> None:
         _escape(conn, cost_events, "span_id")
         for name in ("created_at", "span_started_at"):
             dialect.times_to_integers(conn, cost_events.name, name)
+        dialect.refuse_text_times(conn, cost_events.name, ("created_at", "span_started_at"))
     if _columns(conn, spans) is not None:
         _escape(conn, spans, "parent_span_id")
         for name in ("started_at", "ended_at"):
             dialect.times_to_integers(conn, spans.name, name)
+        dialect.refuse_text_times(conn, spans.name, ("started_at", "ended_at"))
 
 
 STEPS: dict[int, Step] = {

@@ -341,6 +341,8 @@ POSTGRES = PostgresDialect()
 class PostgresBudgets(BudgetBackend):
     """Reserve, settle, release and expire are one statement and one round trip each."""
 
+    param_mark = "%s"
+
     def __init__(self, engine: Engine, *, durable: bool, max_idle: int) -> None:
         """Budget operations on a PostgreSQL engine.
 

@@ -235,6 +235,25 @@ class SQLiteDialect(SQLDialect):
         if sqlite3.sqlite_version_info >= (3, 35, 0):
             conn.exec_driver_sql(f'ALTER TABLE {table} DROP COLUMN "{column}"')
 
+    def refuse_text_times(self, conn: Connection, table: str, columns: Sequence[str]) -> None:
+        """Triggers refusing text in integer time columns (a writer still at schema v6).
+
+        Such a process, started before the migration, does not look at the version again;
+        its rows would sort apart from every other (SQLite orders integers before text) and
+        drop out of time ranges. Refused, its write is kept in its dead-letter file instead.
+        """
+        text = " OR ".join(f"typeof(NEW.\"{c}\") = 'text'" for c in columns)
+        message = (
+            "agent-finops: this ledger is at schema v7 (integer times); upgrade agent-finops"
+            " in every process writing to it"
+        )
+        for when in ("INSERT", "UPDATE"):
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER IF NOT EXISTS {table}_v7_times_{when.lower()}"
+                f" BEFORE {when} ON {table} WHEN {text}"
+                f" BEGIN SELECT RAISE(ABORT, '{message}'); END"
+            )
+
     def times_to_integers(self, conn: Connection, table: str, column: str) -> None:
         """Older DATETIME text to integer microseconds since the epoch.
 
