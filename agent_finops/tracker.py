@@ -15,14 +15,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Final
 
 from agent_finops.attribution import current_tags, merge_tags, validate_tags
-from agent_finops.clock import utcnow
+from agent_finops.clock import fast_utcnow
 from agent_finops.exceptions import ConfigurationError
 from agent_finops.ledger import (
     BUCKETS,
@@ -77,7 +77,7 @@ class CostTracker:
         linger: float = LINGER,
         dead_letter: str | os.PathLike[str] | None = None,
         flush_on_sigterm: bool = True,
-        clock: Any = utcnow,
+        clock: Any = fast_utcnow,
         overhead: Mapping[str, str | Sequence[str]] | None = None,
     ) -> None:
         """Track into `ledger`.
@@ -463,34 +463,15 @@ class CostTracker:
         if charges:
             self._write(charges=charges)
 
-    @contextmanager
-    def grouped(self) -> Iterator[None]:
+    def grouped(self) -> _Group:
         """Emit every record made on this thread inside the block as one group, at its end.
 
         A ledger writes a group in one transaction: the `RunGuard` records a call's cost
         event and settles its budgets inside one, so the event and its budget charges are
         durable together (a SIGKILL loses both or neither). Nested blocks join the outer one.
+        A block that made no record emits nothing.
         """
-        local = self._local
-        if getattr(local, "group", None) is not None:
-            yield
-            return
-        group: list[Records] = []
-        local.group = group
-        try:
-            yield
-        finally:
-            local.group = None
-            if group:
-                merged = Records(
-                    runs=[r for g in group for r in g.runs],
-                    spans=[s for g in group for s in g.spans],
-                    events=[e for g in group for e in g.events],
-                    decisions=[d for g in group for d in g.decisions],
-                    charges=[c for g in group for c in g.charges],
-                )
-                for sink in self.sinks:
-                    sink.emit(merged)
+        return _Group(self)
 
     def _write(
         self,
@@ -501,13 +482,19 @@ class CostTracker:
         decisions: Sequence[DecisionRecord] = (),
         charges: Sequence[LeaseCharge] = (),
     ) -> None:
+        if not (runs or spans or events or decisions or charges):
+            return  # nothing to say (a plumbing span closed): no empty group for the sinks
+        group: _Group | None = getattr(self._local, "group", None)
+        if group is not None:
+            group.runs.extend(runs)
+            group.spans.extend(spans)
+            group.events.extend(events)
+            group.decisions.extend(decisions)
+            group.charges.extend(charges)
+            return
         records = Records(
             runs=runs, spans=spans, events=events, decisions=decisions, charges=charges
         )
-        group = getattr(self._local, "group", None)
-        if group is not None:
-            group.append(records)
-            return
         for sink in self.sinks:
             sink.emit(records)
 
@@ -543,6 +530,54 @@ class CostTracker:
     def dead_lettered(self) -> int:
         """Records the ledger did not take, kept in the dead-letter file, so far."""
         return self._writer.dead_lettered if self._writer is not None else 0
+
+
+class _Group:
+    """`CostTracker.grouped()`: collects this thread's records, emits them as one group.
+
+    A plain class rather than `@contextmanager`: it runs on every model and tool call.
+    """
+
+    __slots__ = ("_outer", "_tracker", "charges", "decisions", "events", "runs", "spans")
+
+    runs: list[RunRecord]
+    spans: list[SpanRecord]
+    events: list[CostEvent]
+    decisions: list[DecisionRecord]
+    charges: list[LeaseCharge]
+
+    def __init__(self, tracker: CostTracker) -> None:
+        self._tracker = tracker
+        self._outer = False
+
+    def __enter__(self) -> None:
+        local = self._tracker._local
+        if getattr(local, "group", None) is None:
+            self._outer = True
+            self.runs, self.spans, self.events, self.decisions, self.charges = [], [], [], [], []
+            local.group = self
+        # else: nested, the outer block collects (and emits) everything
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._outer:
+            return
+        self._outer = False
+        self._tracker._local.group = None
+        if self.runs or self.spans or self.events or self.decisions or self.charges:
+            merged = Records(
+                runs=self.runs,
+                spans=self.spans,
+                events=self.events,
+                decisions=self.decisions,
+                charges=self.charges,
+            )
+            for sink in self._tracker.sinks:
+                sink.emit(merged)
 
 
 MAX_COMPUTE_SECONDS: Final = 366 * 86_400

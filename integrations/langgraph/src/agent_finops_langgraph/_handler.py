@@ -32,6 +32,10 @@ _INTERRUPT_ERRORS = frozenset({"GraphInterrupt", "NodeInterrupt", "GraphDrained"
 """LangGraph exceptions that pause a run (it can resume from its checkpoint)."""
 _CONTROL_FLOW = frozenset({"ParentCommand", "GraphBubbleUp"})
 """LangGraph exceptions that are control flow (a hand-off to the parent graph), not failures."""
+RUN_ID_CACHE_SIZE = 100_000
+"""Open LangChain runs whose id text a handler keeps (`str(UUID)` is slow; a run's id is
+read at its start, by each child it opens and at its end, when it is dropped). A full cache
+is cleared (runs that never ended), so it stays bounded."""
 
 
 class FinOpsCallbackHandler(BaseCallbackHandler):
@@ -86,6 +90,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
             source="FinOpsCallbackHandler",
         )
         self.tracker = self.guard.tracker
+        self._ids: dict[UUID, str] = {}  # open runs' ids as text (`_id`, `_end_id`)
         # Policy violations must reach the caller; our own internal errors are caught
         # before LangChain sees them unless strict.
         self.raise_error = self.guard.strict or self.guard.enforcing
@@ -118,6 +123,25 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         """Wait until everything recorded is in the ledger."""
         self.tracker.flush()
 
+    def _id(self, run_id: UUID) -> str:
+        """`str(run_id)` of a run that starts, or of an open run (a parent): kept until its end."""
+        ids = self._ids
+        text = ids.get(run_id)
+        if text is None:
+            text = str(run_id)
+            if len(ids) >= RUN_ID_CACHE_SIZE:
+                ids.clear()  # runs that never ended: start afresh rather than grow
+            ids[run_id] = text
+        return text
+
+    def _parent_id(self, parent_run_id: UUID | None) -> str | None:
+        return None if parent_run_id is None else self._id(parent_run_id)
+
+    def _end_id(self, run_id: UUID) -> str:
+        """`str(run_id)` of a run that ends (and is forgotten)."""
+        text = self._ids.pop(run_id, None)
+        return str(run_id) if text is None else text
+
     # -- chains and graph nodes ---------------------------------------------------------
 
     def on_chain_start(
@@ -134,12 +158,12 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         """Open a span for a chain, graph or LangGraph node (a run, at the root)."""
         name = _name(serialized, kwargs)
         meta = metadata or {}
-        parent = str(parent_run_id) if parent_run_id else None
+        parent = self._parent_id(parent_run_id)
         own = self._agent_tag(self._own_tags(meta, parent), meta, parent, name)
         if parent is None:
             thread = meta.get("thread_id")
             self.guard.open_step(
-                str(run_id),
+                self._id(run_id),
                 parent_id=None,
                 name=name,
                 kind="run",
@@ -158,7 +182,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
             if span is None or span.kind != "node" or span.name != name:
                 node, kind = lg_node, "node"
         self.guard.open_step(
-            str(run_id),
+            self._id(run_id),
             parent_id=parent,
             name=name,
             kind=kind,
@@ -170,7 +194,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         """Close the span."""
-        self.guard.close_step(str(run_id))
+        self.guard.close_step(self._end_id(run_id))
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Close the span as failed (interrupted, for a LangGraph interrupt)."""
@@ -184,7 +208,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
             status, failure = "interrupted", None
         elif kind in _CONTROL_FLOW:
             failure = None  # a hand-off, not a failure
-        self.guard.close_step(str(run_id), status=status, error=failure)
+        self.guard.close_step(self._end_id(run_id), status=status, error=failure)
 
     def _agent_tag(
         self,
@@ -266,7 +290,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
     ) -> None:
         params: Mapping[str, Any] = kwargs.get("invocation_params") or {}
         meta = metadata or {}
-        parent = str(parent_run_id) if parent_run_id else None
+        parent = self._parent_id(parent_run_id)
         model = (
             params.get("model")
             or params.get("model_name")
@@ -286,7 +310,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
                 metadata=meta,
             )
         self.guard.before_model_call(
-            str(run_id),
+            self._id(run_id),
             parent_id=parent,
             name=_name(serialized, kwargs),
             model=model,
@@ -308,12 +332,12 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         if cached:
             cost = Cost(amount=Decimal(0), source=LLM_CACHE_SOURCE, version="-", model_ref=served)
         self.guard.after_model_call(
-            str(run_id), usage=usage, model=served, cost=cost, usage_error=error
+            self._end_id(run_id), usage=usage, model=served, cost=cost, usage_error=error
         )
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Close a failed model span (no usage is reported for a failed call)."""
-        self.guard.model_call_failed(str(run_id), error)
+        self.guard.model_call_failed(self._end_id(run_id), error)
 
     # -- tools --------------------------------------------------------------------------
 
@@ -330,10 +354,10 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
     ) -> None:
         """Open a tool span (with a policy: check loops and reserve its fee first)."""
         meta = metadata or {}
-        parent = str(parent_run_id) if parent_run_id else None
+        parent = self._parent_id(parent_run_id)
         inputs = kwargs.get("inputs")
         self.guard.before_tool_call(
-            str(run_id),
+            self._id(run_id),
             parent_id=parent,
             name=_name(serialized, kwargs),
             args=inputs if inputs is not None else input_str,
@@ -343,11 +367,11 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         """Record the tool call (with its fee, if it has one) and close the span."""
-        self.guard.after_tool_call(str(run_id), output=output)
+        self.guard.after_tool_call(self._end_id(run_id), output=output)
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Close a failed tool span (and give back its fee reservation)."""
-        self.guard.tool_call_failed(str(run_id), error)
+        self.guard.tool_call_failed(self._end_id(run_id), error)
 
 
 def _name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> str:
