@@ -165,9 +165,14 @@ class CostTracker:
                 stored and their children hang from the nearest stored ancestor.
         """
         own = validate_tags(tags) if tags else None  # refused before anything is kept
-        span_id, name = _storable(span_id), _storable(name)
-        parent_span_id, node = _storable_or_none(parent_span_id), _storable_or_none(node)
-        thread_id = _storable_or_none(thread_id)
+        if (
+            span_id is None
+            or name is None
+            or not _plain(span_id, name, parent_span_id, node, thread_id)
+        ):
+            span_id, name = _storable(span_id), _storable(name)
+            parent_span_id, node = _storable_or_none(parent_span_id), _storable_or_none(node)
+            thread_id = _storable_or_none(thread_id)
         now = self._clock()
         with self._lock:
             parent = self._open.get(parent_span_id) if parent_span_id else None
@@ -227,7 +232,10 @@ class CostTracker:
 
     def span(self, span_id: str) -> SpanRecord | None:
         """The open span with this id, if any."""
-        return self._open.get(_storable(span_id))
+        # Ids are stored as `_storable` made them: an id it keeps as it is is looked up
+        # directly, and one it would change is never a key as it is (no NUL, encodable).
+        span = self._open.get(span_id)
+        return span if span is not None else self._open.get(_storable(span_id))
 
     def end_span(
         self, span_id: str, *, status: SpanStatus = "ok", error: BaseException | str | None = None
@@ -301,8 +309,9 @@ class CostTracker:
         response served from a cache cost nothing); its tokens are kept for the record.
         `event_id` defaults to the span id: recording it twice counts once.
         """
-        span_id, event_id = _storable(span_id), _storable_or_none(event_id)
-        model, provider = _storable_or_none(model), _storable_or_none(provider)
+        if span_id is None or not _plain(span_id, event_id, model, provider):
+            span_id, event_id = _storable(span_id), _storable_or_none(event_id)
+            model, provider = _storable_or_none(model), _storable_or_none(provider)
         if cost is None:
             cost = self.prices.price_model_call(model, usage, provider=provider)
         u = usage or TokenUsage()
@@ -613,6 +622,17 @@ def _error_text(error: BaseException | str | None) -> str | None:
     if isinstance(error, BaseException):
         return _storable(f"{type(error).__name__}: {error}"[:2000])
     return _storable(error[:2000])
+
+
+def _plain(*texts: str | None) -> bool:
+    """`_storable` keeps every one of `texts` as it is (the usual case: ASCII, no NUL).
+
+    One call for all of a record's ids and names on the hot path, instead of one each.
+    """
+    for text in texts:
+        if text is not None and not (text.isascii() and "\x00" not in text):
+            return False
+    return True
 
 
 def _storable(text: str) -> str:

@@ -90,7 +90,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
             source="FinOpsCallbackHandler",
         )
         self.tracker = self.guard.tracker
-        self._ids: dict[UUID, str] = {}  # open runs' ids as text (`_id`, `_end_id`)
+        self._ids: dict[int, tuple[UUID, str]] = {}  # open runs' ids as text (`_id`)
         # Policy violations must reach the caller; our own internal errors are caught
         # before LangChain sees them unless strict.
         self.raise_error = self.guard.strict or self.guard.enforcing
@@ -124,23 +124,30 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         self.tracker.flush()
 
     def _id(self, run_id: UUID) -> str:
-        """`str(run_id)` of a run that starts, or of an open run (a parent): kept until its end."""
+        """`str(run_id)` of a run that starts, kept until it ends (its children read it)."""
+        text = str(run_id)
         ids = self._ids
-        text = ids.get(run_id)
-        if text is None:
-            text = str(run_id)
-            if len(ids) >= RUN_ID_CACHE_SIZE:
-                ids.clear()  # runs that never ended: start afresh rather than grow
-            ids[run_id] = text
+        if len(ids) >= RUN_ID_CACHE_SIZE:
+            ids.clear()  # runs that never ended: start afresh rather than grow
+        # Keyed by identity (LangChain passes a run's one UUID object to its start, its end
+        # and its children), the object kept alive with its text so its id stays its own.
+        ids[id(run_id)] = (run_id, text)
         return text
 
     def _parent_id(self, parent_run_id: UUID | None) -> str | None:
-        return None if parent_run_id is None else self._id(parent_run_id)
+        """`str(parent_run_id)`, from the cache when we saw that run start."""
+        if parent_run_id is None:
+            return None
+        known = self._ids.get(id(parent_run_id))
+        return known[1] if known is not None and known[0] is parent_run_id else str(parent_run_id)
 
     def _end_id(self, run_id: UUID) -> str:
         """`str(run_id)` of a run that ends (and is forgotten)."""
-        text = self._ids.pop(run_id, None)
-        return str(run_id) if text is None else text
+        known = self._ids.get(id(run_id))
+        if known is not None and known[0] is run_id:
+            self._ids.pop(id(run_id), None)
+            return known[1]
+        return str(run_id)
 
     # -- chains and graph nodes ---------------------------------------------------------
 
