@@ -418,6 +418,14 @@ class GenaiPricesCatalog:
             one_hour_rule=fixed is not None and _lacks_one_hour_rate(fixed),
         )
 
+    @property
+    def cached_models(self) -> int:
+        """How many (model, provider) look-ups are held resolved (<= `CATALOG_CACHE_SIZE`).
+
+        Unknown models are held too, as unknown: they are looked up again once evicted.
+        """
+        return self._resolve.cache_info().currsize
+
     def _find(self, model: str, provider: str | None) -> Any:
         resolved = self._resolve(model, provider)
         return None if resolved is None else (resolved.provider, resolved.info)
