@@ -249,7 +249,7 @@ class CostTracker:
                 return None
             span.ended_at = now
             span.status = "error" if error is not None and status == "ok" else status
-            span.error = _error_text(error)
+            span.error = None if error is None else _error_text(error)
             spans = [span]
             if span_id in self._plumbing:
                 self._plumbing.discard(span_id)
@@ -495,11 +495,16 @@ class CostTracker:
             return  # nothing to say (a plumbing span closed): no empty group for the sinks
         group: _Group | None = getattr(self._local, "group", None)
         if group is not None:
-            group.runs.extend(runs)
-            group.spans.extend(spans)
-            group.events.extend(events)
-            group.decisions.extend(decisions)
-            group.charges.extend(charges)
+            if runs:
+                group.runs.extend(runs)
+            if spans:
+                group.spans.extend(spans)
+            if events:
+                group.events.extend(events)
+            if decisions:
+                group.decisions.extend(decisions)
+            if charges:
+                group.charges.extend(charges)
             return
         records = Records(
             runs=runs, spans=spans, events=events, decisions=decisions, charges=charges

@@ -166,7 +166,9 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         name = _name(serialized, kwargs)
         meta = metadata or {}
         parent = self._parent_id(parent_run_id)
-        own = self._agent_tag(self._own_tags(meta, parent), meta, parent, name)
+        own: Mapping[str, str] | None = None
+        if meta.get(METADATA_KEY) is not None or meta.get("ls_integration") == AGENT_INTEGRATION:
+            own = self._agent_tag(self._own_tags(meta, parent), meta, parent, name)
         if parent is None:
             thread = meta.get("thread_id")
             self.guard.open_step(
