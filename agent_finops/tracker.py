@@ -15,14 +15,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Final
 
 from agent_finops.attribution import current_tags, merge_tags, validate_tags
-from agent_finops.clock import utcnow
+from agent_finops.clock import fast_utcnow
 from agent_finops.exceptions import ConfigurationError
 from agent_finops.ledger import (
     BUCKETS,
@@ -77,7 +77,7 @@ class CostTracker:
         linger: float = LINGER,
         dead_letter: str | os.PathLike[str] | None = None,
         flush_on_sigterm: bool = True,
-        clock: Any = utcnow,
+        clock: Any = fast_utcnow,
         overhead: Mapping[str, str | Sequence[str]] | None = None,
     ) -> None:
         """Track into `ledger`.
@@ -165,9 +165,14 @@ class CostTracker:
                 stored and their children hang from the nearest stored ancestor.
         """
         own = validate_tags(tags) if tags else None  # refused before anything is kept
-        span_id, name = _storable(span_id), _storable(name)
-        parent_span_id, node = _storable_or_none(parent_span_id), _storable_or_none(node)
-        thread_id = _storable_or_none(thread_id)
+        if (
+            span_id is None
+            or name is None
+            or not _plain(span_id, name, parent_span_id, node, thread_id)
+        ):
+            span_id, name = _storable(span_id), _storable(name)
+            parent_span_id, node = _storable_or_none(parent_span_id), _storable_or_none(node)
+            thread_id = _storable_or_none(thread_id)
         now = self._clock()
         with self._lock:
             parent = self._open.get(parent_span_id) if parent_span_id else None
@@ -227,7 +232,10 @@ class CostTracker:
 
     def span(self, span_id: str) -> SpanRecord | None:
         """The open span with this id, if any."""
-        return self._open.get(_storable(span_id))
+        # Ids are stored as `_storable` made them: an id it keeps as it is is looked up
+        # directly, and one it would change is never a key as it is (no NUL, encodable).
+        span = self._open.get(span_id)
+        return span if span is not None else self._open.get(_storable(span_id))
 
     def end_span(
         self, span_id: str, *, status: SpanStatus = "ok", error: BaseException | str | None = None
@@ -241,7 +249,7 @@ class CostTracker:
                 return None
             span.ended_at = now
             span.status = "error" if error is not None and status == "ok" else status
-            span.error = _error_text(error)
+            span.error = None if error is None else _error_text(error)
             spans = [span]
             if span_id in self._plumbing:
                 self._plumbing.discard(span_id)
@@ -301,8 +309,9 @@ class CostTracker:
         response served from a cache cost nothing); its tokens are kept for the record.
         `event_id` defaults to the span id: recording it twice counts once.
         """
-        span_id, event_id = _storable(span_id), _storable_or_none(event_id)
-        model, provider = _storable_or_none(model), _storable_or_none(provider)
+        if span_id is None or not _plain(span_id, event_id, model, provider):
+            span_id, event_id = _storable(span_id), _storable_or_none(event_id)
+            model, provider = _storable_or_none(model), _storable_or_none(provider)
         if cost is None:
             cost = self.prices.price_model_call(model, usage, provider=provider)
         u = usage or TokenUsage()
@@ -467,34 +476,15 @@ class CostTracker:
         """Whether this thread is inside `grouped()` (what it emits waits for the block's end)."""
         return getattr(self._local, "group", None) is not None
 
-    @contextmanager
-    def grouped(self) -> Iterator[None]:
+    def grouped(self) -> _Group:
         """Emit every record made on this thread inside the block as one group, at its end.
 
         A ledger writes a group in one transaction: the `RunGuard` records a call's cost
         event and settles its budgets inside one, so the event and its budget charges are
         durable together (a SIGKILL loses both or neither). Nested blocks join the outer one.
+        A block that made no record emits nothing.
         """
-        local = self._local
-        if getattr(local, "group", None) is not None:
-            yield
-            return
-        group: list[Records] = []
-        local.group = group
-        try:
-            yield
-        finally:
-            local.group = None
-            if group:
-                merged = Records(
-                    runs=[r for g in group for r in g.runs],
-                    spans=[s for g in group for s in g.spans],
-                    events=[e for g in group for e in g.events],
-                    decisions=[d for g in group for d in g.decisions],
-                    charges=[c for g in group for c in g.charges],
-                )
-                for sink in self.sinks:
-                    sink.emit(merged)
+        return _Group(self)
 
     def _write(
         self,
@@ -505,13 +495,24 @@ class CostTracker:
         decisions: Sequence[DecisionRecord] = (),
         charges: Sequence[LeaseCharge] = (),
     ) -> None:
+        if not (runs or spans or events or decisions or charges):
+            return  # nothing to say (a plumbing span closed): no empty group for the sinks
+        group: _Group | None = getattr(self._local, "group", None)
+        if group is not None:
+            if runs:
+                group.runs.extend(runs)
+            if spans:
+                group.spans.extend(spans)
+            if events:
+                group.events.extend(events)
+            if decisions:
+                group.decisions.extend(decisions)
+            if charges:
+                group.charges.extend(charges)
+            return
         records = Records(
             runs=runs, spans=spans, events=events, decisions=decisions, charges=charges
         )
-        group = getattr(self._local, "group", None)
-        if group is not None:
-            group.append(records)
-            return
         for sink in self.sinks:
             sink.emit(records)
 
@@ -549,6 +550,54 @@ class CostTracker:
         return self._writer.dead_lettered if self._writer is not None else 0
 
 
+class _Group:
+    """`CostTracker.grouped()`: collects this thread's records, emits them as one group.
+
+    A plain class rather than `@contextmanager`: it runs on every model and tool call.
+    """
+
+    __slots__ = ("_outer", "_tracker", "charges", "decisions", "events", "runs", "spans")
+
+    runs: list[RunRecord]
+    spans: list[SpanRecord]
+    events: list[CostEvent]
+    decisions: list[DecisionRecord]
+    charges: list[LeaseCharge]
+
+    def __init__(self, tracker: CostTracker) -> None:
+        self._tracker = tracker
+        self._outer = False
+
+    def __enter__(self) -> None:
+        local = self._tracker._local
+        if getattr(local, "group", None) is None:
+            self._outer = True
+            self.runs, self.spans, self.events, self.decisions, self.charges = [], [], [], [], []
+            local.group = self
+        # else: nested, the outer block collects (and emits) everything
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._outer:
+            return
+        self._outer = False
+        self._tracker._local.group = None
+        if self.runs or self.spans or self.events or self.decisions or self.charges:
+            merged = Records(
+                runs=self.runs,
+                spans=self.spans,
+                events=self.events,
+                decisions=self.decisions,
+                charges=self.charges,
+            )
+            for sink in self._tracker.sinks:
+                sink.emit(merged)
+
+
 MAX_COMPUTE_SECONDS: Final = 366 * 86_400
 """Longest compute time one event may bill (a year)."""
 BUCKET_TAG = "cost_bucket"
@@ -582,6 +631,17 @@ def _error_text(error: BaseException | str | None) -> str | None:
     if isinstance(error, BaseException):
         return _storable(f"{type(error).__name__}: {error}"[:2000])
     return _storable(error[:2000])
+
+
+def _plain(*texts: str | None) -> bool:
+    """`_storable` keeps every one of `texts` as it is (the usual case: ASCII, no NUL).
+
+    One call for all of a record's ids and names on the hot path, instead of one each.
+    """
+    for text in texts:
+        if text is not None and not (text.isascii() and "\x00" not in text):
+            return False
+    return True
 
 
 def _storable(text: str) -> str:

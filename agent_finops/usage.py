@@ -79,6 +79,19 @@ class TokenUsage:
     """How many of `output_tokens` were reasoning/thinking tokens (already inside them)."""
 
     def __post_init__(self) -> None:
+        if (
+            type(self.uncached_input_tokens) is int
+            and type(self.cache_read_tokens) is int
+            and type(self.cache_write_tokens) is int
+            and type(self.cache_write_1h_tokens) is int
+            and type(self.output_tokens) is int
+            and type(self.reasoning_tokens) is int
+            and 0 <= self.uncached_input_tokens <= MAX_TOKEN_COUNT
+            and 0 <= self.cache_read_tokens <= MAX_TOKEN_COUNT
+            and 0 <= self.cache_write_1h_tokens <= self.cache_write_tokens <= MAX_TOKEN_COUNT
+            and 0 <= self.reasoning_tokens <= self.output_tokens <= MAX_TOKEN_COUNT
+        ):
+            return  # the usual case, checked in one expression: plain ints, parts in wholes
         for name in _FIELDS:
             value = getattr(self, name)
             if (
@@ -334,6 +347,10 @@ def normalize_usage(usage: Any) -> TokenUsage:
     """
     if isinstance(usage, TokenUsage):
         return usage
+    if type(usage) is dict:  # LangChain's usage_metadata, on every model call: one pass
+        fast = _plain_usage_metadata(usage)
+        if fast is not None:
+            return fast
     try:
         return _normalize(usage)
     except ConfigurationError:
@@ -349,6 +366,72 @@ def normalize_usage(usage: Any) -> TokenUsage:
             value=type(usage).__name__,
             expected="LangChain usage_metadata, OpenAI or Anthropic usage",
         ) from exc
+
+
+_METADATA_KEYS = frozenset(
+    {"input_tokens", "output_tokens", "total_tokens", "input_token_details", "output_token_details"}
+)
+_INPUT_DETAIL_KEYS = frozenset(
+    {"audio", "cache_read", "cache_creation", _EPHEMERAL_5M, _EPHEMERAL_1H}
+)
+_OUTPUT_DETAIL_KEYS = frozenset({"audio", "reasoning"})
+
+
+def _plain_counts(mapping: Any, known: frozenset[str]) -> bool:
+    """`mapping` is a dict of `known` keys holding plain in-range ints."""
+    if type(mapping) is not dict or not known.issuperset(mapping):
+        return False
+    for value in mapping.values():
+        if type(value) is not int or not 0 <= value <= MAX_TOKEN_COUNT:
+            return False
+    return True
+
+
+def _plain_usage_metadata(usage: dict[Any, Any]) -> TokenUsage | None:
+    """`from_usage_metadata(usage)` in one pass, for the plain shape LangChain reports.
+
+    Input and output counts, optional detail dicts of the keys LangChain defines, every
+    count a plain in-range int, the parts consistent. None for anything else (other keys,
+    another type, a value to refuse): `_normalize` then reads it, and names any error.
+    """
+    if not _METADATA_KEYS.issuperset(usage) or "input_tokens" not in usage:
+        return None
+    inp = usage.get("input_token_details")
+    out = usage.get("output_token_details")
+    total_input, output = usage["input_tokens"], usage.get("output_tokens")
+    if (
+        type(total_input) is not int
+        or type(output) is not int
+        or not 0 <= total_input <= MAX_TOKEN_COUNT
+        or not 0 <= output <= MAX_TOKEN_COUNT
+    ):
+        return None
+    cache_read = cache_write = write_1h = reasoning = 0
+    if inp:
+        if not _plain_counts(inp, _INPUT_DETAIL_KEYS):
+            return None
+        cache_read = inp.get("cache_read", 0)
+        write_1h = inp.get(_EPHEMERAL_1H, 0)
+        cache_write = max(inp.get("cache_creation", 0), inp.get(_EPHEMERAL_5M, 0) + write_1h)
+    elif inp is not None and type(inp) is not dict:
+        return None
+    if out:
+        if not _plain_counts(out, _OUTPUT_DETAIL_KEYS):
+            return None
+        reasoning = out.get("reasoning", 0)
+    elif out is not None and type(out) is not dict:
+        return None
+    uncached = total_input - cache_read - cache_write
+    if uncached < 0 or reasoning > output or cache_write > MAX_TOKEN_COUNT:
+        return None  # refused by the general path, with the field named
+    return TokenUsage(
+        uncached_input_tokens=uncached,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        cache_write_1h_tokens=write_1h,
+        output_tokens=output,
+        reasoning_tokens=reasoning,
+    )
 
 
 def _normalize(usage: Any) -> TokenUsage:

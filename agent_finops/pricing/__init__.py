@@ -12,6 +12,7 @@ re-derived later. A call that cannot be priced gets `amount=None` ("unknown") an
 """
 
 from agent_finops.pricing._book import (
+    CATALOG_CACHE_SIZE,
     DEFAULT_MAX_TOOL_UNITS,
     GENAI_PRICES_SOURCE,
     MAX_FEE_USD,
@@ -30,6 +31,7 @@ from agent_finops.pricing._book import (
 from agent_finops.pricing._limits import OUTPUT_LIMITS_VERSION
 
 __all__ = [
+    "CATALOG_CACHE_SIZE",
     "DEFAULT_MAX_TOOL_UNITS",
     "GENAI_PRICES_SOURCE",
     "MAX_FEE_USD",

@@ -9,6 +9,7 @@ every amount is exact (no rounding, no `decimal.Overflow`) and has at most 18 de
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 import math
@@ -349,6 +350,30 @@ class PriceCatalog(Protocol):
         ...
 
 
+CATALOG_CACHE_SIZE = 4096
+"""(model, provider) pairs whose catalog entry a `GenaiPricesCatalog` keeps resolved (least
+recently used first out): model names come from callers, so the cache is bounded."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    """One (model, provider)'s catalog entry, resolved once.
+
+    `fixed`: the model's price when it does not depend on the time of the call (no
+    conditional prices), with its per-token `rates` and, when those are flat, `flat`:
+    (input, cache read, 5-minute write, 1-hour write, output) per million tokens, defaults
+    applied. `one_hour_rule`: the fixed price bills cache writes but has no 1-hour rate.
+    """
+
+    provider: Any
+    info: Any
+    model_ref: str
+    fixed: Any
+    rates: _Rates | None
+    flat: tuple[Decimal, Decimal, Decimal, Decimal, Decimal] | None
+    one_hour_rule: bool
+
+
 class GenaiPricesCatalog:
     """List prices from the `genai-prices` package (bundled snapshot, no network)."""
 
@@ -356,21 +381,19 @@ class GenaiPricesCatalog:
         """Use prices in force at `at` (default: the time of each call)."""
         import genai_prices
         from genai_prices import data_snapshot
+        from genai_prices.types import ModelPrice as GenaiModelPrice
 
         self._genai_prices = genai_prices
+        self._fixed_price_type = GenaiModelPrice
         self._snapshot = data_snapshot.get_snapshot()
         self._at = at
         self.version = f"genai-prices {genai_prices.__version__}"
-        self._lookup: dict[tuple[str, str | None], Any] = {}
+        self._resolve = functools.lru_cache(maxsize=CATALOG_CACHE_SIZE)(self._resolve_entry)
         self._rates: dict[int, tuple[Any, _Rates | None, str]] = {}
         self._lock = threading.Lock()
 
-    def _find(self, model: str, provider: str | None) -> Any:
-        key = (model, provider)
-        try:
-            return self._lookup[key]
-        except KeyError:
-            pass
+    def _resolve_entry(self, model: str, provider: str | None) -> _Resolved | None:
+        """The catalog entry of `model` at `provider` (uncached: see `_resolve`)."""
         try:
             found: Any = self._snapshot.find_provider_model(model, None, provider, None)
         except LookupError:
@@ -380,9 +403,32 @@ class GenaiPricesCatalog:
                     found = self._snapshot.find_provider_model(model, None, None, None)
                 except LookupError:
                     found = None
-        with self._lock:
-            self._lookup[key] = found
-        return found
+        if found is None:
+            return None
+        prov, info = found
+        fixed = info.prices if isinstance(info.prices, self._fixed_price_type) else None
+        rates = None if fixed is None else _token_rates(prov.id, fixed)
+        return _Resolved(
+            provider=prov,
+            info=info,
+            model_ref=f"{prov.id}:{info.id}",
+            fixed=fixed,
+            rates=rates,
+            flat=None if rates is None else _flat_rates(rates),
+            one_hour_rule=fixed is not None and _lacks_one_hour_rate(fixed),
+        )
+
+    @property
+    def cached_models(self) -> int:
+        """How many (model, provider) look-ups are held resolved (<= `CATALOG_CACHE_SIZE`).
+
+        Unknown models are held too, as unknown: they are looked up again once evicted.
+        """
+        return self._resolve.cache_info().currsize
+
+    def _find(self, model: str, provider: str | None) -> Any:
+        resolved = self._resolve(model, provider)
+        return None if resolved is None else (resolved.provider, resolved.info)
 
     def context_window(self, model: str, provider: str | None) -> int | None:
         """The model's context window in the catalog (input and output together), or None."""
@@ -399,31 +445,38 @@ class GenaiPricesCatalog:
         model has a cache-write rate but no 1-hour one, at twice its input price (Anthropic's
         rule) and `source` says so; where it bills no cache writes at all, like any write.
         """
-        found = self._find(model, provider)
-        if found is None:
+        resolved = self._resolve(model, provider)
+        if resolved is None:
             return None
-        prov, info = found
-        at = self._at or datetime.now(tz=UTC)
-        prices = info.get_prices(at)
-        cached = self._rates.get(id(prices))
-        if cached is None or cached[0] is not prices:
-            cached = (prices, _token_rates(prov.id, prices), f"{prov.id}:{info.id}")
-            with self._lock:
-                self._rates[id(prices)] = cached
-        _, rates, model_ref = cached
-        one_hour_rule = (
-            usage.cache_write_1h_tokens > 0
-            and getattr(prices, _ONE_HOUR_KEY) is None
-            and prices.cache_write_mtok is not None
-        )
-        amount = None if rates is None else _apply_rates(rates, usage)
+        prov, info = resolved.provider, resolved.info
+        at = self._at
+        if resolved.fixed is not None:  # the same price at any time: resolved once
+            rates = resolved.rates
+            one_hour_rule = resolved.one_hour_rule and usage.cache_write_1h_tokens > 0
+            flat = resolved.flat
+            amount = (
+                _apply_flat(flat, usage)
+                if flat is not None
+                else (None if rates is None else _apply_rates(rates, usage))
+            )
+        else:
+            at = at or datetime.now(tz=UTC)
+            prices = info.get_prices(at)
+            cached = self._rates.get(id(prices))
+            if cached is None or cached[0] is not prices:
+                cached = (prices, _token_rates(prov.id, prices), resolved.model_ref)
+                with self._lock:
+                    self._rates[id(prices)] = cached
+            rates = cached[1]
+            one_hour_rule = usage.cache_write_1h_tokens > 0 and _lacks_one_hour_rate(prices)
+            amount = None if rates is None else _apply_rates(rates, usage)
         if amount is None:  # anything but plain token prices: genai-prices' full calculation
-            amount = self._full_price(info, prov, usage, at, one_hour_rule)
+            amount = self._full_price(info, prov, usage, at or datetime.now(tz=UTC), one_hour_rule)
         return Cost(
             amount=amount,
             source=ONE_HOUR_WRITE_RULE_SOURCE if one_hour_rule else GENAI_PRICES_SOURCE,
             version=self.version,
-            model_ref=model_ref,
+            model_ref=resolved.model_ref,
         )
 
     def worst_case(self, model: str, provider: str | None, n: int, out: int) -> Decimal | None:
@@ -435,17 +488,19 @@ class GenaiPricesCatalog:
         `n` tokens at one input rate plus the same output. None when the model's price is
         not plain token rates (a fee, other units): then each usage is priced in full.
         """
-        found = self._find(model, provider)
-        if found is None:
+        resolved = self._resolve(model, provider)
+        if resolved is None:
             return None
-        prov, info = found
-        prices = info.get_prices(self._at or datetime.now(tz=UTC))
-        cached = self._rates.get(id(prices))
-        if cached is None or cached[0] is not prices:
-            cached = (prices, _token_rates(prov.id, prices), f"{prov.id}:{info.id}")
-            with self._lock:
-                self._rates[id(prices)] = cached
-        rates = cached[1]
+        if resolved.fixed is not None:  # the same price at any time: resolved once
+            rates = resolved.rates
+        else:
+            prices = resolved.info.get_prices(self._at or datetime.now(tz=UTC))
+            cached = self._rates.get(id(prices))
+            if cached is None or cached[0] is not prices:
+                cached = (prices, _token_rates(resolved.provider.id, prices), resolved.model_ref)
+                with self._lock:
+                    self._rates[id(prices)] = cached
+            rates = cached[1]
         if rates is None:
             return None
         rate = {k: _tier_rate(v, n) for k, v in rates.items()}
@@ -527,6 +582,45 @@ def _apply_rates(rates: _Rates, usage: TokenUsage) -> Decimal | None:
             + usage.cache_write_5m_tokens * (inp if write is None else write)
             + usage.cache_write_1h_tokens * write_1h
             + usage.output_tokens * (Decimal(0) if out is None else out)
+        ) / MILLION
+
+
+def _lacks_one_hour_rate(prices: Any) -> bool:
+    """The price bills cache writes but has no 1-hour rate (Anthropic's 2x rule applies)."""
+    return getattr(prices, _ONE_HOUR_KEY) is None and prices.cache_write_mtok is not None
+
+
+def _flat_rates(rates: _Rates) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal] | None:
+    """`rates` as `_apply_rates` would use them, when none is tiered; else None."""
+    if not all(isinstance(v, Decimal) for v in rates.values()):
+        return None
+    inp = rates["input_mtok"]
+    read, write, out = (rates.get(k) for k in _TOKEN_PRICE_KEYS[1:])
+    write_1h = rates.get(_ONE_HOUR_KEY)
+    with localcontext(_EXACT):
+        if write_1h is None:  # as in `_apply_rates`
+            write_1h = inp if write is None else inp * ONE_HOUR_WRITE_MULTIPLIER
+    return (
+        inp,
+        inp if read is None else read,
+        inp if write is None else write,
+        write_1h,
+        Decimal(0) if out is None else out,
+    )
+
+
+def _apply_flat(
+    flat: tuple[Decimal, Decimal, Decimal, Decimal, Decimal], usage: TokenUsage
+) -> Decimal:
+    """`_apply_rates` for flat rates resolved by `_flat_rates` (the same exact result)."""
+    inp, read, write, write_1h, out = flat
+    with localcontext(_EXACT):
+        return (
+            usage.uncached_input_tokens * inp
+            + usage.cache_read_tokens * read
+            + usage.cache_write_5m_tokens * write
+            + usage.cache_write_1h_tokens * write_1h
+            + usage.output_tokens * out
         ) / MILLION
 
 

@@ -32,6 +32,10 @@ _INTERRUPT_ERRORS = frozenset({"GraphInterrupt", "NodeInterrupt", "GraphDrained"
 """LangGraph exceptions that pause a run (it can resume from its checkpoint)."""
 _CONTROL_FLOW = frozenset({"ParentCommand", "GraphBubbleUp"})
 """LangGraph exceptions that are control flow (a hand-off to the parent graph), not failures."""
+RUN_ID_CACHE_SIZE = 100_000
+"""Open LangChain runs whose id text a handler keeps (`str(UUID)` is slow; a run's id is
+read at its start, by each child it opens and at its end, when it is dropped). A full cache
+is cleared (runs that never ended), so it stays bounded."""
 
 
 class FinOpsCallbackHandler(BaseCallbackHandler):
@@ -86,6 +90,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
             source="FinOpsCallbackHandler",
         )
         self.tracker = self.guard.tracker
+        self._ids: dict[int, tuple[UUID, str]] = {}  # open runs' ids as text (`_id`)
         # Policy violations must reach the caller; our own internal errors are caught
         # before LangChain sees them unless strict.
         self.raise_error = self.guard.strict or self.guard.enforcing
@@ -118,6 +123,32 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         """Wait until everything recorded is in the ledger."""
         self.tracker.flush()
 
+    def _id(self, run_id: UUID) -> str:
+        """`str(run_id)` of a run that starts, kept until it ends (its children read it)."""
+        text = str(run_id)
+        ids = self._ids
+        if len(ids) >= RUN_ID_CACHE_SIZE:
+            ids.clear()  # runs that never ended: start afresh rather than grow
+        # Keyed by identity (LangChain passes a run's one UUID object to its start, its end
+        # and its children), the object kept alive with its text so its id stays its own.
+        ids[id(run_id)] = (run_id, text)
+        return text
+
+    def _parent_id(self, parent_run_id: UUID | None) -> str | None:
+        """`str(parent_run_id)`, from the cache when we saw that run start."""
+        if parent_run_id is None:
+            return None
+        known = self._ids.get(id(parent_run_id))
+        return known[1] if known is not None and known[0] is parent_run_id else str(parent_run_id)
+
+    def _end_id(self, run_id: UUID) -> str:
+        """`str(run_id)` of a run that ends (and is forgotten)."""
+        known = self._ids.get(id(run_id))
+        if known is not None and known[0] is run_id:
+            self._ids.pop(id(run_id), None)
+            return known[1]
+        return str(run_id)
+
     # -- chains and graph nodes ---------------------------------------------------------
 
     def on_chain_start(
@@ -134,12 +165,14 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         """Open a span for a chain, graph or LangGraph node (a run, at the root)."""
         name = _name(serialized, kwargs)
         meta = metadata or {}
-        parent = str(parent_run_id) if parent_run_id else None
-        own = self._agent_tag(self._own_tags(meta, parent), meta, parent, name)
+        parent = self._parent_id(parent_run_id)
+        own: Mapping[str, str] | None = None
+        if meta.get(METADATA_KEY) is not None or meta.get("ls_integration") == AGENT_INTEGRATION:
+            own = self._agent_tag(self._own_tags(meta, parent), meta, parent, name)
         if parent is None:
             thread = meta.get("thread_id")
             self.guard.open_step(
-                str(run_id),
+                self._id(run_id),
                 parent_id=None,
                 name=name,
                 kind="run",
@@ -158,7 +191,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
             if span is None or span.kind != "node" or span.name != name:
                 node, kind = lg_node, "node"
         self.guard.open_step(
-            str(run_id),
+            self._id(run_id),
             parent_id=parent,
             name=name,
             kind=kind,
@@ -170,7 +203,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         """Close the span."""
-        self.guard.close_step(str(run_id))
+        self.guard.close_step(self._end_id(run_id))
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Close the span as failed (interrupted, for a LangGraph interrupt)."""
@@ -184,7 +217,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
             status, failure = "interrupted", None
         elif kind in _CONTROL_FLOW:
             failure = None  # a hand-off, not a failure
-        self.guard.close_step(str(run_id), status=status, error=failure)
+        self.guard.close_step(self._end_id(run_id), status=status, error=failure)
 
     def _agent_tag(
         self,
@@ -266,7 +299,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
     ) -> None:
         params: Mapping[str, Any] = kwargs.get("invocation_params") or {}
         meta = metadata or {}
-        parent = str(parent_run_id) if parent_run_id else None
+        parent = self._parent_id(parent_run_id)
         model = (
             params.get("model")
             or params.get("model_name")
@@ -286,7 +319,7 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
                 metadata=meta,
             )
         self.guard.before_model_call(
-            str(run_id),
+            self._id(run_id),
             parent_id=parent,
             name=_name(serialized, kwargs),
             model=model,
@@ -308,12 +341,12 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
         if cached:
             cost = Cost(amount=Decimal(0), source=LLM_CACHE_SOURCE, version="-", model_ref=served)
         self.guard.after_model_call(
-            str(run_id), usage=usage, model=served, cost=cost, usage_error=error
+            self._end_id(run_id), usage=usage, model=served, cost=cost, usage_error=error
         )
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Close a failed model span (no usage is reported for a failed call)."""
-        self.guard.model_call_failed(str(run_id), error)
+        self.guard.model_call_failed(self._end_id(run_id), error)
 
     # -- tools --------------------------------------------------------------------------
 
@@ -330,10 +363,10 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
     ) -> None:
         """Open a tool span (with a policy: check loops and reserve its fee first)."""
         meta = metadata or {}
-        parent = str(parent_run_id) if parent_run_id else None
+        parent = self._parent_id(parent_run_id)
         inputs = kwargs.get("inputs")
         self.guard.before_tool_call(
-            str(run_id),
+            self._id(run_id),
             parent_id=parent,
             name=_name(serialized, kwargs),
             args=inputs if inputs is not None else input_str,
@@ -343,11 +376,11 @@ class FinOpsCallbackHandler(BaseCallbackHandler):
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         """Record the tool call (with its fee, if it has one) and close the span."""
-        self.guard.after_tool_call(str(run_id), output=output)
+        self.guard.after_tool_call(self._end_id(run_id), output=output)
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Close a failed tool span (and give back its fee reservation)."""
-        self.guard.tool_call_failed(str(run_id), error)
+        self.guard.tool_call_failed(self._end_id(run_id), error)
 
 
 def _name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> str:
