@@ -510,11 +510,14 @@ class GenaiPricesCatalog:
         assert inp is not None
         write, output = rate.get("cache_write_mtok"), rate.get("output_mtok")
         write_1h = rate.get(_ONE_HOUR_KEY)
-        with localcontext(_EXACT):
-            if write_1h is None:  # as `_apply_rates`
-                write_1h = inp if write is None else inp * ONE_HOUR_WRITE_MULTIPLIER
-            dearest = max(inp, inp if write is None else write, write_1h)
-            return (n * dearest + out * (Decimal(0) if output is None else output)) / MILLION
+        exact = _EXACT  # its methods: no context switch per call
+        if write_1h is None:  # as `_apply_rates`
+            write_1h = inp if write is None else exact.multiply(inp, ONE_HOUR_WRITE_MULTIPLIER)
+        dearest = max(inp, inp if write is None else write, write_1h)
+        total = exact.multiply(n, dearest)
+        if output is not None:
+            total = exact.add(total, exact.multiply(out, output))
+        return exact.divide(total, MILLION)
 
     def _full_price(
         self, info: Any, prov: Any, usage: TokenUsage, at: datetime, one_hour_rule: bool
