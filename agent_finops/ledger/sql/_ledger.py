@@ -274,7 +274,10 @@ class SQLLedger(LedgerBase):
         insert's RETURNING says what this write inserted.
         """
         if self.dialect != "sqlite":
-            stmt = self._insert_ignore(_events).returning(_events.c.event_id)
+            stmt = self._statements.get((_events.name, "returning"))
+            if stmt is None:  # built once: a new statement per batch is compiled per batch
+                stmt = self._insert_ignore(_events).returning(_events.c.event_id)
+                self._statements[_events.name, "returning"] = stmt
             return set(conn.execute(stmt, rows).scalars())
         ids = list(dict.fromkeys(r["event_id"] for r in rows))
         stored: set[str] = set()
