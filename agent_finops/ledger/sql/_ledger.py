@@ -269,16 +269,12 @@ class SQLLedger(LedgerBase):
 
         SQLite: the write holds the file's write lock (`lock_for_budget_write`), so the ids
         already stored are read first and the rows go through the precompiled bulk insert
-        (an insert with RETURNING runs SQLAlchemy's per-row execution path). Elsewhere,
-        concurrent writers may insert the same event between a read and the insert: the
-        insert's RETURNING says what this write inserted.
+        (an insert with RETURNING runs SQLAlchemy's per-row execution path). PostgreSQL:
+        concurrent writers may insert the same event between a read and the insert, so the
+        insert's RETURNING says what this write inserted (one `executemany`).
         """
         if self.dialect != "sqlite":
-            stmt = self._statements.get((_events.name, "returning"))
-            if stmt is None:  # built once: a new statement per batch is compiled per batch
-                stmt = self._insert_ignore(_events).returning(_events.c.event_id)
-                self._statements[_events.name, "returning"] = stmt
-            return set(conn.execute(stmt, rows).scalars())
+            return self._bulk(_events).insert_returning(conn, rows, "event_id")
         ids = list(dict.fromkeys(r["event_id"] for r in rows))
         stored: set[str] = set()
         for start in range(0, len(ids), 500):
