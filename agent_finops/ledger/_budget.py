@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypeVar
 
 from agent_finops.exceptions import BudgetExceeded
 from agent_finops.ledger._money import MONEY_LIMIT, MONEY_PLACES, stored_money
@@ -24,6 +24,7 @@ MAX_COUNTER_KEY_LENGTH = 512
 MAX_CALL_ID_LENGTH = 128
 
 _ZERO = Decimal(0)
+_T = TypeVar("_T")
 _INFINITY = Decimal("Infinity")
 
 
@@ -277,6 +278,14 @@ class LeaseGrant:
 _set = object.__setattr__
 
 
+def _unchecked(cls: type[_T], *values: object) -> _T:
+    """An instance of the frozen dataclass `cls` from its field values, `__post_init__` skipped."""
+    made = object.__new__(cls)
+    for name, value in zip(cls.__dataclass_fields__, values, strict=True):  # type: ignore[attr-defined]
+        _set(made, name, value)
+    return made
+
+
 def checked_claim(
     counter_key: str,
     rule_id: str,
@@ -291,15 +300,7 @@ def checked_claim(
     For the policy engine's hot path: `limit` and `amount` are stored amounts
     (`exact_amount`), `unit` one of `UNITS`, `counter_key` of an accepted length.
     """
-    claim = object.__new__(Claim)
-    _set(claim, "counter_key", counter_key)
-    _set(claim, "rule_id", rule_id)
-    _set(claim, "unit", unit)
-    _set(claim, "limit", limit)
-    _set(claim, "amount", amount)
-    _set(claim, "window_end", window_end)
-    _set(claim, "enforce", enforce)
-    return claim
+    return _unchecked(Claim, counter_key, rule_id, unit, limit, amount, window_end, enforce)
 
 
 def checked_charge(
@@ -316,12 +317,6 @@ def checked_charge(
     For a lease store's settle: from its checked claim and the settled amount, with
     `consumed <= spent`.
     """
-    charge = object.__new__(LeaseCharge)
-    _set(charge, "worker_id", worker_id)
-    _set(charge, "counter_key", counter_key)
-    _set(charge, "unit", unit)
-    _set(charge, "limit", limit)
-    _set(charge, "spent", spent)
-    _set(charge, "consumed", consumed)
-    _set(charge, "event_id", event_id)
-    return charge
+    return _unchecked(
+        LeaseCharge, worker_id, counter_key, unit, limit, spent, consumed, event_id
+    )

@@ -28,7 +28,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -122,10 +122,6 @@ class _Slice:
     since: Decimal = _ZERO
     """Charged by this store since the last grow."""
     used_at: float = 0.0
-    beyond: bool = False
-    """A charge went beyond the lease (an overrun): the database sees that spend only once
-    the charge is written, so the next grow waits for it (else it would see headroom the
-    overrun already spent)."""
 
 
 @dataclass(slots=True)
@@ -217,6 +213,9 @@ class LeasedBudgetStore(BudgetStoreBase):
         first, so this worker's view of them, for thresholds, includes them; a grow of
         counters without any, such as a new run's cap, does not wait)."""
         self._flush_failed = float("-inf")
+        self._grouping: Callable[[], bool] | None = getattr(charges_to, "grouping", None)
+        """The sink's `grouping()` (`CostTracker`'s): whether what it is given now waits in
+        the caller's open record group; a sink without it queues at once."""
         self._unseen: dict[str, dict[str, _Unseen]] = {}
         """By counter: spend beyond this worker's lease (overruns, calls that failed open)
         by event id, until the database is seen to hold that event (and so its charge), or
@@ -366,6 +365,7 @@ class LeasedBudgetStore(BudgetStoreBase):
         """
         short = []
         slices = self._state.slices
+        unseen = self._unseen
         for claim in claims:
             s = slices.get(claim.counter_key)
             if s is None or s.limit != claim.limit or s.unit != claim.unit:
@@ -374,7 +374,7 @@ class LeasedBudgetStore(BudgetStoreBase):
             free = _sub(s.amount, s.held)
             if free < claim.amount:
                 short.append((claim, _sub(claim.amount, free)))
-            elif claim.enforce and s.beyond and claim.counter_key not in grown:
+            elif claim.enforce and claim.counter_key in unseen and claim.counter_key not in grown:
                 # Spend beyond the lease the database may not hold yet: let a grow, which
                 # counts it, decide, not the slice.
                 short.append((claim, claim.amount))
@@ -402,7 +402,6 @@ class LeasedBudgetStore(BudgetStoreBase):
             s.seen = _add(_sub(_add(grant.spent, grant.reserved), grant.lease), extra)
             s.since = _ZERO
             s.used_at = now
-            s.beyond = bool(self._unseen.get(grant.counter_key))
 
     def _grant(
         self, call_id: str, claims: Sequence[Claim], now: datetime, ttl: timedelta
@@ -499,9 +498,6 @@ class LeasedBudgetStore(BudgetStoreBase):
         pending = self._unseen.setdefault(key, {})
         found = pending.get(event_id)
         pending[event_id] = _Unseen(amount if found is None else _add(found.amount, amount))
-        s = self._state.slices.get(key)
-        if s is not None:
-            s.beyond = True
 
     def _unseen_of(self, keys: Sequence[str], flushed: float | None) -> dict[str, Decimal]:
         """This worker's unseen spend on `keys`, less what the database is known to hold.
@@ -514,20 +510,21 @@ class LeasedBudgetStore(BudgetStoreBase):
             pending = {k: dict(self._unseen[k]) for k in keys if self._unseen.get(k)}
         if not pending:
             return {}
-        if flushed is not None:
-            for entries in pending.values():
-                for event_id, entry in list(entries.items()):
-                    if entry.queued is not None and entry.queued <= flushed:
-                        del entries[event_id]
-        asked = sorted({e for entries in pending.values() for e in entries})
-        written = self.backing.charged_events(asked) if asked else set()
+        done = {
+            event_id
+            for entries in pending.values()
+            for event_id, entry in entries.items()
+            if flushed is not None and entry.queued is not None and entry.queued <= flushed
+        }
+        asked = sorted({e for entries in pending.values() for e in entries} - done)
+        if asked:
+            done |= self.backing.charged_events(asked)
         out: dict[str, Decimal] = {}
         with self._state.lock:
-            for key, entries in pending.items():
+            for key in pending:
                 mine = self._unseen.get(key, {})
-                for event_id in list(mine):
-                    if event_id in written or event_id not in entries:
-                        del mine[event_id]  # written (or dropped above as flushed)
+                for event_id in done & mine.keys():  # entries added meanwhile stay
+                    del mine[event_id]
                 if not mine:
                     self._unseen.pop(key, None)
                 total = _ZERO
@@ -538,13 +535,12 @@ class LeasedBudgetStore(BudgetStoreBase):
         return out
 
     def _emit(self, charges: Sequence[LeaseCharge]) -> None:
-        grouping = getattr(self.charges_to, "grouping", None)
-        held = grouping() if grouping is not None else False
+        held = self._grouping is not None and self._grouping()
         self.charges_to.emit_charges(charges)
         queued = None if held else time.monotonic()
         with self._state.lock:  # after emitting: a flush from here on writes them
             self._unwritten.update(c.counter_key for c in charges)
-            if queued is not None:
+            if queued is not None and self._unseen:
                 for c in charges:
                     entry = self._unseen.get(c.counter_key, {}).get(c.event_id or "")
                     if entry is not None and entry.queued is None:
