@@ -70,6 +70,11 @@ class Claim:
     """End of the budget window the counter belongs to (None: no window)."""
     enforce: bool = True
     """False: shadow / warn only; counted but never refuses."""
+    private: bool = False
+    """Only this process ever charges the counter (the cap of a run without a thread: it
+    cannot be resumed elsewhere, and its key holds the trace id minted here). A lease
+    store decides it in memory from the whole limit, with no database transaction; its
+    spend still reaches the counter, with each call's cost event. Other stores ignore it."""
 
     def __post_init__(self) -> None:
         """Validate, and accept `int` or `str` amounts as exact decimals."""
@@ -294,13 +299,16 @@ def checked_claim(
     amount: Decimal,
     window_end: datetime | None,
     enforce: bool,
+    private: bool = False,
 ) -> Claim:
     """A `Claim` of values its caller has already checked (`Claim.__post_init__` skipped).
 
     For the policy engine's hot path: `limit` and `amount` are stored amounts
     (`exact_amount`), `unit` one of `UNITS`, `counter_key` of an accepted length.
     """
-    return _unchecked(Claim, counter_key, rule_id, unit, limit, amount, window_end, enforce)
+    return _unchecked(
+        Claim, counter_key, rule_id, unit, limit, amount, window_end, enforce, private
+    )
 
 
 def checked_charge(

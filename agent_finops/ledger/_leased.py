@@ -65,6 +65,11 @@ _add = EXACT.add
 _sub = EXACT.subtract
 KEPT_CALLS = 100_000
 """Finished calls a store remembers (their ids stay idempotent in this process)."""
+KEPT_PRIVATE = 100_000
+"""Private counters (`Claim.private`) held before the long-unused ones are forgotten."""
+PRIVATE_STALE = 3600
+"""Seconds a private counter goes unused before it may be forgotten (only past KEPT_PRIVATE:
+a run that ends forgets its own at once)."""
 _GROW_TRIES = 16
 _VIEW_FLUSH_TIMEOUT = 2.0
 """Seconds a grow waits for this worker's charges to be written (its view, not the limit)."""
@@ -122,6 +127,9 @@ class _Slice:
     since: Decimal = _ZERO
     """Charged by this store since the last grow."""
     used_at: float = 0.0
+    private: bool = False
+    """A counter only this process charges (`Claim.private`): no database lease; `amount`
+    is the limit less what was charged (it never grows), and its charges consume nothing."""
 
 
 @dataclass(slots=True)
@@ -152,11 +160,34 @@ class _State:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     slices: dict[str, _Slice] = field(default_factory=dict)
-    calls: OrderedDict[str, _Call] = field(default_factory=OrderedDict)
+    calls: dict[str, _Call] = field(default_factory=dict)
+    """Calls in flight (reserved, or expired and not yet settled), oldest first."""
+    done: OrderedDict[str, tuple[ReservationState, datetime]] = field(default_factory=OrderedDict)
+    """Finished calls (settled, released): state and when, oldest first, at most KEPT_CALLS.
+    Two plain values each, not the call: a long-lived worker keeps 100,000 of them, and
+    the garbage collector walks whatever they hold at every full collection."""
     worker: str | None = None
     pid: int = field(default_factory=os.getpid)
     lapses: int = 0
     """The backing store's count of lapsed worker leases, as last seen."""
+
+    def found(self, call_id: str) -> ReserveResult | None:
+        """A replay of a call this store reserved (under the lock), or None."""
+        call = self.calls.get(call_id)
+        if call is not None:
+            return _replayed(call)
+        done = self.done.get(call_id)
+        if done is not None:
+            return ReserveResult(call_id, (), replayed=True, state=done[0])
+        return None
+
+    def finish(self, call_id: str, state: ReservationState, at: datetime) -> None:
+        """The call in flight `call_id` ended (under the lock)."""
+        del self.calls[call_id]
+        done = self.done
+        done[call_id] = (state, at)
+        while len(done) > KEPT_CALLS:
+            done.popitem(last=False)
 
 
 class LeasedBudgetStore(BudgetStoreBase):
@@ -216,6 +247,8 @@ class LeasedBudgetStore(BudgetStoreBase):
         self._grouping: Callable[[], bool] | None = getattr(charges_to, "grouping", None)
         """The sink's `grouping()` (`CostTracker`'s): whether what it is given now waits in
         the caller's open record group; a sink without it queues at once."""
+        self._private = 0
+        """Private slices held (`Claim.private`): forgotten when their run ends."""
         self._unseen: dict[str, dict[str, _Unseen]] = {}
         """By counter: spend beyond this worker's lease (overruns, calls that failed open)
         by event id, until the database is seen to hold that event (and so its charge), or
@@ -263,12 +296,14 @@ class LeasedBudgetStore(BudgetStoreBase):
         self._grow_lock = threading.Lock()
         self._unwritten = set()
         self._unseen = {}
+        self._private = 0
         self._upkeep = None
 
     def _drop_all(self, why: str) -> None:
         state = self._state
         with state.lock:
-            slices, state.slices = state.slices, {}
+            slices = {k: s for k, s in state.slices.items() if not s.private}
+            state.slices = {k: s for k, s in state.slices.items() if s.private}
             worker = state.worker
         if not slices or worker is None:
             return
@@ -302,59 +337,86 @@ class LeasedBudgetStore(BudgetStoreBase):
     ) -> ReserveResult:
         state = self._state
         with state.lock:
-            found = state.calls.get(call_id)
+            found = state.found(call_id)
             if found is not None:  # only granted calls are kept
-                return _replayed(found)
+                return found
         worker = self._worker()
         for _ in range(_GROW_TRIES):
             with state.lock:
                 short = self._shortfalls(claims)
                 if not short:
                     return self._grant(call_id, claims, now, ttl)
+                private = self._private_refusals(short)
+            if len(private) == len(short):  # no grow can help
+                return self._refused(call_id, claims, private)
             # One grow at a time: threads short on the same counter wait for one grow, then
             # decide from it (instead of each taking a slice, or a replay being refused).
             with self._grow_lock:
                 with state.lock:
-                    found = state.calls.get(call_id)
+                    found = state.found(call_id)
                     if found is not None:
-                        return _replayed(found)
+                        return found
                     short = self._shortfalls(claims)
                     if not short:
                         return self._grant(call_id, claims, now, ttl)
+                    # A private claim that does not fit is refused; the grow still asks
+                    # the others, so the refusal names every rule the call would exceed.
+                    private = self._private_refusals(short)
+                    short = [(c, amount) for c, amount in short if not c.private]
+                if not short:
+                    return self._refused(call_id, claims, private)
+                with state.lock:
                     keys = [c.counter_key for c, _ in short]
                     unwritten = any(k in self._unwritten or k in self._unseen for k in keys)
                     if unwritten:
                         self._unwritten = set()
-                flushed = None
-                if unwritten and time.monotonic() - self._flush_failed > _VIEW_FLUSH_BACKOFF:
-                    # This worker's view of these counters (thresholds) is taken from the
-                    # database: write the charges it emitted so far first. Best effort: the
-                    # limit never depends on it (unseen spend is counted below).
-                    started = time.monotonic()
-                    try:
-                        self.charges_to.flush(_VIEW_FLUSH_TIMEOUT)
-                        flushed = started
-                    except LedgerError:  # the writer is behind or the ledger down
-                        self._flush_failed = time.monotonic()
-                        _log.debug("charges not written before a grow", exc_info=True)
-                unseen = self._unseen_of(keys, flushed)
-                grants, refusals = self.backing.grow_leases(
-                    worker,
-                    [
-                        LeaseRequest(
-                            _need(c, amount), self.fraction, unseen.get(c.counter_key, _ZERO)
-                        )
-                        for c, amount in short
-                    ],
-                    now,
-                )
+                grants, refusals, unseen = self._grow(worker, short, keys, unwritten, now)
                 if refusals:
-                    return self._refused(call_id, claims, refusals)
+                    return self._refused(call_id, claims, [*refusals, *private])
                 with state.lock:  # decide from the grant at once, before other threads
-                    self._take(grants, short, unseen)
-                    if not self._shortfalls(claims, grown={g.counter_key for g in grants}):
+                    self._take(grants, short, unseen)  # kept for the next calls if refused
+                    grown = {g.counter_key for g in grants}
+                    if not private and not self._shortfalls(claims, grown=grown):
                         return self._grant(call_id, claims, now, ttl)
+                if private:
+                    return self._refused(call_id, claims, private)
         raise RuntimeError(f"budget leases of {call_id!r} kept being used up by other threads")
+
+    def _grow(
+        self,
+        worker: str,
+        short: Sequence[tuple[Claim, Decimal]],
+        keys: Sequence[str],
+        unwritten: bool,
+        now: datetime,
+    ) -> tuple[list[LeaseGrant], list[Refusal], dict[str, Decimal]]:
+        """One grow of the short claims' leases (under the grow lock).
+
+        This worker's unseen spend is counted; with `unwritten`, the charges it emitted so
+        far are written first.
+        """
+        flushed = None
+        if unwritten and time.monotonic() - self._flush_failed > _VIEW_FLUSH_BACKOFF:
+            # This worker's view of these counters (thresholds) is taken from the
+            # database: write the charges it emitted so far first. Best effort: the
+            # limit never depends on it (unseen spend is counted below).
+            started = time.monotonic()
+            try:
+                self.charges_to.flush(_VIEW_FLUSH_TIMEOUT)
+                flushed = started
+            except LedgerError:  # the writer is behind or the ledger down
+                self._flush_failed = time.monotonic()
+                _log.debug("charges not written before a grow", exc_info=True)
+        unseen = self._unseen_of(keys, flushed)
+        grants, refusals = self.backing.grow_leases(
+            worker,
+            [
+                LeaseRequest(_need(c, amount), self.fraction, unseen.get(c.counter_key, _ZERO))
+                for c, amount in short
+            ],
+            now,
+        )
+        return grants, refusals, unseen
 
     def _shortfalls(
         self, claims: Sequence[Claim], grown: Collection[str] = ()
@@ -368,6 +430,20 @@ class LeasedBudgetStore(BudgetStoreBase):
         unseen = self._unseen
         for claim in claims:
             s = slices.get(claim.counter_key)
+            if claim.private:
+                if s is None or not s.private:
+                    if self._private >= KEPT_PRIVATE:
+                        self._forget_stale_private()
+                    s = slices[claim.counter_key] = _Slice(
+                        claim.unit, claim.limit, claim.limit, private=True
+                    )
+                    self._private += 1
+                elif s.limit != claim.limit:  # a limit raised by an approval
+                    s.amount = _add(s.amount, _sub(claim.limit, s.limit))
+                    s.limit = claim.limit
+                if claim.enforce and _sub(s.amount, s.held) < claim.amount:
+                    short.append((claim, claim.amount))  # refused: a private slice never grows
+                continue
             if s is None or s.limit != claim.limit or s.unit != claim.unit:
                 short.append((claim, claim.amount))
                 continue
@@ -379,6 +455,59 @@ class LeasedBudgetStore(BudgetStoreBase):
                 # counts it, decide, not the slice.
                 short.append((claim, claim.amount))
         return short
+
+    def _private_refusals(self, short: Sequence[tuple[Claim, Decimal]]) -> list[Refusal]:
+        """The refusals of short private claims (under the state lock): no grow can help."""
+        slices = self._state.slices
+        out = []
+        for claim, _ in short:
+            if claim.private:
+                s = slices[claim.counter_key]
+                observed = _add(s.since, s.held)
+                out.append(
+                    Refusal(
+                        claim.counter_key,
+                        claim.rule_id,
+                        claim.unit,
+                        claim.limit,
+                        observed,
+                        claim.amount,
+                    )
+                )
+        return out
+
+    def _forget_stale_private(self) -> None:
+        """Too many private slices (runs that never ended?): forget the long-unused ones."""
+        cutoff = time.monotonic() - PRIVATE_STALE
+        slices = self._state.slices
+        stale = [k for k, s in slices.items() if s.private and s.held <= 0 and s.used_at <= cutoff]
+        for key in stale:
+            del slices[key]
+        self._private -= len(stale)
+        _log.warning(
+            "%d private budget counters held (runs that never ended?): forgot %d unused for %d s",
+            self._private + len(stale),
+            len(stale),
+            PRIVATE_STALE,
+        )
+
+    @property
+    def private_held(self) -> int:
+        """Private counters held in memory (`Claim.private`): one per live run with a cap."""
+        return self._private
+
+    def end_private(self, counter_keys: Collection[str]) -> None:
+        """Forget the private counters of a finished run (`Claim.private`).
+
+        Calls still holding them settle against the slice they hold.
+        """
+        with self._state.lock:
+            slices = self._state.slices
+            for key in counter_keys:
+                s = slices.get(key)
+                if s is not None and s.private:
+                    del slices[key]
+                    self._private -= 1
 
     def _take(
         self,
@@ -407,9 +536,9 @@ class LeasedBudgetStore(BudgetStoreBase):
         self, call_id: str, claims: Sequence[Claim], now: datetime, ttl: timedelta
     ) -> ReserveResult:
         state = self._state
-        found = state.calls.get(call_id)
+        found = state.found(call_id)
         if found is not None:  # another thread reserved this call id meanwhile
-            return _replayed(found)
+            return found
         usage = []
         held: list[_Slice] = []
         moment = time.monotonic()
@@ -425,13 +554,13 @@ class LeasedBudgetStore(BudgetStoreBase):
                 )
             )
         result = ReserveResult(call_id, tuple(usage))
-        state.calls[call_id] = _Call(tuple(claims), tuple(held), result, utcnow() + ttl)
-        state.calls.move_to_end(call_id)
-        while len(state.calls) > KEPT_CALLS:
-            oldest, call = next(iter(state.calls.items()))
-            if call.state == "reserved":
-                break
-            del state.calls[oldest]
+        calls = state.calls
+        calls[call_id] = _Call(tuple(claims), tuple(held), result, utcnow() + ttl)
+        if len(calls) > KEPT_CALLS:  # expired calls never settled: finished as expired
+            for old in [k for k, c in calls.items() if c.state == "expired"]:
+                finished_at = calls[old].finished_at
+                assert finished_at is not None
+                state.finish(old, "expired", finished_at)
         return result
 
     def _refused(
@@ -451,7 +580,11 @@ class LeasedBudgetStore(BudgetStoreBase):
                     used = _ZERO
                 usage.append(
                     ClaimUsage(
-                        claim.counter_key, claim.rule_id, claim.unit, claim.limit, used,
+                        claim.counter_key,
+                        claim.rule_id,
+                        claim.unit,
+                        claim.limit,
+                        used,
                         claim.enforce,
                     )
                 )
@@ -559,9 +692,7 @@ class LeasedBudgetStore(BudgetStoreBase):
         with state.lock:
             call = state.calls.get(call_id)
             if call is None:
-                return None
-            if call.state not in ("reserved", "expired"):
-                return False
+                return False if call_id in state.done else None
             worker = state.worker or ""
             for claim, s in zip(call.claims, call.slices, strict=True):
                 charge = charges.get(claim.unit)
@@ -569,18 +700,21 @@ class LeasedBudgetStore(BudgetStoreBase):
                     charge = claim.amount
                 elif charge > claim.amount:
                     overruns.append(
-                        Overrun(claim.counter_key, claim.rule_id, claim.unit, claim.amount,
-                                charge)
+                        Overrun(claim.counter_key, claim.rule_id, claim.unit, claim.amount, charge)
                     )
                 if call.state == "reserved":
                     s.held = max(_ZERO, _sub(s.held, claim.amount))
-                # Never what other calls in flight hold: an overrun must not free their
-                # backing in the database.
-                consumed = min(charge, max(_sub(s.amount, s.held), _ZERO))
-                s.amount = _sub(s.amount, consumed)
                 s.since = _add(s.since, charge)
-                if consumed < charge:
-                    self._add_unseen(claim.counter_key, call_id, _sub(charge, consumed))
+                if s.private:  # no lease in the database: the charge only adds to spent
+                    s.amount = _sub(s.amount, charge)
+                    consumed = _ZERO
+                else:
+                    # Never what other calls in flight hold: an overrun must not free their
+                    # backing in the database.
+                    consumed = min(charge, max(_sub(s.amount, s.held), _ZERO))
+                    s.amount = _sub(s.amount, consumed)
+                    if consumed < charge:
+                        self._add_unseen(claim.counter_key, call_id, _sub(charge, consumed))
                 if overruns and overruns[-1].counter_key == claim.counter_key:
                     overruns[-1] = replace(
                         overruns[-1],
@@ -589,11 +723,16 @@ class LeasedBudgetStore(BudgetStoreBase):
                     )
                 out.append(  # all checked: the claim's, the settled amount, consumed <= it
                     checked_charge(
-                        worker, claim.counter_key, claim.unit, claim.limit, charge, consumed,
+                        "" if s.private else worker,
+                        claim.counter_key,
+                        claim.unit,
+                        claim.limit,
+                        charge,
+                        consumed,
                         call_id,
                     )
                 )
-            call.state, call.finished_at = "settled", now
+            state.finish(call_id, "settled", now)
         return True
 
     def _release(self, call_id: str, now: datetime) -> bool:
@@ -601,14 +740,14 @@ class LeasedBudgetStore(BudgetStoreBase):
         with state.lock:
             call = state.calls.get(call_id)
             if call is not None:
-                if call.state != "reserved":
-                    if call.state == "expired":
-                        call.state, call.finished_at = "released", now
-                    return False
-                for claim, s in zip(call.claims, call.slices, strict=True):
-                    s.held = max(_ZERO, _sub(s.held, claim.amount))
-                call.state, call.finished_at = "released", now
-                return True
+                reserved = call.state == "reserved"
+                if reserved:
+                    for claim, s in zip(call.claims, call.slices, strict=True):
+                        s.held = max(_ZERO, _sub(s.held, claim.amount))
+                state.finish(call_id, "released", now)
+                return reserved
+            if call_id in state.done:
+                return False
         return self.backing.release(call_id, now=now)
 
     def _expire(self, at: datetime | None) -> list[str]:
@@ -630,14 +769,18 @@ class LeasedBudgetStore(BudgetStoreBase):
     def purge(self, finished_before: datetime) -> int:
         """See `BudgetStore.purge` (this process's finished calls, then the database's)."""
         with self._state.lock:
-            calls = self._state.calls
-            done = [
-                k for k, c in calls.items()
+            calls, done = self._state.calls, self._state.done
+            expired = [
+                k
+                for k, c in calls.items()
                 if c.finished_at is not None and c.finished_at < finished_before
             ]
-            for key in done:
+            for key in expired:
                 del calls[key]
-        return len(done) + self.backing.purge(finished_before)
+            ended = [k for k, (_, at) in done.items() if at < finished_before]
+            for key in ended:
+                del done[key]
+        return len(expired) + len(ended) + self.backing.purge(finished_before)
 
     def counter(self, counter_key: str) -> CounterState | None:
         """The counter as this worker sees it (the database's, less its own unused lease).
@@ -653,7 +796,7 @@ class LeasedBudgetStore(BudgetStoreBase):
             return None
         with self._state.lock:
             s = self._state.slices.get(counter_key)
-            unused = _ZERO if s is None else max(_ZERO, _sub(s.amount, s.held))
+            unused = _ZERO if s is None or s.private else max(_ZERO, _sub(s.amount, s.held))
         return CounterState(found.spent, max(_ZERO, _sub(found.reserved, unused)), found.limit)
 
     def reservation_state(self, call_id: str) -> ReservationState | None:
@@ -661,13 +804,16 @@ class LeasedBudgetStore(BudgetStoreBase):
         with self._state.lock:
             call = self._state.calls.get(call_id)
             if call is not None:
-                return call.state if call.result.granted else None
+                return call.state
+            done = self._state.done.get(call_id)
+            if done is not None:
+                return done[0]
         return self.backing.reservation_state(call_id)
 
     def leased(self) -> dict[str, Decimal]:
         """This worker's leases by counter key: leased and not yet consumed."""
         with self._state.lock:
-            return {k: s.amount for k, s in self._state.slices.items()}
+            return {k: s.amount for k, s in self._state.slices.items() if not s.private}
 
     # -- giving slices back -----------------------------------------------------------------
 
@@ -678,7 +824,9 @@ class LeasedBudgetStore(BudgetStoreBase):
         with state.lock:
             worker = state.worker
             retired = {
-                k: s for k, s in state.slices.items() if s.held <= 0 and s.used_at <= cutoff
+                k: s
+                for k, s in state.slices.items()
+                if s.held <= 0 and s.used_at <= cutoff and not s.private
             }
             for key in retired:
                 del state.slices[key]
@@ -693,6 +841,9 @@ class LeasedBudgetStore(BudgetStoreBase):
         The charges of the calls that used them go first (a charge must find its lease);
         what calls still in flight hold stays leased until they settle or the worker ends.
         """
+        retired = {k: s for k, s in retired.items() if not s.private}
+        if not retired:
+            return
         self.charges_to.flush(30.0)
         with self._state.lock:
             amounts = {k: max(_sub(s.amount, s.held), _ZERO) for k, s in retired.items()}

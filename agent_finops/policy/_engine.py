@@ -229,10 +229,14 @@ class PolicyEngine:
             self.loops.forget(run_key)
         self._record_allowed(lambda key: key == run_key)
         with self._lock:
-            self._plans.pop(run_key, None)
+            plans = self._plans.pop(run_key, None)
             self._grants.pop(run_key, None)
             self._stopped.pop(run_key, None)
             self._pending.pop(run_key, None)
+        if plans and not paused and isinstance(self.budgets, LeasedBudgetStore):
+            self.budgets.end_private(
+                {p.counter_key for plan in plans.values() for p in plan.parts if p.private}
+            )
 
     def check_step(
         self,
@@ -499,15 +503,18 @@ class PolicyEngine:
 
     def _claims(
         self,
-        tags: Mapping[str, str],
-        run_key: str,
+        call: _Call,
         now: datetime,
         amounts: Mapping[str, Decimal],
         *,
         rate_limits: bool,
     ) -> list[tuple[Claim, Budget | RateLimit, dict[str, str]]]:
         """The claims of one call: its plan's (cached per run, tags and window) with amounts."""
-        plan = self._plan(tags, run_key, now, rate_limits=rate_limits)
+        run_key = call.run_key
+        # A run without a thread cannot be resumed, so no other process ever charges it:
+        # its caps are private to this one (its key is the trace id minted here).
+        private = call.thread_id is None
+        plan = self._plan(call.tags, run_key, now, rate_limits=rate_limits, private=private)
         with self._lock:  # read without creating: most runs never have an approval
             grants = self._grants.get(run_key)
         # Checked once per call, not once per claim: the claims are built unchecked.
@@ -528,12 +535,19 @@ class PolicyEngine:
                 amount,
                 part.window_end,
                 part.enforce,
+                part.private,
             )
             claims.append((claim, part.rule, dict(part.scope)))
         return claims
 
     def _plan(
-        self, tags: Mapping[str, str], run_key: str, now: datetime, *, rate_limits: bool
+        self,
+        tags: Mapping[str, str],
+        run_key: str,
+        now: datetime,
+        *,
+        rate_limits: bool,
+        private: bool = False,
     ) -> _Plan:
         """The rules a call with `tags` in `run_key` is charged to, valid for a time window.
 
@@ -545,7 +559,7 @@ class PolicyEngine:
             found = self._plans.get(run_key, {}).get(key)
         if found is not None and found.valid_from <= now < found.valid_until:
             return found
-        plan = self._new_plan(tags, run_key, now, rate_limits=rate_limits)
+        plan = self._new_plan(tags, run_key, now, rate_limits=rate_limits, private=private)
         with self._lock:
             if len(self._plans) >= _MAX_PLANNED_RUNS and run_key not in self._plans:
                 self._plans.clear()  # runs that never ended (end_run forgets a run's plans)
@@ -553,7 +567,13 @@ class PolicyEngine:
         return plan
 
     def _new_plan(
-        self, tags: Mapping[str, str], run_key: str, now: datetime, *, rate_limits: bool
+        self,
+        tags: Mapping[str, str],
+        run_key: str,
+        now: datetime,
+        *,
+        rate_limits: bool,
+        private: bool,
     ) -> _Plan:
         tz = self.policy.tz
         # Each applicable rule: its counter key, its time window (None: a cost cap), enforce.
@@ -596,6 +616,7 @@ class PolicyEngine:
                     window_end,
                     enforce,
                     isinstance(rule, Budget),
+                    private and isinstance(rule, Budget) and rule.is_run_scoped(tags),
                 )
             )
         return _Plan(tuple(parts), valid_from, valid_until)
@@ -604,7 +625,7 @@ class PolicyEngine:
         self, call: _Call, amounts: Mapping[str, Decimal], now: datetime, *, rate_limits: bool
     ) -> Decision:
         assert call.call_id is not None
-        claims = self._claims(call.tags, call.run_key, now, amounts, rate_limits=rate_limits)
+        claims = self._claims(call, now, amounts, rate_limits=rate_limits)
         if not claims:
             return self._allow(call)
         result, claims = self._reserve_claims(call, claims, now)
@@ -614,7 +635,7 @@ class PolicyEngine:
             refused = result.refusals[0]
             self._refresh_grant(call, refused.rule_id, refused.counter_key)
             kept = {c.counter_key for c, _, _ in claims}
-            again = self._claims(call.tags, call.run_key, now, amounts, rate_limits=rate_limits)
+            again = self._claims(call, now, amounts, rate_limits=rate_limits)
             claims = [c for c in again if c[0].counter_key in kept]
             if any(
                 c.counter_key == refused.counter_key and c.limit > refused.limit
@@ -1044,6 +1065,8 @@ class _Part:
     enforce: bool
     budget: bool
     """A budget (a rate limit counts calls of amount 0 too)."""
+    private: bool
+    """A run cap of a run only this process can charge (`Claim.private`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -367,6 +367,13 @@ class Budget(_Strict):
         """Whether this is a per-run or per-task cap rather than a time-period budget."""
         return self.period in ("run", "task")
 
+    def is_run_scoped(self, tags: Mapping[str, str]) -> bool:
+        """Whether a call with `tags` is charged to a counter of its run alone.
+
+        A `run` cap, or a `task` cap for a call without a task tag (`without_task: run`).
+        """
+        return self.period == "run" or (self.period == "task" and not tags.get("task"))
+
     def scope_key(self, tags: Mapping[str, str]) -> str | None:
         """Canonical scope key for a call with `tags`, or None when it is out of scope."""
         if self.period == "task" and not tags.get("task") and self.without_task == "skip":
