@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 
 from agent_finops.exceptions import ConfigurationError
-from agent_finops.ledger._budget import LeaseCharge, LeaseGrant, LeaseRequest, Refusal
+from agent_finops.ledger._budget import (
+    LeaseCharge,
+    LeaseGrant,
+    LeaseRequest,
+    Refusal,
+    checked_charge,
+)
 from agent_finops.ledger._money import EXACT
 from agent_finops.ledger._planning import CounterRow
 
@@ -105,15 +111,17 @@ def merge_charges(charges: Sequence[LeaseCharge]) -> list[LeaseCharge]:
     for charge in charges:
         key = (charge.counter_key, charge.worker_id)
         found = merged.get(key)
+        # Checked charges summed stay checked (exact, storable, consumed <= spent): the
+        # writer's hot path skips `LeaseCharge.__post_init__`.
         if found is None:
-            merged[key] = LeaseCharge(
+            merged[key] = checked_charge(
                 charge.worker_id, charge.counter_key, charge.unit, charge.limit,
-                charge.spent, charge.consumed,
+                charge.spent, charge.consumed, None,
             )
         else:
-            merged[key] = LeaseCharge(
+            merged[key] = checked_charge(
                 found.worker_id, found.counter_key, found.unit, found.limit,
-                _add(found.spent, charge.spent), _add(found.consumed, charge.consumed),
+                _add(found.spent, charge.spent), _add(found.consumed, charge.consumed), None,
             )
     return [merged[key] for key in sorted(merged)]
 

@@ -91,9 +91,16 @@ class BulkInsert:
 
     def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         """Insert `rows`: dicts with a value for every column, keyed by column name."""
+        self.send(conn, self.prepare(rows))
+
+    def prepare(self, rows: Sequence[dict[str, Any]]) -> list[Any]:
+        """`rows` as this statement's parameters, values bound (no database needed).
+
+        The writer prepares a batch before it takes the database's write lock, so the
+        lock is held for the statements alone (a budget grow waits on it).
+        """
         if not self.positional or self._values is None:
-            conn.execute(self.statement, list(rows))
-            return
+            return list(rows)
         values, processors = self._values, self._processors
         params = []
         made: dict[int, Any] = {}  # id(value) -> its processed form, for shared values
@@ -114,4 +121,11 @@ class BulkInsert:
             except Exception as exc:  # as `execute` reports a value it cannot bind
                 raise StatementError(str(exc), self.sql, row, exc) from exc
             params.append(tuple(one))
-        conn.exec_driver_sql(self.sql, params)
+        return params
+
+    def send(self, conn: Connection, params: list[Any]) -> None:
+        """Execute the statement for parameters from `prepare`."""
+        if not self.positional or self._values is None:
+            conn.execute(self.statement, params)
+        else:
+            conn.exec_driver_sql(self.sql, params)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -233,36 +234,45 @@ class SQLLedger(LedgerBase):
         # so writers of overlapping batches lock them in one order; one given twice in a batch
         # is written in its last state (one statement cannot upsert a row twice). Events and
         # decisions keep their order: it breaks ties of their timestamps when read back.
-        with (
-            faults("ledger write failed, nothing written"),
-            self._writes.writing(),
-            self.engine.begin() as conn,
-        ):
-            if charges:
-                self._sql.lock_for_budget_write(conn)
+        # Every value is bound before the transaction: the write lock (which budget grows
+        # wait on) is held for the statements alone.
+        with faults("ledger write failed, nothing written"):
+            steps: list[Callable[[Connection], object]] = []
             if runs:
                 latest = {r.trace_id: r for r in runs}
-                rows = [_row(latest[key]) for key in sorted(latest)]
-                self._bulk(_runs, "trace_id").execute(conn, rows)
+                run_rows = [_row(latest[k]) for k in sorted(latest)]
+                steps.append(self._prepared(_runs, run_rows, "trace_id"))
             # A span stored on its call's event (`SpanRecord.on_event`) has no row of its own.
             last = {s.span_id: s for s in spans if not s.on_event}
             if last:
-                rows = [_span_row(last[k]) for k in sorted(last)]
-                self._bulk(_spans, "span_id").execute(conn, rows)
+                span_rows = [_span_row(last[k]) for k in sorted(last)]
+                steps.append(self._prepared(_spans, span_rows, "span_id"))
             inserted: set[str] = set()
             if events:
                 shared: _SharedTags = {}
                 rows = [_event_row(e, shared) for e in events]
                 if charges:  # which events are new decides which charges apply
-                    inserted = self._insert_new_events(conn, rows)
+                    steps.append(lambda conn: inserted.update(self._insert_new_events(conn, rows)))
                 else:
-                    self._bulk(_events).execute(conn, rows)
+                    steps.append(self._prepared(_events, rows))
             if decisions:
-                self._bulk(_decisions).execute(conn, [_row(d) for d in decisions])
-            if charges:
-                written = {e.event_id for e in events}
-                due = due_charges(charges, written, inserted)
-                apply_charges(conn, due, utcnow())
+                steps.append(self._prepared(_decisions, [_row(d) for d in decisions]))
+            with self._writes.writing(), self.engine.begin() as conn:
+                if charges:
+                    self._sql.lock_for_budget_write(conn)
+                for step in steps:
+                    step(conn)
+                if charges:
+                    written = {e.event_id for e in events}
+                    due = due_charges(charges, written, inserted)
+                    apply_charges(conn, due, utcnow())
+
+    def _prepared(
+        self, table: Table, rows: list[dict[str, Any]], key: str = ""
+    ) -> Callable[[Connection], None]:
+        """The bulk insert of `rows` into `table`, its values bound now (see `write`)."""
+        bulk = self._bulk(table, key)
+        return functools.partial(bulk.send, params=bulk.prepare(rows))
 
     def _insert_new_events(self, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
         """Insert `rows` (insert-or-ignore); the ids of those this write inserted.
