@@ -148,6 +148,13 @@ class LedgerWrites:
         """Around one write transaction (its commit included)."""
         yield
 
+    def contended(self) -> bool:
+        """Whether the transaction in progress should give way (roll back, be retried)."""
+        return False
+
+    def wait_uncontended(self, timeout: float) -> None:
+        """After giving way: wait (at most `timeout` s) for the others to go first."""
+
     def close(self) -> None:
         """Stop what it started."""
 

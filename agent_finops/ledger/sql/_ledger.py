@@ -104,6 +104,16 @@ _DECISION_COLUMNS = _columns(_decisions, DecisionRecord)
 _APPROVAL_COLUMNS = _columns(_approvals, ApprovalRecord)
 
 
+_GIVE_WAY = 3
+"""Times a write rolls back for a budget transaction waiting on its lock, then goes on."""
+_GIVE_WAY_WAIT = 0.05
+"""Seconds a write that gave way waits at most for the budget transactions to take the lock."""
+
+
+class _GiveWay(Exception):
+    """Raised inside a write transaction to roll it back and let a budget transaction in."""
+
+
 class SQLLedger(LedgerBase):
     """A `Ledger` on SQLite or PostgreSQL, through SQLAlchemy Core; thread-safe.
 
@@ -257,15 +267,23 @@ class SQLLedger(LedgerBase):
                     steps.append(self._prepared(_events, rows))
             if decisions:
                 steps.append(self._prepared(_decisions, [_row(d) for d in decisions]))
-            with self._writes.writing(), self.engine.begin() as conn:
-                if charges:
-                    self._sql.lock_for_budget_write(conn)
-                for step in steps:
-                    step(conn)
-                if charges:
-                    written = {e.event_id for e in events}
-                    due = due_charges(charges, written, inserted)
-                    apply_charges(conn, due, utcnow())
+            for attempt in range(_GIVE_WAY + 1):
+                inserted.clear()
+                try:
+                    with self._writes.writing(), self.engine.begin() as conn:
+                        if charges:
+                            self._sql.lock_for_budget_write(conn)
+                        for step in steps:
+                            if attempt < _GIVE_WAY and self._writes.contended():
+                                raise _GiveWay
+                            step(conn)
+                        if charges:
+                            written = {e.event_id for e in events}
+                            due = due_charges(charges, written, inserted)
+                            apply_charges(conn, due, utcnow())
+                    return
+                except _GiveWay:  # rolled back: a budget transaction goes first
+                    self._writes.wait_uncontended(_GIVE_WAY_WAIT)
 
     def _prepared(
         self, table: Table, rows: list[dict[str, Any]], key: str = ""

@@ -21,6 +21,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -130,10 +131,40 @@ _WRITER_LOCKS: dict[str, threading.Lock] = {}
 """One lock per SQLite database and process: the process's threads take turns writing."""
 
 
+_WAITING: dict[str, int] = {}
+"""Budget transactions of this process waiting for a database's writer lock, by database.
+
+The ledger writer gives way to them: its transaction checks between statements and, when
+one waits, rolls back and is retried once the budget transaction has the lock (a grow must
+not wait for a batch of the writer's, the P99 of a guarded decision)."""
+_WAITING_LOCK = threading.Lock()
+
+
+@contextmanager
+def _budget_turn(key: str) -> Iterator[None]:
+    """Hold the database's writer lock for a budget transaction, counted as waiting meanwhile."""
+    lock = _WRITER_LOCKS[key]
+    if not lock.acquire(blocking=False):
+        with _WAITING_LOCK:
+            _WAITING[key] = _WAITING.get(key, 0) + 1
+        try:
+            lock.acquire()
+        finally:
+            with _WAITING_LOCK:
+                _WAITING[key] -= 1
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _fresh_locks_in_child() -> None:
     # A lock held by another thread at fork time would never be released in the child.
+    global _WAITING_LOCK
     for key in _WRITER_LOCKS:
         _WRITER_LOCKS[key] = threading.Lock()
+    _WAITING.clear()
+    _WAITING_LOCK = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_fresh_locks_in_child)
@@ -335,11 +366,22 @@ class SQLiteLedgerWrites(LedgerWrites):
         """Writes on `engine`'s file."""
         key = str(engine.url)
         _WRITER_LOCKS.setdefault(key, threading.Lock())  # atomic under the GIL
+        self._key = key
         self._lock = functools.partial(_writer_lock, key)
         self._engine = engine
         self._commits = 0
         self._checkpointer = Checkpointer(engine, self._lock)
         self._stop = weakref.finalize(self, self._checkpointer.close, False)
+
+    def contended(self) -> bool:
+        """Whether a budget transaction of this process waits for the writer lock."""
+        return _WAITING.get(self._key, 0) > 0
+
+    def wait_uncontended(self, timeout: float) -> None:
+        """Let the waiting budget transactions take the lock first (at most `timeout` s)."""
+        deadline = time.monotonic() + timeout
+        while self.contended() and time.monotonic() < deadline:
+            time.sleep(0.00005)
 
     @contextmanager
     def writing(self) -> Iterator[None]:
@@ -405,7 +447,7 @@ class SQLiteBudgets(BudgetBackend):
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
-        with _WRITER_LOCKS[self._lock_key]:
+        with _budget_turn(self._lock_key):
             conn = self._connection()
             if conn.in_transaction:
                 conn.rollback()
