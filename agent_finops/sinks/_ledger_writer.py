@@ -39,7 +39,6 @@ from agent_finops.sinks._sigterm import install_sigterm_flush
 
 __all__ = [
     "BATCH_MAX",
-    "WRITE_MAX",
     "FULL_WAIT",
     "LINGER",
     "MAX_QUEUED",
@@ -51,14 +50,7 @@ __all__ = [
 log = logging.getLogger("agent_finops")
 
 BATCH_MAX: Final = 500
-"""Record groups the writer takes from its queue at once."""
-WRITE_MAX: Final = 32
-"""Record groups written in one transaction at most (a batch is written in such chunks).
-
-On SQLite a budget grow waits for the ledger's transaction in progress; a thread that holds
-the GIL for long stretches lets batches of hundreds of groups pile up, and one transaction
-of them made a grow wait several milliseconds (the P99 of guarded decisions). A chunk of 32
-is written in well under a millisecond."""
+"""Record groups written in one transaction at most."""
 LINGER: Final = 0.002
 """Seconds the writer waits after the oldest queued group so it writes one larger batch.
 
@@ -458,9 +450,8 @@ class LedgerWriter(_Delivery):
                 if len(self._queue) + len(groups) >= self.max_queued:
                     self._cond.notify_all()  # room for producers waiting on a full queue
             try:
-                for start in range(0, len(groups), WRITE_MAX):
-                    self._deliver(_Batch.of(groups[start : start + WRITE_MAX]))
-                    self.batches += 1
+                self._deliver(_Batch.of(groups))
+                self.batches += 1
             except BaseException as exc:  # pragma: no cover - a bug: never wedge the flushers
                 log.exception("agent-finops writer failed on a batch: %s", exc)
                 self.keep(_Batch.of(groups).records(), f"writer error: {exc!r}")
