@@ -5,9 +5,9 @@ row's parameters through SQLAlchemy's execution context each time; for the write
 batches (a few dozen rows) that was most of its time, on the same GIL as the user's run.
 `BulkInsert` does that work once per statement: its SQL text, its parameter order and each
 column's bind processor (the same `UTCDateTime`, `Money`, `JSON` and `Boolean` processing
-`execute` applies), then hands the rows to one DBAPI `executemany` through
-`exec_driver_sql`. Only for positional-parameter dialects (SQLite's `qmark`); others keep
-`execute`.
+`execute` applies), then hands the rows to one DBAPI `executemany`: through
+`exec_driver_sql` for a positional-parameter dialect (SQLite's `qmark`), on the driver's
+cursor for a named one (psycopg's `pyformat`); any other keeps `execute`.
 
 A JSON column's text is made once per value object in a batch: rows sharing one dict (the
 events of a run share their tag dict) share its JSON.
@@ -48,6 +48,7 @@ class BulkInsert:
             for name in compiled.params
             if (processor := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
         ]
+        self.named = dialect.paramstyle == "pyformat" and not self.positional
 
     def insert_returning(
         self, conn: Connection, rows: Sequence[dict[str, Any]], column: str
@@ -61,17 +62,7 @@ class BulkInsert:
         get the bind processing `execute` applies; driver errors are raised as SQLAlchemy's.
         """
         sql = f"{self.sql} RETURNING {column}"
-        named = self._named
-        params = []
-        for row in rows:
-            one = dict(row)
-            try:
-                for name, process in named:
-                    if one[name] is not None:
-                        one[name] = process(one[name])
-            except Exception as exc:  # as `execute` reports a value it cannot bind
-                raise StatementError(str(exc), sql, row, exc) from exc
-            params.append(one)
+        params = self._bind_named(rows, sql)
         dbapi = conn.dialect.loaded_dbapi
         cursor: Any = conn.connection.cursor()
         try:
@@ -89,6 +80,21 @@ class BulkInsert:
             cursor.close()
         return found
 
+    def _bind_named(self, rows: Sequence[dict[str, Any]], sql: str) -> list[dict[str, Any]]:
+        """Rows as a named-parameter driver's parameters, values bound as `execute` would."""
+        named = self._named
+        params = []
+        for row in rows:
+            one = dict(row)
+            try:
+                for name, process in named:
+                    if one[name] is not None:
+                        one[name] = process(one[name])
+            except Exception as exc:  # as `execute` reports a value it cannot bind
+                raise StatementError(str(exc), sql, row, exc) from exc
+            params.append(one)
+        return params
+
     def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         """Insert `rows`: dicts with a value for every column, keyed by column name."""
         self.send(conn, self.prepare(rows))
@@ -99,6 +105,8 @@ class BulkInsert:
         The writer prepares a batch before it takes the database's write lock, so the
         lock is held for the statements alone (a budget grow waits on it).
         """
+        if self.named:
+            return self._bind_named(rows, self.sql)
         if not self.positional or self._values is None:
             return list(rows)
         values, processors = self._values, self._processors
@@ -124,8 +132,25 @@ class BulkInsert:
         return params
 
     def send(self, conn: Connection, params: list[Any]) -> None:
-        """Execute the statement for parameters from `prepare`."""
-        if not self.positional or self._values is None:
+        """Execute the statement for parameters from `prepare`.
+
+        A named-parameter driver (psycopg) gets one DBAPI `executemany` of the fixed SQL
+        text: SQLAlchemy's `execute` of a list of dicts ran its per-statement execution
+        context, the writer's largest cost on PostgreSQL. Driver errors are raised as
+        SQLAlchemy's, as `execute` raises them.
+        """
+        if self.named:
+            dbapi = conn.dialect.loaded_dbapi
+            cursor: Any = conn.connection.cursor()
+            try:
+                cursor.executemany(self.sql, params)
+            except dbapi.Error as exc:
+                raise DBAPIError.instance(
+                    self.sql, params, exc, dbapi.Error, dialect=conn.dialect, ismulti=True
+                ) from exc
+            finally:
+                cursor.close()
+        elif not self.positional or self._values is None:
             conn.execute(self.statement, params)
         else:
             conn.exec_driver_sql(self.sql, params)
