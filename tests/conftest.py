@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import create_engine, text
 
-from agent_finops import SQLLedger
+from agent_finops import InMemoryLedger, SQLLedger
+from agent_finops.ledger import Ledger
 
 POSTGRES_ENV = "AGENT_FINOPS_TEST_POSTGRES_URL"
 
@@ -76,3 +77,16 @@ def shared_ledger(
         yield led
     if request.param == "postgres":
         drop_postgres_schema(url)
+
+
+@pytest.fixture(params=["in-memory", "sqlite-file"])
+def memory_or_file_ledger(
+    request: pytest.FixtureRequest, tmp_path: os.PathLike[str]
+) -> Iterator[Ledger]:
+    """An in-memory ledger, then a SQLite file ledger (the process-local backends)."""
+    if request.param == "in-memory":
+        with InMemoryLedger() as memory:
+            yield memory
+    else:
+        with SQLLedger.from_url(f"sqlite:///{tmp_path}/l.sqlite") as sql:
+            yield sql

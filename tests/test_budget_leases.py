@@ -14,7 +14,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -26,7 +26,6 @@ from agent_finops.exceptions import LedgerError
 from agent_finops.ledger import (
     BudgetStore,
     Claim,
-    InMemoryLedger,
     LeaseCharge,
     LeasedBudgetStore,
     Ledger,
@@ -39,14 +38,9 @@ def tokens(n: int, key: str = "k", limit: int = 1000) -> list[Claim]:
     return [Claim(key, "r", "tokens", D(limit), D(n))]
 
 
-@pytest.fixture(params=["in-memory", "sqlite-file"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    if request.param == "in-memory":
-        with InMemoryLedger() as memory:
-            yield memory
-    else:
-        with SQLLedger.from_url(f"sqlite:///{tmp_path}/l.sqlite") as sql:
-            yield sql
+@pytest.fixture
+def ledger(memory_or_file_ledger: Ledger) -> Ledger:
+    return memory_or_file_ledger
 
 
 def leased(ledger: Ledger, **options: object) -> LeasedBudgetStore:

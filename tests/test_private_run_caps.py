@@ -8,7 +8,6 @@ before (another worker may resume it).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,20 +15,15 @@ from typing import Any
 import pytest
 
 from agent_finops import CostTracker, SQLLedger
-from agent_finops.ledger import Claim, InMemoryLedger, LeasedBudgetStore, Ledger
+from agent_finops.ledger import Claim, LeasedBudgetStore, Ledger
 from agent_finops.policy import Policy, PolicyEngine
 
 D = Decimal
 
 
-@pytest.fixture(params=["in-memory", "sqlite-file"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    if request.param == "in-memory":
-        with InMemoryLedger() as memory:
-            yield memory
-    else:
-        with SQLLedger.from_url(f"sqlite:///{tmp_path}/l.sqlite") as sql:
-            yield sql
+@pytest.fixture
+def ledger(memory_or_file_ledger: Ledger) -> Ledger:
+    return memory_or_file_ledger
 
 
 def leased(ledger: Ledger) -> LeasedBudgetStore:

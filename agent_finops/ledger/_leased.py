@@ -128,8 +128,9 @@ class _Slice:
     """Charged by this store since the last grow."""
     used_at: float = 0.0
     private: bool = False
-    """A counter only this process charges (`Claim.private`): no database lease; `amount`
-    is the limit less what was charged (it never grows), and its charges consume nothing."""
+    """A counter only this process charges (`Claim.private`, in `_State.private`): no
+    database lease; `amount` is the limit less what was charged (it never grows), and its
+    charges consume nothing."""
 
 
 @dataclass(slots=True)
@@ -160,6 +161,9 @@ class _State:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     slices: dict[str, _Slice] = field(default_factory=dict)
+    """This worker's leases, by counter key."""
+    private: dict[str, _Slice] = field(default_factory=dict)
+    """Private counters (`Claim.private`), by key: no database lease behind them."""
     calls: dict[str, _Call] = field(default_factory=dict)
     """Calls in flight (reserved, or expired and not yet settled), oldest first."""
     done: OrderedDict[str, tuple[ReservationState, datetime]] = field(default_factory=OrderedDict)
@@ -247,8 +251,6 @@ class LeasedBudgetStore(BudgetStoreBase):
         self._grouping: Callable[[], bool] | None = getattr(charges_to, "grouping", None)
         """The sink's `grouping()` (`CostTracker`'s): whether what it is given now waits in
         the caller's open record group; a sink without it queues at once."""
-        self._private = 0
-        """Private slices held (`Claim.private`): forgotten when their run ends."""
         self._unseen: dict[str, dict[str, _Unseen]] = {}
         """By counter: spend beyond this worker's lease (overruns, calls that failed open)
         by event id, until the database is seen to hold that event (and so its charge), or
@@ -296,14 +298,12 @@ class LeasedBudgetStore(BudgetStoreBase):
         self._grow_lock = threading.Lock()
         self._unwritten = set()
         self._unseen = {}
-        self._private = 0
         self._upkeep = None
 
     def _drop_all(self, why: str) -> None:
         state = self._state
         with state.lock:
-            slices = {k: s for k, s in state.slices.items() if not s.private}
-            state.slices = {k: s for k, s in state.slices.items() if s.private}
+            slices, state.slices = state.slices, {}
             worker = state.worker
         if not slices or worker is None:
             return
@@ -428,22 +428,23 @@ class LeasedBudgetStore(BudgetStoreBase):
         short = []
         slices = self._state.slices
         unseen = self._unseen
+        private = self._state.private
         for claim in claims:
-            s = slices.get(claim.counter_key)
             if claim.private:
-                if s is None or not s.private:
-                    if self._private >= KEPT_PRIVATE:
+                s = private.get(claim.counter_key)
+                if s is None:
+                    if len(private) >= KEPT_PRIVATE:
                         self._forget_stale_private()
-                    s = slices[claim.counter_key] = _Slice(
+                    s = private[claim.counter_key] = _Slice(
                         claim.unit, claim.limit, claim.limit, private=True
                     )
-                    self._private += 1
                 elif s.limit != claim.limit:  # a limit raised by an approval
                     s.amount = _add(s.amount, _sub(claim.limit, s.limit))
                     s.limit = claim.limit
                 if claim.enforce and _sub(s.amount, s.held) < claim.amount:
                     short.append((claim, claim.amount))  # refused: a private slice never grows
                 continue
+            s = slices.get(claim.counter_key)
             if s is None or s.limit != claim.limit or s.unit != claim.unit:
                 short.append((claim, claim.amount))
                 continue
@@ -458,11 +459,11 @@ class LeasedBudgetStore(BudgetStoreBase):
 
     def _private_refusals(self, short: Sequence[tuple[Claim, Decimal]]) -> list[Refusal]:
         """The refusals of short private claims (under the state lock): no grow can help."""
-        slices = self._state.slices
+        private = self._state.private
         out = []
         for claim, _ in short:
             if claim.private:
-                s = slices[claim.counter_key]
+                s = private[claim.counter_key]
                 observed = _add(s.since, s.held)
                 out.append(
                     Refusal(
@@ -479,14 +480,14 @@ class LeasedBudgetStore(BudgetStoreBase):
     def _forget_stale_private(self) -> None:
         """Too many private slices (runs that never ended?): forget the long-unused ones."""
         cutoff = time.monotonic() - PRIVATE_STALE
-        slices = self._state.slices
-        stale = [k for k, s in slices.items() if s.private and s.held <= 0 and s.used_at <= cutoff]
+        private = self._state.private
+        held = len(private)
+        stale = [k for k, s in private.items() if s.held <= 0 and s.used_at <= cutoff]
         for key in stale:
-            del slices[key]
-        self._private -= len(stale)
+            del private[key]
         _log.warning(
             "%d private budget counters held (runs that never ended?): forgot %d unused for %d s",
-            self._private + len(stale),
+            held,
             len(stale),
             PRIVATE_STALE,
         )
@@ -494,7 +495,8 @@ class LeasedBudgetStore(BudgetStoreBase):
     @property
     def private_held(self) -> int:
         """Private counters held in memory (`Claim.private`): one per live run with a cap."""
-        return self._private
+        with self._state.lock:
+            return len(self._state.private)
 
     def end_private(self, counter_keys: Collection[str]) -> None:
         """Forget the private counters of a finished run (`Claim.private`).
@@ -502,12 +504,9 @@ class LeasedBudgetStore(BudgetStoreBase):
         Calls still holding them settle against the slice they hold.
         """
         with self._state.lock:
-            slices = self._state.slices
+            private = self._state.private
             for key in counter_keys:
-                s = slices.get(key)
-                if s is not None and s.private:
-                    del slices[key]
-                    self._private -= 1
+                private.pop(key, None)
 
     def _take(
         self,
@@ -543,7 +542,7 @@ class LeasedBudgetStore(BudgetStoreBase):
         held: list[_Slice] = []
         moment = time.monotonic()
         for claim in claims:
-            s = state.slices[claim.counter_key]
+            s = (state.private if claim.private else state.slices)[claim.counter_key]
             held.append(s)
             s.held = _add(s.held, claim.amount)
             s.used_at = moment
@@ -796,7 +795,7 @@ class LeasedBudgetStore(BudgetStoreBase):
             return None
         with self._state.lock:
             s = self._state.slices.get(counter_key)
-            unused = _ZERO if s is None or s.private else max(_ZERO, _sub(s.amount, s.held))
+            unused = _ZERO if s is None else max(_ZERO, _sub(s.amount, s.held))
         return CounterState(found.spent, max(_ZERO, _sub(found.reserved, unused)), found.limit)
 
     def reservation_state(self, call_id: str) -> ReservationState | None:
@@ -813,7 +812,7 @@ class LeasedBudgetStore(BudgetStoreBase):
     def leased(self) -> dict[str, Decimal]:
         """This worker's leases by counter key: leased and not yet consumed."""
         with self._state.lock:
-            return {k: s.amount for k, s in self._state.slices.items() if not s.private}
+            return {k: s.amount for k, s in self._state.slices.items()}
 
     # -- giving slices back -----------------------------------------------------------------
 
@@ -826,7 +825,7 @@ class LeasedBudgetStore(BudgetStoreBase):
             retired = {
                 k: s
                 for k, s in state.slices.items()
-                if s.held <= 0 and s.used_at <= cutoff and not s.private
+                if s.held <= 0 and s.used_at <= cutoff
             }
             for key in retired:
                 del state.slices[key]
@@ -841,9 +840,6 @@ class LeasedBudgetStore(BudgetStoreBase):
         The charges of the calls that used them go first (a charge must find its lease);
         what calls still in flight hold stays leased until they settle or the worker ends.
         """
-        retired = {k: s for k, s in retired.items() if not s.private}
-        if not retired:
-            return
         self.charges_to.flush(30.0)
         with self._state.lock:
             amounts = {k: max(_sub(s.amount, s.held), _ZERO) for k, s in retired.items()}
