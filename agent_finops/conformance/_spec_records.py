@@ -151,6 +151,33 @@ def failed_batch_writes_nothing(s: Subject) -> None:
 
 
 @records
+def a_failed_batch_leaves_nothing_for_the_next_write(s: Subject) -> None:
+    """After a refused batch, the next write stores its own records and none of the first's."""
+    with raises(LedgerError, match="nothing written"):
+        s.ledger.write(
+            runs=[run("trace-failed")],
+            spans=[span("n-failed", None, trace="trace-failed")],
+            events=[
+                event("e-kept", "1", trace="trace-failed"),
+                event("e-bad", "1", trace="trace-failed", created_at=None),
+            ],
+        )
+    s.ledger.write(runs=[run()], spans=[span("n1", None)], events=[event("e-good", "2")])
+    assert [r.run.trace_id for r in s.ledger.list_runs()] == ["trace-1"]
+    trace = s.ledger.load_trace("trace-1")
+    assert [e.event_id for e in trace.events] == ["e-good"]
+    assert [x.span_id for x in trace.spans if x.kind == "run"] == ["n1"]
+
+
+@records
+def events_of_one_moment_read_back_in_the_order_written(s: Subject) -> None:
+    """Events with equal timestamps, written in one batch, read back in that batch's order."""
+    ids = [f"e-{(n * 7919) % 97:02d}-{n}" for n in range(40)]  # not in id order
+    s.ledger.write(runs=[run()], events=[event(i, "0.01") for i in ids])
+    assert [e.event_id for e in s.ledger.load_trace("trace-1").events] == ids
+
+
+@records
 def naive_datetimes_are_refused_and_times_come_back_in_utc(s: Subject) -> None:
     """A naive datetime cannot be stored; aware ones read back as the same instant, in UTC."""
     with raises(LedgerError, match="nothing written") as info:

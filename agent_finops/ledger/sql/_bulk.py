@@ -23,7 +23,48 @@ from sqlalchemy import JSON, Table
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, StatementError
 
-__all__ = ["BulkInsert"]
+__all__ = ["BulkInsert", "Processors", "bind_rows"]
+
+
+Processors = list[tuple[int, Callable[[Any], Any], bool]]
+"""(position, bind processor, whether the column holds JSON) for each column that has one."""
+
+
+def bind_rows(
+    rows: Sequence[dict[str, Any]],
+    values: Callable[[dict[str, Any]], Sequence[Any]],
+    processors: Processors,
+    sql: str,
+    *,
+    numbered: bool = False,
+) -> list[tuple[Any, ...]]:
+    """Each row's `values` as a tuple, bound by `processors` as `execute` would bind them.
+
+    A JSON value object shared by several rows (the events of a run share their tag dict)
+    is bound once. `numbered` appends each row's position in `rows`.
+    """
+    params = []
+    made: dict[int, Any] = {}  # id(value) -> (value, its bound form), for shared values
+    for position, row in enumerate(rows):
+        one = list(values(row))
+        try:
+            for i, process, shared in processors:
+                value = one[i]
+                if value is None:
+                    continue
+                if not shared:
+                    one[i] = process(value)
+                    continue
+                done = made.get(id(value))
+                if done is None or done[0] is not value:
+                    done = made[id(value)] = (value, process(value))
+                one[i] = done[1]
+        except Exception as exc:  # as `execute` reports a value it cannot bind
+            raise StatementError(str(exc), sql, row, exc) from exc
+        if numbered:
+            one.append(position)
+        params.append(tuple(one))
+    return params
 
 
 class BulkInsert:
@@ -42,7 +83,9 @@ class BulkInsert:
         ]
         self._values = itemgetter(*self.names) if len(self.names) > 1 else None
         shared = {i for i, name in enumerate(self.names) if isinstance(table.c[name].type, JSON)}
-        self._processors = [(i, p, i in shared) for i, p in enumerate(processors) if p is not None]
+        self._processors: Processors = [
+            (i, p, i in shared) for i, p in enumerate(processors) if p is not None
+        ]
         self._named = [  # for a named-parameter driver's own executemany (psycopg)
             (name, processor)
             for name in compiled.params
@@ -109,27 +152,7 @@ class BulkInsert:
             return self._bind_named(rows, self.sql)
         if not self.positional or self._values is None:
             return list(rows)
-        values, processors = self._values, self._processors
-        params = []
-        made: dict[int, Any] = {}  # id(value) -> its processed form, for shared values
-        for row in rows:
-            one = list(values(row))
-            try:
-                for i, process, shared in processors:
-                    value = one[i]
-                    if value is None:
-                        continue
-                    if not shared:
-                        one[i] = process(value)
-                        continue
-                    done = made.get(id(value))
-                    if done is None or done[0] is not value:
-                        done = made[id(value)] = (value, process(value))
-                    one[i] = done[1]
-            except Exception as exc:  # as `execute` reports a value it cannot bind
-                raise StatementError(str(exc), self.sql, row, exc) from exc
-            params.append(tuple(one))
-        return params
+        return bind_rows(rows, self._values, self._processors, self.sql)
 
     def send(self, conn: Connection, params: list[Any]) -> None:
         """Execute the statement for parameters from `prepare`.
