@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from agent_finops.exceptions import BudgetExceeded
 from agent_finops.ledger._money import MONEY_LIMIT, MONEY_PLACES, stored_money
@@ -280,14 +281,20 @@ class LeaseGrant:
     """The counter's reserved amount after the grant (every worker's leases included)."""
 
 
-_set = object.__setattr__
+def _unchecked(cls: type[_T]) -> Callable[..., _T]:
+    """A constructor of the frozen slotted dataclass `cls` that skips `__post_init__`.
 
-
-def _unchecked(cls: type[_T], *values: object) -> _T:
-    """An instance of the frozen dataclass `cls` from its field values, `__post_init__` skipped."""
-    made = object.__new__(cls)
-    for name, value in zip(cls.__dataclass_fields__, values, strict=True):  # type: ignore[attr-defined]
-        _set(made, name, value)
+    It takes the field values in field order and sets each slot through its descriptor
+    (a frozen class refuses `setattr`): generated once per class, a third of the cost of
+    a loop of `object.__setattr__` (measured), for the hot path of every guarded call.
+    """
+    names = tuple(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    scope: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    scope.update({f"set_{name}": getattr(cls, name).__set__ for name in names})
+    sets = "".join(f"    set_{name}(made, {name})\n" for name in names)
+    source = f"def make({', '.join(names)}):\n    made = new(cls)\n{sets}    return made\n"
+    exec(source, scope)  # the source is built from the class's own field names
+    made: Callable[..., _T] = scope["make"]
     return made
 
 
@@ -306,9 +313,7 @@ def checked_claim(
     For the policy engine's hot path: `limit` and `amount` are stored amounts
     (`exact_amount`), `unit` one of `UNITS`, `counter_key` of an accepted length.
     """
-    return _unchecked(
-        Claim, counter_key, rule_id, unit, limit, amount, window_end, enforce, private
-    )
+    return _new_claim(counter_key, rule_id, unit, limit, amount, window_end, enforce, private)
 
 
 def checked_charge(
@@ -325,6 +330,8 @@ def checked_charge(
     For a lease store's settle: from its checked claim and the settled amount, with
     `consumed <= spent`.
     """
-    return _unchecked(
-        LeaseCharge, worker_id, counter_key, unit, limit, spent, consumed, event_id
-    )
+    return _new_charge(worker_id, counter_key, unit, limit, spent, consumed, event_id)
+
+
+_new_claim = _unchecked(Claim)
+_new_charge = _unchecked(LeaseCharge)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
+from typing import Any
 
 from agent_finops.exceptions import ConfigurationError
 from agent_finops.ledger._budget import (
@@ -107,23 +108,26 @@ def plan_grow(
 
 def merge_charges(charges: Sequence[LeaseCharge]) -> list[LeaseCharge]:
     """One charge per (worker, counter), amounts summed, in key order (the lock order)."""
-    merged: dict[tuple[str, str], LeaseCharge] = {}
+    sums: dict[tuple[str, str], list[Any]] = {}  # key -> [first charge, spent, consumed]
     for charge in charges:
         key = (charge.counter_key, charge.worker_id)
-        found = merged.get(key)
-        # Checked charges summed stay checked (exact, storable, consumed <= spent): the
-        # writer's hot path skips `LeaseCharge.__post_init__`.
+        found = sums.get(key)
         if found is None:
-            merged[key] = checked_charge(
-                charge.worker_id, charge.counter_key, charge.unit, charge.limit,
-                charge.spent, charge.consumed, None,
-            )
+            sums[key] = [charge, charge.spent, charge.consumed]
         else:
-            merged[key] = checked_charge(
-                found.worker_id, found.counter_key, found.unit, found.limit,
-                _add(found.spent, charge.spent), _add(found.consumed, charge.consumed), None,
+            found[1] = _add(found[1], charge.spent)
+            found[2] = _add(found[2], charge.consumed)
+    # Checked charges summed stay checked (exact, storable, consumed <= spent): the
+    # writer's hot path skips `LeaseCharge.__post_init__`.
+    merged = []
+    for key in sorted(sums):
+        first, spent, consumed = sums[key]
+        merged.append(
+            checked_charge(
+                first.worker_id, first.counter_key, first.unit, first.limit, spent, consumed, None
             )
-    return [merged[key] for key in sorted(merged)]
+        )
+    return merged
 
 
 def plan_charges(
