@@ -12,6 +12,7 @@ import pytest
 from agent_finops import (
     ApprovalRequired,
     BudgetExceeded,
+    ConfigurationError,
     CostTracker,
     LedgerError,
     LoopDetected,
@@ -128,6 +129,25 @@ def test_release_gives_the_reservation_back(tracker: CostTracker) -> None:
     assert call(e, 1).action == "deny"
     assert e.release("run-1-call-0")
     assert call(e, 2).action == "allow"
+
+
+@pytest.mark.parametrize("end", ["settle", "release"])
+def test_a_call_id_used_again_after_its_call_ended_is_refused_clearly(
+    tracker: CostTracker, end: str
+) -> None:
+    e = engine(tracker, {"budgets": [{"id": "task-cap", "limit": "1.00", "period": "task"}]})
+    assert call(e, 0).action == "allow"
+    if end == "settle":
+        e.check_after_model_call("run-1-call-0", cost=Decimal("0.25"), tokens=10)
+    else:
+        assert e.release("run-1-call-0")
+    with pytest.raises(ConfigurationError, match="'run-1-call-0' was already decided") as info:
+        call(e, 0)
+    assert "needs a call id of its own" in str(info.value)
+    # Nothing was reserved or charged for the refused reuse; a fresh id is decided as usual.
+    assert call(e, 1).action == "allow"
+    e.check_after_model_call("run-1-call-1", cost=Decimal("0.5"), tokens=10)
+    assert call(e, 2, inp=1, out=1).action == "allow"  # 0.25 or 0 + 0.5 spent: room left
 
 
 def test_pause_then_approve_lets_this_run_go_on(tracker: CostTracker) -> None:

@@ -40,6 +40,7 @@ from agent_finops.clock import utcnow
 from agent_finops.exceptions import (
     ApprovalRequired,
     BudgetExceeded,
+    ConfigurationError,
     LedgerError,
     MissingTags,
     PolicyViolation,
@@ -629,6 +630,13 @@ class PolicyEngine:
         if not claims:
             return self._allow(call)
         result, claims = self._reserve_claims(call, claims, now)
+        if result is not None and result.replayed and result.state != "reserved":
+            # Its reservation has ended: deciding again would let a second call through
+            # on a reservation that charges nothing more (a caller reusing its ids).
+            raise ConfigurationError(
+                f"call id {call.call_id!r} was already decided and its reservation is "
+                f"{result.state}: each model or tool call needs a call id of its own"
+            )
         if result is not None and not result.granted:
             # A human may have approved overspend on this rule since we last looked (here,
             # or in a parallel branch that loaded it first: compare limits, not freshness).

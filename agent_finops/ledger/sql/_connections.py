@@ -19,6 +19,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from agent_finops._foreground import foreground
 from agent_finops.exceptions import LedgerError
 
 __all__ = ["KeptConnections"]
@@ -120,14 +121,17 @@ class KeptConnections:
     def run(self, what: str, operation: Callable[[], _T]) -> _T:
         """Run an operation, once more on a fresh connection if a kept one had gone stale.
 
-        Driver and SQLAlchemy errors become `LedgerError` (retryable: budget operations
-        fail on outages, locks and the like, not on the data, which the store validated).
+        The writer thread steps aside while it runs, so the answer does not wait for the
+        GIL (`agent_finops._foreground`). Driver and SQLAlchemy errors become `LedgerError`
+        (retryable: budget operations fail on outages, locks and the like, not on the data,
+        which the store validated).
         """
         try:
-            try:
-                return operation()
-            except StaleConnection:
-                return operation()
+            with foreground():  # the ledger writer steps aside meanwhile (`_foreground`)
+                try:
+                    return operation()
+                except StaleConnection:
+                    return operation()
         except StaleConnection as exc:
             raise LedgerError(f"budget {what} failed: {exc.__cause__}") from exc.__cause__
         except (self._dbapi_error, SQLAlchemyError) as exc:

@@ -23,7 +23,8 @@ from sqlalchemy import JSON, BigInteger, Column, MetaData, Table, delete, select
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 
-from agent_finops.ledger.sql._bulk import Processors, bind_rows
+from agent_finops._foreground import step_aside
+from agent_finops.ledger.sql._bulk import ASIDE_EVERY, Processors, bind_rows
 
 __all__ = ["CopyInsert", "ORDINAL"]
 
@@ -78,13 +79,17 @@ class CopyInsert:
             if (processor := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
         ]
 
-    def prepare(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    def prepare(
+        self, rows: Sequence[dict[str, Any]], *, aside: bool = False
+    ) -> list[tuple[Any, ...]]:
         """`rows` (dicts keyed by column name) as COPY rows, values bound as `execute` binds them.
 
         A JSON value object shared by several rows (the events of a run share their tag
-        dict) is bound once.
+        dict) is bound once; `aside` as for `bind_rows`.
         """
-        return bind_rows(rows, self._values, self._processors, self.sql, numbered=True)
+        return bind_rows(
+            rows, self._values, self._processors, self.sql, numbered=True, aside=aside
+        )
 
     def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         """Insert `rows`: dicts with a value for every column, keyed by column name."""
@@ -110,7 +115,9 @@ class CopyInsert:
             cursor.execute(self.create)
             with cursor.copy(self.copy) as copy:
                 write = copy.write_row
-                for row in params:
+                for n, row in enumerate(params):
+                    if not n % ASIDE_EVERY:  # no lock a budget call needs is held here
+                        step_aside()
                     write(row)
             cursor.execute(sql)
             return {r[0] for r in cursor.fetchall()} if returning else set()

@@ -10,12 +10,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal, Self, overload
+from typing import Any, Literal, Self, TypeVar, overload
 
 from sqlalchemy import Engine, Table, select
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
 
+from agent_finops._foreground import step_aside
 from agent_finops.attribution import STANDARD_TAGS
 from agent_finops.clock import utcnow
 from agent_finops.exceptions import (
@@ -66,7 +67,7 @@ from agent_finops.ledger._records import (
 )
 from agent_finops.ledger.sql import _aggregates as _sql_aggregates
 from agent_finops.ledger.sql._budget_store import DEFAULT_MAX_IDLE_CONNECTIONS, SQLBudgetStore
-from agent_finops.ledger.sql._bulk import BulkInsert
+from agent_finops.ledger.sql._bulk import ASIDE_EVERY, BulkInsert
 from agent_finops.ledger.sql._charges import apply_charges
 from agent_finops.ledger.sql._copy_insert import CopyInsert
 from agent_finops.ledger.sql._dialect import SQLDialect, dialect_named
@@ -93,6 +94,7 @@ __all__ = ["DEFAULT_URL", "SQLLedger"]
 DEFAULT_URL = "sqlite:///agent-finops.sqlite"
 """Used when neither an argument nor `AGENT_FINOPS_DB_URL` gives a URL."""
 _DECIDED = ("approved", "denied", "expired")
+_R = TypeVar("_R")
 
 
 def _columns(table: Table, record: Any) -> list[Any]:
@@ -248,26 +250,31 @@ class SQLLedger(LedgerBase):
         # Every value is bound before the transaction: the write lock (which budget grows
         # wait on) is held for the statements alone.
         with faults("ledger write failed, nothing written"):
+            # Until the transaction begins, the work steps aside for this process's budget
+            # calls in flight (`agent_finops._foreground`): their answers need the GIL.
             steps: list[Callable[[Connection], object]] = []
             if runs:
                 latest = {r.trace_id: r for r in runs}
-                run_rows = [_row(latest[k]) for k in sorted(latest)]
+                run_rows = _built([latest[k] for k in sorted(latest)], _row)
                 steps.append(self._prepared(_runs, run_rows, "trace_id"))
             # A span stored on its call's event (`SpanRecord.on_event`) has no row of its own.
             last = {s.span_id: s for s in spans if not s.on_event}
             if last:
-                span_rows = [_span_row(last[k]) for k in sorted(last)]
+                span_rows = _built([last[k] for k in sorted(last)], _span_row)
                 steps.append(self._prepared(_spans, span_rows, "span_id"))
             inserted: set[str] = set()
             if events:
                 shared: _SharedTags = {}
-                rows = [_event_row(e, shared) for e in events]
+                rows = _built(events, lambda e: _event_row(e, shared))
                 if charges:  # which events are new decides which charges apply
                     steps.append(lambda conn: inserted.update(self._insert_new_events(conn, rows)))
                 else:
                     steps.append(self._prepared(_events, rows))
             if decisions:
-                steps.append(self._prepared(_decisions, [_row(d) for d in decisions]))
+                steps.append(self._prepared(_decisions, _built(decisions, _row)))
+            # In the transaction, before the charges: on PostgreSQL the rows locked so far
+            # are none a budget call takes; on SQLite the file's write lock is (it gives way).
+            aside = self.dialect != "sqlite"
             for attempt in range(_GIVE_WAY + 1):
                 inserted.clear()
                 try:
@@ -277,6 +284,8 @@ class SQLLedger(LedgerBase):
                         for step in steps:
                             if attempt < _GIVE_WAY and self._writes.contended():
                                 raise _GiveWay
+                            if aside:  # no lock a budget call needs is held yet
+                                step_aside()
                             step(conn)
                         if charges:
                             written = {e.event_id for e in events}
@@ -291,7 +300,7 @@ class SQLLedger(LedgerBase):
     ) -> Callable[[Connection], None]:
         """The bulk insert of `rows` into `table`, its values bound now (see `write`)."""
         bulk = self._bulk(table, key)
-        return functools.partial(bulk.send, params=bulk.prepare(rows))
+        return functools.partial(bulk.send, params=bulk.prepare(rows, aside=True))
 
     def _insert_new_events(self, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
         """Insert `rows` (insert-or-ignore); the ids of those this write inserted.
@@ -810,6 +819,16 @@ def _on_conflict(table: Table, key: str, insert: Any) -> Any:
         return insert.on_conflict_do_nothing()
     updates = {c.name: insert.excluded[c.name] for c in table.columns if c.name != key}
     return insert.on_conflict_do_update(index_elements=[key], set_=updates)
+
+
+def _built(records: Sequence[_R], make: Callable[[_R], dict[str, Any]]) -> list[dict[str, Any]]:
+    """`make(record)` for each record, stepping aside for budget calls every `ASIDE_EVERY`."""
+    rows = []
+    for n, record in enumerate(records):
+        if not n % ASIDE_EVERY:
+            step_aside()
+        rows.append(make(record))
+    return rows
 
 
 def _row(record: Any) -> dict[str, Any]:
