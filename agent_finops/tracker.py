@@ -532,6 +532,15 @@ class CostTracker:
         return load_run_report(self.ledger, run_id)
 
     @property
+    def backlog(self) -> int:
+        """Record groups the background writer has not taken yet (0 without one).
+
+        Stays near what arrives in a few milliseconds; one that keeps growing means the
+        ledger does not keep up, and is what a SIGKILL would lose (docs/scaling.md).
+        """
+        return self._writer.backlog if isinstance(self._writer, LedgerWriter) else 0
+
+    @property
     def write_errors(self) -> int:
         """Failed ledger write attempts so far (records are kept and retried, not dropped)."""
         return self._writer.errors if self._writer is not None else 0

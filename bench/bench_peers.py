@@ -402,29 +402,35 @@ def rss_child(checkpoints: list[int]) -> None:
         ledger = SQLLedger.from_url(f"sqlite:///{Path(tmp) / 'rss.sqlite'}")
         tracker = CostTracker(ledger, tags={"team": "bench"})
         handler = FinOpsCallbackHandler(tracker)
-        out: dict[int, int] = {}
+        out: dict[str, int] = {}
         done = 0
         for target in sorted(checkpoints):
             while done < target:
                 run_all(graph, [handler])
                 done += TOTAL_CALLS
+                out["backlog"] = max(out.get("backlog", 0), tracker.backlog)
             tracker.flush()
-            out[done] = rss_bytes()
+            out[str(done)] = rss_bytes()
         assert handler.errors == 0 and tracker.write_errors == 0
         tracker.close()
         ledger.close()
     print(json.dumps(out))
 
 
-def rss_after(checkpoints: list[int]) -> dict[int, int]:
-    """RSS (bytes) of a fresh tracking process after each number of calls."""
+def rss_after(checkpoints: list[int]) -> tuple[dict[int, int], int]:
+    """RSS (bytes) of a fresh tracking process after each number of calls; the writer's backlog.
+
+    The backlog is the largest number of record groups queued, sampled every 2,000 calls.
+    """
     done = subprocess.run(
         [sys.executable, __file__, "--rss-child", ",".join(map(str, checkpoints))],
         check=True,
         capture_output=True,
         text=True,
     )
-    return {int(k): v for k, v in json.loads(done.stdout.splitlines()[-1]).items()}
+    found = json.loads(done.stdout.splitlines()[-1])
+    backlog = found.pop("backlog")
+    return {int(k): v for k, v in found.items()}, backlog
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -529,11 +535,14 @@ def main(argv: list[str] | None = None) -> int:
         f" {durable_rate:,.0f} events/s durable (emit + flush); emit alone {emit_rate:,.0f}/s"
     )
     if args.rss_calls:
-        rss = rss_after([int(n) for n in args.rss_calls.split(",")])
+        rss, backlog = rss_after([int(n) for n in args.rss_calls.split(",")])
         cells = ", ".join(f"{n:,} calls: {b / 2**20:.1f} MiB" for n, b in rss.items())
         first, last = min(rss), max(rss)
         growth = (rss[last] - rss[first]) / 1024 / ((last - first) / 1000 or 1)
-        print(f"RSS of a tracking process after {cells} ({growth:+.1f} KiB per 1k calls)")
+        print(
+            f"RSS of a tracking process after {cells} ({growth:+.1f} KiB per 1k calls);"
+            f" the writer's largest backlog on the way: {backlog:,} record groups"
+        )
     print(f"load average at the end: {load_average()}; took {time.monotonic() - began:.0f} s")
     return 0
 

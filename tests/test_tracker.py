@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from agent_finops import (
     CostTracker,
+    InMemoryLedger,
     LedgerError,
     PriceBook,
     PriceNotFound,
@@ -343,3 +345,41 @@ def test_a_model_call_span_that_adds_nothing_is_stored_on_its_event(
     assert spans["child"].parent_span_id == "parent"
     report = tracker.report("root")
     assert report.totals.model_calls == 3
+
+
+class _HeldLedger(InMemoryLedger):
+    """Its writes wait until `go` is set (a ledger that does not keep up)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+
+    def write(self, **records: Any) -> None:
+        self.go.wait(10)
+        super().write(**records)
+
+
+def test_backlog_counts_what_the_writer_has_not_taken() -> None:
+    ledger = _HeldLedger()
+    tracker = CostTracker(ledger)
+    inline = CostTracker(InMemoryLedger(), background=False)
+    try:
+        tracker.start_span("run-0", parent_span_id=None, name="g", kind="run")
+        deadline = time.monotonic() + 5
+        while tracker.backlog and time.monotonic() < deadline:  # taken: its write is held
+            time.sleep(0.01)
+        assert tracker.backlog == 0
+        for n in range(1, 6):
+            tracker.start_span(f"run-{n}", parent_span_id=None, name="g", kind="run")
+        time.sleep(0.05)  # many lingers: the writer is still held by the first write
+        assert tracker.backlog == 5
+        ledger.go.set()
+        tracker.flush()
+        assert tracker.backlog == 0
+        assert len(ledger.list_runs()) == 6
+        inline.start_span("r", parent_span_id=None, name="g", kind="run")
+        assert inline.backlog == 0  # written on the caller's thread
+    finally:
+        ledger.go.set()
+        tracker.close()
+        inline.close()

@@ -20,7 +20,6 @@ from sqlalchemy import create_engine, text
 from agent_finops import SQLLedger
 from agent_finops.ledger import Claim, CostEvent, LeasedBudgetStore, ReserveResult, RunRecord
 from agent_finops.sinks import LedgerWriter, Records
-
 from tests.conftest import drop_postgres_schema, postgres_url_or_skip
 
 D = Decimal

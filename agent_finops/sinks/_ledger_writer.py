@@ -333,6 +333,15 @@ class LedgerWriter(_Delivery):
         if flush_on_sigterm:
             install_sigterm_flush(flush_all_writers)
 
+    @property
+    def backlog(self) -> int:
+        """Record groups queued and not yet taken by the writer thread (what it is behind by).
+
+        It stays near what arrives during one linger and one write; one that keeps growing
+        means the ledger does not keep up (and is what a SIGKILL would lose).
+        """
+        return len(self._queue)
+
     def emit(self, records: Records) -> None:
         """Queue a group; the writer thread wakes for the first one.
 
