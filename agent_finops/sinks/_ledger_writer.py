@@ -50,7 +50,7 @@ __all__ = [
 
 log = logging.getLogger("agent_finops")
 
-BATCH_MAX: Final = 500
+BATCH_MAX: Final = 2000
 """Record groups written in one transaction at most."""
 LINGER: Final = 0.002
 """Seconds the writer waits after the oldest queued group so it writes one larger batch.
