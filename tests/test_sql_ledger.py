@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import MetaData, create_engine, create_mock_engine, inspect, text
+from sqlalchemy import MetaData, create_engine, create_mock_engine, event, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, SQLModel
 
@@ -537,3 +537,22 @@ def test_closing_the_ledger_gives_back_the_connections_its_budget_stores_keep(
     ledger.close()  # the owner forgot store.close(): nothing may leak
     assert pool.checkedout() == 0
     store.close()  # closing again later is harmless
+
+
+def test_a_sqlite_batch_is_a_few_statements_not_one_per_row(tmp_path: Path) -> None:
+    """sqlite3 lets the GIL go at each statement step: the writer sends multi-row inserts."""
+    with SQLLedger.from_url(f"sqlite:///{tmp_path}/l.sqlite") as ledger:
+        steps: list[str] = []
+
+        @event.listens_for(ledger.engine, "connect")
+        def _trace(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.set_trace_callback(steps.append)
+
+        ledger.engine.dispose()  # new connections, traced
+        events = [_event(f"e-{n:03d}", trace_id="r-many") for n in range(300)]
+        ledger.write(runs=[RunRecord(trace_id="r-many", name="g", started_at=T0)], events=events)
+        inserts = [s for s in steps if s.lstrip().upper().startswith("INSERT INTO FINOPS_COST_EVENTS")]
+        assert 1 <= len(inserts) <= 300 // 64 + 7  # 64-row statements, then power-of-two rest
+        assert [e.event_id for e in ledger.load_trace("r-many").events] == [
+            e.event_id for e in events
+        ]

@@ -82,29 +82,19 @@ def bind_rows(
 class BulkInsert:
     """One insert (or upsert) statement, compiled once for one dialect."""
 
-    def __init__(
-        self,
-        statement: Any,
-        table: Table,
-        dialect: Dialect,
-        *,
-        rows_statement: Callable[[int], Any] | None = None,
-    ) -> None:
-        """Compile `statement` (an insert into `table`) for `dialect`.
-
-        `rows_statement(n)`: the same insert of `n` rows (multi-row VALUES), for a
-        positional-parameter driver: `send` then runs one statement per `ROWS_PER_STATEMENT`
-        rows instead of `executemany`'s one per row (see `send`).
-        """
+    def __init__(self, statement: Any, table: Table, dialect: Dialect) -> None:
+        """Compile `statement` (an insert into `table`) for `dialect`."""
         compiled = statement.compile(dialect=dialect)
-        self._dialect = dialect
-        self._rows_statement = rows_statement
-        self._rows_sql: dict[int, str] = {}
         names: Sequence[str] | None = compiled.positiontup
         self.positional = dialect.paramstyle == "qmark" and bool(names)
         self.statement = statement
         self.sql = str(compiled)
         self.names: tuple[str, ...] = tuple(names or ())
+        # For multi-row inserts (`send`): the text around the one VALUES group of `?`s.
+        group = "(" + ", ".join("?" * len(self.names)) + ")"
+        parts = self.sql.split(f" VALUES {group}") if self.positional else []
+        self._around = (parts[0], parts[1], group) if len(parts) == 2 else None
+        self._rows_sql: dict[int, str] = {}
         processors: list[Callable[[Any], Any] | None] = [
             table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self.names
         ]
@@ -203,7 +193,7 @@ class BulkInsert:
                 cursor.close()
         elif not self.positional or self._values is None:
             conn.execute(self.statement, params)
-        elif self._rows_statement is None or len(params) < 2:
+        elif self._around is None or len(params) < 2:
             conn.exec_driver_sql(self.sql, params)
         else:
             # Multi-row statements, not `executemany`: sqlite3 lets the GIL go around every
@@ -219,10 +209,10 @@ class BulkInsert:
                 start += size
 
     def _sql_of(self, rows: int) -> str:
-        """The text of this insert of `rows` rows (multi-row VALUES), compiled once per size."""
+        """The text of this insert of `rows` rows: its VALUES group repeated (made once)."""
         sql = self._rows_sql.get(rows)
         if sql is None:
-            assert self._rows_statement is not None
-            statement = self._rows_statement(rows)
-            sql = self._rows_sql[rows] = str(statement.compile(dialect=self._dialect))
+            assert self._around is not None
+            head, tail, group = self._around
+            sql = self._rows_sql[rows] = f"{head} VALUES {', '.join([group] * rows)}{tail}"
         return sql

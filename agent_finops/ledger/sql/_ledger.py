@@ -338,15 +338,7 @@ class SQLLedger(LedgerBase):
                 bulk = CopyInsert(table, functools.partial(_on_conflict, table, key), dialect)
             else:
                 stmt = self._upsert(table, key) if key else self._insert_ignore(table)
-                row = dict.fromkeys(c.name for c in table.columns)
-                bulk = BulkInsert(
-                    stmt,
-                    table,
-                    dialect,
-                    rows_statement=lambda n: _on_conflict(
-                        table, key, self._sql.insert(table).values([row] * n)
-                    ),
-                )
+                bulk = BulkInsert(stmt, table, dialect)
             self._bulks[table.name, key] = bulk
         return bulk
 
