@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -556,3 +557,40 @@ def test_a_sqlite_batch_is_a_few_statements_not_one_per_row(tmp_path: Path) -> N
         assert [e.event_id for e in ledger.load_trace("r-many").events] == [
             e.event_id for e in events
         ]
+
+
+@pytest.mark.postgres
+def test_a_postgresql_role_without_temporary_tables_still_writes() -> None:
+    """The writer's COPY needs a temporary table; a role refused them gets plain inserts."""
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV}")
+    name = f"finops_notemp_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE ROLE {name} LOGIN"))
+            conn.execute(text(f"CREATE DATABASE {name}"))
+        owner = create_engine(base.rsplit("/", 1)[0] + f"/{name}", isolation_level="AUTOCOMMIT")
+        with owner.connect() as conn:  # in that database only: PUBLIC may not make temp tables
+            conn.execute(text(f"REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC"))
+            conn.execute(text(f"CREATE SCHEMA ledger AUTHORIZATION {name}"))
+        owner.dispose()
+        url = base.replace("postgres@", f"{name}@", 1).rsplit("/", 1)[0] + f"/{name}"
+        with SQLLedger.from_url(f"{url}?options=-csearch_path%3Dledger") as ledger:
+            run = RunRecord(trace_id="r-new", name="g", started_at=T0)
+            ledger.write(runs=[run], events=[_event(f"e-{n}") for n in range(5)])
+            ledger.write(events=[_event("e-0"), _event("e-5")])  # one again: written once
+            assert [e.event_id for e in ledger.load_trace("r-new").events] == [
+                f"e-{n}" for n in range(6)
+            ]
+            with (  # the role really may not
+                ledger.engine.connect() as conn,
+                pytest.raises(SQLAlchemyError, match="permission denied"),
+            ):
+                conn.execute(text("CREATE TEMPORARY TABLE t (a int)"))
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
+        admin.dispose()

@@ -20,6 +20,7 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, MetaData, Table, delete, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 
@@ -47,8 +48,6 @@ class CopyInsert:
         (`on_conflict_do_update` / `on_conflict_do_nothing`), as the ledger builds it for
         `BulkInsert`.
         """
-        from sqlalchemy.dialects import postgresql
-
         preparer = dialect.identifier_preparer
         self.names: tuple[str, ...] = tuple(c.name for c in table.columns)
         temp_name = f"finops_copy_{table.name}"
@@ -72,6 +71,10 @@ class CopyInsert:
         rows = select(*(moved.c[name] for name in self.names)).order_by(moved.c[ORDINAL])
         statement = conflict(postgresql.insert(table).from_select(list(self.names), rows))
         self.sql = str(statement.add_cte(moved).compile(dialect=dialect))
+        self.temporary: bool | None = None
+        """Whether the role may create temporary tables (asked at the first batch)."""
+        self._table, self._conflict = table, conflict
+        self._plain: str | None = None
         self._values = itemgetter(*self.names)
         self._processors: Processors = [
             (i, processor, isinstance(table.c[name].type, JSON))
@@ -112,6 +115,11 @@ class CopyInsert:
         cursor: Any = conn.connection.cursor()
         sql = self.sql + returning
         try:
+            if self.temporary is None:  # once: a role may be refused temporary tables
+                cursor.execute(_MAY_CREATE_TEMPORARY)
+                self.temporary = bool(cursor.fetchone()[0])
+            if not self.temporary:
+                return self._fallback(conn, params, returning)
             cursor.execute(self.create)
             with cursor.copy(self.copy) as copy:
                 write = copy.write_row
@@ -127,3 +135,27 @@ class CopyInsert:
             ) from exc
         finally:
             cursor.close()
+
+    def _fallback(
+        self, conn: Connection, params: list[tuple[Any, ...]], returning: str
+    ) -> set[Any]:
+        """Without the right to temporary tables: the same bound rows, one `executemany`."""
+        if self._plain is None:
+            statement = self._conflict(postgresql.insert(self._table))
+            self._plain = str(statement.compile(dialect=conn.dialect))
+        sql = self._plain + returning
+        rows = [dict(zip(self.names, row, strict=False)) for row in params]  # not the ordinal
+        cursor: Any = conn.connection.cursor()
+        try:
+            cursor.executemany(sql, rows, returning=bool(returning))
+            found: set[Any] = set()
+            while returning:
+                found.update(r[0] for r in cursor.fetchall())
+                if not cursor.nextset():
+                    break
+            return found
+        finally:
+            cursor.close()
+
+
+_MAY_CREATE_TEMPORARY = "SELECT has_database_privilege(current_database(), 'TEMPORARY')"
