@@ -9,14 +9,34 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from agent_finops import InMemoryLedger, SQLLedger
-from agent_finops.ledger import Ledger
+from agent_finops.ledger import CostEvent, Ledger
 
 POSTGRES_ENV = "AGENT_FINOPS_TEST_POSTGRES_URL"
+
+
+def model_event(n: int) -> CostEvent:
+    """Model call `n` of a run of twenty (trace `t-{n // 20}`) at one fixed moment."""
+    return CostEvent(
+        event_id=f"e-{n}",
+        trace_id=f"t-{n // 20}",
+        span_id=f"s-{n}",
+        kind="model",
+        name="gpt-4o-mini",
+        provider="openai",
+        created_at=datetime(2026, 12, 3, 12, 0, tzinfo=UTC),
+        node_path="agent",
+        tags={"team": "support"},
+        cost=Decimal("0.000279"),
+        price_source="test",
+        price_version="1",
+    )
 
 
 def postgres_url_or_skip() -> str:

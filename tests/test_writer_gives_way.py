@@ -9,32 +9,15 @@ charge applied once (the counter equals their exact sum), and the grows all land
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 from agent_finops import SQLLedger
-from agent_finops.ledger import Claim, CostEvent, LeaseCharge, LeasedBudgetStore
+from agent_finops.ledger import Claim, LeaseCharge, LeasedBudgetStore
+from tests.conftest import model_event
 
 D = Decimal
 BATCHES, PER_BATCH = 120, 40
-
-
-def _event(n: int) -> CostEvent:
-    return CostEvent(
-        event_id=f"e-{n}",
-        trace_id=f"t-{n // 20}",
-        span_id=f"s-{n}",
-        kind="model",
-        name="gpt-4o-mini",
-        provider="openai",
-        created_at=datetime(2026, 12, 3, 12, 0, tzinfo=UTC),
-        node_path="agent",
-        tags={"team": "support"},
-        cost=D("0.000279"),
-        price_source="test",
-        price_version="1",
-    )
 
 
 def test_writes_racing_budget_grows_write_everything_once(tmp_path: Path) -> None:
@@ -48,7 +31,7 @@ def test_writes_racing_budget_grows_write_everything_once(tmp_path: Path) -> Non
             try:
                 for b in range(BATCHES):
                     ids = range(b * PER_BATCH, (b + 1) * PER_BATCH)
-                    events = [_event(n) for n in ids]
+                    events = [model_event(n) for n in ids]
                     charges = [
                         LeaseCharge("", "spend", "usd", D(1000), D("0.000279"), D(0), f"e-{n}")
                         for n in ids

@@ -11,36 +11,18 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from agent_finops import SQLLedger
-from agent_finops.ledger import Claim, CostEvent, LeasedBudgetStore, ReserveResult, RunRecord
+from agent_finops.ledger import Claim, LeasedBudgetStore, ReserveResult, RunRecord
 from agent_finops.sinks import LedgerWriter, Records
-from tests.conftest import drop_postgres_schema, postgres_url_or_skip
+from tests.conftest import drop_postgres_schema, model_event, postgres_url_or_skip
 
 D = Decimal
 KEY = "cap|*|task=blocked"
-
-
-def _event(n: int) -> CostEvent:
-    return CostEvent(
-        event_id=f"e-{n}",
-        trace_id=f"t-{n // 20}",
-        span_id=f"s-{n}",
-        kind="model",
-        name="gpt-4o-mini",
-        provider="openai",
-        created_at=datetime(2026, 12, 4, 12, 0, tzinfo=UTC),
-        node_path="agent",
-        tags={"team": "support"},
-        cost=D("0.000279"),
-        price_source="test",
-        price_version="1",
-    )
 
 
 @pytest.mark.postgres
@@ -75,10 +57,10 @@ def test_a_budget_call_blocked_on_the_database_does_not_hold_the_writer() -> Non
 
                 writer = LedgerWriter(ledger, flush_on_sigterm=False)
                 try:
-                    run = RunRecord(trace_id="t-0", name="g", started_at=_event(0).created_at)
+                    run = RunRecord(trace_id="t-0", name="g", started_at=model_event(0).created_at)
                     writer.emit(Records(runs=[run]))
                     for n in range(300):
-                        writer.emit(Records(events=[_event(n)]))
+                        writer.emit(Records(events=[model_event(n)]))
                     writer.flush(timeout=5.0)  # a writer held by the grow would time out
                 finally:
                     writer.close()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from agent_finops._foreground import ASIDE_PER_BATCH, allow_aside, step_aside
+from agent_finops._foreground import ASIDE_PER_BATCH, allow_aside
 from agent_finops.exceptions import LedgerError
 from agent_finops.ledger import (
     CostEvent,
@@ -460,9 +460,9 @@ class LedgerWriter(_Delivery):
                 if len(self._queue) + len(groups) >= self.max_queued:
                     self._cond.notify_all()  # room for producers waiting on a full queue
             try:
-                # A budget call in flight answers first (`agent_finops._foreground`).
+                # A budget call in flight answers first (`agent_finops._foreground`): the
+                # ledger's write steps aside between its units of work, within this.
                 allow_aside(ASIDE_PER_BATCH)
-                step_aside()
                 self._deliver(_Batch.of(groups))
                 self.batches += 1
             except BaseException as exc:  # pragma: no cover - a bug: never wedge the flushers

@@ -10,7 +10,8 @@ the session has none: nothing depends on session state, so PgBouncer's transacti
 pooling keeps working; `ON COMMIT DELETE ROWS` empties it at every commit or rollback),
 then moves them with one statement (`WITH moved AS (DELETE ... RETURNING) INSERT ... SELECT`)
 carrying the statement's own conflict clause (upsert or insert-or-ignore), in the rows'
-order.
+order. It needs a role that may create temporary tables: the ledger uses `BulkInsert`
+for one that may not.
 """
 
 from __future__ import annotations
@@ -71,10 +72,6 @@ class CopyInsert:
         rows = select(*(moved.c[name] for name in self.names)).order_by(moved.c[ORDINAL])
         statement = conflict(postgresql.insert(table).from_select(list(self.names), rows))
         self.sql = str(statement.add_cte(moved).compile(dialect=dialect))
-        self.temporary: bool | None = None
-        """Whether the role may create temporary tables (asked at the first batch)."""
-        self._table, self._conflict = table, conflict
-        self._plain: str | None = None
         self._values = itemgetter(*self.names)
         self._processors: Processors = [
             (i, processor, isinstance(table.c[name].type, JSON))
@@ -115,11 +112,6 @@ class CopyInsert:
         cursor: Any = conn.connection.cursor()
         sql = self.sql + returning
         try:
-            if self.temporary is None:  # once: a role may be refused temporary tables
-                cursor.execute(_MAY_CREATE_TEMPORARY)
-                self.temporary = bool(cursor.fetchone()[0])
-            if not self.temporary:
-                return self._fallback(conn, params, returning)
             cursor.execute(self.create)
             with cursor.copy(self.copy) as copy:
                 write = copy.write_row
@@ -135,27 +127,3 @@ class CopyInsert:
             ) from exc
         finally:
             cursor.close()
-
-    def _fallback(
-        self, conn: Connection, params: list[tuple[Any, ...]], returning: str
-    ) -> set[Any]:
-        """Without the right to temporary tables: the same bound rows, one `executemany`."""
-        if self._plain is None:
-            statement = self._conflict(postgresql.insert(self._table))
-            self._plain = str(statement.compile(dialect=conn.dialect))
-        sql = self._plain + returning
-        rows = [dict(zip(self.names, row, strict=False)) for row in params]  # not the ordinal
-        cursor: Any = conn.connection.cursor()
-        try:
-            cursor.executemany(sql, rows, returning=bool(returning))
-            found: set[Any] = set()
-            while returning:
-                found.update(r[0] for r in cursor.fetchall())
-                if not cursor.nextset():
-                    break
-            return found
-        finally:
-            cursor.close()
-
-
-_MAY_CREATE_TEMPORARY = "SELECT has_database_privilege(current_database(), 'TEMPORARY')"

@@ -95,6 +95,7 @@ DEFAULT_URL = "sqlite:///agent-finops.sqlite"
 """Used when neither an argument nor `AGENT_FINOPS_DB_URL` gives a URL."""
 _DECIDED = ("approved", "denied", "expired")
 _R = TypeVar("_R")
+_MAY_CREATE_TEMPORARY = "SELECT has_database_privilege(current_database(), 'TEMPORARY')"
 
 
 def _columns(table: Table, record: Any) -> list[Any]:
@@ -137,6 +138,7 @@ class SQLLedger(LedgerBase):
         self._ready = False
         self._statements: dict[tuple[str, str], Any] = {}
         self._bulks: dict[tuple[str, str], BulkInsert | CopyInsert] = {}
+        self._copy: bool | None = None
         if auto_setup:
             self.setup()
 
@@ -312,7 +314,7 @@ class SQLLedger(LedgerBase):
         insert's RETURNING says what this write inserted (one `executemany`).
         """
         if self.dialect != "sqlite":
-            return self._bulk(_events).insert_returning(conn, rows, "event_id")
+            return self._bulk(_events, conn=conn).insert_returning(conn, rows, "event_id")
         ids = list(dict.fromkeys(r["event_id"] for r in rows))
         stored: set[str] = set()
         for start in range(0, len(ids), 500):
@@ -322,41 +324,54 @@ class SQLLedger(LedgerBase):
                 f"SELECT event_id FROM {_events.name} WHERE event_id IN ({marks})", tuple(chunk)
             )
             stored.update(found.scalars())
-        self._bulk(_events).execute(conn, rows)
+        self._bulk(_events, conn=conn).execute(conn, rows)
         return {i for i in ids if i not in stored}
 
-    def _bulk(self, table: Table, key: str = "") -> BulkInsert | CopyInsert:
+    def _bulk(
+        self, table: Table, key: str = "", conn: Connection | None = None
+    ) -> BulkInsert | CopyInsert:
         """The writer's upsert on `key` (insert-or-ignore without one), compiled once.
 
-        On PostgreSQL through psycopg, a `CopyInsert` (COPY into a temporary table, then
-        one INSERT ... SELECT): psycopg's `executemany` cost the writer 2-3x the CPU.
+        A `CopyInsert` (COPY into a temporary table, then one INSERT ... SELECT) where the
+        ledger can use one (`_copies`): psycopg's `executemany` cost the writer 2-3x the CPU.
         """
         bulk = self._bulks.get((table.name, key))
         if bulk is None:
             dialect = self.engine.dialect
-            if dialect.name == "postgresql" and dialect.driver == "psycopg":
+            if self._copies(conn):
                 bulk = CopyInsert(table, functools.partial(_on_conflict, table, key), dialect)
             else:
-                stmt = self._upsert(table, key) if key else self._insert_ignore(table)
-                bulk = BulkInsert(stmt, table, dialect)
+                bulk = BulkInsert(self._conflicting(table, key), table, dialect)
             self._bulks[table.name, key] = bulk
         return bulk
 
-    def _upsert(self, table: Table, key: str) -> Any:
-        # Built once per table: building `on_conflict_do_update` (its `excluded` column
-        # proxies) on every batch cost more than executing it.
+    def _copies(self, conn: Connection | None) -> bool:
+        """Whether the writer's inserts go through COPY (asked once, on `conn` if given).
+
+        PostgreSQL through psycopg, for a role that may create temporary tables (a database
+        may refuse them: `REVOKE TEMPORARY ... FROM PUBLIC`).
+        """
+        if self._copy is None:
+            dialect = self.engine.dialect
+            if dialect.name != "postgresql" or dialect.driver != "psycopg":
+                self._copy = False
+            elif conn is not None:
+                self._copy = bool(conn.exec_driver_sql(_MAY_CREATE_TEMPORARY).scalar())
+            else:
+                with self.engine.connect() as own:
+                    self._copy = bool(own.exec_driver_sql(_MAY_CREATE_TEMPORARY).scalar())
+        return self._copy
+
+    def _conflicting(self, table: Table, key: str = "") -> Any:
+        """The insert into `table`: an upsert on `key`, insert-or-ignore without one.
+
+        Built once per table: building `on_conflict_do_update` (its `excluded` column
+        proxies) on every batch cost more than executing it.
+        """
         stmt = self._statements.get((table.name, key))
         if stmt is None:
             stmt = self._statements[table.name, key] = _on_conflict(
                 table, key, self._sql.insert(table)
-            )
-        return stmt
-
-    def _insert_ignore(self, table: Table) -> Any:
-        stmt = self._statements.get((table.name, ""))
-        if stmt is None:
-            stmt = self._statements[table.name, ""] = _on_conflict(
-                table, "", self._sql.insert(table)
             )
         return stmt
 
@@ -487,10 +502,10 @@ class SQLLedger(LedgerBase):
         row = {c.name: getattr(alert, c.name) for c in _alerts.columns}
         deliveries = [{"alert_id": alert.alert_id, "channel": c} for c in alert.delivered]
         with faults("cannot record an alert"), self.engine.begin() as conn:
-            inserted = self._insert_ignore(_alerts).returning(_alerts.c.alert_id)
+            inserted = self._conflicting(_alerts).returning(_alerts.c.alert_id)
             added = conn.execute(inserted, row).first() is not None
             if added and deliveries:
-                conn.execute(self._insert_ignore(_deliveries), deliveries)
+                conn.execute(self._conflicting(_deliveries), deliveries)
         return added
 
     def mark_alert_delivered(self, alert_id: str, channel: str) -> None:
@@ -502,7 +517,7 @@ class SQLLedger(LedgerBase):
             if known is None:
                 raise AlertNotFound(f"no alert {alert_id!r}", key=alert_id)
             conn.execute(
-                self._insert_ignore(_deliveries), [{"alert_id": alert_id, "channel": channel}]
+                self._conflicting(_deliveries), [{"alert_id": alert_id, "channel": channel}]
             )
 
     def list_alerts(self, *, since: datetime | None = None, limit: int = 50) -> list[AlertRecord]:
@@ -536,7 +551,7 @@ class SQLLedger(LedgerBase):
     def add_approval(self, approval: ApprovalRecord) -> ApprovalRecord:
         """See `Ledger.add_approval`."""
         with faults("cannot record approval request"), self.engine.begin() as conn:
-            conn.execute(self._insert_ignore(_approvals), [_row(approval)])
+            conn.execute(self._conflicting(_approvals), [_row(approval)])
         stored = self.find_approval(approval.approval_id)
         if stored is None:  # pragma: no cover - deleted by hand between the two statements
             raise LedgerError(f"approval request {approval.approval_id} vanished after insert")
