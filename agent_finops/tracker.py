@@ -45,6 +45,7 @@ from agent_finops.sinks import (
     DurableLedgerSink,
     InlineLedgerSink,
     LedgerWriter,
+    ProcessLedgerWriter,
     Records,
     RecordSink,
 )
@@ -79,6 +80,7 @@ class CostTracker:
         flush_on_sigterm: bool = True,
         clock: Any = fast_utcnow,
         overhead: Mapping[str, str | Sequence[str]] | None = None,
+        writer: str | None = None,
     ) -> None:
         """Track into `ledger`.
 
@@ -106,6 +108,12 @@ class CostTracker:
                 match, a value or one of a list). They stay attributed to their run and
                 tags, in the `overhead` cost bucket. A `cost_bucket` tag (`tokens`,
                 `tools`, `compute`, `overhead`) on a call names its bucket outright.
+            writer: who writes the ledger in the background: `thread` (default, a
+                `LedgerWriter` in this process) or `process` (a `ProcessLedgerWriter`: a
+                child process writes it, off this process's interpreter lock; for
+                CPU-bound processes, docs/scaling.md). Default: the `AGENT_FINOPS_WRITER`
+                environment variable, else `thread`. Ignored with `durable` or without
+                `background`.
         """
         self.ledger = ledger
         self.prices = prices if prices is not None else PriceBook()
@@ -119,9 +127,13 @@ class CostTracker:
         self._plumbing: set[str] = set()
         self._on_event: dict[str, CostEvent] = {}  # open model spans their event carries
         self._parents: set[str] = set()  # open model spans that opened a span of their own
-        self._writer: LedgerWriter | DurableLedgerSink | None = None
+        self._writer: LedgerWriter | ProcessLedgerWriter | DurableLedgerSink | None = None
         if durable:
             self._writer = DurableLedgerSink(ledger, dead_letter=dead_letter)
+        elif background and _writer_kind(writer) == "process":
+            self._writer = ProcessLedgerWriter(
+                ledger, dead_letter=dead_letter, flush_on_sigterm=flush_on_sigterm
+            )
         elif background:
             self._writer = LedgerWriter(
                 ledger, linger=linger, dead_letter=dead_letter, flush_on_sigterm=flush_on_sigterm
@@ -538,7 +550,9 @@ class CostTracker:
         Stays near what arrives in a few milliseconds; one that keeps growing means the
         ledger does not keep up, and is what a SIGKILL would lose (docs/scaling.md).
         """
-        return self._writer.backlog if isinstance(self._writer, LedgerWriter) else 0
+        if isinstance(self._writer, LedgerWriter | ProcessLedgerWriter):
+            return self._writer.backlog
+        return 0
 
     @property
     def write_errors(self) -> int:
@@ -676,3 +690,26 @@ def _storable(text: str) -> str:
 
 def _storable_or_none(text: str | None) -> str | None:
     return None if text is None else _storable(text)
+
+
+WRITERS: Final = ("thread", "process")
+"""`CostTracker(writer=...)`: who writes the ledger in the background."""
+WRITER_ENV: Final = "AGENT_FINOPS_WRITER"
+"""The environment variable giving the default `writer` (`thread` when unset)."""
+
+
+def _writer_kind(writer: str | None) -> str:
+    """`writer`, else the environment's default; a value we do not know is refused clearly."""
+    source = "CostTracker(writer=)"
+    if writer is None:
+        writer = os.environ.get(WRITER_ENV) or "thread"
+        source = WRITER_ENV
+    if writer not in WRITERS:
+        raise ConfigurationError(
+            "unknown ledger writer",
+            source=source,
+            field="writer",
+            value=writer,
+            expected=" or ".join(WRITERS),
+        )
+    return writer

@@ -96,26 +96,36 @@ def _p(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def measure(ledger: SQLLedger, calls: int, rounds: int) -> dict[str, tuple[list[float], list[float]]]:
+def measure(
+    ledger: SQLLedger, calls: int, rounds: int
+) -> dict[str, tuple[list[float], list[float]]]:
     """Per mode: (call ms, grow ms) over `rounds` rounds of `calls` new-task calls."""
     tracker = CostTracker(ledger, tags={"team": "support"})
     engine = PolicyEngine(Policy.from_mapping(POLICY, source="bench"), tracker)
     tag = uuid.uuid4().hex[:8]
-    out: dict[str, tuple[list[float], list[float]]] = {"writer idle": ([], []), "writer busy": ([], [])}
+    out: dict[str, tuple[list[float], list[float]]] = {
+        "writer idle": ([], []),
+        "writer busy": ([], []),
+    }
     try:
         for _ in range(20):  # warm-up: imports, price look-ups, connections
             _guarded(engine, f"{tag}-warm-{uuid.uuid4().hex}")
         for r in range(rounds):
-            for mode in ("writer idle", "writer busy") if r % 2 == 0 else ("writer busy", "writer idle"):
+            for mode in (
+                ("writer idle", "writer busy") if r % 2 == 0 else ("writer busy", "writer idle")
+            ):
                 before: Callable[[], None]
                 if mode == "writer idle":
+
                     def before() -> None:
                         tracker.flush()
                         time.sleep(0.01)
                 else:
+
                     def before() -> None:
                         for _ in range(BUSY_CALLS):
                             _guarded(engine, f"{tag}-busy")
+
                 latencies, grows = out[mode]
                 with _timed_grows() as timed:
                     for _ in range(calls):
@@ -132,7 +142,9 @@ def measure(ledger: SQLLedger, calls: int, rounds: int) -> dict[str, tuple[list[
 
 def report(name: str, out: dict[str, tuple[list[float], list[float]]]) -> None:
     print(f"\n== {name}")
-    print(f"   {'mode':<12} {'samples':>7} {'call P50':>9} {'call P90':>9} {'grow P50':>9} {'grow P90':>9}  (ms)")
+    print(
+        f"   {'mode':<12} {'samples':>7} {'call P50':>9} {'call P90':>9} {'grow P50':>9} {'grow P90':>9}  (ms)"
+    )
     for mode, (calls, grows) in out.items():
         print(
             f"   {mode:<12} {len(calls):7d} {statistics.median(calls):9.2f} {_p(calls, 0.9):9.2f}"
@@ -155,10 +167,16 @@ def main() -> None:
     args = parser.parse_args()
     print(f"load average: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if not args.no_sqlite:
-        with tempfile.TemporaryDirectory() as tmp, SQLLedger.from_url(f"sqlite:///{tmp}/grow.sqlite") as ledger:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            SQLLedger.from_url(f"sqlite:///{tmp}/grow.sqlite") as ledger,
+        ):
             report("SQLite file", measure(ledger, args.calls, args.rounds))
     if args.postgres:
-        with _postgres_schema(args.postgres) as kwargs, SQLLedger.from_url(args.postgres, **kwargs) as ledger:  # type: ignore[arg-type]
+        with (
+            _postgres_schema(args.postgres) as kwargs,
+            SQLLedger.from_url(args.postgres, **kwargs) as ledger,
+        ):  # type: ignore[arg-type]
             report("PostgreSQL", measure(ledger, args.calls, args.rounds))
 
 

@@ -70,6 +70,7 @@ from agent_finops import CostTracker, SQLLedger
 from agent_finops.ledger import CostEvent
 from agent_finops.policy import Policy
 from agent_finops.sinks import LedgerWriter, Records
+from agent_finops.tracker import WRITER_ENV
 from agent_finops_langgraph import FinOpsCallbackHandler
 
 # -- the no-op endpoint ---------------------------------------------------------------------
@@ -456,7 +457,34 @@ def build_modes(endpoint: NoopEndpoint | None, postgres: str | None) -> dict[str
     modes["p"] = ("ours, tracking + policy, SQLite", mode_policy_sqlite)
     if postgres:
         modes["pg"] = ("ours, tracking + policy, PostgreSQL", policy_postgres_mode(postgres))
+    modes["cx"] = ("ours, tracking only, SQLite, writer process", with_writer_process(mode_finops))
+    modes["px"] = (
+        "ours, tracking + policy, SQLite, writer process",
+        with_writer_process(mode_policy_sqlite),
+    )
+    if postgres:
+        modes["pgx"] = (
+            "ours, tracking + policy, PostgreSQL, writer process",
+            with_writer_process(policy_postgres_mode(postgres)),
+        )
     return {"modes": modes, "peers": peers}
+
+
+def with_writer_process(mode: Mode) -> Mode:
+    """`mode` with its tracker's ledger written by a child process (`writer="process"`)."""
+
+    def in_process(graph: CompiledStateGraph, tmp: Path) -> float:
+        previous = os.environ.get(WRITER_ENV)
+        os.environ[WRITER_ENV] = "process"
+        try:
+            return mode(graph, tmp)
+        finally:
+            if previous is None:
+                del os.environ[WRITER_ENV]
+            else:
+                os.environ[WRITER_ENV] = previous
+
+    return in_process
 
 
 def markdown_table(modes: dict[str, tuple[str, Mode]], times: dict[str, list[float]]) -> None:

@@ -1,8 +1,8 @@
 """A child process for tests/test_durability.py: tracks fake model calls into a SQLite file.
 
-    python tests/durability_child.py URL [--calls N] [--durable] [--linger S] [--then WHAT] ...
+    python tests/durability_child.py URL [--calls N] [--durable] [--linger S] [--writer W] ...
 
-Prints `ready` once the tracker exists, then the number of calls returned after each call
+Prints `writer PID` (with `--writer process`) and `ready` once the tracker exists, then the number of calls returned after each call
 (flushed), so the parent knows what the tracker had handed back when it sent a signal.
 Uses only the public API; no network (prices come from the bundled catalog).
 """
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--in-thread", action="store_true", help="build the tracker off main")
     parser.add_argument("--poison-every", type=int, default=0, help="every k-th call unstorable")
     parser.add_argument("--then", choices=["exit", "sleep", "show-handler"], default="exit")
+    parser.add_argument("--writer", choices=["thread", "process"], default=None)
     args = parser.parse_args()
 
     if args.user_handler:
@@ -47,7 +48,7 @@ def main() -> None:
 
         signal.signal(signal.SIGTERM, on_term)
 
-    options: dict[str, Any] = {"durable": args.durable}
+    options: dict[str, Any] = {"durable": args.durable, "writer": args.writer}
     if args.linger is not None:
         options["linger"] = args.linger
     if args.no_sigterm_flush:
@@ -67,6 +68,9 @@ def main() -> None:
         print(shown, flush=True)
         return
     tracker.start_span("run", parent_span_id=None, name="child", kind="chain")
+    writer_pid = getattr(tracker.sinks[0], "pid", None)
+    if writer_pid is not None:
+        print(f"writer {writer_pid}", flush=True)
     print("ready", flush=True)
     i = 0
     start = time.monotonic()

@@ -10,6 +10,7 @@ dead-letter file and the records after it are written.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -63,6 +64,22 @@ class Child:
         self._watchdog.cancel()
         self.lines += [x.strip() for x in out.splitlines()]
         return err
+
+    @property
+    def writer_pid(self) -> int:
+        """The pid of the child's writer process (`--writer process`)."""
+        return next(int(x.split()[1]) for x in self.lines if x.startswith("writer "))
+
+    def wait_for_writer(self, timeout: float = 30.0) -> None:
+        """Wait until the writer process has exited (it outlives a killed parent)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(self.writer_pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"writer process {self.writer_pid} still running")
 
     @property
     def returned(self) -> int:
@@ -151,11 +168,41 @@ def test_default_mode_loses_at_most_a_few_milliseconds_on_sigkill(url: str) -> N
     assert 0 <= lost <= 100, lost
 
 
+def test_the_process_writer_loses_nothing_on_sigkill(url: str) -> None:
+    # Each group is in the pipe when the tracker returns: the writer process outlives its
+    # killed parent, writes all of it, and exits (calls 1 ms apart, as above).
+    child = Child(url, "--interval", "0.001", "--writer", "process")
+    child.read_until_returned(300)
+    child.proc.kill()
+    child.finish()
+    assert child.proc.returncode == -signal.SIGKILL
+    child.wait_for_writer()
+    assert {f"c{i}" for i in range(1, child.returned + 1)} <= recorded(url)
+
+
+def test_the_process_writer_writes_everything_at_exit_and_on_sigterm(url: str) -> None:
+    child = Child(url, "--calls", "300", "--writer", "process")
+    err = child.finish()
+    assert child.proc.returncode == 0, err
+    child.wait_for_writer()
+    assert recorded(url) == {f"c{i}" for i in range(1, 301)}
+
+    other = url.replace("ledger.sqlite", "other.sqlite")
+    child = Child(other, "--writer", "process")
+    child.read_until_returned(200)
+    child.proc.send_signal(signal.SIGTERM)
+    err = child.finish()
+    assert child.proc.returncode == -signal.SIGTERM, err
+    child.wait_for_writer()
+    assert {f"c{i}" for i in range(1, child.returned + 1)} <= recorded(other)
+
+
+@pytest.mark.parametrize("writer", ["thread", "process"])
 def test_a_poison_record_is_kept_and_the_records_after_it_are_written(
-    url: str, tmp_path: Path
+    url: str, tmp_path: Path, writer: str
 ) -> None:
     # Every 50th call costs 1e25, which no ledger stores: refused as data, retryable=False.
-    child = Child(url, "--calls", "200", "--poison-every", "50")
+    child = Child(url, "--calls", "200", "--poison-every", "50", "--writer", writer)
     err = child.finish()
     assert child.proc.returncode == 0, err
     events = recorded(url)

@@ -95,7 +95,9 @@ def sqlite_file_leased() -> Iterator[Ledger]:
         yield ledger
 
 
-@ledger_backend("in-memory+leases", capabilities={Capability.THREADS}, store_options={"leases": True})
+@ledger_backend(
+    "in-memory+leases", capabilities={Capability.THREADS}, store_options={"leases": True}
+)
 def in_memory_leased() -> Iterator[Ledger]:
     """The reference backend, every budget store a `LeasedBudgetStore`."""
     with InMemoryLedger() as ledger:
@@ -125,11 +127,17 @@ SLOW = {Capability.PROCESSES: [pytest.mark.slow]}
 @pytest.mark.parametrize(
     "case",
     pytest_params(
-        in_memory, sqlite_file, sqlite_memory, in_memory_leased, sqlite_file_leased,
+        in_memory,
+        sqlite_file,
+        sqlite_memory,
+        in_memory_leased,
+        sqlite_file_leased,
         capability_marks=SLOW,
     )
     + pytest_params(
-        postgres, postgres_leased, marks=[pytest.mark.postgres, SKIP_POSTGRES],
+        postgres,
+        postgres_leased,
+        marks=[pytest.mark.postgres, SKIP_POSTGRES],
         capability_marks=SLOW,
     ),
 )

@@ -571,21 +571,35 @@ def test_an_allowed_calls_decision_is_written_with_its_cost_event(
         call_id = f"call-{n}"
         t.start_span(call_id, parent_span_id="root", name="llm", kind="model")
         decision = e.check_before_model_call(
-            call_id=call_id, trace_id="root", run_key="root", tags={}, model="gpt-4o-mini",
-            provider="openai", input_tokens=1000, max_output_tokens=100,
+            call_id=call_id,
+            trace_id="root",
+            run_key="root",
+            tags={},
+            model="gpt-4o-mini",
+            provider="openai",
+            input_tokens=1000,
+            max_output_tokens=100,
         )
         assert decision.action == "allow"
         with t.grouped():
             event = t.record_model_call(
-                call_id, model="gpt-4o-mini", provider="openai",
+                call_id,
+                model="gpt-4o-mini",
+                provider="openai",
                 usage=TokenUsage(uncached_input_tokens=10, output_tokens=5),
             )
             e.check_after_model_call(call_id, cost=event.cost, tokens=15)
     third = "call-2"
     t.start_span(third, parent_span_id="root", name="llm", kind="model")
     e.check_before_model_call(
-        call_id=third, trace_id="root", run_key="root", tags={}, model="gpt-4o-mini",
-        provider="openai", input_tokens=1000, max_output_tokens=100,
+        call_id=third,
+        trace_id="root",
+        run_key="root",
+        tags={},
+        model="gpt-4o-mini",
+        provider="openai",
+        input_tokens=1000,
+        max_output_tokens=100,
     )
     for n in range(2):
         (write,) = [
@@ -642,7 +656,10 @@ def test_a_rule_that_fails_open_lets_the_call_go_and_is_charged_once_the_ledger_
     t = CostTracker(shared_ledger)
     store = FlakyStore(shared_ledger.budget_store(leases=True, charges_to=t))
     e = PolicyEngine(
-        Policy.from_mapping(fail_open_policy()), t, budgets=store, clock=Clock()  # type: ignore[arg-type]
+        Policy.from_mapping(fail_open_policy()),
+        t,
+        budgets=store,
+        clock=Clock(),  # type: ignore[arg-type]
     )
     store.down = True
     t.start_span("r", parent_span_id=None, name="run", kind="run")
@@ -656,7 +673,10 @@ def test_a_rule_that_fails_open_lets_the_call_go_and_is_charged_once_the_ledger_
             continue
         with t.grouped():
             event = t.record_model_call(
-                f"c{n}", model="gpt-4o-mini", provider="openai", event_id=f"r-call-{n}",
+                f"c{n}",
+                model="gpt-4o-mini",
+                provider="openai",
+                event_id=f"r-call-{n}",
                 usage=TokenUsage(uncached_input_tokens=1000, output_tokens=100),
             )
             assert event.cost is not None
@@ -680,7 +700,9 @@ def test_rules_without_on_ledger_error_allow_fail_closed(shared_ledger: SQLLedge
     t = CostTracker(shared_ledger)
     store = FlakyStore(shared_ledger.budget_store(leases=True, charges_to=t))
     e = PolicyEngine(
-        Policy.from_mapping(fail_open_policy(action="deny")), t, budgets=store,  # type: ignore[arg-type]
+        Policy.from_mapping(fail_open_policy(action="deny")),
+        t,
+        budgets=store,  # type: ignore[arg-type]
         clock=Clock(),
     )
     store.down = True
@@ -712,8 +734,13 @@ def test_closing_a_guard_with_a_call_in_flight_keeps_its_decision_and_gives_back
     guard = RunGuard(t, policy=policy)
     guard.start_run("root", name="run")
     guard.before_model_call(
-        "c1", parent_id="root", name="llm", model="gpt-4o-mini", provider="openai",
-        input_tokens=100, max_output_tokens=10,
+        "c1",
+        parent_id="root",
+        name="llm",
+        model="gpt-4o-mini",
+        provider="openai",
+        input_tokens=100,
+        max_output_tokens=10,
     )
     started = time.monotonic()
     guard.close()  # the call never ended

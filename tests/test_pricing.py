@@ -250,7 +250,9 @@ def test_worst_case_estimate_is_the_dearest_priced_usage_over_the_whole_catalog(
                     for usage in (
                         TokenUsage(uncached_input_tokens=n, output_tokens=out),
                         TokenUsage(cache_write_tokens=n, output_tokens=out),
-                        TokenUsage(cache_write_tokens=n, cache_write_1h_tokens=n, output_tokens=out),
+                        TokenUsage(
+                            cache_write_tokens=n, cache_write_1h_tokens=n, output_tokens=out
+                        ),
                     )
                 ]
                 if any(p is None for p in priced):

@@ -115,10 +115,7 @@ def test_the_engine_leases_a_threads_cap_and_keeps_a_thread_less_runs_in_memory(
         e.end_run("trace-a")
         assert store.private_held == 0  # a finished run's private cap is forgotten
         tracker.flush()
-        spent = {
-            k: store.counter(k)
-            for k in ("run-cap|*|run=trace-a", "run-cap|*|run=thread-b")
-        }
+        spent = {k: store.counter(k) for k in ("run-cap|*|run=trace-a", "run-cap|*|run=thread-b")}
         assert all(c is not None and c.spent == D("0.0001") for c in spent.values()), spent
         e.close()
         tracker.close()

@@ -552,7 +552,9 @@ def test_a_sqlite_batch_is_a_few_statements_not_one_per_row(tmp_path: Path) -> N
         ledger.engine.dispose()  # new connections, traced
         events = [_event(f"e-{n:03d}", trace_id="r-many") for n in range(300)]
         ledger.write(runs=[RunRecord(trace_id="r-many", name="g", started_at=T0)], events=events)
-        inserts = [s for s in steps if s.lstrip().upper().startswith("INSERT INTO FINOPS_COST_EVENTS")]
+        inserts = [
+            s for s in steps if s.lstrip().upper().startswith("INSERT INTO FINOPS_COST_EVENTS")
+        ]
         assert 1 <= len(inserts) <= 300 // 64 + 7  # 64-row statements, then power-of-two rest
         assert [e.event_id for e in ledger.load_trace("r-many").events] == [
             e.event_id for e in events

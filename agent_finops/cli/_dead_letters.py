@@ -138,8 +138,11 @@ def _replay(ledger: Ledger, letters: list[DeadLetter]) -> int:
                 events=[r] if isinstance(r, CostEvent) else [],
                 decisions=[r] if isinstance(r, DecisionRecord) else [],
                 charges=(
-                    charges.get(r.event_id, []) if isinstance(r, CostEvent)
-                    else [r] if isinstance(r, LeaseCharge) else []
+                    charges.get(r.event_id, [])
+                    if isinstance(r, CostEvent)
+                    else [r]
+                    if isinstance(r, LeaseCharge)
+                    else []
                 ),
             )
         except LedgerError as exc:

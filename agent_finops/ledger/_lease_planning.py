@@ -28,7 +28,12 @@ from agent_finops.ledger._planning import CounterRow
 __all__ = [
     "LeasePlan",
     "due_charges",
-    "merge_charges", "plan_charges", "plan_grow", "plan_shrink", "slice_of"]
+    "merge_charges",
+    "plan_charges",
+    "plan_grow",
+    "plan_shrink",
+    "slice_of",
+]
 
 _ZERO = Decimal(0)
 _add = EXACT.add
@@ -180,7 +185,10 @@ def plan_shrink(
         row = counters.get(key)
         if row is not None and back:
             rows[key] = CounterRow(
-                row.unit, row.limit, row.spent, max(_ZERO, _sub(row.reserved, back)),
+                row.unit,
+                row.limit,
+                row.spent,
+                max(_ZERO, _sub(row.reserved, back)),
                 row.window_end,
             )
     return rows, after
@@ -195,6 +203,7 @@ def due_charges(
     replay) was applied with it the first time.
     """
     return [
-        c for c in charges
+        c
+        for c in charges
         if c.event_id is None or c.event_id not in written or c.event_id in inserted
     ]

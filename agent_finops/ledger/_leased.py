@@ -822,11 +822,7 @@ class LeasedBudgetStore(BudgetStoreBase):
         cutoff = time.monotonic() - idle
         with state.lock:
             worker = state.worker
-            retired = {
-                k: s
-                for k, s in state.slices.items()
-                if s.held <= 0 and s.used_at <= cutoff
-            }
+            retired = {k: s for k, s in state.slices.items() if s.held <= 0 and s.used_at <= cutoff}
             for key in retired:
                 del state.slices[key]
         if not retired or worker is None:

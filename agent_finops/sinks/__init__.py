@@ -2,7 +2,8 @@
 
 The tracker never writes anywhere itself: it hands each group of records to every sink it
 was given, on the caller's thread, and sinks decide how to deliver them. The ledger writer
-(`LedgerWriter`, batching on a background thread, or `DurableLedgerSink`, committing before
+(`LedgerWriter`, batching on a background thread; `ProcessLedgerWriter`, the same from a
+child process, with `CostTracker(writer="process")`; or `DurableLedgerSink`, committing before
 each call returns, with `CostTracker(durable=True)`) is always the first sink, because
 reports, budgets and approvals read the ledger; others (an OpenTelemetry exporter, a log, a test
 recorder) are added with `CostTracker(ledger, sinks=[...])` without touching the tracker.
@@ -29,6 +30,7 @@ from agent_finops.sinks._ledger_writer import (
     flush_all_writers,
 )
 from agent_finops.sinks._memory import MemorySink
+from agent_finops.sinks._process_writer import ProcessLedgerWriter
 from agent_finops.sinks._sigterm import SIGTERM_FLUSH_TIMEOUT
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "Records",
     # sinks
     "LedgerWriter",
+    "ProcessLedgerWriter",
     "DurableLedgerSink",
     "InlineLedgerSink",
     "MemorySink",

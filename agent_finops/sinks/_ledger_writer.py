@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from agent_finops._foreground import ASIDE_PER_BATCH, allow_aside
 from agent_finops.exceptions import LedgerError
@@ -46,6 +46,9 @@ __all__ = [
     "DurableLedgerSink",
     "InlineLedgerSink",
     "LedgerWriter",
+    "flush_all_writers",
+    "register_writer",
+    "unregister_writer",
 ]
 
 log = logging.getLogger("agent_finops")
@@ -108,7 +111,10 @@ class _Batch:
 
     def __len__(self) -> int:
         return (
-            len(self.runs) + len(self.spans) + len(self.events) + len(self.decisions)
+            len(self.runs)
+            + len(self.spans)
+            + len(self.events)
+            + len(self.decisions)
             + len(self.charges)
         )
 
@@ -473,7 +479,23 @@ class LedgerWriter(_Delivery):
                 self._cond.notify_all()
 
 
-_live_writers: weakref.WeakSet[LedgerWriter] = weakref.WeakSet()
+class _Writer(Protocol):
+    def flush(self, timeout: float | None = ...) -> None: ...
+
+    def _stop(self, reason: str) -> None: ...
+
+
+_live_writers: weakref.WeakSet[_Writer] = weakref.WeakSet()
+
+
+def register_writer(writer: _Writer) -> None:
+    """Flush `writer` with the others on SIGTERM and at exit (until it is collected)."""
+    _live_writers.add(writer)
+
+
+def unregister_writer(writer: _Writer) -> None:
+    """`writer` is closed: no flush on SIGTERM or at exit."""
+    _live_writers.discard(writer)
 
 
 def flush_all_writers(timeout: float) -> None:

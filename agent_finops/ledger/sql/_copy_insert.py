@@ -87,9 +87,7 @@ class CopyInsert:
         A JSON value object shared by several rows (the events of a run share their tag
         dict) is bound once; `aside` as for `bind_rows`.
         """
-        return bind_rows(
-            rows, self._values, self._processors, self.sql, numbered=True, aside=aside
-        )
+        return bind_rows(rows, self._values, self._processors, self.sql, numbered=True, aside=aside)
 
     def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         """Insert `rows`: dicts with a value for every column, keyed by column name."""

@@ -139,6 +139,7 @@ class SQLLedger(LedgerBase):
         self._statements: dict[tuple[str, str], Any] = {}
         self._bulks: dict[tuple[str, str], BulkInsert | CopyInsert] = {}
         self._copy: bool | None = None
+        self._source: tuple[str, dict[str, Any]] | None = None
         if auto_setup:
             self.setup()
 
@@ -179,6 +180,12 @@ class SQLLedger(LedgerBase):
                 f"cannot open ledger URL {shown_url(text)}: {exc}", field="url"
             ) from exc
         ledger = cls(engine, auto_setup=False)
+        if engine.url.get_backend_name() != "sqlite" or engine.url.database not in (
+            None,
+            "",
+            ":memory:",
+        ):
+            ledger._source = (text, dict(engine_kwargs))
         try:
             if not create:
                 ledger._require_ledger()
@@ -188,6 +195,15 @@ class SQLLedger(LedgerBase):
             engine.dispose()
             raise
         return ledger
+
+    @property
+    def source(self) -> tuple[str, dict[str, Any]] | None:
+        """The URL (password included) and engine options this ledger was opened with.
+
+        What another process needs to open the same ledger (`CostTracker(writer="process")`);
+        None for a private in-memory SQLite ledger or one wrapped around an engine.
+        """
+        return self._source
 
     @property
     def url(self) -> str:

@@ -1,0 +1,231 @@
+"""`CostTracker(writer="process")`: the ledger written by a child process.
+
+What it must keep from the thread writer: every group written, in one transaction each
+(a call's event with its budget charges), counters equal to the ledger, poison records
+kept; and what it adds: nothing lost when the pipe is full (the child paused) or the
+child dies (an in-process writer takes over). Crash behaviour (SIGKILL, SIGTERM, exit) is
+in tests/test_durability.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from agent_finops import CostTracker, SQLLedger, TokenUsage
+from agent_finops.exceptions import ConfigurationError
+from agent_finops.guard import RunGuard
+from agent_finops.ledger import DecisionRecord, RunRecord, SpanRecord
+from agent_finops.policy import Policy
+from agent_finops.sinks import ProcessLedgerWriter, Records
+from tests.conftest import model_event, postgres_url_or_skip
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes and signals")
+USAGE = TokenUsage(uncached_input_tokens=1000, output_tokens=100)
+
+
+def _events(ledger: SQLLedger) -> int:
+    with ledger.engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT count(*) FROM finops_cost_events").scalar_one())
+
+
+@pytest.fixture
+def file_ledger(tmp_path: Path) -> SQLLedger:
+    return SQLLedger.from_url(f"sqlite:///{tmp_path}/ledger.sqlite")
+
+
+def test_every_kind_of_record_comes_back_equal_through_the_child(file_ledger: SQLLedger) -> None:
+    at = datetime(2026, 12, 4, 12, 0, 0, 123456, tzinfo=UTC)
+    records = Records(
+        runs=[RunRecord(trace_id="t-0", name="run", started_at=at, tags={"team": "a"})],
+        spans=[
+            SpanRecord(
+                span_id="s-root",
+                trace_id="t-0",
+                parent_span_id=None,
+                name="run",
+                kind="run",
+                node_path=None,
+                started_at=at,
+                ended_at=at + timedelta(seconds=1),
+                status="ok",
+            )
+        ],
+        events=[model_event(0), model_event(1)],
+        decisions=[
+            DecisionRecord(
+                decision_id="d-1",
+                trace_id="t-0",
+                call_id="e-0",
+                action="allow",
+                rule_id="r",
+                policy_version="v1",
+                created_at=at,
+                estimate=Decimal("0.000000000000000001"),
+            )
+        ],
+    )
+    writer = ProcessLedgerWriter(file_ledger, flush_on_sigterm=False)
+    try:
+        writer.emit(records)
+        writer.flush(timeout=30)
+        assert writer.errors == 0 and writer.backlog == 0
+    finally:
+        writer.close()
+    trace = file_ledger.load_trace("t-0")
+    assert sorted(e.event_id for e in trace.events) == ["e-0", "e-1"]
+    assert trace.events[0].cost == Decimal("0.000279")
+    assert trace.events[0].created_at == model_event(0).created_at
+    assert [s.span_id for s in trace.spans if s.kind == "run"] == ["s-root"]
+    assert [d.estimate for d in file_ledger.decisions_for("t-0")] == [Decimal("1E-18")]
+    assert trace.run is not None and trace.run.started_at == at
+
+
+def test_a_tracker_with_the_process_writer_records_every_call(file_ledger: SQLLedger) -> None:
+    tracker = CostTracker(file_ledger, writer="process", flush_on_sigterm=False)
+    assert isinstance(tracker.sinks[0], ProcessLedgerWriter)
+    tracker.start_span("run", parent_span_id=None, name="app", kind="chain")
+    for i in range(500):
+        tracker.start_span(f"c{i}", parent_span_id="run", name="llm", kind="model")
+        tracker.record_model_call(f"c{i}", model="gpt-4o-mini", provider="openai", usage=USAGE)
+        tracker.end_span(f"c{i}")
+    tracker.end_span("run")
+    tracker.flush()
+    assert tracker.backlog == 0 and tracker.write_errors == 0
+    assert _events(file_ledger) == 500
+    total = sum((r.cost for r in file_ledger.list_runs(limit=5)), Decimal(0))
+    assert (
+        total
+        == 500 * tracker.prices.price_model_call("gpt-4o-mini", USAGE, provider="openai").amount
+    )
+    tracker.close()
+
+
+def test_budget_counters_equal_the_ledger_with_the_process_writer(file_ledger: SQLLedger) -> None:
+    # Each call's event and its lease charges are one group: the child writes them in one
+    # transaction, so what the counters say was spent is what the ledger holds.
+    policy = Policy.from_mapping(
+        {"budgets": [{"id": "daily", "limit": "1000", "period": "daily", "action": "deny"}]},
+        source="test",
+    )
+    tracker = CostTracker(file_ledger, writer="process", flush_on_sigterm=False)
+    guard = RunGuard(tracker, policy=policy)
+    guard.open_step("run", parent_id=None, name="app", kind="run")
+    for i in range(200):
+        guard.before_model_call(
+            f"c{i}",
+            parent_id="run",
+            name="llm",
+            model="gpt-4o-mini",
+            provider="openai",
+            input_tokens=1000,
+            max_output_tokens=200,
+        )
+        guard.after_model_call(f"c{i}", usage=USAGE)
+    guard.close_step("run")
+    guard.close()
+    assert file_ledger.source is not None
+    with SQLLedger.from_url(file_ledger.source[0]) as fresh, fresh.budget_store() as store:
+        total = sum((r.cost for r in fresh.list_runs(limit=5)), Decimal(0))
+        with fresh.engine.connect() as conn:
+            keys = [
+                k for (k,) in conn.exec_driver_sql("SELECT counter_key FROM finops_budget_counters")
+            ]
+        counters = [store.counter(k) for k in keys]
+        assert _events(fresh) == 200
+        assert len(counters) == 1 and counters[0] is not None  # the daily budget's, in USD
+        assert counters[0].spent == total > 0
+        assert counters[0].reserved == 0
+
+
+def test_a_full_pipe_queues_groups_and_loses_none(file_ledger: SQLLedger) -> None:
+    writer = ProcessLedgerWriter(file_ledger, flush_on_sigterm=False)
+    writer.flush(timeout=30)  # the child is up
+    os.kill(writer.pid, signal.SIGSTOP)  # it reads nothing: the 1 MiB pipe fills
+    try:
+        start = time.monotonic()
+        for n in range(8000):  # about 2.5 MB of groups
+            writer.emit(Records(events=[model_event(n)]))
+        assert time.monotonic() - start < 10  # never blocked on the paused child
+        assert writer.backlog == 8000
+    finally:
+        os.kill(writer.pid, signal.SIGCONT)
+    writer.flush(timeout=60)
+    writer.close()
+    assert _events(file_ledger) == 8000
+
+
+def test_a_dead_child_hands_everything_to_an_in_process_writer(file_ledger: SQLLedger) -> None:
+    writer = ProcessLedgerWriter(file_ledger, flush_on_sigterm=False)
+    writer.flush(timeout=30)
+    os.kill(writer.pid, signal.SIGSTOP)
+    for n in range(100):  # in the pipe, never read
+        writer.emit(Records(events=[model_event(n)]))
+    os.kill(writer.pid, signal.SIGKILL)
+    os.kill(writer.pid, signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    while writer.failure is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writer.failure is not None and "exited" in writer.failure
+    for n in range(100, 150):  # after the failure: straight to the fallback
+        writer.emit(Records(events=[model_event(n)]))
+    writer.flush(timeout=30)
+    writer.close()
+    assert _events(file_ledger) == 150
+
+
+def test_a_poison_record_is_kept_by_the_child_and_counted(
+    file_ledger: SQLLedger, tmp_path: Path
+) -> None:
+    bad = replace(model_event(9), event_id="bad", cost=Decimal("1e25"))  # no ledger stores it
+    writer = ProcessLedgerWriter(file_ledger, flush_on_sigterm=False)
+    writer.emit(Records(events=[model_event(0)]))
+    writer.emit(Records(events=[bad]))
+    writer.emit(Records(events=[model_event(1)]))
+    writer.flush(timeout=30)
+    kept, path = writer.dead_lettered, writer.dead_letter_path
+    writer.close()
+    assert _events(file_ledger) == 2
+    assert kept == 1 and path == tmp_path / "ledger.sqlite.dead-letter.jsonl"
+
+
+def test_the_process_writer_needs_a_ledger_another_process_can_open() -> None:
+    with SQLLedger.from_url("sqlite://") as memory:
+        assert memory.source is None
+        with pytest.raises(ConfigurationError, match="writer='process' needs a ledger"):
+            CostTracker(memory, writer="process")
+
+
+def test_an_unknown_writer_is_refused_naming_where_it_came_from(
+    file_ledger: SQLLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigurationError, match=r"CostTracker\(writer=\).*'threads'"):
+        CostTracker(file_ledger, writer="threads")
+    monkeypatch.setenv("AGENT_FINOPS_WRITER", "fork")
+    with pytest.raises(ConfigurationError, match=r"AGENT_FINOPS_WRITER.*'fork'"):
+        CostTracker(file_ledger)
+    monkeypatch.setenv("AGENT_FINOPS_WRITER", "process")
+    tracker = CostTracker(file_ledger, flush_on_sigterm=False)
+    assert isinstance(tracker.sinks[0], ProcessLedgerWriter)
+    tracker.close()
+
+
+@pytest.mark.postgres
+def test_the_process_writer_on_postgresql() -> None:
+    url = postgres_url_or_skip()
+    with SQLLedger.from_url(url) as ledger:
+        writer = ProcessLedgerWriter(ledger, flush_on_sigterm=False)
+        for n in range(300):
+            writer.emit(Records(events=[model_event(n)]))
+        writer.flush(timeout=60)
+        writer.close()
+        assert writer.errors == 0
+        assert _events(ledger) == 300
