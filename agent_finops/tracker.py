@@ -512,15 +512,15 @@ class CostTracker:
         group: _Group | None = getattr(self._local, "group", None)
         if group is not None:
             if runs:
-                group.runs.extend(runs)
+                group.runs = (*group.runs, *runs)
             if spans:
-                group.spans.extend(spans)
+                group.spans = (*group.spans, *spans)
             if events:
-                group.events.extend(events)
+                group.events = (*group.events, *events)
             if decisions:
-                group.decisions.extend(decisions)
+                group.decisions = (*group.decisions, *decisions)
             if charges:
-                group.charges.extend(charges)
+                group.charges = (*group.charges, *charges)
             return
         records = Records(
             runs=runs, spans=spans, events=events, decisions=decisions, charges=charges
@@ -581,11 +581,11 @@ class _Group:
 
     __slots__ = ("_outer", "_tracker", "charges", "decisions", "events", "runs", "spans")
 
-    runs: list[RunRecord]
-    spans: list[SpanRecord]
-    events: list[CostEvent]
-    decisions: list[DecisionRecord]
-    charges: list[LeaseCharge]
+    runs: tuple[RunRecord, ...]
+    spans: tuple[SpanRecord, ...]
+    events: tuple[CostEvent, ...]
+    decisions: tuple[DecisionRecord, ...]
+    charges: tuple[LeaseCharge, ...]
 
     def __init__(self, tracker: CostTracker) -> None:
         self._tracker = tracker
@@ -595,7 +595,9 @@ class _Group:
         local = self._tracker._local
         if getattr(local, "group", None) is None:
             self._outer = True
-            self.runs, self.spans, self.events, self.decisions, self.charges = [], [], [], [], []
+            # Tuples, not lists: a group queued for the writer is a few objects fewer for
+            # the garbage collector to promote and walk while it waits.
+            self.runs = self.spans = self.events = self.decisions = self.charges = ()
             local.group = self
         # else: nested, the outer block collects (and emits) everything
 
