@@ -385,8 +385,12 @@ class ProcessLedgerWriter:
                     self._cond.notify_all()
         code = self._child.wait()
         with self._cond:
-            if not (self._closed and self._acked >= self._emitted):
+            # After close the child exits once it has written (or kept in the dead-letter
+            # file) everything it was sent: nothing to hand over, even if unacknowledged.
+            if not self._closed:
                 self._child_failed(f"the writer process exited (status {code})")
+            elif code != 0:
+                log.error("agent-finops: the writer process exited with status %d", code)
 
     def _child_failed(self, reason: str) -> LedgerWriter:
         """Hand everything not acknowledged to an in-process writer (once). Under _cond."""
