@@ -60,6 +60,8 @@ _TOOL_KEYS = ("tools", "functions")
 _TOOL_CHOICE_KEYS = ("tool_choice", "function_call")
 _FORMAT_KEYS = ("response_format", "output_config", "output_format", "text", "format")
 _SYSTEM_KEYS = ("system", "system_instruction", "instructions")
+_COUNTED = frozenset({*_TOOL_KEYS, *_FORMAT_KEYS, *_SYSTEM_KEYS, *_TOOL_CHOICE_KEYS})
+"""Parameters counted as tools, formats, system prompts or tool choices (not as `extra`)."""
 _SETTINGS = frozenset(
     {
         *_OUTPUT_LIMIT_KEYS,
@@ -155,11 +157,10 @@ def estimate_request(
     formats = [_as_schema(params[k]) for k in _FORMAT_KEYS if params.get(k) is not None]
     systems = [params[k] for k in _SYSTEM_KEYS if params.get(k) is not None]
     choices = [params[k] for k in _TOOL_CHOICE_KEYS if params.get(k) is not None]
-    counted = {*_TOOL_KEYS, *_FORMAT_KEYS, *_SYSTEM_KEYS, *_TOOL_CHOICE_KEYS}
     extra = {
         k: v
         for k, v in params.items()
-        if k not in _SETTINGS and k not in counted and v is not None and v != {}
+        if k not in _SETTINGS and k not in _COUNTED and v is not None and v != {}
     }
     input_tokens = estimate_input_tokens(
         _messages(payload),
@@ -212,7 +213,9 @@ def _flatten(params: Mapping[str, Any]) -> dict[str, Any]:
     """Top-level parameters with the fields of known sub-objects merged in (top level wins)."""
     flat: dict[str, Any] = {}
     for key in _NESTED_KEYS:
-        nested = params.get(key)
+        if key not in params:  # the usual case: a dict lookup, no call
+            continue
+        nested = params[key]
         if isinstance(nested, Mapping):
             for inner, value in nested.items():
                 if isinstance(inner, str):
@@ -255,14 +258,17 @@ def _positive(value: Any) -> int | None:
     return value
 
 
+def _positives(params: Mapping[str, Any], keys: tuple[str, ...]) -> list[int]:
+    """The positive int values of `keys` present in `params` (a lookup per key, no call)."""
+    return [v for k in keys if k in params and (v := _positive(params[k])) is not None]
+
+
 def _output_ceiling(params: Mapping[str, Any]) -> int | None:
-    limits = [v for k in _OUTPUT_LIMIT_KEYS if (v := _positive(params.get(k))) is not None]
+    limits = _positives(params, _OUTPUT_LIMIT_KEYS)
     if not limits:
         return None
-    budgets = [v for k in _THINKING_BUDGET_KEYS if (v := _positive(params.get(k))) is not None]
-    return max(limits) + max(budgets, default=0)
+    return max(limits) + max(_positives(params, _THINKING_BUDGET_KEYS), default=0)
 
 
 def _choices(params: Mapping[str, Any]) -> int:
-    counts = [v for k in _CHOICE_KEYS if (v := _positive(params.get(k))) is not None]
-    return min(max(counts, default=1), MAX_CHOICES)
+    return min(max(_positives(params, _CHOICE_KEYS), default=1), MAX_CHOICES)
