@@ -49,6 +49,7 @@ from agent_finops.sinks import (
     Records,
     RecordSink,
 )
+from agent_finops.sinks._process_writer import unshareable
 from agent_finops.usage import TokenUsage
 
 __all__ = ["CostTracker"]
@@ -130,7 +131,7 @@ class CostTracker:
         self._writer: LedgerWriter | ProcessLedgerWriter | DurableLedgerSink | None = None
         if durable:
             self._writer = DurableLedgerSink(ledger, dead_letter=dead_letter)
-        elif background and _writer_kind(writer) == "process":
+        elif background and _writer_kind(writer, ledger) == "process":
             self._writer = ProcessLedgerWriter(
                 ledger, dead_letter=dead_letter, flush_on_sigterm=flush_on_sigterm
             )
@@ -700,8 +701,14 @@ WRITER_ENV: Final = "AGENT_FINOPS_WRITER"
 """The environment variable giving the default `writer` (`thread` when unset)."""
 
 
-def _writer_kind(writer: str | None) -> str:
-    """`writer`, else the environment's default; a value we do not know is refused clearly."""
+def _writer_kind(writer: str | None, ledger: Ledger) -> str:
+    """`writer`, else the environment's default; a value we do not know is refused clearly.
+
+    `process` from the environment on a ledger no child process can write (in memory, a
+    wrapped engine, another backend) is `thread`, logged: the variable is set for a whole
+    deployment, and some of its trackers may have such ledgers. Asked for explicitly, it
+    raises (`ProcessLedgerWriter`).
+    """
     source = "CostTracker(writer=)"
     if writer is None:
         writer = os.environ.get(WRITER_ENV) or "thread"
@@ -714,4 +721,9 @@ def _writer_kind(writer: str | None) -> str:
             value=writer,
             expected=" or ".join(WRITERS),
         )
+    if writer == "process" and source == WRITER_ENV:
+        why = unshareable(ledger)
+        if why is not None:
+            log.info("agent-finops: %s=process ignored for this tracker: %s", WRITER_ENV, why)
+            return "thread"
     return writer

@@ -10,6 +10,7 @@ Uses only the public API; no network (prices come from the bundled catalog).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -35,7 +36,7 @@ def main() -> None:
     parser.add_argument("--user-handler", action="store_true", help="a SIGTERM handler first")
     parser.add_argument("--in-thread", action="store_true", help="build the tracker off main")
     parser.add_argument("--poison-every", type=int, default=0, help="every k-th call unstorable")
-    parser.add_argument("--then", choices=["exit", "sleep", "show-handler"], default="exit")
+    parser.add_argument("--then", choices=["exit", "sleep", "show-handler", "kill"], default="exit")
     parser.add_argument("--writer", choices=["thread", "process"], default=None)
     args = parser.parse_args()
 
@@ -92,6 +93,8 @@ def main() -> None:
                 time.sleep(delay)
     if args.then == "sleep":
         time.sleep(600)
+    if args.then == "kill":  # at once, the moment the last call returned
+        os.kill(os.getpid(), signal.SIGKILL)
     # "exit": return without flush or close: the atexit hook must write what is queued.
 
 

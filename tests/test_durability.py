@@ -180,6 +180,18 @@ def test_the_process_writer_loses_nothing_on_sigkill(url: str) -> None:
     assert {f"c{i}" for i in range(1, child.returned + 1)} <= recorded(url)
 
 
+def test_the_process_writer_loses_nothing_of_a_burst_killed_as_its_writer_starts(url: str) -> None:
+    # 5,000 calls as fast as they go (several MB of groups, more than the pipe holds) from
+    # the moment the tracker exists, then SIGKILL: the writer process was still importing;
+    # its drain thread had read the pipe into memory all along, and it writes all of it.
+    child = Child(url, "--calls", "5000", "--writer", "process", "--then", "kill")
+    child.finish()
+    assert child.proc.returncode == -signal.SIGKILL
+    assert child.returned == 5000
+    child.wait_for_writer()
+    assert recorded(url) == {f"c{i}" for i in range(1, 5001)}
+
+
 def test_the_process_writer_writes_everything_at_exit_and_on_sigterm(url: str) -> None:
     child = Child(url, "--calls", "300", "--writer", "process")
     err = child.finish()

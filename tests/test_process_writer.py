@@ -14,18 +14,21 @@ import signal
 import sys
 import time
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy.pool import StaticPool
 
 from agent_finops import CostTracker, SQLLedger, TokenUsage
 from agent_finops.exceptions import ConfigurationError
 from agent_finops.guard import RunGuard
 from agent_finops.ledger import DecisionRecord, RunRecord, SpanRecord
 from agent_finops.policy import Policy
-from agent_finops.sinks import ProcessLedgerWriter, Records
+from agent_finops.sinks import ProcessLedgerWriter, Records, read_dead_letters
 from tests.conftest import model_event, postgres_url_or_skip
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes and signals")
@@ -37,6 +40,19 @@ def _events(ledger: SQLLedger) -> int:
         return int(conn.exec_driver_sql("SELECT count(*) FROM finops_cost_events").scalar_one())
 
 
+def _root_span(span_id: str, at: datetime, **fields: Any) -> SpanRecord:
+    return SpanRecord(
+        span_id=span_id,
+        trace_id="t-0",
+        parent_span_id=None,
+        name="run",
+        kind="run",
+        node_path=None,
+        started_at=at,
+        **fields,
+    )
+
+
 @pytest.fixture
 def file_ledger(tmp_path: Path) -> SQLLedger:
     return SQLLedger.from_url(f"sqlite:///{tmp_path}/ledger.sqlite")
@@ -46,19 +62,7 @@ def test_every_kind_of_record_comes_back_equal_through_the_child(file_ledger: SQ
     at = datetime(2026, 12, 4, 12, 0, 0, 123456, tzinfo=UTC)
     records = Records(
         runs=[RunRecord(trace_id="t-0", name="run", started_at=at, tags={"team": "a"})],
-        spans=[
-            SpanRecord(
-                span_id="s-root",
-                trace_id="t-0",
-                parent_span_id=None,
-                name="run",
-                kind="run",
-                node_path=None,
-                started_at=at,
-                ended_at=at + timedelta(seconds=1),
-                status="ok",
-            )
-        ],
+        spans=[_root_span("s-root", at, ended_at=at + timedelta(seconds=1), status="ok")],
         events=[model_event(0), model_event(1)],
         decisions=[
             DecisionRecord(
@@ -133,7 +137,7 @@ def test_budget_counters_equal_the_ledger_with_the_process_writer(file_ledger: S
     guard.close_step("run")
     guard.close()
     assert file_ledger.source is not None
-    with SQLLedger.from_url(file_ledger.source[0]) as fresh, fresh.budget_store() as store:
+    with SQLLedger.from_url(file_ledger.source.url) as fresh, fresh.budget_store() as store:
         total = sum((r.cost for r in fresh.list_runs(limit=5)), Decimal(0))
         with fresh.engine.connect() as conn:
             keys = [
@@ -229,3 +233,106 @@ def test_the_process_writer_on_postgresql() -> None:
         writer.close()
         assert writer.errors == 0
         assert _events(ledger) == 300
+
+
+class Team(StrEnum):
+    """A tag key as an enum: the tracker keeps the key object it was given."""
+
+    TEAM = "team"
+
+
+def test_records_come_back_equal_field_by_field(file_ledger: SQLLedger) -> None:
+    # Non-UTC and naive-free datetimes, unknown costs, enum tag keys, long error text (a
+    # frame larger than the pipe's atomic write), booleans: what the ledger reads back is
+    # what the thread writer would have written.
+    paris = timezone(timedelta(hours=1))
+    at = datetime(2026, 12, 4, 13, 0, 0, 654321, tzinfo=paris)
+    unknown = replace(model_event(7), cost=None, usage_reported=False, created_at=at)
+    tagged = replace(model_event(8), tags={Team.TEAM: "growth"})
+    failed = _root_span("s-err", at, ended_at=at, status="error", error="x" * 10_000)
+    run = RunRecord(trace_id="t-0", name="run", started_at=at)
+    writer = ProcessLedgerWriter(file_ledger, flush_on_sigterm=False)
+    writer.emit(Records(runs=[run], events=[unknown], spans=[failed]))
+    writer.emit(Records(events=[tagged]))
+    writer.flush(timeout=30)
+    writer.close()
+    trace = file_ledger.load_trace("t-0")
+    got = {e.event_id: e for e in trace.events}
+    assert got["e-7"].cost is None and got["e-7"].usage_reported is False
+    assert got["e-7"].created_at == at  # the same instant
+    assert got["e-8"].tags == {"team": "growth"}
+    span = next(s for s in trace.spans if s.span_id == "s-err")
+    assert span.error == "x" * 10_000 and span.status == "error"
+
+
+def test_a_forked_process_writes_through_its_own_writer(file_ledger: SQLLedger) -> None:
+    writer = ProcessLedgerWriter(file_ledger, flush_on_sigterm=False)
+    pid = os.fork()
+    if pid == 0:  # the fork: the pipe and the writer process are its parent's
+        code = 1
+        try:
+            for n in range(100, 150):
+                writer.emit(Records(events=[model_event(n)]))
+            writer.flush(timeout=30)
+            code = 0 if writer.failure and "forked" in writer.failure else 3
+        finally:
+            os._exit(code)
+    for n in range(50):
+        writer.emit(Records(events=[model_event(n)]))
+    _, status = os.waitpid(pid, 0)
+    writer.flush(timeout=30)
+    writer.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert writer.failure is None
+    assert _events(file_ledger) == 100
+
+
+def test_what_arrives_after_close_is_kept_on_disk(file_ledger: SQLLedger, tmp_path: Path) -> None:
+    writer = ProcessLedgerWriter(file_ledger, flush_on_sigterm=False)
+    writer.emit(Records(events=[model_event(0)]))
+    writer.close()
+    writer.emit(Records(events=[model_event(1)]))  # a late callback
+    writer.flush(timeout=1)  # returns: nothing can be pending
+    kept = read_dead_letters(writer.dead_letter_path)
+    assert [getattr(k.record, "event_id", None) for k in kept] == ["e-1"]
+    assert "after the writer process was closed" in kept[0].error
+    assert _events(file_ledger) == 1
+
+
+def test_the_child_acknowledges_when_it_goes_idle(file_ledger: SQLLedger) -> None:
+    # Without a flush: what the child wrote is acknowledged soon after, so the backlog (what
+    # a crash of the child would make the parent write again) falls to zero.
+    writer = ProcessLedgerWriter(file_ledger, flush_on_sigterm=False)
+    writer.flush(timeout=30)
+    for n in range(20):
+        writer.emit(Records(events=[model_event(n)]))
+    deadline = time.monotonic() + 10
+    while writer.backlog and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writer.backlog == 0
+    writer.close()
+
+
+def test_an_engine_that_logs_to_stdout_does_not_break_the_writer(tmp_path: Path) -> None:
+    with SQLLedger.from_url(f"sqlite:///{tmp_path}/echo.sqlite", echo=True) as ledger:
+        writer = ProcessLedgerWriter(ledger, flush_on_sigterm=False)
+        for n in range(10):
+            writer.emit(Records(events=[model_event(n)]))
+        writer.flush(timeout=30)
+        writer.close()
+        assert writer.failure is None and _events(ledger) == 10
+
+
+def test_in_memory_ledgers_have_no_source_and_the_environment_falls_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shared = "sqlite:///file:finops_mem?mode=memory&cache=shared&uri=true"
+    with SQLLedger.from_url("sqlite://") as ledger:
+        assert ledger.source is None
+    with SQLLedger.from_url(shared, poolclass=StaticPool) as ledger:  # its own database
+        assert ledger.source is None
+    monkeypatch.setenv("AGENT_FINOPS_WRITER", "process")
+    with SQLLedger.from_url("sqlite://") as memory:
+        tracker = CostTracker(memory, flush_on_sigterm=False)  # the thread writer, logged
+        assert not isinstance(tracker.sinks[0], ProcessLedgerWriter)
+        tracker.close()

@@ -80,14 +80,37 @@ def encode(records: Records) -> bytes:
     """`records` as bytes (`decode` gives them back)."""
     groups = (records.runs, records.spans, records.events, records.decisions, records.charges)
     try:
-        return _FAST + marshal.dumps(
-            tuple(
-                tuple(map(read, group)) if group else ()
-                for read, group in zip(_READS, groups, strict=True)
-            )
+        flat = tuple(
+            tuple(map(read, group)) if group else ()
+            for read, group in zip(_READS, groups, strict=True)
         )
-    except (TypeError, ValueError, AttributeError):  # a value marshal cannot take: pickle
+    except (TypeError, ValueError, AttributeError):  # a naive datetime, a non-Decimal...
         return _PICKLED + pickle.dumps(records, protocol=5)
+    try:
+        return _FAST + marshal.dumps(flat)
+    except ValueError:  # a subclass of str or int (a StrEnum tag key): as the plain value
+        try:
+            return _FAST + marshal.dumps(_plain(flat))
+        except ValueError:
+            return _PICKLED + pickle.dumps(records, protocol=5)
+
+
+def _plain(value: Any) -> Any:
+    """`value` with str, int and float subclasses (enums...) as the plain builtin values."""
+    kind = type(value)
+    if kind is tuple:
+        return tuple(_plain(v) for v in value)
+    if kind is dict:
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if kind is bool or value is None:
+        return value
+    if isinstance(value, str) and kind is not str:
+        return str.__str__(value)
+    if isinstance(value, int) and kind is not int:
+        return int(value)
+    if isinstance(value, float) and kind is not float:
+        return float(value)
+    return value
 
 
 def decode(data: bytes) -> Records:

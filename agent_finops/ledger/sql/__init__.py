@@ -8,7 +8,7 @@ know a database's specifics, each with its own SQL), `_connections` (kept DBAPI 
 """
 
 from agent_finops.ledger.sql._budget_store import DEFAULT_MAX_IDLE_CONNECTIONS, SQLBudgetStore
-from agent_finops.ledger.sql._ledger import DEFAULT_URL, SQLLedger
+from agent_finops.ledger.sql._ledger import DEFAULT_URL, LedgerSource, SQLLedger
 from agent_finops.ledger.sql._migrations import SCHEMA_VERSION
 from agent_finops.ledger.sql._tables import metadata
 
@@ -18,5 +18,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "SQLBudgetStore",
     "SQLLedger",
+    "LedgerSource",
     "metadata",
 ]

@@ -8,6 +8,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, Self, TypeVar, overload
@@ -89,7 +90,7 @@ from agent_finops.ledger.sql._tables import decisions as _decisions
 from agent_finops.ledger.sql._tables import runs as _runs
 from agent_finops.ledger.sql._tables import spans as _spans
 
-__all__ = ["DEFAULT_URL", "SQLLedger"]
+__all__ = ["DEFAULT_URL", "LedgerSource", "SQLLedger"]
 
 DEFAULT_URL = "sqlite:///agent-finops.sqlite"
 """Used when neither an argument nor `AGENT_FINOPS_DB_URL` gives a URL."""
@@ -139,7 +140,7 @@ class SQLLedger(LedgerBase):
         self._statements: dict[tuple[str, str], Any] = {}
         self._bulks: dict[tuple[str, str], BulkInsert | CopyInsert] = {}
         self._copy: bool | None = None
-        self._source: tuple[str, dict[str, Any]] | None = None
+        self._source: LedgerSource | None = None
         if auto_setup:
             self.setup()
 
@@ -180,12 +181,8 @@ class SQLLedger(LedgerBase):
                 f"cannot open ledger URL {shown_url(text)}: {exc}", field="url"
             ) from exc
         ledger = cls(engine, auto_setup=False)
-        if engine.url.get_backend_name() != "sqlite" or engine.url.database not in (
-            None,
-            "",
-            ":memory:",
-        ):
-            ledger._source = (text, dict(engine_kwargs))
+        if not _private_memory(engine.url):
+            ledger._source = LedgerSource(text, dict(engine_kwargs), create, auto_setup)
         try:
             if not create:
                 ledger._require_ledger()
@@ -197,11 +194,11 @@ class SQLLedger(LedgerBase):
         return ledger
 
     @property
-    def source(self) -> tuple[str, dict[str, Any]] | None:
-        """The URL (password included) and engine options this ledger was opened with.
+    def source(self) -> LedgerSource | None:
+        """How this ledger was opened: what another process needs to open the same one.
 
-        What another process needs to open the same ledger (`CostTracker(writer="process")`);
-        None for a private in-memory SQLite ledger or one wrapped around an engine.
+        For `CostTracker(writer="process")`. None for an in-memory SQLite ledger (another
+        process would open a database of its own) or a ledger wrapped around an engine.
         """
         return self._source
 
@@ -842,6 +839,29 @@ def _prefixed(conn: Connection, key: Any, prefix: str) -> list[str]:
         .limit(MAX_CANDIDATES + 1)
     )
     return [value for (value,) in conn.execute(query)]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSource:
+    """What `SQLLedger.from_url` was given (the URL with its password)."""
+
+    url: str
+    engine_kwargs: dict[str, Any]
+    create: bool
+    auto_setup: bool
+
+
+def _private_memory(url: Any) -> bool:
+    """An in-memory SQLite database: private to this process, even a shared-cache one."""
+    if url.get_backend_name() != "sqlite":
+        return False
+    database = url.database or ""
+    return (
+        database in ("", ":memory:")
+        or "mode=memory" in database
+        or url.query.get("mode") == "memory"
+        or database.startswith("file::memory:")
+    )
 
 
 def _on_conflict(table: Table, key: str, insert: Any) -> Any:
