@@ -17,6 +17,7 @@ then keeps what it holds in the dead-letter file.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -171,20 +172,21 @@ def main(
         return 2
     options: dict[str, Any] = pickle.loads(first[2])  # our parent's pipe
     if options.get("version") != __version__:
-        write_frame(
-            outbox,
-            FAILED,
-            0,
-            f"the writer process runs agent-finops {__version__}, its parent "
-            f"{options.get('version')}".encode(),
-        )
+        reason = f"it runs agent-finops {__version__}, its parent {options.get('version')}"
+        with contextlib.suppress(OSError):
+            write_frame(outbox, FAILED, 0, reason.encode())
         return 1
     try:
         ledger = SQLLedger.from_url(options["url"], **options["open"])
     except Exception as exc:  # reported to the parent, which writes in-process instead
-        write_frame(outbox, FAILED, 0, f"{type(exc).__name__}: {exc}".encode())
+        with contextlib.suppress(OSError):
+            write_frame(outbox, FAILED, 0, f"{type(exc).__name__}: {exc}".encode())
         return 1
     delivery = _ChildDelivery(ledger, options["dead_letter"], parent)
+    try:
+        write_frame(outbox, ACK, 0, delivery.counters())  # ready: the ledger is open
+    except OSError:  # the parent is gone already: write what it sent all the same
+        delivery.orphaned()
     try:
         _serve(inbox, outbox, delivery)
     finally:
