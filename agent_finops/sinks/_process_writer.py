@@ -480,14 +480,16 @@ class ProcessLedgerWriter:
             return self._fallback
         self._failure = reason
         log.error("agent-finops: %s; writing the ledger in-process instead", reason)
+        handed = [data for _, data in self._unacked]
+        handed += [data for _, data, _ in self._queued if data]
+        # Room for the hand-over on top of the usual bound: feeding it (under this lock,
+        # to keep the order) never waits for a full queue.
         fallback = LedgerWriter(
             self.ledger,
             dead_letter=self._dead_letter,
             flush_on_sigterm=False,
-            max_queued=self.max_queued,
+            max_queued=self.max_queued + len(handed),
         )
-        handed = [data for _, data in self._unacked]
-        handed += [data for _, data, _ in self._queued if data]
         for data in handed:
             try:
                 fallback.emit(decode(data))
