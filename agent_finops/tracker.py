@@ -49,7 +49,6 @@ from agent_finops.sinks import (
     Records,
     RecordSink,
 )
-from agent_finops.sinks._process_writer import unshareable
 from agent_finops.usage import TokenUsage
 
 __all__ = ["CostTracker"]
@@ -722,7 +721,7 @@ def _writer_kind(writer: str | None, ledger: Ledger) -> str:
             expected=" or ".join(WRITERS),
         )
     if writer == "process" and source == WRITER_ENV:
-        why = unshareable(ledger)
+        why = ProcessLedgerWriter.unavailable(ledger)
         if why is not None:
             log.info("agent-finops: %s=process ignored for this tracker: %s", WRITER_ENV, why)
             return "thread"

@@ -12,9 +12,20 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from typing import Final
 
-__all__ = ["ACK", "FAILED", "FLUSH", "HEADER", "OPEN", "RECORDS", "read_frame", "write_frame"]
+__all__ = [
+    "ACK",
+    "FAILED",
+    "FLUSH",
+    "HEADER",
+    "OPEN",
+    "RECORDS",
+    "frame_from",
+    "read_frame",
+    "write_frame",
+]
 
 HEADER: Final = struct.Struct(">cQI")
 OPEN: Final = b"O"
@@ -34,11 +45,16 @@ def write_frame(fd: int, kind: bytes, seq: int, payload: bytes) -> None:
 
 def read_frame(fd: int) -> tuple[bytes, int, bytes] | None:
     """The next frame from `fd`, or None at the end of the stream."""
-    header = _read_exact(fd, HEADER.size)
+    return frame_from(lambda size: _read_exact(fd, size))
+
+
+def frame_from(take: Callable[[int], bytes | None]) -> tuple[bytes, int, bytes] | None:
+    """The next frame from `take(n)` (n bytes, or None at the end), or None at the end."""
+    header = take(HEADER.size)
     if header is None:
         return None
     kind, seq, length = HEADER.unpack(header)
-    payload = _read_exact(fd, length) if length else b""
+    payload = take(length) if length else b""
     if payload is None:
         return None  # the writer died mid-frame: the partial frame is not delivered
     return kind, seq, payload

@@ -47,6 +47,7 @@ __all__ = [
     "InlineLedgerSink",
     "LedgerWriter",
     "flush_all_writers",
+    "queue_full",
     "register_writer",
     "unregister_writer",
 ]
@@ -214,6 +215,17 @@ class _Delivery:
             self.dropped += len(records)
 
 
+def queue_full(max_queued: int, dead_letter: Path) -> str:
+    """Log that a writer's queue is full; the reason a group kept for it is filed under."""
+    log.warning(
+        "agent-finops: the writer's queue is full (%d groups): the ledger is not keeping up; "
+        "keeping a group in %s",
+        max_queued,
+        dead_letter,
+    )
+    return f"the writer's queue was full ({max_queued} groups): the ledger did not keep up"
+
+
 def _refused(exc: Exception, attempt: int) -> bool:
     """A write error that retrying cannot fix (the ledger refused the data itself)."""
     if isinstance(exc, LedgerError):
@@ -369,16 +381,8 @@ class LedgerWriter(_Delivery):
                 self._enqueue(records)
         if full:
             self.overflowed += 1
-            log.warning(
-                "agent-finops: the writer's queue is full (%d groups): the ledger is not keeping "
-                "up; keeping a group in %s",
-                self.max_queued,
-                self.dead_letter_path,
-            )
             self.keep(
-                _Batch.of((records,)).records(),
-                f"the writer's queue was full ({self.max_queued} groups): the ledger did not "
-                "keep up",
+                _Batch.of((records,)).records(), queue_full(self.max_queued, self.dead_letter_path)
             )
 
     def _on_writer_thread(self) -> bool:

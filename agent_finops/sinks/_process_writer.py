@@ -58,6 +58,7 @@ from agent_finops.sinks._ledger_writer import (
     LedgerWriter,
     _Batch,
     flush_all_writers,
+    queue_full,
     register_writer,
     unregister_writer,
 )
@@ -65,7 +66,7 @@ from agent_finops.sinks._sigterm import install_sigterm_flush
 from agent_finops.sinks._wire import decode, encode
 from agent_finops.sinks._writer_child import BOOTSTRAP
 
-__all__ = ["PIPE_SIZE", "ProcessLedgerWriter", "unshareable"]
+__all__ = ["PIPE_SIZE", "ProcessLedgerWriter"]
 
 log = logging.getLogger("agent_finops")
 
@@ -76,20 +77,6 @@ _ATOMIC: Final = select.PIPE_BUF
 """A non-blocking write this small to a pipe is all or nothing (POSIX)."""
 _ALREADY_KEPT: Final = b""
 """A queued frame whose group is in `_unacked` already (the rest of a partial write)."""
-
-
-def unshareable(ledger: Ledger) -> str | None:
-    """Why a child process could not write `ledger` (None: it can)."""
-    if getattr(ledger, "source", None) is None:
-        return (
-            "writer='process' needs a ledger opened with SQLLedger.from_url on a SQLite file "
-            "or a database server (the child process opens the same URL)"
-        )
-    if os.name != "posix":  # pragma: no cover - POSIX CI only
-        return "writer='process' is available on POSIX systems only"
-    if getattr(sys, "frozen", False):  # pragma: no cover - PyInstaller and the like
-        return "writer='process' cannot start a child of a frozen interpreter"
-    return None
 
 
 class ProcessLedgerWriter:
@@ -114,7 +101,7 @@ class ProcessLedgerWriter:
         `dead_letter`, `flush_on_sigterm` and `max_queued` as for `LedgerWriter`
         (`max_queued` bounds what waits here while the pipe is full).
         """
-        why = unshareable(ledger)
+        why = self.unavailable(ledger)
         if why is not None:
             raise ConfigurationError(
                 why,
@@ -152,7 +139,8 @@ class ProcessLedgerWriter:
         self.overflowed = 0
         """Groups kept in the dead-letter file because the queue was full."""
         self._keep = DeadLetterFile(self._dead_letter)
-        self._kept = 0
+        self._kept = 0  # records this process kept in the dead-letter file itself
+        self._dropped = 0
         self._cond = threading.Condition()
         # Frames waiting for room in the pipe, in order: (seq, group or _ALREADY_KEPT, frame).
         self._queued: deque[tuple[int, bytes, bytes]] = deque()
@@ -201,6 +189,20 @@ class ProcessLedgerWriter:
         if flush_on_sigterm:
             install_sigterm_flush(flush_all_writers)
 
+    @staticmethod
+    def unavailable(ledger: Ledger) -> str | None:
+        """Why a child process could not write `ledger` here (None: it can)."""
+        if getattr(ledger, "source", None) is None:
+            return (
+                "writer='process' needs a ledger opened with SQLLedger.from_url on a SQLite "
+                "file or a database server (the child process opens the same URL)"
+            )
+        if os.name != "posix":  # pragma: no cover - POSIX CI only
+            return "writer='process' is available on POSIX systems only"
+        if getattr(sys, "frozen", False):  # pragma: no cover - PyInstaller and the like
+            return "writer='process' cannot start a child of a frozen interpreter"
+        return None
+
     # -- what the tracker reads -------------------------------------------------------
 
     @property
@@ -233,20 +235,22 @@ class ProcessLedgerWriter:
     @property
     def errors(self) -> int:
         """Failed write attempts (the child's, as of its last acknowledgement)."""
-        own = self._fallback.errors if self._fallback is not None else 0
-        return self._counters.get("errors", 0) + own
+        return self._count("errors")
 
     @property
     def dead_lettered(self) -> int:
         """Records kept in the dead-letter file (the child's, as of its last acknowledgement)."""
-        own = self._fallback.dead_lettered if self._fallback is not None else 0
-        return self._counters.get("dead_lettered", 0) + own + self._kept
+        return self._count("dead_lettered") + self._kept
 
     @property
     def dropped(self) -> int:
         """Records neither the ledger nor the dead-letter file took (each logged)."""
-        own = self._fallback.dropped if self._fallback is not None else 0
-        return self._counters.get("dropped", 0) + own
+        return self._count("dropped") + self._dropped
+
+    def _count(self, name: str) -> int:
+        """The child's counter `name`, plus the fallback writer's if there is one."""
+        own = getattr(self._fallback, name) if self._fallback is not None else 0
+        return int(self._counters.get(name, 0) + own)
 
     @property
     def batches(self) -> int:
@@ -303,17 +307,7 @@ class ProcessLedgerWriter:
                     return
             if len(self._queued) >= self.max_queued and not self._wait_for_room():
                 self.overflowed += 1
-                log.warning(
-                    "agent-finops: the writer process's queue is full (%d groups): keeping a "
-                    "group in %s",
-                    self.max_queued,
-                    self._dead_letter,
-                )
-                self._keep_on_disk(
-                    records,
-                    f"the writer's queue was full ({self.max_queued} groups): the ledger did "
-                    "not keep up",
-                )
+                self._keep_on_disk(records, queue_full(self.max_queued, self._dead_letter))
                 return
             if self._fallback is not None:
                 self._fallback.emit(records)
@@ -334,8 +328,8 @@ class ProcessLedgerWriter:
         kept = _Batch.of((records,)).records()
         if self._keep.append(kept, reason, sync=False):
             self._kept += len(kept)
-        else:
-            log.error("agent-finops: %d record(s) lost: %s", len(kept), reason)
+        else:  # the file logged why
+            self._dropped += len(kept)
 
     def flush(self, timeout: float | None = 30.0) -> None:
         """Block until the child has written everything emitted so far."""

@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from agent_finops.ledger import SQLLedger
 from agent_finops.sinks._base import Records
-from agent_finops.sinks._frames import ACK, FAILED, FLUSH, HEADER, OPEN, RECORDS, write_frame
+from agent_finops.sinks._frames import ACK, FAILED, FLUSH, OPEN, RECORDS, frame_from, write_frame
 from agent_finops.sinks._ledger_writer import BATCH_MAX, _Batch, _Delivery
 from agent_finops.sinks._wire import decode
 
@@ -128,14 +128,7 @@ class _Inbox:
 
     def frame(self) -> tuple[bytes, int, bytes] | None:
         """The next frame, blocking until it has arrived; None at the end of the pipe."""
-        header = self._take(HEADER.size)
-        if header is None:
-            return None
-        kind, seq, length = HEADER.unpack(header)
-        payload = self._take(length) if length else b""
-        if payload is None:
-            return None  # the parent died mid-frame: the partial frame is not delivered
-        return kind, seq, payload
+        return frame_from(self._take)
 
     def _take(self, size: int) -> bytes | None:
         # `_buffer[_pos:]` is unread: a frame is sliced out without copying the rest.

@@ -175,6 +175,10 @@ class SQLDialect(ABC):
     def create_engine(self, url: URL, *, create: bool, engine_kwargs: dict[str, Any]) -> Engine:
         """An engine for `url`; with `create=False`, `LedgerNotFound` rather than a new file."""
 
+    def private_database(self, url: URL) -> bool:
+        """Whether the database at `url` exists in this process only (in memory)."""
+        return False
+
     @abstractmethod
     def insert(self, table: Table) -> Any:
         """The dialect's INSERT construct (with `on_conflict_do_update` / `_do_nothing`)."""

@@ -167,6 +167,7 @@ class SQLLedger(LedgerBase):
         text = url or DEFAULT_URL
         parsed = _parse(text)
         dialect = dialect_named(parsed.get_backend_name(), url=shown_url(text))
+        given = dict(engine_kwargs)  # before the dialect adds its defaults to them
         try:
             engine = dialect.create_engine(parsed, create=create, engine_kwargs=engine_kwargs)
         except FinOpsError:
@@ -181,8 +182,8 @@ class SQLLedger(LedgerBase):
                 f"cannot open ledger URL {shown_url(text)}: {exc}", field="url"
             ) from exc
         ledger = cls(engine, auto_setup=False)
-        if not _private_memory(engine.url):
-            ledger._source = LedgerSource(text, dict(engine_kwargs), create, auto_setup)
+        if not dialect.private_database(engine.url):
+            ledger._source = LedgerSource(text, given, create, auto_setup)
         try:
             if not create:
                 ledger._require_ledger()
@@ -849,19 +850,6 @@ class LedgerSource:
     engine_kwargs: dict[str, Any]
     create: bool
     auto_setup: bool
-
-
-def _private_memory(url: Any) -> bool:
-    """An in-memory SQLite database: private to this process, even a shared-cache one."""
-    if url.get_backend_name() != "sqlite":
-        return False
-    database = url.database or ""
-    return (
-        database in ("", ":memory:")
-        or "mode=memory" in database
-        or url.query.get("mode") == "memory"
-        or database.startswith("file::memory:")
-    )
 
 
 def _on_conflict(table: Table, key: str, insert: Any) -> Any:

@@ -319,9 +319,19 @@ class SQLiteDialect(SQLDialect):
         """The SQLite budget backend (one kept connection; `durable_commits` is PostgreSQL's)."""
         return SQLiteBudgets(engine)
 
+    def private_database(self, url: URL) -> bool:
+        """In memory, shared-cache URIs (`file:name?mode=memory`) included."""
+        database = url.database or ""
+        return (
+            database in ("", ":memory:")
+            or "mode=memory" in database
+            or url.query.get("mode") == "memory"
+            or database.startswith("file::memory:")
+        )
+
     def ledger_writes(self, engine: Engine) -> LedgerWrites:
         """One writer per file in this process; WAL checkpoints off the writer's commit."""
-        if engine.url.database in (None, "", ":memory:"):
+        if self.private_database(engine.url):
             return LedgerWrites()
         return SQLiteLedgerWrites(engine)
 
